@@ -1,0 +1,126 @@
+#include "comm/control.hpp"
+
+#include <cstring>
+
+#include <epx/group.hpp>
+
+#include "core/check.hpp"
+
+namespace epx::comm {
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::Layout: return "get_dispatch_layout";
+    case Op::Dispatch: return "dispatch";
+    case Op::CachedDispatch: return "dispatch (cached)";
+    case Op::Combine: return "combine";
+  }
+  return "unknown op";
+}
+
+namespace {
+const char* round_name(Round r) {
+  switch (r) {
+    case Round::Request: return "request";
+    case Round::Reply: return "reply";
+    case Round::Regrow: return "regrow";
+    case Round::Done: return "payload";
+  }
+  return "?";
+}
+constexpr int kBanks = 2;
+}  // namespace
+
+Control::Control(transport::Fabric& fabric, double timeout_s)
+    : fabric_(fabric),
+      size_(fabric.group().size()),
+      rank_(fabric.group().rank()),
+      timeout_s_(timeout_s) {
+  const std::size_t slots = std::size_t(kBanks) * kNumRounds * size_;
+  region_ = fabric_.create_region(slots * (sizeof(std::uint64_t) + sizeof(Message)));
+}
+
+std::uint64_t Control::begin(Op op) {
+  fabric_.check_not_aborted();
+  op_ = op;
+  return ++seq_;
+}
+
+std::size_t Control::signal_offset(Round round, int sender) const {
+  const std::size_t bank = seq_ % kBanks;
+  return ((bank * kNumRounds + std::size_t(round)) * size_ + sender) * sizeof(std::uint64_t);
+}
+
+std::size_t Control::message_offset(Round round, int sender) const {
+  const std::size_t base = std::size_t(kBanks) * kNumRounds * size_ * sizeof(std::uint64_t);
+  const std::size_t bank = seq_ % kBanks;
+  return base + ((bank * kNumRounds + std::size_t(round)) * size_ + sender) * sizeof(Message);
+}
+
+Message Control::stamp() const {
+  Message m;
+  m.seq = seq_;
+  m.op = static_cast<std::uint32_t>(op_);
+  return m;
+}
+
+void Control::set_text(Message& m, const std::string& s) {
+  const std::size_t n = std::min(s.size(), sizeof(m.text) - 1);
+  std::memcpy(m.text, s.data(), n);
+  m.text[n] = '\0';
+}
+
+void Control::check_call(const Message& m, int from, Round round) const {
+  if (m.seq == seq_ && m.op == static_cast<std::uint32_t>(op_)) return;
+  EPX_THROW(InvalidArgument, op_name(op_), " #", seq_, ": rank ", from, " is in ",
+            op_name(static_cast<Op>(m.op)), " #", m.seq, " (", round_name(round),
+            " round); every rank must make the same calls on a Buffer in the same order");
+}
+
+std::vector<Message> Control::exchange(Round round, const std::vector<Message>& out,
+                                       const core::Deadline& deadline) {
+  std::vector<int> all(size_);
+  for (int p = 0; p < size_; ++p) all[p] = p;
+  return exchange_some(round, out, all, all, deadline);
+}
+
+std::vector<Message> Control::exchange_some(Round round, const std::vector<Message>& out,
+                                            const std::vector<int>& to,
+                                            const std::vector<int>& from,
+                                            const core::Deadline& deadline) {
+  for (int p : to) {
+    fabric_.to(p).put(p, &out[p], region_, message_offset(round, rank_), sizeof(Message));
+    fabric_.to(p).signal(p, region_, signal_offset(round, rank_), seq_);
+  }
+  for (int p : to) fabric_.to(p).flush(p);
+  std::vector<Message> in(size_);
+  const std::byte* base = fabric_.local(region_).get();
+  for (int p : from) {
+    fabric_.wait(region_, signal_offset(round, p), seq_, deadline, [&] {
+      return core::concat(op_name(op_), " #", seq_, ": waiting for rank ", p, " in the ",
+                          round_name(round), " round");
+    });
+    std::memcpy(&in[p], base + message_offset(round, p), sizeof(Message));
+    check_call(in[p], p, round);
+  }
+  return in;
+}
+
+void Control::signal_done(int peer) {
+  fabric_.to(peer).signal(peer, region_, signal_offset(Round::Done, rank_), seq_);
+}
+
+void Control::wait_done(int peer, const core::Deadline& deadline) {
+  fabric_.wait(region_, signal_offset(Round::Done, peer), seq_, deadline, [&] {
+    return core::concat(op_name(op_), " #", seq_, ": waiting for rank ", peer, "'s payload");
+  });
+}
+
+void Control::agree(const std::vector<Message>& in, const std::string& own_error) const {
+  if (!own_error.empty()) throw Error(ErrorCode::InvalidArgument, own_error);
+  for (int p = 0; p < size_; ++p)
+    if (in[p].failed)
+      EPX_THROW(InvalidArgument, op_name(op_), ": rank ", p, " rejected its input: ", in[p].text);
+}
+
+}  // namespace epx::comm

@@ -1,0 +1,82 @@
+// The control plane of the protocol: small fixed-size messages and signal
+// slots in one region per rank, exchanged all-to-all once or twice per call.
+// Messages also carry each rank's verdict on its inputs, so that one rank's
+// bad input stops every rank before any payload moves.
+//
+// Slot reuse: every call consists of all-to-all rounds in which each rank
+// sends before it reads, so a rank can be at most one call ahead of any peer.
+// Alternating two banks by call parity therefore never overwrites a message
+// that a peer has not read yet.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/transport/fabric.hpp"
+
+namespace epx::comm {
+
+enum class Op : std::uint32_t { Layout = 1, Dispatch = 2, CachedDispatch = 3, Combine = 4 };
+const char* op_name(Op op);
+
+// Rounds of one call, each with its own slots.
+enum class Round : int { Request = 0, Reply = 1, Regrow = 2, Done = 3 };
+constexpr int kNumRounds = 4;
+
+struct Message {
+  std::uint64_t seq = 0;  // call number, equal on all ranks
+  std::uint32_t op = 0;
+  std::int32_t failed = 0;  // 1: the sender's input was bad; text says why
+  std::int64_t v[14] = {};  // round-specific values
+  char text[384] = {};
+};
+static_assert(sizeof(Message) == 512, "one message is 512 bytes");
+
+class Control {
+ public:
+  // Collective: creates the control region.
+  Control(transport::Fabric& fabric, double timeout_s);
+
+  // Starts call number seq (all ranks count calls identically).
+  std::uint64_t begin(Op op);
+  std::uint64_t seq() const noexcept { return seq_; }
+  Op op() const noexcept { return op_; }
+  double timeout_s() const noexcept { return timeout_s_; }
+
+  // Sends out[p] to every rank p (itself included), then waits for and returns
+  // every rank's message for this round, checking that all are in the same call.
+  std::vector<Message> exchange(Round round, const std::vector<Message>& out,
+                                const core::Deadline& deadline);
+  // Like exchange, but only with the ranks in `peers` (send to `to`, read from `from`).
+  std::vector<Message> exchange_some(Round round, const std::vector<Message>& out,
+                                     const std::vector<int>& to, const std::vector<int>& from,
+                                     const core::Deadline& deadline);
+
+  // Signals `peer` that this rank's payload for the current call is complete.
+  void signal_done(int peer);
+  void wait_done(int peer, const core::Deadline& deadline);
+
+  // Throws InvalidArgument on every rank if any message says its sender's
+  // input was bad. `own` is this rank's own error (empty if none).
+  void agree(const std::vector<Message>& in, const std::string& own_error) const;
+
+  // A message stamped with the current call.
+  Message stamp() const;
+  static void set_text(Message& m, const std::string& s);
+
+ private:
+  std::size_t signal_offset(Round round, int sender) const;
+  std::size_t message_offset(Round round, int sender) const;
+  void check_call(const Message& m, int from, Round round) const;
+
+  transport::Fabric& fabric_;
+  transport::RegionId region_ = -1;
+  int size_;
+  int rank_;
+  double timeout_s_;
+  std::uint64_t seq_ = 0;
+  Op op_ = Op::Layout;
+};
+
+}  // namespace epx::comm

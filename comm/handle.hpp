@@ -1,0 +1,26 @@
+// What a dispatch leaves for combine and the cached dispatch.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <epx/comm.hpp>
+
+namespace epx::comm::detail {
+
+struct HandleState {
+  std::uint64_t buffer_id = 0;  // the Buffer that made it
+  std::uint64_t seq = 0;        // the call number of that dispatch
+  int num_ranks = 0;
+  std::int64_t num_tokens = 0;  // T: tokens this rank sent
+  std::int64_t hidden = 0;      // H of the dispatch
+  // Send side: per destination rank, the source token indices, ascending.
+  std::vector<std::vector<std::int32_t>> send_tokens;
+  std::vector<std::int64_t> send_prefix;  // [R+1]: row offset of each rank's rows, in rank order
+  // Receive side: rows [recv_prefix[s], recv_prefix[s+1]) came from rank s.
+  std::vector<std::int64_t> recv_prefix;  // [R+1]
+  std::vector<int> num_recv_tokens_per_expert;
+  std::int64_t num_recv() const { return recv_prefix.empty() ? 0 : recv_prefix.back(); }
+};
+
+}  // namespace epx::comm::detail

@@ -1,0 +1,51 @@
+#include "comm/payload.hpp"
+
+namespace epx::comm {
+
+namespace {
+std::size_t align64(std::size_t n) { return (n + 63) / 64 * 64; }
+
+std::vector<std::vector<std::byte>>& staging_pool() {
+  // One area per section, per thread, reused across calls: the put path
+  // allocates only when a call is larger than any before.
+  thread_local std::vector<std::vector<std::byte>> pool;
+  return pool;
+}
+}  // namespace
+
+PayloadLayout::PayloadLayout(std::int64_t rows, std::size_t rb, std::int64_t ns, std::int64_t k)
+    : row_bytes(rb), num_scales(ns), topk(k) {
+  const std::size_t m = static_cast<std::size_t>(rows);
+  x = 0;
+  scales = align64(x + m * row_bytes);
+  topk_idx = align64(scales + m * static_cast<std::size_t>(ns) * sizeof(float));
+  topk_weights = align64(topk_idx + m * static_cast<std::size_t>(k) * sizeof(std::int64_t));
+  total = align64(topk_weights + m * static_cast<std::size_t>(k) * sizeof(float));
+}
+
+RowWriter::RowWriter(transport::Fabric& fabric, int peer, transport::RegionId region,
+                     std::size_t block_offset)
+    : fabric_(fabric),
+      peer_(peer),
+      region_(region),
+      block_offset_(block_offset),
+      direct_(fabric.caps(peer).load_store),
+      staging_(staging_pool()) {}
+
+std::byte* RowWriter::section(std::size_t offset, std::size_t bytes) {
+  if (direct_)
+    return static_cast<std::byte*>(fabric_.to(peer_).peer_ptr(peer_, region_, block_offset_ + offset));
+  const std::size_t i = staged_.size();
+  if (staging_.size() <= i) staging_.resize(i + 1);
+  if (staging_[i].size() < bytes) staging_[i].resize(bytes);
+  staged_.push_back({offset, bytes, i});
+  return staging_[i].data();
+}
+
+void RowWriter::commit() {
+  for (const Staged& s : staged_)
+    fabric_.to(peer_).put(peer_, staging_[s.area].data(), region_, block_offset_ + s.offset, s.bytes);
+  staged_.clear();
+}
+
+}  // namespace epx::comm

@@ -1,0 +1,51 @@
+// Fabric: the transports of one Buffer seen as one. It picks a backend per
+// peer, creates regions on all backends at once, and owns the bounded wait
+// loop (deadline, group abort, peers' abort signals) that every phase uses.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "comm/transport/transport.hpp"
+#include "core/wait.hpp"
+
+namespace epx::comm::transport {
+
+class Fabric {
+ public:
+  // Collective. Throws Unsupported (on every rank) if some peer is unreachable.
+  explicit Fabric(Group& group);
+  ~Fabric();
+
+  Group& group() noexcept { return group_; }
+  Transport& to(int peer) { return *route_[peer]; }
+  const TransportCaps& caps(int peer) const { return caps_[peer]; }
+  const char* name(int peer) const { return route_[peer]->name(); }
+
+  // Collective: a new region of `bytes` on this rank, reachable by every peer.
+  // Returns its id; local(id) is its base, which keeps it mapped while held.
+  RegionId create_region(std::size_t bytes);
+  const std::shared_ptr<std::byte>& local(RegionId id) const { return local_[id]; }
+
+  // Waits until the 8-byte word at `offset` of local region `id` is >= want.
+  // On timeout: aborts the group (peers fail fast) and throws Timeout with
+  // describe()'s text; on a peer's abort throws PeerFailure.
+  void wait(RegionId id, std::size_t offset, std::uint64_t want, const core::Deadline& deadline,
+            const std::function<std::string()>& describe);
+
+  // Marks the group failed and tells every peer (their waits then fail fast).
+  void abort(const std::string& reason);
+  // Throws PeerFailure if this group was aborted (by this rank or a peer).
+  void check_not_aborted();
+
+ private:
+  Group& group_;
+  std::vector<TransportPtr> transports_;
+  std::vector<Transport*> route_;  // by peer
+  std::vector<TransportCaps> caps_;
+  std::vector<std::shared_ptr<std::byte>> local_;  // by region id
+  RegionId abort_region_ = -1;
+};
+
+}  // namespace epx::comm::transport

@@ -1,0 +1,14 @@
+#include "comm/transport/registry.hpp"
+
+#include "comm/transport/shm/shm_transport.hpp"
+#include "core/config.hpp"
+
+namespace epx::comm::transport {
+
+std::vector<TransportPtr> create_transports(Group& group) {
+  std::vector<TransportPtr> list;
+  list.push_back(make_shm_transport(group, core::params::shm_direct.get()));
+  return list;
+}
+
+}  // namespace epx::comm::transport

@@ -1,0 +1,124 @@
+#include "core/config.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <iomanip>
+#include <sstream>
+
+#include "core/check.hpp"
+#include "core/log.hpp"
+
+namespace epx::core {
+
+namespace {
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::vector<const ParamBase*>& registry() {
+  static std::vector<const ParamBase*> r;
+  return r;
+}
+}  // namespace
+
+void register_param(const ParamBase* param) {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  registry().push_back(param);
+}
+
+std::vector<ParamInfo> list_params() {
+  std::vector<const ParamBase*> all;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    all = registry();
+  }
+  std::vector<ParamInfo> out;
+  for (const ParamBase* p : all) out.push_back(p->info());
+  return out;
+}
+
+void print_params(std::ostream& os) {
+  for (const ParamInfo& p : list_params()) {
+    os << std::left << std::setw(22) << p.env << " = " << std::setw(10) << p.value << " ("
+       << (p.from_env ? "environment" : "default") << ", default " << p.default_value << ")  "
+       << p.doc << "\n";
+  }
+}
+
+bool parse_param(const std::string& env, const std::string& text, bool* out) {
+  if (text == "1" || text == "true" || text == "yes" || text == "on") return *out = true, true;
+  if (text == "0" || text == "false" || text == "no" || text == "off") return *out = false, true;
+  EPX_THROW(InvalidArgument, env, "=", text, ": expected 0/1, true/false, yes/no or on/off");
+}
+
+bool parse_param(const std::string& env, const std::string& text, int* out) {
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(text.c_str(), &end, 10);
+  EPX_CHECK(errno == 0 && end != text.c_str() && *end == '\0' && v >= INT32_MIN && v <= INT32_MAX,
+            InvalidArgument, env, "=", text, ": expected an integer");
+  *out = static_cast<int>(v);
+  return true;
+}
+
+bool parse_param(const std::string& env, const std::string& text, double* out) {
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(text.c_str(), &end);
+  EPX_CHECK(errno == 0 && end != text.c_str() && *end == '\0', InvalidArgument, env, "=", text,
+            ": expected a number");
+  *out = v;
+  return true;
+}
+
+bool parse_param(const std::string&, const std::string& text, std::string* out) {
+  *out = text;
+  return true;
+}
+
+std::string param_text(bool v) { return v ? "1" : "0"; }
+std::string param_text(int v) { return std::to_string(v); }
+std::string param_text(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+std::string param_text(const std::string& v) { return v.empty() ? "\"\"" : v; }
+
+template <class T>
+void Param<T>::load() const {
+  value_ = default_;
+  const char* s = std::getenv(env_);
+  if (s == nullptr || *s == '\0') return;
+  T v{};
+  parse_param(env_, s, &v);
+  value_ = v;
+  from_env_ = true;
+  // The log parameters configure the logger itself: logging them here would recurse.
+  if (std::string(env_).rfind("EPX_LOG", 0) != 0)
+    EPX_LOG(Info, Core, env_, " set by environment to ", param_text(value_));
+}
+
+template class Param<bool>;
+template class Param<int>;
+template class Param<double>;
+template class Param<std::string>;
+
+namespace params {
+Param<double> timeout_s("EPX_TIMEOUT_S", 300.0,
+                        "Bound of every wait on a peer, seconds (BufferOptions::timeout_s "
+                        "overrides it when set to another value than 300)");
+Param<int> ranks_per_node("EPX_RANKS_PER_NODE", 0,
+                          "Ranks per virtual node (0: one node per shared-memory host)");
+Param<std::string> log_level("EPX_LOG_LEVEL", "WARN", "Log level: WARN, INFO, DEBUG or TRACE");
+Param<std::string> log_subsys("EPX_LOG_SUBSYS", "ALL",
+                              "Comma list of subsystems to log: CORE,COMM,TRANSPORT,KERNELS,"
+                              "PIPELINE,BALANCER,LAUNCH or ALL; ^LIST excludes");
+Param<std::string> log_file("EPX_LOG_FILE", "",
+                            "Log to this file instead of stderr (%h host, %p pid, %r rank)");
+Param<bool> shm_direct("EPX_SHM_DIRECT", true,
+                       "shm transport: write peers' memory with direct stores (0: use the "
+                       "put path every transport has, for testing)");
+}  // namespace params
+
+}  // namespace epx::core

@@ -1,0 +1,113 @@
+// epx::comm: expert-parallel dispatch and combine (normal mode).
+//
+// Every call on a Buffer is collective over its Group: all ranks call the
+// same operations in the same order. Bad input on any rank raises an
+// epx::Error(InvalidArgument) on every rank, before any payload moves; every
+// wait on a peer is bounded by BufferOptions::timeout_s.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <epx/config.hpp>
+#include <epx/group.hpp>
+#include <epx/tensor.hpp>
+
+namespace epx::comm {
+
+struct BufferOptions {
+  // Bytes of receive space per rank. Received tensors live in this space
+  // (no copy out) until the last reference to them is dropped; a dispatch that
+  // needs more grows the space (logged at WARN) rather than failing.
+  std::size_t num_bytes = std::size_t{256} << 20;
+  // Bound of every wait on a peer, seconds. Left at 300, EPX_TIMEOUT_S applies.
+  double timeout_s = 300;
+};
+
+// Routing counts for one topk_idx, from Buffer::get_dispatch_layout.
+struct Layout {
+  Tensor num_tokens_per_rank;    // [R] i32: tokens this rank sends to each rank
+  Tensor num_tokens_per_node;    // [N] i32: tokens this rank sends to each node
+  Tensor num_tokens_per_expert;  // [E] i32: (token, expert) pairs per expert
+  Tensor is_token_in_rank;       // [T,R] boolean
+  // Identify the topk_idx this layout was computed from (checked by dispatch).
+  int num_experts = 0;
+  std::uint64_t topk_fingerprint = 0;
+};
+
+namespace detail {
+struct HandleState;
+}
+
+// What combine and the cached dispatch need from a dispatch: where every
+// received row came from. Opaque; valid only with the Buffer that made it.
+class EPX_API Handle {
+ public:
+  Handle() = default;
+  bool defined() const noexcept { return state_ != nullptr; }
+  std::int64_t num_tokens() const;       // T: tokens this rank dispatched
+  std::int64_t num_recv_tokens() const;  // M: rows this rank received
+  const std::shared_ptr<const detail::HandleState>& state() const noexcept { return state_; }
+
+ private:
+  friend class Buffer;
+  explicit Handle(std::shared_ptr<const detail::HandleState> s) : state_(std::move(s)) {}
+  std::shared_ptr<const detail::HandleState> state_;
+};
+
+struct DispatchOptions {
+  bool fp8 = false;          // cast bf16/f32 x to e4m3 with per-token 1x128 scales on the way
+  bool ue8m0 = false;        // with fp8: scales rounded up to powers of two
+  int expert_alignment = 1;  // num_recv_tokens_per_expert rounded up to a multiple of this
+  Tensor x_scales;           // set when x is already e4m3: f32 [T, H/128]
+};
+
+struct DispatchResult {
+  Tensor x;             // [M,H] in x's dtype, or e4m3 when fp8; rows by source rank, then token
+  Tensor x_scales;      // [M,H/128] f32 when the payload is e4m3, else undefined
+  Tensor topk_idx;      // [M,K] i64: local expert ids, -1 where the expert lives elsewhere
+  Tensor topk_weights;  // [M,K] f32: 0 where topk_idx is -1
+  std::vector<int> num_recv_tokens_per_expert;  // per local expert, rounded to expert_alignment
+  Handle handle;
+};
+
+class EPX_API Buffer {
+ public:
+  // Collective. The group must outlive the buffer.
+  Buffer(Group& group, BufferOptions options = {});
+  ~Buffer();
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  // topk_idx: i64 [T,K], -1 = no expert. Collective (ranks agree on validity).
+  Layout get_dispatch_layout(const Tensor& topk_idx, int num_experts);
+
+  // x: f32/bf16 [T,H] (or e4m3 with options.x_scales), topk_weights: f32 [T,K].
+  DispatchResult dispatch(const Tensor& x, const Tensor& topk_idx, const Tensor& topk_weights,
+                          const Layout& layout, const DispatchOptions& options = {});
+
+  // Cached dispatch: the routing of `handle`, a new payload (the backward of
+  // combine). x: [T,H] f32/bf16, or e4m3 with options.x_scales; options.fp8 casts.
+  DispatchResult dispatch(const Tensor& x, const Handle& handle,
+                          const DispatchOptions& options = {});
+
+  // y: [M,H'] f32/bf16, one row per received row. Returns [T,H'] in y's dtype:
+  // row t is the unweighted sum, in rank order with f32 accumulation, of the
+  // rows sent back for token t (zeros for tokens that went nowhere).
+  Tensor combine(const Tensor& y, const Handle& handle);
+
+  Group& group() noexcept;
+  // Name of the transport that reaches `peer` (for logs and benchmarks).
+  const char* transport_name(int peer) const;
+  // Bytes of receive space this rank holds now (grows past num_bytes if needed).
+  std::size_t capacity_bytes() const;
+
+  struct Impl;  // opaque
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace epx::comm

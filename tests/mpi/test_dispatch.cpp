@@ -1,0 +1,168 @@
+// Dispatch against the single-process reference: content, order, FP8 bytes
+// and scales, local ids, weights, per-expert counts, cached dispatch.
+#include "comm_fixture.hpp"
+
+namespace epx::test {
+namespace {
+
+struct Case {
+  const char* name;
+  DType dtype;
+  std::int64_t hidden;
+  bool fp8;
+  bool ue8m0;
+  int alignment;
+  std::vector<int> empty_ranks;
+  std::int64_t base_tokens;
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+void check_dispatch(const DispatchResult& got, const ExpectedDispatch& want, std::int64_t hidden,
+                    bool fp8) {
+  ASSERT_EQ(got.x.dim(0), want.rows);
+  ASSERT_EQ(got.x.dim(1), hidden);
+  const std::size_t row_bytes = static_cast<std::size_t>(hidden) * dtype_size(got.x.dtype());
+  expect_rows_equal(static_cast<const std::uint8_t*>(got.x.raw()), want.x.data(), want.rows,
+                    static_cast<std::int64_t>(row_bytes), "x bytes");
+  if (fp8) {
+    ASSERT_TRUE(got.x_scales.defined());
+    EXPECT_EQ(got.x.dtype(), DType::e4m3);
+    expect_rows_equal(got.x_scales.data<float>(), want.scales.data(), want.rows, hidden / 128, "x_scales");
+  } else {
+    EXPECT_FALSE(got.x_scales.defined());
+  }
+  const std::int64_t K = got.topk_idx.dim(1);
+  expect_rows_equal(got.topk_idx.data<std::int64_t>(), want.topk_idx.data(), want.rows, K, "topk_idx");
+  expect_rows_equal(got.topk_weights.data<float>(), want.topk_weights.data(), want.rows, K, "topk_weights");
+  EXPECT_EQ(got.num_recv_tokens_per_expert, want.per_expert);
+  EXPECT_EQ(got.handle.num_recv_tokens(), want.rows);
+}
+
+class DispatchTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DispatchTest, MatchesReference) {
+  const Case& c = GetParam();
+  Shape s;
+  s.tokens = tokens_per_rank(c.base_tokens, c.empty_ranks);
+  s.hidden = c.hidden;
+  s.topk = 4;
+  s.experts = experts_for(3);
+  s.dtype = c.dtype;
+  const int me = world().rank();
+  comm::Buffer buffer(world(), {std::size_t{1} << 20, 60});
+  RankInputs in = make_inputs(s, me);
+  comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+  comm::DispatchOptions o;
+  o.fp8 = c.fp8;
+  o.ue8m0 = c.ue8m0;
+  o.expert_alignment = c.alignment;
+  ExpectedDispatch want = expected_dispatch(s, me, c.fp8, c.ue8m0, c.alignment);
+
+  DispatchResult first = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout, o);
+  check_dispatch(first, want, s.hidden, c.fp8);
+  // A second call while the first result is alive: same bytes, first untouched.
+  DispatchResult second = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout, o);
+  check_dispatch(second, want, s.hidden, c.fp8);
+  check_dispatch(first, want, s.hidden, c.fp8);
+  EXPECT_NE(first.x.raw(), second.x.raw());
+
+  // Cached: same routing, a new payload.
+  RankInputs in2 = make_inputs(s, me, /*salt=*/99);
+  comm::DispatchOptions co;
+  co.fp8 = c.fp8;
+  co.ue8m0 = c.ue8m0;
+  DispatchResult cached = buffer.dispatch(in2.x, first.handle, co);
+  ExpectedDispatch want2 = expected_dispatch(s, me, c.fp8, c.ue8m0, c.alignment, 99);
+  ASSERT_EQ(cached.x.dim(0), want2.rows);
+  const std::size_t rb = static_cast<std::size_t>(s.hidden) * dtype_size(cached.x.dtype());
+  expect_rows_equal(static_cast<const std::uint8_t*>(cached.x.raw()), want2.x.data(), want2.rows,
+                    static_cast<std::int64_t>(rb), "cached x bytes");
+  if (c.fp8)
+    expect_rows_equal(cached.x_scales.data<float>(), want2.scales.data(), want2.rows,
+                      s.hidden / 128, "cached x_scales");
+  EXPECT_EQ(cached.num_recv_tokens_per_expert, want.per_expert);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, DispatchTest,
+    ::testing::Values(Case{"bf16", DType::bf16, 256, false, false, 1, {}, 37},
+                      Case{"f32_odd_hidden", DType::f32, 93, false, false, 1, {}, 29},
+                      Case{"bf16_odd_hidden", DType::bf16, 200, false, false, 3, {1}, 41},
+                      Case{"fp8_bf16", DType::bf16, 384, true, false, 1, {}, 33},
+                      Case{"fp8_f32_ue8m0", DType::f32, 256, true, true, 4, {0}, 31},
+                      Case{"fp8_bf16_ue8m0_empty", DType::bf16, 128, true, true, 1, {1, 2}, 25},
+                      Case{"no_tokens", DType::bf16, 128, false, false, 1, {0, 1, 2, 3, 4, 5, 6, 7}, 0}),
+    [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+TEST(Dispatch, PrequantizedInput) {
+  Shape s;
+  s.tokens = tokens_per_rank(21);
+  s.hidden = 256;
+  s.experts = experts_for(2);
+  const int me = world().rank();
+  comm::Buffer buffer(world(), {std::size_t{1} << 20, 60});
+  RankInputs in = make_inputs(s, me);
+  auto [q, scales] = kernels::per_token_cast_to_fp8(in.x, false);
+  comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+  comm::DispatchOptions o;
+  o.x_scales = scales;
+  DispatchResult got = buffer.dispatch(q, in.topk_idx, in.topk_weights, layout, o);
+  check_dispatch(got, expected_dispatch(s, me, true, false, 1), s.hidden, true);
+}
+
+TEST(Dispatch, AllTokensWithoutExperts) {
+  Shape s;
+  s.tokens = tokens_per_rank(9);
+  s.experts = experts_for(2);
+  s.all_empty_every = 1;
+  const int me = world().rank();
+  comm::Buffer buffer(world(), {std::size_t{1} << 16, 60});
+  RankInputs in = make_inputs(s, me);
+  comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+  DispatchResult got = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
+  EXPECT_EQ(got.x.dim(0), 0);
+  Tensor back = buffer.combine(Tensor::empty({0, s.hidden}, DType::bf16), got.handle);
+  ASSERT_EQ(back.dim(0), s.tokens[me]);
+  const auto* b = back.data<std::uint16_t>();
+  EXPECT_TRUE(std::all_of(b, b + back.numel(), [](std::uint16_t v) { return v == 0; }));
+}
+
+TEST(Dispatch, SeveralTimesLargerThanTheBuffer) {
+  Shape s;
+  s.tokens = tokens_per_rank(300);
+  s.hidden = 512;
+  s.experts = experts_for(2);
+  const int me = world().rank();
+  // 64 KiB of receive space for ~300 KiB+ per rank: the space must grow.
+  comm::Buffer buffer(world(), {std::size_t{64} << 10, 60});
+  const std::size_t before = buffer.capacity_bytes();
+  RankInputs in = make_inputs(s, me);
+  comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+  ExpectedDispatch want = expected_dispatch(s, me, false, false, 1);
+  DispatchResult a = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
+  DispatchResult b = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
+  check_dispatch(a, want, s.hidden, false);
+  check_dispatch(b, want, s.hidden, false);
+  if (want.rows * s.hidden * 2 > static_cast<std::int64_t>(before)) {
+    EXPECT_GT(buffer.capacity_bytes(), before);
+  }
+}
+
+TEST(Dispatch, ResultOutlivesBuffer) {
+  Shape s;
+  s.tokens = tokens_per_rank(17);
+  s.experts = experts_for(2);
+  const int me = world().rank();
+  DispatchResult kept;
+  {
+    comm::Buffer buffer(world(), {std::size_t{1} << 20, 60});
+    RankInputs in = make_inputs(s, me);
+    comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+    kept = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
+  }
+  check_dispatch(kept, expected_dispatch(s, me, false, false, 1), s.hidden, false);
+}
+
+}  // namespace
+}  // namespace epx::test

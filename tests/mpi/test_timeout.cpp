@@ -1,0 +1,45 @@
+// A rank that does not make the call: the others time out with an error that
+// names the waiting phase and the missing rank, and the group is poisoned so
+// every later call fails fast instead of waiting again.
+#include "comm_fixture.hpp"
+
+namespace epx::test {
+namespace {
+
+TEST(Timeout, MissingRankIsNamed) {
+  if (world().size() < 2) GTEST_SKIP() << "needs two ranks";
+  // A group of its own: the abort must not poison world() for other tests.
+  Group g(MPI_COMM_WORLD);
+  Shape s;
+  s.tokens.assign(static_cast<std::size_t>(g.size()), 8);
+  s.experts = 2 * g.size();
+  RankInputs in = make_inputs(s, g.rank());
+  comm::Buffer buffer(g, {std::size_t{1} << 16, 1.0});
+  const int absent = g.size() - 1;
+  if (g.rank() != absent) {
+    try {
+      buffer.get_dispatch_layout(in.topk_idx, s.experts);
+      ADD_FAILURE() << "no timeout";
+    } catch (const Error& e) {
+      // Timed out itself, or told by a rank that did; either way the reason is named.
+      EXPECT_TRUE(e.code() == ErrorCode::Timeout || e.code() == ErrorCode::PeerFailure) << e.what();
+      EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(absent)), std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find("get_dispatch_layout"), std::string::npos) << e.what();
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  // Every rank, the absent one included, now fails fast.
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    buffer.get_dispatch_layout(in.topk_idx, s.experts);
+    ADD_FAILURE() << "no error after the group was aborted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::PeerFailure) << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 0.5);
+  EXPECT_TRUE(g.aborted());
+}
+
+}  // namespace
+}  // namespace epx::test
