@@ -9,8 +9,9 @@
 
 namespace epx::kernels {
 
-// Element-wise conversion between f32, bf16, f16, e4m3 and e5m2
-// (round-to-nearest-even, saturating to the target's largest finite value).
+// Element-wise conversion between f32, bf16, f16, e4m3 and e5m2, rounded
+// to nearest even. e4m3, e5m2 and f16 saturate to their largest finite value
+// (inf too); bf16 keeps IEEE overflow to inf, like torch. NaN stays NaN.
 EPX_API Tensor cast(const Tensor& x, DType to);
 
 // x: f32 or bf16 [T,H], H % 128 == 0. Returns (e4m3 [T,H], f32 scales [T,H/128])

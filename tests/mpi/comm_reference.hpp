@@ -68,13 +68,14 @@ inline RankInputs make_inputs(const Shape& s, int rank, std::uint32_t payload_sa
   std::vector<std::int64_t> perm(static_cast<std::size_t>(s.experts));
   for (std::int64_t t = 0; t < T; ++t) {
     std::iota(perm.begin(), perm.end(), 0);
-    for (int k = 0; k < K; ++k) {  // partial Fisher-Yates: K distinct experts
+    const int distinct = std::min(K, s.experts);  // slots past E stay -1
+    for (int k = 0; k < distinct; ++k) {  // partial Fisher-Yates: distinct experts
       std::uniform_int_distribution<int> pick(k, s.experts - 1);
       std::swap(perm[k], perm[pick(rng)]);
     }
     const bool none = s.all_empty_every > 0 && t % s.all_empty_every == s.all_empty_every - 1;
     for (int k = 0; k < K; ++k) {
-      const bool empty = none || uni(rng) < s.empty_slot;
+      const bool empty = none || k >= distinct || uni(rng) < s.empty_slot;
       in.topk_idx.data<std::int64_t>()[t * K + k] = empty ? -1 : perm[k];
       in.topk_weights.data<float>()[t * K + k] = uni(rng) + 0.01f;
     }

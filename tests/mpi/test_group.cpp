@@ -1,0 +1,102 @@
+// Group topology: physical nodes by default, virtual nodes from
+// EPX_RANKS_PER_NODE or the constructor, checked against plain arithmetic.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include <epx/epx.hpp>
+
+namespace epx {
+namespace {
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world_size() {
+  int s = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &s);
+  return s;
+}
+
+// The shape a ranks_per_node of `rpn` must give (consecutive ranks, last node may be short).
+void expect_virtual_shape(const Group& g, int rpn) {
+  const int R = world_size(), me = world_rank();
+  EXPECT_EQ(g.rank(), me);
+  EXPECT_EQ(g.size(), R);
+  EXPECT_EQ(g.node(), me / rpn);
+  EXPECT_EQ(g.num_nodes(), (R + rpn - 1) / rpn);
+  EXPECT_EQ(g.local_rank(), me % rpn);
+  const int first = me / rpn * rpn, last = std::min(R, first + rpn);
+  EXPECT_EQ(g.local_size(), last - first);
+  ASSERT_EQ(static_cast<int>(g.node_ranks().size()), last - first);
+  for (int i = 0; i < last - first; ++i) EXPECT_EQ(g.node_ranks()[i], first + i);
+  int node_size = 0;
+  MPI_Comm_size(g.node_comm(), &node_size);
+  EXPECT_EQ(node_size, last - first);
+  for (int r = 0; r < R; ++r) EXPECT_EQ(g.node_of(r), r / rpn);
+}
+
+TEST(Group, DefaultIsOneNodePerHost) {
+  const char* env = std::getenv("EPX_RANKS_PER_NODE");
+  if (env && *env) GTEST_SKIP() << "EPX_RANKS_PER_NODE is set for this run";
+  Group g(MPI_COMM_WORLD);
+  expect_virtual_shape(g, world_size());  // one host: one node of every rank
+}
+
+TEST(Group, VirtualNodesFromTheConstructor) {
+  for (int rpn = 1; rpn <= world_size(); ++rpn) {
+    Group g(MPI_COMM_WORLD, rpn);
+    expect_virtual_shape(g, rpn);
+  }
+}
+
+TEST(Group, VirtualNodesFromTheEnvironment) {
+  const char* env = std::getenv("EPX_RANKS_PER_NODE");
+  if (!env || !*env) GTEST_SKIP() << "run with EPX_RANKS_PER_NODE set";
+  Group g(MPI_COMM_WORLD);
+  expect_virtual_shape(g, std::atoi(env));
+}
+
+TEST(Group, RanksMustAgreeOnTheShape) {
+  if (world_size() < 2) GTEST_SKIP() << "needs two ranks";
+  try {
+    Group g(MPI_COMM_WORLD, world_rank() == world_size() - 1 ? 2 : 1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("ranks_per_node"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Group, SplitKeepsTopologyRules) {
+  Group g(MPI_COMM_WORLD, 1);
+  Group half = g.split(world_rank() % 2, world_rank());
+  EXPECT_EQ(half.size(), (world_size() + 1 - world_rank() % 2) / 2);
+  EXPECT_EQ(half.num_nodes(), half.size());  // one rank per node, as in the parent
+}
+
+TEST(Group, BufferAcrossVirtualNodesNeedsAnInterNodeTransport) {
+  if (world_size() < 2) GTEST_SKIP() << "needs two ranks";
+  Group g(MPI_COMM_WORLD, 1);
+  try {
+    comm::Buffer b(g, {std::size_t{1} << 16, 10});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Unsupported);
+    EXPECT_NE(std::string(e.what()).find("reaches rank"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Group, AbortIsSticky) {
+  Group g(MPI_COMM_WORLD);
+  EXPECT_FALSE(g.aborted());
+  g.abort("test reason");
+  g.abort("second reason is ignored");
+  EXPECT_TRUE(g.aborted());
+  EXPECT_EQ(g.abort_reason(), "test reason");
+}
+
+}  // namespace
+}  // namespace epx
