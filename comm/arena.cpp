@@ -91,6 +91,16 @@ void Arena::grow(std::size_t need) {
   segments_.push_back(std::move(seg));
 }
 
+std::optional<Arena::Location> Arena::locate(const void* p, std::size_t bytes) const {
+  const auto* b = static_cast<const std::byte*>(p);
+  for (const auto& s : segments_) {
+    const std::byte* base = s->memory.get();
+    if (b >= base && b + bytes <= base + s->size)
+      return Location{s->id, static_cast<std::size_t>(b - base)};
+  }
+  return std::nullopt;
+}
+
 std::size_t Arena::capacity() const {
   std::size_t n = 0;
   for (auto& s : segments_) n += s->size;

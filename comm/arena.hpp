@@ -36,6 +36,14 @@ class Arena {
 
   std::size_t capacity() const;
 
+  // Where [p, p + bytes) sits if it lies inside this rank's receive space
+  // (e.g. a tensor from dispatch or Buffer::combine_input): region and offset.
+  struct Location {
+    transport::RegionId region;
+    std::size_t offset;
+  };
+  std::optional<Location> locate(const void* p, std::size_t bytes) const;
+
   static constexpr std::size_t kAlign = 64;
 
  private:

@@ -1,24 +1,50 @@
-// Normal-mode combine: each rank sends the expert outputs of its received rows
-// back to their source ranks (one contiguous put per source, since the rows of
-// a source are contiguous and in its token order); the source sums them in
-// rank order with f32 accumulation.
+// Normal-mode combine. Each token's owner sums, in rank order with f32
+// accumulation, the rows that the ranks holding its experts computed for it.
 //
-// Rounds: request (where each rank's rows go, input verdicts) -> payload -> done.
+// Where a row is read from depends on where y lives:
+//  - pull: y lies in the sender's receive space (Buffer::combine_input, or the
+//    dispatched x reused in place) and the owner can load from that peer: the
+//    owner reads the row where it is, in the same pass as the sum (no copy).
+//  - push: otherwise the rank puts the rows of each owner back into the
+//    owner's block, one contiguous put per owner (rows of an owner are
+//    contiguous and in its token order), and the owner sums from there.
+//
+// Rounds: request (block and y coordinates, input verdicts) -> payload (push)
+// -> done -> sum -> release (owners that pulled tell the y holders they are done).
 #include <vector>
 
 #include "comm/buffer_impl.hpp"
 #include "comm/validate.hpp"
 #include "core/check.hpp"
-#include "kernels/quant.hpp"
+#include "kernels/reduce.hpp"
 
 namespace epx::comm {
 
 namespace {
-constexpr int kReqFirstRow = 3;  // where the receiver's rows start in the sender's block
+// Request round, from rank a to rank b (after reserve()'s fields):
+constexpr int kReqBackRow = 3;  // where b's pushed rows go in a's block (rows)
 constexpr int kReqHidden = 4;
 constexpr int kReqDtype = 5;
 constexpr int kReqHandle = 6;
+constexpr int kReqYRegion = 7;  // a's y in a's receive space: region, or -1
+constexpr int kReqYOffset = 8;  //   and byte offset
+constexpr int kReqYRow = 9;     // first row of b's tokens in a's y
+constexpr int kReqCanLoad = 10; // 1: a can load from b's memory
 }  // namespace
+
+Tensor Buffer::combine_input(const Handle& handle, std::int64_t hidden, DType dtype) {
+  Impl& I = *impl_;
+  const char* op = "combine_input";
+  check_handle(handle, I.id, I.group.size(), op);
+  EPX_CHECK(dtype == DType::f32 || dtype == DType::bf16, InvalidArgument, op, ": dtype = ",
+            dtype_name(dtype), ", expected f32 or bf16");
+  EPX_CHECK(hidden > 0, InvalidArgument, op, ": hidden = ", hidden, ", expected > 0");
+  const std::int64_t M = handle.num_recv_tokens();
+  const std::size_t bytes = static_cast<std::size_t>(M * hidden) * dtype_size(dtype);
+  if (auto block = I.arena.try_allocate(bytes))
+    return Tensor::view(block->lease, block->ptr, {M, hidden}, dtype);
+  return Tensor::empty({M, hidden}, dtype);  // full: combine then pushes
+}
 
 Tensor Buffer::combine(const Tensor& y, const Handle& handle) {
   Impl& I = *impl_;
@@ -36,16 +62,26 @@ Tensor Buffer::combine(const Tensor& y, const Handle& handle) {
     check_dim(y, 0, h->num_recv(), op, "y", "rows received by the handle's dispatch");
     hidden = y.dim(1);
   });
+  const bool ok = err.empty();
   const std::size_t row_bytes = static_cast<std::size_t>(hidden) * dtype_size(y.dtype());
-  const std::int64_t rows_back = h && err.empty() ? h->send_prefix[R] : 0;
+  const std::optional<Arena::Location> y_home =
+      ok ? I.arena.locate(y.raw(), y.nbytes()) : std::nullopt;
 
   std::vector<Message> out(R, I.control.stamp());
   for (int r = 0; r < R; ++r) {
-    out[r].v[kReqFirstRow] = h && err.empty() ? h->send_prefix[r] : 0;
-    out[r].v[kReqHidden] = hidden;
-    out[r].v[kReqDtype] = static_cast<std::int64_t>(y.dtype());
-    out[r].v[kReqHandle] = h ? static_cast<std::int64_t>(h->seq) : 0;
+    std::int64_t* v = out[r].v;
+    v[kReqBackRow] = ok ? h->send_prefix[r] : 0;
+    v[kReqHidden] = hidden;
+    v[kReqDtype] = static_cast<std::int64_t>(y.dtype());
+    v[kReqHandle] = h ? static_cast<std::int64_t>(h->seq) : 0;
+    v[kReqYRegion] = y_home ? y_home->region : -1;
+    v[kReqYOffset] = y_home ? static_cast<std::int64_t>(y_home->offset) : 0;
+    v[kReqYRow] = ok ? h->recv_prefix[r] : 0;
+    v[kReqCanLoad] = I.fabric.caps(r).load_store;
   }
+  // The block for pushed rows is sized for every row coming back; rows that
+  // are pulled instead leave their part unused.
+  const std::int64_t rows_back = ok ? h->send_prefix[R] : 0;
   Buffer::Impl::Reserved res =
       I.reserve(Round::Request, static_cast<std::size_t>(rows_back) * row_bytes, out, err, deadline);
   for (int r = 0; r < R; ++r) {
@@ -57,42 +93,69 @@ Tensor Buffer::combine(const Tensor& y, const Handle& handle) {
               " passed the handle of dispatch #", v[kReqHandle], " but this rank that of dispatch #",
               h->seq, "; all ranks must pass the handles of the same dispatch");
   }
+  // pulls_from[r]: this rank reads its tokens' rows in r's y. pulled_by[s]: s reads from this y.
+  std::vector<char> pulls_from(R), pulled_by(R);
+  for (int r = 0; r < R; ++r) {
+    pulls_from[r] = res.in[r].v[kReqYRegion] >= 0 && I.fabric.caps(r).load_store;
+    pulled_by[r] = y_home.has_value() && res.in[r].v[kReqCanLoad] != 0;
+  }
 
-  // Payload: rows that came from rank s go back to it, in one piece.
+  // Push: rows that came from rank s go back to it in one piece, unless s pulls them.
   const auto* src = static_cast<const std::byte*>(y.raw());
   for (int i = 1; i <= R; ++i) {
     const int s = (me + i) % R;
     const std::int64_t first = h->recv_prefix[s], n = h->recv_prefix[s + 1] - first;
-    if (n > 0) {
+    if (n > 0 && !pulled_by[s]) {
       const std::size_t dst = static_cast<std::size_t>(res.in[s].v[kMsgOffset]) +
-                              static_cast<std::size_t>(res.in[s].v[kReqFirstRow]) * row_bytes;
-      I.fabric.to(s).put(s, src + first * row_bytes, static_cast<transport::RegionId>(res.in[s].v[kMsgRegion]),
-                         dst, static_cast<std::size_t>(n) * row_bytes);
+                              static_cast<std::size_t>(res.in[s].v[kReqBackRow]) * row_bytes;
+      I.fabric.to(s).put(s, src + first * row_bytes,
+                         static_cast<transport::RegionId>(res.in[s].v[kMsgRegion]), dst,
+                         static_cast<std::size_t>(n) * row_bytes);
     }
     I.control.signal_done(s);
   }
   for (int i = 1; i <= R; ++i) I.control.wait_done((me + R - i) % R, deadline);
 
-  // Reduce: token t sums, in rank order, the rows that ranks sent back for it.
+  // Where row c of the rows sent to rank r (c-th token in send_tokens[r]) is now.
+  std::vector<const std::byte*> row_base(R);
+  for (int r = 0; r < R; ++r) {
+    if (pulls_from[r]) {
+      const std::size_t at = static_cast<std::size_t>(res.in[r].v[kReqYOffset]) +
+                             static_cast<std::size_t>(res.in[r].v[kReqYRow]) * row_bytes;
+      row_base[r] = static_cast<const std::byte*>(I.fabric.to(r).peer_ptr(
+          r, static_cast<transport::RegionId>(res.in[r].v[kReqYRegion]), at));
+    } else {
+      row_base[r] = res.block.ptr + static_cast<std::size_t>(h->send_prefix[r]) * row_bytes;
+    }
+  }
+
+  // Sum: token t adds, in rank order, the rows that ranks computed for it.
+  // The result lives in the receive space when it fits (memory already mapped
+  // and touched: a fresh allocation would fault in every page on each call).
   const std::int64_t T = h->num_tokens;
-  Tensor result = Tensor::empty({T, hidden}, y.dtype());
+  Tensor result;
+  if (auto out_block = I.arena.try_allocate(static_cast<std::size_t>(T) * row_bytes))
+    result = Tensor::view(out_block->lease, out_block->ptr, {T, hidden}, y.dtype());
+  else
+    result = Tensor::empty({T, hidden}, y.dtype());
   auto* dst = static_cast<std::byte*>(result.raw());
-  const std::byte* back = res.block.ptr;
-  std::vector<float> acc(static_cast<std::size_t>(hidden));
   std::vector<std::size_t> cursor(R, 0);
+  std::vector<const void*> rows(R);
   for (std::int64_t t = 0; t < T; ++t) {
-    std::fill(acc.begin(), acc.end(), 0.0f);
+    int n = 0;
     for (int r = 0; r < R; ++r) {
       const auto& tokens = h->send_tokens[r];
       std::size_t& c = cursor[r];
-      if (c < tokens.size() && tokens[c] == t) {
-        const std::int64_t row = h->send_prefix[r] + static_cast<std::int64_t>(c);
-        kernels::accumulate_row(back + row * row_bytes, y.dtype(), hidden, acc.data());
-        ++c;
-      }
+      if (c < tokens.size() && tokens[c] == t) rows[n++] = row_base[r] + (c++) * row_bytes;
     }
-    kernels::store_row(acc.data(), hidden, dst + t * row_bytes, y.dtype());
+    kernels::sum_rows(rows.data(), n, y.dtype(), hidden, dst + t * row_bytes);
   }
+
+  // Nobody may return while a peer still reads its y.
+  for (int r = 0; r < R; ++r)
+    if (pulls_from[r]) I.control.signal(Round::Release, r);
+  for (int s = 0; s < R; ++s)
+    if (pulled_by[s]) I.control.wait(Round::Release, s, deadline);
   return result;
 }
 

@@ -25,6 +25,7 @@ const char* round_name(Round r) {
     case Round::Reply: return "reply";
     case Round::Regrow: return "regrow";
     case Round::Done: return "payload";
+    case Round::Release: return "release";
   }
   return "?";
 }
@@ -106,13 +107,14 @@ std::vector<Message> Control::exchange_some(Round round, const std::vector<Messa
   return in;
 }
 
-void Control::signal_done(int peer) {
-  fabric_.to(peer).signal(peer, region_, signal_offset(Round::Done, rank_), seq_);
+void Control::signal(Round round, int peer) {
+  fabric_.to(peer).signal(peer, region_, signal_offset(round, rank_), seq_);
 }
 
-void Control::wait_done(int peer, const core::Deadline& deadline) {
-  fabric_.wait(region_, signal_offset(Round::Done, peer), seq_, deadline, [&] {
-    return core::concat(op_name(op_), " #", seq_, ": waiting for rank ", peer, "'s payload");
+void Control::wait(Round round, int peer, const core::Deadline& deadline) {
+  fabric_.wait(region_, signal_offset(round, peer), seq_, deadline, [&] {
+    return core::concat(op_name(op_), " #", seq_, ": waiting for rank ", peer, " in the ",
+                        round_name(round), " round");
   });
 }
 

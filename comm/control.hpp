@@ -21,8 +21,8 @@ enum class Op : std::uint32_t { Layout = 1, Dispatch = 2, CachedDispatch = 3, Co
 const char* op_name(Op op);
 
 // Rounds of one call, each with its own slots.
-enum class Round : int { Request = 0, Reply = 1, Regrow = 2, Done = 3 };
-constexpr int kNumRounds = 4;
+enum class Round : int { Request = 0, Reply = 1, Regrow = 2, Done = 3, Release = 4 };
+constexpr int kNumRounds = 5;
 
 struct Message {
   std::uint64_t seq = 0;  // call number, equal on all ranks
@@ -53,9 +53,12 @@ class Control {
                                      const std::vector<int>& to, const std::vector<int>& from,
                                      const core::Deadline& deadline);
 
-  // Signals `peer` that this rank's payload for the current call is complete.
-  void signal_done(int peer);
-  void wait_done(int peer, const core::Deadline& deadline);
+  // Signals `peer` that this rank's payload for the current call is complete
+  // (Round::Done), or that it finished reading the peer's memory (Round::Release).
+  void signal(Round round, int peer);
+  void wait(Round round, int peer, const core::Deadline& deadline);
+  void signal_done(int peer) { signal(Round::Done, peer); }
+  void wait_done(int peer, const core::Deadline& deadline) { wait(Round::Done, peer, deadline); }
 
   // Throws InvalidArgument on every rank if any message says its sender's
   // input was bad. `own` is this rank's own error (empty if none).

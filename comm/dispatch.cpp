@@ -77,6 +77,33 @@ void plan_payload(Plan& p, const Tensor& x, const DispatchOptions& o, std::int64
   p.row_bytes = static_cast<std::size_t>(p.hidden) * dtype_size(p.wire);
 }
 
+// Casts every token that goes somewhere to FP8 once, into per-thread
+// scratch, and turns the plan into a pre-quantized one. A token usually goes
+// to several ranks: casting once and copying the half-size rows beats casting
+// per destination.
+void quantize_once(Plan& p, const std::vector<std::vector<std::int32_t>>& send_tokens) {
+  if (!p.quantize || p.tokens == 0) return;
+  thread_local std::vector<std::uint8_t> q;
+  thread_local std::vector<float> scales;
+  thread_local std::vector<char> needed;
+  const std::size_t T = static_cast<std::size_t>(p.tokens), H = static_cast<std::size_t>(p.hidden);
+  const std::size_t S = static_cast<std::size_t>(p.num_scales);
+  if (q.size() < T * H) q.resize(T * H);
+  if (scales.size() < T * S) scales.resize(T * S);
+  needed.assign(T, 0);
+  for (const auto& list : send_tokens)
+    for (std::int32_t t : list) needed[static_cast<std::size_t>(t)] = 1;
+  const std::size_t in_row = H * dtype_size(p.x_dtype);
+  for (std::size_t t = 0; t < T; ++t)
+    if (needed[t])
+      kernels::quantize_row_fp8(p.x + t * in_row, p.x_dtype, p.hidden, q.data() + t * H,
+                                scales.data() + t * S, p.ue8m0);
+  p.x = reinterpret_cast<const std::byte*>(q.data());
+  p.x_dtype = DType::e4m3;
+  p.x_scales = scales.data();
+  p.quantize = false;
+}
+
 // Every rank must move the same kind of payload.
 void check_same_payload(const std::vector<Message>& in, const Plan& p, const char* op) {
   for (std::size_t r = 0; r < in.size(); ++r) {
@@ -108,7 +135,8 @@ std::vector<Message> request_messages(const Control& control, const Plan& p,
   return out;
 }
 
-// Writes this rank's rows for `peer` into the peer's block.
+// Writes this rank's rows for `peer` into the peer's block (x already in the
+// wire dtype: quantize_once ran).
 void send_rows(transport::Fabric& fabric, int peer, const Message& reply, const Plan& p,
                const std::vector<std::int32_t>& tokens, const std::int64_t* topk_idx,
                const float* topk_weights) {
@@ -132,21 +160,14 @@ void send_rows(transport::Fabric& fabric, int peer, const Message& reply, const 
     idx = reinterpret_cast<std::int64_t*>(w.section(L.topk_idx + first * k * 8, nr * k * 8));
     weights = reinterpret_cast<float*>(w.section(L.topk_weights + first * k * 4, nr * k * 4));
   }
-  const std::size_t in_row = static_cast<std::size_t>(p.hidden) * dtype_size(p.x_dtype);
   const std::int64_t per_rank = p.topk ? p.experts / fabric.group().size() : 0;
   const std::int64_t lo = per_rank * peer, hi = lo + per_rank;
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t t = tokens[static_cast<std::size_t>(i)];
-    const std::byte* src = p.x + t * in_row;
-    if (p.quantize) {
-      kernels::quantize_row_fp8(src, p.x_dtype, p.hidden, reinterpret_cast<std::uint8_t*>(x + i * p.row_bytes),
-                                scales + i * p.num_scales, p.ue8m0);
-    } else {
-      std::memcpy(x + i * p.row_bytes, src, p.row_bytes);
-      if (p.x_scales)
-        std::memcpy(scales + i * p.num_scales, p.x_scales + t * p.num_scales,
-                    static_cast<std::size_t>(p.num_scales) * sizeof(float));
-    }
+    std::memcpy(x + i * p.row_bytes, p.x + t * p.row_bytes, p.row_bytes);
+    if (p.x_scales)
+      std::memcpy(scales + i * p.num_scales, p.x_scales + t * p.num_scales,
+                  static_cast<std::size_t>(p.num_scales) * sizeof(float));
     for (std::int64_t k = 0; k < p.topk; ++k) {
       const std::int64_t e = topk_idx[t * p.topk + k];
       const bool local = e >= lo && e < hi;
@@ -248,6 +269,7 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const T
   I.control.agree(requests, err);
   check_same_payload(requests, p, op);
 
+  quantize_once(p, send_tokens);
   std::vector<std::int64_t> recv_prefix;
   Arena::Block block = run_dispatch(I, p, send_tokens, requests, topk_idx.data<std::int64_t>(),
                                     topk_weights.data<float>(), recv_prefix, deadline);
@@ -304,6 +326,7 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
               " but this rank that of dispatch #", handle_seq, "; all ranks must pass the "
               "handles of the same dispatch");
 
+  quantize_once(p, send_tokens);
   std::vector<std::int64_t> recv_prefix;
   Arena::Block block = run_dispatch(I, p, send_tokens, requests, nullptr, nullptr,
                                     recv_prefix, deadline);

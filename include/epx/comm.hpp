@@ -98,6 +98,12 @@ class EPX_API Buffer {
   // rows sent back for token t (zeros for tokens that went nowhere).
   Tensor combine(const Tensor& y, const Handle& handle);
 
+  // A [M, hidden] tensor in this buffer's receive space for the expert
+  // outputs of `handle`'s rows (local, not collective). A y there, or the
+  // dispatched x reused in place, is read by the token owners directly in
+  // combine's sum, with no copy; any other y is copied back first.
+  Tensor combine_input(const Handle& handle, std::int64_t hidden, DType dtype);
+
   Group& group() noexcept;
   // Name of the transport that reaches `peer` (for logs and benchmarks).
   const char* transport_name(int peer) const;

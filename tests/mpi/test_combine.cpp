@@ -39,12 +39,25 @@ Tensor expected_combine(const Shape& s, int me, DType ydtype) {
   return round_to(sum, ydtype);
 }
 
+// Where y lives: its own tensor (rows pushed back), the buffer's receive
+// space (rows pulled by their owners), or a mix across ranks.
+enum class Home { Own, Buffer, Mixed };
+
 struct Case {
   const char* name;
   DType xdtype, ydtype;
   std::int64_t hidden;
   std::vector<int> empty_ranks;
+  Home home = Home::Own;
 };
+
+Tensor place(const Tensor& y, comm::Buffer& buffer, const comm::Handle& handle, Home home) {
+  const bool in_buffer = home == Home::Buffer || (home == Home::Mixed && world().rank() % 2 == 0);
+  if (!in_buffer) return y;
+  Tensor t = buffer.combine_input(handle, y.dim(1), y.dtype());
+  if (y.nbytes()) std::memcpy(t.raw(), y.raw(), y.nbytes());
+  return t;
+}
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
@@ -63,7 +76,8 @@ TEST_P(CombineTest, MatchesReference) {
   RankInputs in = make_inputs(s, me);
   comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
   DispatchResult d = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
-  Tensor y = make_expert_outputs(kernels::cast(d.x, DType::f32), c.ydtype);
+  Tensor y = place(make_expert_outputs(kernels::cast(d.x, DType::f32), c.ydtype), buffer,
+                   d.handle, c.home);
   Tensor got = buffer.combine(y, d.handle);
   Tensor want = expected_combine(s, me, c.ydtype);
   ASSERT_EQ(got.dim(0), s.tokens[me]);
@@ -81,8 +95,34 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CombineTest,
                          ::testing::Values(Case{"bf16", DType::bf16, DType::bf16, 256, {}},
                                            Case{"f32", DType::f32, DType::f32, 130, {1}},
                                            Case{"bf16_in_f32_out", DType::bf16, DType::f32, 77, {0}},
-                                           Case{"f32_in_bf16_out", DType::f32, DType::bf16, 64, {2, 3}}),
+                                           Case{"f32_in_bf16_out", DType::f32, DType::bf16, 64, {2, 3}},
+                                           Case{"bf16_pulled", DType::bf16, DType::bf16, 256, {1}, Home::Buffer},
+                                           Case{"f32_pulled", DType::f32, DType::f32, 96, {}, Home::Buffer},
+                                           Case{"bf16_mixed", DType::bf16, DType::bf16, 200, {0}, Home::Mixed}),
                          [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+// The dispatched x overwritten in place with the expert outputs: pulled too.
+TEST(Combine, InPlaceInTheDispatchedRows) {
+  Shape s;
+  s.tokens = tokens_per_rank(40, {2});
+  s.hidden = 192;
+  s.topk = 3;
+  s.experts = experts_for(2);
+  const int me = world().rank();
+  comm::Buffer buffer(world(), {std::size_t{1} << 20, 60});
+  RankInputs in = make_inputs(s, me);
+  comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+  DispatchResult d = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
+  Tensor y = make_expert_outputs(kernels::cast(d.x, DType::f32), DType::bf16);
+  if (y.nbytes()) std::memcpy(d.x.raw(), y.raw(), y.nbytes());
+  Tensor got = buffer.combine(d.x, d.handle);
+  Tensor want = expected_combine(s, me, DType::bf16);
+  expect_rows_equal(got.data<std::uint16_t>(), want.data<std::uint16_t>(), s.tokens[me], s.hidden,
+                    "combine in place");
+  // A second combine of the same rows gives the same bits.
+  Tensor again = buffer.combine(d.x, d.handle);
+  EXPECT_EQ(std::memcmp(again.raw(), got.raw(), got.nbytes()), 0);
+}
 
 }  // namespace
 }  // namespace epx::test

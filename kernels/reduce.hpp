@@ -1,0 +1,16 @@
+// Row sums for combine: out = rows[0] + rows[1] + ... in that order, with f32
+// accumulation and one rounding at the end, so the result does not depend on
+// where the rows were read from.
+#pragma once
+
+#include <cstdint>
+
+#include <epx/tensor.hpp>
+
+namespace epx::kernels {
+
+// rows: n pointers to `hidden` elements of `dtype` (f32 or bf16); out: the
+// same dtype. n == 0 writes zeros.
+void sum_rows(const void* const* rows, int n, DType dtype, std::int64_t hidden, void* out);
+
+}  // namespace epx::kernels
