@@ -1,0 +1,296 @@
+// `epx-bench dispatch`: epx's normal-mode dispatch and combine beside the
+// MPI_Alltoallv dispatcher, on the same random tokens in the same run. Both
+// are checked bit for bit (against each other and a plain-loop reference)
+// before anything is timed.
+#include <cstdint>
+#include <epx/comm.hpp>
+#include <epx/group.hpp>
+#include <iostream>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "benchmarks/alltoallv_dispatcher.hpp"
+#include "benchmarks/collective.hpp"
+#include <cstring>
+
+#include "benchmarks/combine_input.hpp"
+#include "benchmarks/dispatch_report.hpp"
+#include "benchmarks/options.hpp"
+#include "benchmarks/reference.hpp"
+#include "benchmarks/registry.hpp"
+#include "benchmarks/timing.hpp"
+#include "benchmarks/verify.hpp"
+#include "benchmarks/workload.hpp"
+
+namespace epx::bench {
+
+namespace {
+
+const char* const kSummary =
+    "dispatch + combine of random tokens: epx vs an MPI_Alltoallv dispatcher, checked bit for bit";
+
+OptionSet make_options() {
+  OptionSet o("dispatch");
+  o.add_int("tokens", 2048, 0, std::int64_t{1} << 24, "tokens per rank (T)");
+  o.add_int("hidden", 2048, 1, std::int64_t{1} << 20,
+            "hidden size (H); a multiple of 128 with --fp8");
+  o.add_int("topk", 8, 1, 1024, "experts per token (K)");
+  o.add_int("experts", 64, 1, std::int64_t{1} << 20, "experts (E), a multiple of the rank count");
+  o.add_flag("fp8", "e4m3 payload with per-token 1x128 f32 scales, cast inside dispatch");
+  o.add_flag("ue8m0", "with --fp8: scales rounded up to powers of two");
+  o.add_int("warmup", 3, 0, 1000000, "untimed iterations before each measurement");
+  o.add_int("iters", 10, 1, 1000000, "timed iterations; the median is reported");
+  o.add_int("seed", 1, 0, INT64_MAX, "random seed (each rank derives its own streams)");
+  o.add_flag("json", "print one JSON object instead of the table");
+  o.add_flag("check-only", "check the results (epx, baseline, reference) and stop; no timing");
+  return o;
+}
+
+struct Config {
+  WorkloadSpec spec;
+  BaselineOptions format;
+  Repeat repeat;
+  bool json = false;
+  bool check_only = false;
+};
+
+Config parse_config(MPI_Comm comm, const std::vector<std::string>& args) {
+  OptionSet o = make_options();
+  o.parse(args);
+  Config c;
+  c.spec.tokens = o.get_int("tokens");
+  c.spec.hidden = o.get_int("hidden");
+  c.spec.topk = static_cast<int>(o.get_int("topk"));
+  c.spec.experts = static_cast<int>(o.get_int("experts"));
+  c.spec.seed = static_cast<std::uint64_t>(o.get_int("seed"));
+  c.format.fp8 = o.flag("fp8");
+  c.format.ue8m0 = o.flag("ue8m0");
+  c.repeat.warmup = static_cast<int>(o.get_int("warmup"));
+  c.repeat.iters = static_cast<int>(o.get_int("iters"));
+  c.json = o.flag("json");
+  c.check_only = o.flag("check-only");
+
+  const int ranks = comm_size(comm);
+  auto bad = [](const std::string& why) { throw UsageError("epx-bench dispatch: " + why); };
+  if (c.spec.topk > c.spec.experts)
+    bad("--topk " + std::to_string(c.spec.topk) + " exceeds --experts " +
+        std::to_string(c.spec.experts));
+  if (c.spec.experts % ranks != 0)
+    bad("--experts " + std::to_string(c.spec.experts) + " is not a multiple of the " +
+        std::to_string(ranks) + " ranks");
+  if (c.format.fp8 && c.spec.hidden % 128 != 0)
+    bad("--hidden " + std::to_string(c.spec.hidden) + " with --fp8: expected a multiple of 128");
+  if (c.format.ue8m0 && !c.format.fp8) bad("--ue8m0 needs --fp8");
+  return c;
+}
+
+comm::DispatchOptions epx_options(const Config& c) {
+  comm::DispatchOptions o;
+  o.fp8 = c.format.fp8;
+  o.ue8m0 = c.format.ue8m0;
+  return o;
+}
+
+std::string transports(const comm::Buffer& buffer, int rank, int ranks) {
+  std::set<std::string> names;
+  for (int peer = 0; peer < ranks; ++peer) {
+    if (peer != rank || ranks == 1) names.insert(buffer.transport_name(peer));
+  }
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : "+") + n;
+  return out;
+}
+
+double mean_over_ranks(MPI_Comm comm, double value) {
+  double sum = 0;
+  MPI_Allreduce(&value, &sum, 1, MPI_DOUBLE, MPI_SUM, comm);
+  return sum / comm_size(comm);
+}
+
+// A copy of y in the buffer's receive space, where combine reads it in place.
+Tensor in_buffer(comm::Buffer& buffer, const comm::Handle& handle, const Tensor& y) {
+  Tensor t = buffer.combine_input(handle, y.dim(1), y.dtype());
+  if (y.nbytes()) std::memcpy(t.raw(), y.raw(), y.nbytes());
+  return t;
+}
+
+// Dispatch and combine once on both paths and compare everything, bit for
+// bit: the baseline against the reference, epx against the baseline.
+// Returns y, the combine input both paths are timed with.
+Tensor check_results(MPI_Comm comm, const Config& c, const Workload& w,
+                     AlltoallvDispatcher& baseline, comm::Buffer& buffer,
+                     const comm::Layout& layout) {
+  const int rank = comm_rank(comm);
+  progress(comm, "dispatch: computing the reference and checking both paths");
+  const Expected ref = compute_expected(c.spec, rank, comm_size(comm), c.format);
+  const std::vector<RowOrigin>* from = &ref.origin;
+
+  const BaselineDispatch& b = baseline.dispatch(w.x, w.topk_idx, w.topk_weights, c.format);
+  agree_on_check(
+      comm,
+      first_error({compare_tensors("baseline dispatch x", b.x, ref.x, from),
+                   compare_tensors("baseline dispatch x_scales", b.x_scales, ref.x_scales, from),
+                   compare_tensors("baseline dispatch topk_idx", b.topk_idx, ref.topk_idx, from),
+                   compare_tensors("baseline dispatch topk_weights", b.topk_weights,
+                                   ref.topk_weights, from),
+                   compare_counts("baseline num_recv_tokens_per_expert",
+                                  b.num_recv_tokens_per_expert, ref.num_recv_tokens_per_expert)}),
+      "the MPI_Alltoallv baseline differs from the reference (a bug in the benchmark)");
+
+  std::optional<comm::DispatchResult> e =
+      buffer.dispatch(w.x, w.topk_idx, w.topk_weights, layout, epx_options(c));
+  agree_on_check(
+      comm,
+      first_error(
+          {compare_tensors("epx dispatch x", e->x, b.x, from),
+           compare_tensors("epx dispatch x_scales", e->x_scales, b.x_scales, from),
+           compare_tensors("epx dispatch topk_idx", e->topk_idx, b.topk_idx, from),
+           compare_tensors("epx dispatch topk_weights", e->topk_weights, b.topk_weights, from),
+           compare_counts("epx num_recv_tokens_per_expert", e->num_recv_tokens_per_expert,
+                          b.num_recv_tokens_per_expert)}),
+      "epx dispatch differs from the MPI_Alltoallv baseline");
+
+  Tensor y = make_combine_input(b.x, b.x_scales, rank);
+  const Tensor yb = baseline.combine(y);
+  agree_on_check(comm, compare_tensors("baseline combine", yb, ref.combined, nullptr),
+                 "the MPI_Alltoallv baseline's combine differs from the reference");
+  const Tensor ye = buffer.combine(y, e->handle);
+  agree_on_check(comm, compare_tensors("epx combine", ye, yb, nullptr),
+                 "epx combine differs from the MPI_Alltoallv baseline");
+  const Tensor yi = in_buffer(buffer, e->handle, y);
+  agree_on_check(comm, compare_tensors("epx combine (y in the buffer)", buffer.combine(yi, e->handle), yb, nullptr),
+                 "epx combine of a y in the buffer differs from the MPI_Alltoallv baseline");
+
+  if (c.check_only) {
+    // A second round on the same buffer must give the same bits.
+    std::optional<comm::DispatchResult> again =
+        buffer.dispatch(w.x, w.topk_idx, w.topk_weights, layout, epx_options(c));
+    agree_on_check(
+        comm,
+        first_error({compare_tensors("epx dispatch x (second call)", again->x, ref.x, from),
+                     compare_tensors("epx combine (second call)", buffer.combine(y, again->handle),
+                                     ref.combined, nullptr)}),
+        "a second epx dispatch/combine differs from the first");
+  }
+  return y;
+}
+
+// Times the copy ceiling, then dispatch and combine, baseline first, on the
+// data that check_results() verified.
+DispatchReport measure(MPI_Comm comm, const Config& c, const Workload& w,
+                       AlltoallvDispatcher& baseline, comm::Buffer& buffer,
+                       const comm::Layout& layout, const Tensor& y) {
+  const int rank = comm_rank(comm);
+  const int ranks = comm_size(comm);
+  DispatchReport r;
+  r.ranks = ranks;
+  r.tokens = c.spec.tokens;
+  r.hidden = c.spec.hidden;
+  r.topk = c.spec.topk;
+  r.experts = c.spec.experts;
+  r.fp8 = c.format.fp8;
+  r.ue8m0 = c.format.ue8m0;
+  r.seed = c.spec.seed;
+  r.warmup = c.repeat.warmup;
+  r.iters = c.repeat.iters;
+  r.transport = transports(buffer, rank, ranks);
+  r.bytes_per_token = c.format.fp8 ? c.spec.hidden + c.spec.hidden / 128 * 4 : c.spec.hidden * 2;
+  const std::int64_t recv_rows = y.dim(0);
+  r.recv_tokens = mean_over_ranks(comm, static_cast<double>(recv_rows));
+  r.dispatch_bytes = r.recv_tokens * static_cast<double>(r.bytes_per_token);
+  // Combine brings back as many rows, in total, as dispatch delivered.
+  r.combine_bytes = mean_over_ranks(comm, static_cast<double>(baseline.num_send_rows())) *
+                    static_cast<double>(c.spec.hidden * 2);
+
+  const std::string each = " (" + std::to_string(c.repeat.warmup) + " warm-up + " +
+                           std::to_string(c.repeat.iters) + " timed)";
+  progress(comm, "dispatch: timing the copy ceiling" + each);
+  r.copy_s =
+      time_copy(comm, c.repeat,
+                static_cast<std::size_t>(recv_rows) * static_cast<std::size_t>(r.bytes_per_token));
+  progress(comm, "dispatch: timing dispatch, baseline then epx" + each);
+  r.baseline_dispatch_s = time_collective(
+      comm, c.repeat, [] {}, [&] { baseline.dispatch(w.x, w.topk_idx, w.topk_weights, c.format); });
+  std::optional<comm::DispatchResult> last;  // dropped before each call: its rows free the space
+  const comm::DispatchOptions opts = epx_options(c);
+  r.dispatch_s = time_collective(
+      comm, c.repeat, [&] { last.reset(); },
+      [&] { last = buffer.dispatch(w.x, w.topk_idx, w.topk_weights, layout, opts); });
+  progress(comm, "dispatch: timing combine, baseline then epx" + each);
+  r.baseline_combine_s = time_collective(
+      comm, c.repeat, [] {}, [&] { baseline.combine(y); });
+  std::optional<Tensor> combined;
+  r.combine_push_s = time_collective(
+      comm, c.repeat, [&] { combined.reset(); },
+      [&] { combined = buffer.combine(y, last->handle); });
+  const Tensor y_in = in_buffer(buffer, last->handle, y);
+  r.combine_s = time_collective(
+      comm, c.repeat, [&] { combined.reset(); },
+      [&] { combined = buffer.combine(y_in, last->handle); });
+
+  return r;
+}
+
+int run_dispatch(MPI_Comm comm, const std::vector<std::string>& args) {
+  const Config c = parse_config(comm, args);
+  const int rank = comm_rank(comm);
+  const int ranks = comm_size(comm);
+  progress(comm, "dispatch: " + std::to_string(ranks) + " ranks, generating " +
+                     std::to_string(c.spec.tokens) + " tokens per rank");
+  const Workload w = make_workload(c.spec, rank);
+
+  // Errors from here on may leave ranks apart: report and abort every rank
+  // rather than unwind through collective destructors (which could hang).
+  // The group and buffer live outside the try so that no destructor runs first.
+  std::optional<Group> group;
+  std::optional<comm::Buffer> buffer;
+  try {
+    group.emplace(comm);
+    buffer.emplace(*group);
+    AlltoallvDispatcher baseline(comm, c.spec.experts);
+    baseline.plan(w.topk_idx);
+    const comm::Layout layout = buffer->get_dispatch_layout(w.topk_idx, c.spec.experts);
+
+    const Tensor y = check_results(comm, c, w, baseline, *buffer, layout);
+    if (c.check_only) {
+      if (rank == 0) {
+        std::cout << "epx-bench dispatch: check OK (" << ranks
+                  << (ranks == 1 ? " rank, " : " ranks, ")
+                  << (c.format.fp8 ? (c.format.ue8m0 ? "fp8, ue8m0" : "fp8") : "bf16")
+                  << "): epx and the MPI_Alltoallv baseline equal the reference bit for bit\n";
+      }
+      return 0;
+    }
+
+    const DispatchReport r = measure(comm, c, w, baseline, *buffer, layout, y);
+    if (rank == 0) {
+      if (c.json)
+        print_json(std::cout, r);
+      else
+        print_table(std::cout, r);
+      std::cout.flush();
+    }
+    return 0;
+  } catch (const CheckFailed&) {
+    throw;  // every rank agreed and throws it: unwinding together is safe
+  } catch (const std::exception& e) {
+    abort_all(comm, e.what());
+  }
+}
+
+}  // namespace
+
+void register_dispatch_bench(Registry& registry) {
+  registry.add(Subcommand{"dispatch", kSummary,
+                          [] {
+                            return make_options().usage(
+                                std::string(kSummary) + ".\n" +
+                                "Run under epxrun with the ranks you want, e.g.\n"
+                                "  epxrun -n 4 -- epx-bench dispatch --fp8 --json");
+                          },
+                          run_dispatch});
+}
+
+}  // namespace epx::bench

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs what epx needs on Debian 12 (run as root; safe to run again), then
+# configures and builds epx into build/. Without arguments it builds what the
+# main job needs (the library, epxrun, epx-bench); with --all it builds every
+# target, tests included. The last line says OK or FAILED; the exit status too.
+#
+#   bash scripts/setup.sh [--all]
+#   JOBS=8 bash scripts/setup.sh      # parallel build jobs (default 2)
+set -uo pipefail
+
+# Debian packages, one per need. The CUDA toolkit is not a Debian package: the
+# build uses /usr/local/cuda when it is there.
+PACKAGES=(
+  build-essential   # g++, make, libc headers
+  cmake             # the build (3.24 or newer)
+  ninja-build       # the generator
+  git               # cloning and updating the sources
+  ca-certificates   # https for git
+  pkg-config        # locating optional libraries
+  openmpi-bin       # mpirun, used by epxrun and the multi-rank tests
+  libopenmpi-dev    # MPI headers and libraries
+  libgtest-dev      # GoogleTest
+  libyaml-cpp-dev   # YAML configs
+  libopenblas-dev   # BLAS for the CPU expert FFN
+  libibverbs-dev    # optional RDMA transport (EPX_WITH_IBVERBS=AUTO)
+)
+
+say() { echo "setup: $*"; }
+fail() {
+  echo "setup: FAILED: $*" >&2
+  exit 1
+}
+
+build_all=0
+for arg in "$@"; do
+  case "$arg" in
+    --all) build_all=1 ;;
+    -h | --help)
+      sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *) fail "unknown argument '$arg' (expected --all or --help)" ;;
+  esac
+done
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || fail "cannot enter the repository root"
+root=$(pwd)
+start=$SECONDS
+
+# 1. Packages: apt-get only runs when something is missing.
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+done
+if ((${#missing[@]} == 0)); then
+  say "packages: all ${#PACKAGES[@]} present"
+else
+  say "packages: installing ${missing[*]}"
+  command -v apt-get >/dev/null || fail "apt-get not found: install ${missing[*]} by hand"
+  if [[ $(id -u) -ne 0 ]]; then
+    fail "missing packages ${missing[*]}: run this script as root (or sudo apt-get install them)"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q || fail "apt-get update"
+  apt-get install -y -q --no-install-recommends "${missing[@]}" || fail "apt-get install ${missing[*]}"
+fi
+
+# 2. Configure. An existing build/ keeps its generator and options; only a
+# fresh one is created with Ninja.
+if [[ -f build/CMakeCache.txt ]]; then
+  say "configure: build/ (existing)"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >build/setup-configure.log 2>&1 ||
+    { tail -n 40 build/setup-configure.log >&2; fail "cmake configure (log: build/setup-configure.log)"; }
+else
+  say "configure: build/ (Ninja, Release)"
+  mkdir -p build
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >build/setup-configure.log 2>&1 ||
+    { tail -n 40 build/setup-configure.log >&2; fail "cmake configure (log: build/setup-configure.log)"; }
+fi
+sed -n '/configuration summary/,/^-- $/p' build/setup-configure.log | sed '/^-- $/d; s/^-- /setup:   /'
+
+# 3. Build.
+jobs=${JOBS:-2}
+if ((build_all)); then
+  say "build: all targets, $jobs jobs"
+  cmake --build build -j "$jobs" || fail "build (see the compiler errors above)"
+else
+  say "build: epx, epxrun, epx-bench, $jobs jobs"
+  cmake --build build -j "$jobs" --target epx epxrun epx-bench || fail "build (see the compiler errors above)"
+fi
+for exe in epxrun epx-bench; do
+  [[ -x build/bin/$exe ]] || fail "build/bin/$exe was not produced"
+done
+
+say "OK, binaries in build/bin ($root/build/bin, $((SECONDS - start)) s)"
