@@ -3,7 +3,10 @@
 // Shared by the CPU kernels and the CUDA kernels (EPX_HD = __host__ __device__),
 // so that both produce the same bits: everything is integer arithmetic on the
 // f32 bit pattern, with no hardware FP8/f16 intrinsics and no float math whose
-// result could depend on flush-to-zero or fast-math settings.
+// result could depend on flush-to-zero or fast-math settings. The one float
+// operation, a single addition in the E4M3 encoder (e4m3_magnitude below), is
+// exact under every such setting; like every f32 operation of the quantization
+// recipe it assumes the default rounding mode (round to nearest, ties to even).
 //
 // Rounding is round-to-nearest-even everywhere. Narrowing to E4M3, E5M2 and f16
 // saturates: every finite value and infinity whose magnitude is at or beyond the
@@ -176,12 +179,66 @@ EPX_HD inline std::uint32_t minifloat_to_f32_bits(std::uint32_t code) {
 
 constexpr float kE4m3Max = 448.0f;
 
+namespace detail {
+
+// f32 addition, never contracted with a neighbouring multiply into an FMA.
+EPX_HD inline float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// The E4M3 code without sign (0x00-0x7F) of |f|, given as f32 bits with the sign
+// cleared (abs = bits & 0x7FFFFFFF; any value, NaN and infinity included). The
+// same function as round_abs_to_minifloat<3, 7, 0x43E00000, 0x7E> plus the NaN
+// code 0x7F (tests/unit/test_fp8_exhaustive.cpp checks all 2^32 inputs), written
+// for CPU loops: a handful of operations per element, no per-lane variable shift,
+// no branch, and every select a mask on a value computed on every lane (a
+// ?: around the float addition would leave GCC a branch it cannot if-convert
+// without -fno-trapping-math, and the loop would not vectorise). 32-bit result,
+// so a caller's loop does not narrow its lanes to bytes before it has to.
+//  - Saturation: clamp |f| to 448 first (integer min on the bits). Everything at
+//    or above 448, inf too, has code 0x7E, which is also the code of 448.
+//  - Normal results (|f| >= 2^-6): keep exponent and 3 mantissa bits, rounding on
+//    the 20 dropped bits by adding 0x7FFFF plus the lowest kept bit (ties to
+//    even; a carry runs into the exponent, the next binade), then rebias from
+//    127 to 7, i.e. subtract 120 << 3 from the kept bits. Written as one shift
+//    of (bits + 0x7FFFF + lsb - (120 << 23)): the rebias commutes with the
+//    shift, and nothing overflows for 0 <= bits <= 0x43E00000. (Below 2^-7 the
+//    sum is negative; that lane takes the subnormal result instead.)
+//  - Subnormal results (|f| < 2^-6): the code is k = RNE(|f| / 2^-9), 2^-9 being
+//    the E4M3 subnormal step. |f| + 2^14 lies in [2^14, 2^15), where consecutive
+//    f32 are 2^-9 apart, and its f32 mantissa field is k; so the one IEEE
+//    addition fl(|f| + 2^14) = 2^14 + k * 2^-9 rounds exactly as wanted (to
+//    nearest, ties to the even mantissa, i.e. even k), and its bits minus those
+//    of 2^14 are k. k = 8 (|f| rounding up to 2^-6) is 0x08, the smallest normal
+//    code, as it should be. The sum is never subnormal (no flush-to-zero
+//    effect); an f32-subnormal |f| read as 0 (denormals-are-zero) has k = 0,
+//    its correct code anyway.
+//  - NaN (bits above those of inf): 0x7F, ORed in (it has every bit of a code).
+EPX_HD inline std::uint32_t e4m3_magnitude(std::int32_t abs) {
+  constexpr std::int32_t kMaxBits = 0x43E00000;        // 448
+  constexpr std::int32_t kMinNormalBits = 0x3C800000;  // 2^-6
+  constexpr std::int32_t kMagicBits = 0x46800000;      // 2^14
+  const std::int32_t a = abs < kMaxBits ? abs : kMaxBits;
+  const std::int32_t normal = (a + (0x7FFFF - (120 << 23)) + ((a >> 20) & 1)) >> 20;
+  const float sum = add_rn(bits_float(static_cast<std::uint32_t>(a)), 16384.0f);
+  const std::int32_t subnormal = static_cast<std::int32_t>(float_bits(sum)) - kMagicBits;
+  const std::int32_t is_subnormal = -static_cast<std::int32_t>(a < kMinNormalBits);
+  const std::int32_t is_nan = -static_cast<std::int32_t>(abs > kF32InfBits);
+  const std::int32_t code = normal ^ ((normal ^ subnormal) & is_subnormal);
+  return static_cast<std::uint32_t>(code | (is_nan & 0x7F));
+}
+
+}  // namespace detail
+
 EPX_HD inline std::uint8_t float_to_e4m3(float f) {
   const std::uint32_t u = float_bits(f);
-  const auto abs = static_cast<std::int32_t>(u & detail::kF32AbsMask);
   const std::uint32_t sign = (u >> 24) & 0x80u;
-  const std::uint32_t mag = detail::round_abs_to_minifloat<3, 7, 0x43E00000, 0x7E>(abs);
-  return static_cast<std::uint8_t>(sign | (abs > detail::kF32InfBits ? 0x7Fu : mag));
+  return static_cast<std::uint8_t>(
+      sign | detail::e4m3_magnitude(static_cast<std::int32_t>(u & detail::kF32AbsMask)));
 }
 
 EPX_HD inline float e4m3_to_float(std::uint8_t code) {

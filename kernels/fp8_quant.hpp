@@ -87,9 +87,18 @@ EPX_HD inline float fp8_quant_multiplier(float amax, bool ue8m0) {
 // except when it is NaN (x NaN, or x = inf with multiplier 0), and the sign of a
 // NaN that arithmetic produces differs between CPUs (x86: negative default NaN)
 // and GPUs (canonical 0x7FFFFFFF); taking x's sign makes both give 0x7F | sign(x).
-EPX_HD inline std::uint8_t fp8_quantize(float x, float multiplier) {
+//
+// fp8_quantize_code is the same as a 32-bit value (0x00-0xFF), for CPU loops:
+// keeping lanes 32 bits wide up to the store lets them vectorise without
+// narrowing every intermediate to bytes.
+EPX_HD inline std::uint32_t fp8_quantize_code(float x, float multiplier) {
   const std::uint32_t sign = (float_bits(x) >> 24) & 0x80u;
-  return static_cast<std::uint8_t>((float_to_e4m3(x * multiplier) & 0x7Fu) | sign);
+  const std::uint32_t y = float_bits(x * multiplier);
+  return detail::e4m3_magnitude(static_cast<std::int32_t>(y & detail::kF32AbsMask)) | sign;
+}
+
+EPX_HD inline std::uint8_t fp8_quantize(float x, float multiplier) {
+  return static_cast<std::uint8_t>(fp8_quantize_code(x, multiplier));
 }
 
 EPX_HD inline float fp8_dequantize(std::uint8_t q, float scale) { return e4m3_to_float(q) * scale; }
