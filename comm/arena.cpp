@@ -51,7 +51,10 @@ namespace {
 std::size_t round_up(std::size_t n) { return (n + Arena::kAlign - 1) / Arena::kAlign * Arena::kAlign; }
 }  // namespace
 
-Arena::Arena(transport::Fabric& fabric, std::size_t bytes) : fabric_(fabric) { grow(std::max<std::size_t>(bytes, kAlign)); }
+Arena::Arena(transport::Fabric& fabric, std::size_t bytes, const core::Deadline& deadline)
+    : fabric_(fabric) {
+  grow(std::max<std::size_t>(bytes, kAlign), deadline);
+}
 
 std::optional<Arena::Block> Arena::try_allocate(std::size_t bytes) {
   const std::size_t need = round_up(std::max<std::size_t>(bytes, 1));
@@ -71,18 +74,22 @@ std::optional<Arena::Block> Arena::try_allocate(std::size_t bytes) {
   return std::nullopt;
 }
 
-void Arena::grow(std::size_t need) {
+void Arena::grow(std::size_t need, const core::Deadline& deadline) {
   // Ranks that need nothing still take part (region creation is collective)
-  // with a token region.
-  std::size_t bytes = kAlign;
-  if (need > 0) {
-    bytes = round_up(need);
-    if (!segments_.empty()) bytes = std::max(bytes, 2 * segments_.back()->size);
-    if (!segments_.empty())
-      EPX_LOG(Warn, Comm, "receive space grows by ", bytes, " bytes to ", capacity() + bytes,
-              " (a call needed ", need, " bytes); raise BufferOptions::num_bytes to avoid this");
+  // with a token region, which they do not use.
+  if (need == 0) {
+    fabric_.create_region(kAlign, deadline);
+    return;
   }
-  const transport::RegionId id = fabric_.create_region(bytes);
+  std::size_t bytes = round_up(need);
+  if (!segments_.empty()) {
+    std::size_t largest = 0;
+    for (const auto& s : segments_) largest = std::max(largest, s->size);
+    bytes = std::max(bytes, 2 * largest);  // doubling: creeping demand grows rarely
+    EPX_LOG(Warn, Comm, "receive space grows by ", bytes, " bytes to ", capacity() + bytes,
+            " (a call needed ", need, " bytes); raise BufferOptions::num_bytes to avoid this");
+  }
+  const transport::RegionId id = fabric_.create_region(bytes, deadline);
   auto seg = std::make_shared<Segment>();
   seg->id = id;
   seg->memory = fabric_.local(id);

@@ -25,14 +25,14 @@ class Arena {
   };
 
   // Collective: creates the first region of `bytes`.
-  Arena(transport::Fabric& fabric, std::size_t bytes);
+  Arena(transport::Fabric& fabric, std::size_t bytes, const core::Deadline& deadline);
 
   // A free block of at least `bytes` (64-byte aligned), or nothing if full.
   std::optional<Block> try_allocate(std::size_t bytes);
 
   // Collective: every rank calls it with the bytes it failed to allocate (0
   // if none); ranks that need space get a new region big enough for it.
-  void grow(std::size_t need);
+  void grow(std::size_t need, const core::Deadline& deadline);
 
   std::size_t capacity() const;
 

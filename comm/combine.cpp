@@ -40,6 +40,8 @@ Tensor Buffer::combine_input(const Handle& handle, std::int64_t hidden, DType dt
             dtype_name(dtype), ", expected f32 or bf16");
   EPX_CHECK(hidden > 0, InvalidArgument, op, ": hidden = ", hidden, ", expected > 0");
   const std::int64_t M = handle.num_recv_tokens();
+  EPX_CHECK(hidden <= (std::int64_t{1} << 40) / std::max<std::int64_t>(M, 1), InvalidArgument, op,
+            ": hidden = ", hidden, " for ", M, " rows is beyond any buffer");
   const std::size_t bytes = static_cast<std::size_t>(M * hidden) * dtype_size(dtype);
   if (auto block = I.arena.try_allocate(bytes))
     return Tensor::view(block->lease, block->ptr, {M, hidden}, dtype);
@@ -48,115 +50,122 @@ Tensor Buffer::combine_input(const Handle& handle, std::int64_t hidden, DType dt
 
 Tensor Buffer::combine(const Tensor& y, const Handle& handle) {
   Impl& I = *impl_;
-  I.control.begin(Op::Combine);
-  const core::Deadline deadline = I.deadline();
-  const int R = I.group.size(), me = I.group.rank();
-  const char* op = "combine";
+  return I.guarded([&]() -> Tensor {
+    I.control.begin(Op::Combine);
+    const core::Deadline deadline = I.deadline();
+    const int R = I.group.size(), me = I.group.rank();
+    const char* op = "combine";
 
-  const detail::HandleState* h = nullptr;
-  std::int64_t hidden = 0;
-  const std::string err = validation_error([&] {
-    check_handle(handle, I.id, R, op);
-    h = handle.state().get();
-    check_tensor(y, op, "y", {DType::f32, DType::bf16}, 2);
-    check_dim(y, 0, h->num_recv(), op, "y", "rows received by the handle's dispatch");
-    hidden = y.dim(1);
-  });
-  const bool ok = err.empty();
-  const std::size_t row_bytes = static_cast<std::size_t>(hidden) * dtype_size(y.dtype());
-  const std::optional<Arena::Location> y_home =
-      ok ? I.arena.locate(y.raw(), y.nbytes()) : std::nullopt;
+    const detail::HandleState* h = nullptr;
+    std::int64_t hidden = 0;
+    const std::string err = validation_error([&] {
+      check_handle(handle, I.id, R, op);
+      h = handle.state().get();
+      check_tensor(y, op, "y", {DType::f32, DType::bf16}, 2);
+      check_dim(y, 0, h->num_recv(), op, "y", "rows received by the handle's dispatch");
+      hidden = y.dim(1);
+    });
+    const bool ok = err.empty();
+    const std::size_t row_bytes = static_cast<std::size_t>(hidden) * dtype_size(y.dtype());
+    const std::optional<Arena::Location> y_home =
+        ok ? I.arena.locate(y.raw(), y.nbytes()) : std::nullopt;
 
-  std::vector<Message> out(R, I.control.stamp());
-  for (int r = 0; r < R; ++r) {
-    std::int64_t* v = out[r].v;
-    v[kReqBackRow] = ok ? h->send_prefix[r] : 0;
-    v[kReqHidden] = hidden;
-    v[kReqDtype] = static_cast<std::int64_t>(y.dtype());
-    v[kReqHandle] = h ? static_cast<std::int64_t>(h->seq) : 0;
-    v[kReqYRegion] = y_home ? y_home->region : -1;
-    v[kReqYOffset] = y_home ? static_cast<std::int64_t>(y_home->offset) : 0;
-    v[kReqYRow] = ok ? h->recv_prefix[r] : 0;
-    v[kReqCanLoad] = I.fabric.caps(r).load_store;
-  }
-  // The block for pushed rows is sized for every row coming back; rows that
-  // are pulled instead leave their part unused.
-  const std::int64_t rows_back = ok ? h->send_prefix[R] : 0;
-  Buffer::Impl::Reserved res =
-      I.reserve(Round::Request, static_cast<std::size_t>(rows_back) * row_bytes, out, err, deadline);
-  for (int r = 0; r < R; ++r) {
-    const std::int64_t* v = res.in[r].v;
-    EPX_CHECK(v[kReqHidden] == hidden && v[kReqDtype] == std::int64_t(y.dtype()), InvalidArgument,
-              op, ": rank ", r, " passes y of hidden ", v[kReqHidden], " and dtype ",
-              dtype_name(DType(v[kReqDtype])), ", this rank ", y.describe(), "; all ranks must agree");
-    EPX_CHECK(v[kReqHandle] == static_cast<std::int64_t>(h->seq), InvalidArgument, op, ": rank ", r,
-              " passed the handle of dispatch #", v[kReqHandle], " but this rank that of dispatch #",
-              h->seq, "; all ranks must pass the handles of the same dispatch");
-  }
-  // pulls_from[r]: this rank reads its tokens' rows in r's y. pulled_by[s]: s reads from this y.
-  std::vector<char> pulls_from(R), pulled_by(R);
-  for (int r = 0; r < R; ++r) {
-    pulls_from[r] = res.in[r].v[kReqYRegion] >= 0 && I.fabric.caps(r).load_store;
-    pulled_by[r] = y_home.has_value() && res.in[r].v[kReqCanLoad] != 0;
-  }
-
-  // Push: rows that came from rank s go back to it in one piece, unless s pulls them.
-  const auto* src = static_cast<const std::byte*>(y.raw());
-  for (int i = 1; i <= R; ++i) {
-    const int s = (me + i) % R;
-    const std::int64_t first = h->recv_prefix[s], n = h->recv_prefix[s + 1] - first;
-    if (n > 0 && !pulled_by[s]) {
-      const std::size_t dst = static_cast<std::size_t>(res.in[s].v[kMsgOffset]) +
-                              static_cast<std::size_t>(res.in[s].v[kReqBackRow]) * row_bytes;
-      I.fabric.to(s).put(s, src + first * row_bytes,
-                         static_cast<transport::RegionId>(res.in[s].v[kMsgRegion]), dst,
-                         static_cast<std::size_t>(n) * row_bytes);
-    }
-    I.control.signal_done(s);
-  }
-  for (int i = 1; i <= R; ++i) I.control.wait_done((me + R - i) % R, deadline);
-
-  // Where row c of the rows sent to rank r (c-th token in send_tokens[r]) is now.
-  std::vector<const std::byte*> row_base(R);
-  for (int r = 0; r < R; ++r) {
-    if (pulls_from[r]) {
-      const std::size_t at = static_cast<std::size_t>(res.in[r].v[kReqYOffset]) +
-                             static_cast<std::size_t>(res.in[r].v[kReqYRow]) * row_bytes;
-      row_base[r] = static_cast<const std::byte*>(I.fabric.to(r).peer_ptr(
-          r, static_cast<transport::RegionId>(res.in[r].v[kReqYRegion]), at));
-    } else {
-      row_base[r] = res.block.ptr + static_cast<std::size_t>(h->send_prefix[r]) * row_bytes;
-    }
-  }
-
-  // Sum: token t adds, in rank order, the rows that ranks computed for it.
-  // The result lives in the receive space when it fits (memory already mapped
-  // and touched: a fresh allocation would fault in every page on each call).
-  const std::int64_t T = h->num_tokens;
-  Tensor result;
-  if (auto out_block = I.arena.try_allocate(static_cast<std::size_t>(T) * row_bytes))
-    result = Tensor::view(out_block->lease, out_block->ptr, {T, hidden}, y.dtype());
-  else
-    result = Tensor::empty({T, hidden}, y.dtype());
-  auto* dst = static_cast<std::byte*>(result.raw());
-  std::vector<std::size_t> cursor(R, 0);
-  std::vector<const void*> rows(R);
-  for (std::int64_t t = 0; t < T; ++t) {
-    int n = 0;
+    std::vector<Message> out(R, I.control.stamp());
     for (int r = 0; r < R; ++r) {
-      const auto& tokens = h->send_tokens[r];
-      std::size_t& c = cursor[r];
-      if (c < tokens.size() && tokens[c] == t) rows[n++] = row_base[r] + (c++) * row_bytes;
+      std::int64_t* v = out[r].v;
+      v[kReqBackRow] = ok ? h->send_prefix[r] : 0;
+      v[kReqHidden] = hidden;
+      v[kReqDtype] = static_cast<std::int64_t>(y.dtype());
+      v[kReqHandle] = h ? static_cast<std::int64_t>(h->seq) : 0;
+      v[kReqYRegion] = y_home ? y_home->region : -1;
+      v[kReqYOffset] = y_home ? static_cast<std::int64_t>(y_home->offset) : 0;
+      v[kReqYRow] = ok ? h->recv_prefix[r] : 0;
+      v[kReqCanLoad] = I.fabric.caps(r).load_store;
     }
-    kernels::sum_rows(rows.data(), n, y.dtype(), hidden, dst + t * row_bytes);
-  }
+    // The block for pushed rows is sized for every row coming back; rows that
+    // are pulled instead leave their part unused.
+    const std::int64_t rows_back = ok ? h->send_prefix[R] : 0;
+    // Ranks must agree on y and on the dispatch; checked before any growth.
+    auto same_call = [&](const std::vector<Message>& in) {
+      for (int r = 0; r < R; ++r) {
+        const std::int64_t* v = in[r].v;
+        EPX_CHECK_AGREED(v[kReqHidden] == hidden && v[kReqDtype] == std::int64_t(y.dtype()), op,
+                         ": rank ", r, " passes y of hidden ", v[kReqHidden], " and dtype ",
+                         dtype_name(DType(v[kReqDtype])), ", this rank ", y.describe(),
+                         "; all ranks must agree");
+        EPX_CHECK_AGREED(v[kReqHandle] == static_cast<std::int64_t>(h->seq), op, ": rank ", r,
+                         " passed the handle of dispatch #", v[kReqHandle],
+                         " but this rank that of dispatch #", h->seq,
+                         "; all ranks must pass the handles of the same dispatch");
+      }
+    };
+    Buffer::Impl::Reserved res = I.reserve(Round::Request, static_cast<std::size_t>(rows_back) * row_bytes,
+                                           out, err, deadline, same_call);
+    // pulls_from[r]: this rank reads its tokens' rows in r's y. pulled_by[s]: s reads from this y.
+    std::vector<char> pulls_from(R), pulled_by(R);
+    for (int r = 0; r < R; ++r) {
+      pulls_from[r] = res.in[r].v[kReqYRegion] >= 0 && I.fabric.caps(r).load_store;
+      pulled_by[r] = y_home.has_value() && res.in[r].v[kReqCanLoad] != 0;
+    }
 
-  // Nobody may return while a peer still reads its y.
-  for (int r = 0; r < R; ++r)
-    if (pulls_from[r]) I.control.signal(Round::Release, r);
-  for (int s = 0; s < R; ++s)
-    if (pulled_by[s]) I.control.wait(Round::Release, s, deadline);
-  return result;
+    // Push: rows that came from rank s go back to it in one piece, unless s pulls them.
+    const auto* src = static_cast<const std::byte*>(y.raw());
+    for (int i = 1; i <= R; ++i) {
+      const int s = (me + i) % R;
+      const std::int64_t first = h->recv_prefix[s], n = h->recv_prefix[s + 1] - first;
+      if (n > 0 && !pulled_by[s]) {
+        const std::size_t dst = static_cast<std::size_t>(res.in[s].v[kMsgOffset]) +
+                                static_cast<std::size_t>(res.in[s].v[kReqBackRow]) * row_bytes;
+        I.fabric.to(s).put(s, src + first * row_bytes,
+                           static_cast<transport::RegionId>(res.in[s].v[kMsgRegion]), dst,
+                           static_cast<std::size_t>(n) * row_bytes);
+      }
+      I.control.signal_done(s);
+    }
+    for (int i = 1; i <= R; ++i) I.control.wait_done((me + R - i) % R, deadline);
+
+    // Where row c of the rows sent to rank r (c-th token in send_tokens[r]) is now.
+    std::vector<const std::byte*> row_base(R);
+    for (int r = 0; r < R; ++r) {
+      if (pulls_from[r]) {
+        const std::size_t at = static_cast<std::size_t>(res.in[r].v[kReqYOffset]) +
+                               static_cast<std::size_t>(res.in[r].v[kReqYRow]) * row_bytes;
+        row_base[r] = static_cast<const std::byte*>(I.fabric.to(r).peer_ptr(
+            r, static_cast<transport::RegionId>(res.in[r].v[kReqYRegion]), at));
+      } else {
+        row_base[r] = res.block.ptr + static_cast<std::size_t>(h->send_prefix[r]) * row_bytes;
+      }
+    }
+
+    // Sum: token t adds, in rank order, the rows that ranks computed for it.
+    // The result lives in the receive space when it fits (memory already mapped
+    // and touched: a fresh allocation would fault in every page on each call).
+    const std::int64_t T = h->num_tokens;
+    Tensor result;
+    if (auto out_block = I.arena.try_allocate(static_cast<std::size_t>(T) * row_bytes))
+      result = Tensor::view(out_block->lease, out_block->ptr, {T, hidden}, y.dtype());
+    else
+      result = Tensor::empty({T, hidden}, y.dtype());
+    auto* dst = static_cast<std::byte*>(result.raw());
+    std::vector<std::size_t> cursor(R, 0);
+    std::vector<const void*> rows(R);
+    for (std::int64_t t = 0; t < T; ++t) {
+      int n = 0;
+      for (int r = 0; r < R; ++r) {
+        const auto& tokens = h->send_tokens[r];
+        std::size_t& c = cursor[r];
+        if (c < tokens.size() && tokens[c] == t) rows[n++] = row_base[r] + (c++) * row_bytes;
+      }
+      kernels::sum_rows(rows.data(), n, y.dtype(), hidden, dst + t * row_bytes);
+    }
+
+    // Nobody may return while a peer still reads its y.
+    for (int r = 0; r < R; ++r)
+      if (pulls_from[r]) I.control.signal(Round::Release, r);
+    for (int s = 0; s < R; ++s)
+      if (pulled_by[s]) I.control.wait(Round::Release, s, deadline);
+    return result;
+  });
 }
 
 }  // namespace epx::comm

@@ -38,7 +38,8 @@ Control::Control(transport::Fabric& fabric, double timeout_s)
       rank_(fabric.group().rank()),
       timeout_s_(timeout_s) {
   const std::size_t slots = std::size_t(kBanks) * kNumRounds * size_;
-  region_ = fabric_.create_region(slots * (sizeof(std::uint64_t) + sizeof(Message)));
+  region_ = fabric_.create_region(slots * (sizeof(std::uint64_t) + sizeof(Message)),
+                                  core::Deadline(timeout_s));
 }
 
 std::uint64_t Control::begin(Op op) {
@@ -73,6 +74,8 @@ void Control::set_text(Message& m, const std::string& s) {
 
 void Control::check_call(const Message& m, int from, Round round) const {
   if (m.seq == seq_ && m.op == static_cast<std::uint32_t>(op_)) return;
+  // The calls have drifted apart: the peers cannot agree on anything any more,
+  // so this is not an AgreedError and the group is aborted by the caller.
   EPX_THROW(InvalidArgument, op_name(op_), " #", seq_, ": rank ", from, " is in ",
             op_name(static_cast<Op>(m.op)), " #", m.seq, " (", round_name(round),
             " round); every rank must make the same calls on a Buffer in the same order");
@@ -119,10 +122,11 @@ void Control::wait(Round round, int peer, const core::Deadline& deadline) {
 }
 
 void Control::agree(const std::vector<Message>& in, const std::string& own_error) const {
-  if (!own_error.empty()) throw Error(ErrorCode::InvalidArgument, own_error);
+  if (!own_error.empty()) throw AgreedError(own_error);
   for (int p = 0; p < size_; ++p)
     if (in[p].failed)
-      EPX_THROW(InvalidArgument, op_name(op_), ": rank ", p, " rejected its input: ", in[p].text);
+      throw AgreedError(core::concat(core::rank_prefix(), " ", op_name(op_), ": rank ", p,
+                                     " rejected its input: ", in[p].text));
 }
 
 }  // namespace epx::comm

@@ -14,8 +14,27 @@
 #include <vector>
 
 #include "comm/transport/fabric.hpp"
+#include "core/check.hpp"
 
 namespace epx::comm {
+
+// An error that every rank of the call raises together, from the same shared
+// messages (bad input on some rank, or arguments that differ between ranks):
+// the group stays usable. Any other error in a call aborts the group.
+class AgreedError : public Error {
+ public:
+  explicit AgreedError(const std::string& message) : Error(ErrorCode::InvalidArgument, message) {}
+};
+
+// EPX_CHECK_AGREED(cond, parts...): for checks that every rank evaluates on
+// the same shared messages (so all throw together).
+#define EPX_CHECK_AGREED(cond, ...)                                                         \
+  do {                                                                                      \
+    if (!(cond))                                                                            \
+      throw ::epx::comm::AgreedError(::epx::core::concat(::epx::core::rank_prefix(), " ",   \
+                                                         __VA_ARGS__, " (", __FILE__, ":", \
+                                                         __LINE__, ")"));                   \
+  } while (0)
 
 enum class Op : std::uint32_t { Layout = 1, Dispatch = 2, CachedDispatch = 3, Combine = 4 };
 const char* op_name(Op op);
@@ -60,8 +79,8 @@ class Control {
   void signal_done(int peer) { signal(Round::Done, peer); }
   void wait_done(int peer, const core::Deadline& deadline) { wait(Round::Done, peer, deadline); }
 
-  // Throws InvalidArgument on every rank if any message says its sender's
-  // input was bad. `own` is this rank's own error (empty if none).
+  // Throws AgreedError on every rank if any message says its sender's input
+  // was bad. `own_error` is this rank's own error (empty if none).
   void agree(const std::vector<Message>& in, const std::string& own_error) const;
 
   // A message stamped with the current call.

@@ -24,6 +24,11 @@ constexpr int kReqTopk = 6;
 constexpr int kReqExperts = 7;
 constexpr int kReqScales = 8;   // scales per row
 constexpr int kReqHandle = 9;   // cached dispatch: the call number of the handle's dispatch
+constexpr int kReqUe8m0 = 10;   // FP8 scales rounded to powers of two
+
+constexpr int kMaxAlignment = 1 << 20;
+// Token indices and counts are 32-bit (as the layout's i32 counts).
+constexpr std::int64_t kMaxTokens = std::int64_t{1} << 31;
 // Reply round: where the sender's rows start, and the block's total rows.
 constexpr int kRepFirstRow = 3;
 constexpr int kRepRows = 4;
@@ -45,14 +50,16 @@ struct Plan {
 // Checks x and options (shared by both dispatch forms); fills the payload part of the plan.
 void plan_payload(Plan& p, const Tensor& x, const DispatchOptions& o, std::int64_t tokens,
                   const char* op) {
+  EPX_CHECK(tokens < kMaxTokens, InvalidArgument, op, ": ", tokens, " tokens, expected fewer than ",
+            kMaxTokens);
   check_tensor(x, op, "x", {DType::f32, DType::bf16, DType::e4m3}, 2);
   check_dim(x, 0, tokens, op, "x", "number of tokens");
   p.tokens = tokens;
   p.hidden = x.dim(1);
   p.x = static_cast<const std::byte*>(x.raw());
   p.x_dtype = x.dtype();
-  EPX_CHECK(o.expert_alignment >= 1, InvalidArgument, op, ": options.expert_alignment = ",
-            o.expert_alignment, ", expected >= 1");
+  EPX_CHECK(o.expert_alignment >= 1 && o.expert_alignment <= kMaxAlignment, InvalidArgument, op,
+            ": options.expert_alignment = ", o.expert_alignment, ", expected 1 to ", kMaxAlignment);
   const bool prequantized = x.dtype() == DType::e4m3;
   EPX_CHECK(!o.x_scales.defined() || prequantized, InvalidArgument, op,
             ": options.x_scales is set but x is ", x.describe(), "; scales go with an e4m3 x");
@@ -108,13 +115,15 @@ void quantize_once(Plan& p, const std::vector<std::vector<std::int32_t>>& send_t
 void check_same_payload(const std::vector<Message>& in, const Plan& p, const char* op) {
   for (std::size_t r = 0; r < in.size(); ++r) {
     const std::int64_t* v = in[r].v;
-    EPX_CHECK(v[kReqHidden] == p.hidden && v[kReqDtype] == std::int64_t(p.wire) &&
-                  v[kReqTopk] == p.topk && v[kReqExperts] == p.experts &&
-                  v[kReqScales] == p.num_scales,
-              InvalidArgument, op, ": rank ", r, " sends hidden ", v[kReqHidden], ", ",
-              dtype_name(DType(v[kReqDtype])), " payload, top-", v[kReqTopk], " of ", v[kReqExperts],
-              " experts, but this rank hidden ", p.hidden, ", ", dtype_name(p.wire), " payload, top-",
-              p.topk, " of ", p.experts, "; all ranks must agree");
+    EPX_CHECK_AGREED(v[kReqHidden] == p.hidden && v[kReqDtype] == std::int64_t(p.wire) &&
+                         v[kReqTopk] == p.topk && v[kReqExperts] == p.experts &&
+                         v[kReqScales] == p.num_scales && v[kReqUe8m0] == p.ue8m0,
+                     op, ": rank ", r, " sends hidden ", v[kReqHidden], ", ",
+                     dtype_name(DType(v[kReqDtype])), v[kReqUe8m0] ? " (ue8m0)" : "",
+                     " payload, top-", v[kReqTopk], " of ", v[kReqExperts],
+                     " experts, but this rank hidden ", p.hidden, ", ", dtype_name(p.wire),
+                     p.ue8m0 ? " (ue8m0)" : "", " payload, top-", p.topk, " of ", p.experts,
+                     "; all ranks must agree");
   }
 }
 
@@ -130,6 +139,7 @@ std::vector<Message> request_messages(const Control& control, const Plan& p,
     v[kReqTopk] = p.topk;
     v[kReqExperts] = p.experts;
     v[kReqScales] = p.num_scales;
+    v[kReqUe8m0] = p.ue8m0;
     if (!err.empty()) out[r].failed = 1, Control::set_text(out[r], err);
   }
   return out;
@@ -208,13 +218,16 @@ Arena::Block run_dispatch(Buffer::Impl& I, const Plan& p,
   return std::move(res.block);
 }
 
-DispatchResult make_result(const Arena::Block& block, const Plan& p, std::int64_t M) {
+// with_topk: the normal dispatch returns topk tensors (also [M,0] when K = 0);
+// the cached one does not.
+DispatchResult make_result(const Arena::Block& block, const Plan& p, std::int64_t M,
+                           bool with_topk) {
   const PayloadLayout L(M, p.row_bytes, p.num_scales, p.topk);
   DispatchResult r;
   r.x = Tensor::view(block.lease, block.ptr + L.x, {M, p.hidden}, p.wire);
   if (p.num_scales)
     r.x_scales = Tensor::view(block.lease, block.ptr + L.scales, {M, p.num_scales}, DType::f32);
-  if (p.topk) {
+  if (with_topk) {
     r.topk_idx = Tensor::view(block.lease, block.ptr + L.topk_idx, {M, p.topk}, DType::i64);
     r.topk_weights = Tensor::view(block.lease, block.ptr + L.topk_weights, {M, p.topk}, DType::f32);
   }
@@ -235,105 +248,114 @@ std::vector<int> count_per_expert(const Tensor& topk_idx, int local_experts, int
 DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const Tensor& topk_weights,
                                 const Layout& layout, const DispatchOptions& options) {
   Impl& I = *impl_;
-  I.control.begin(Op::Dispatch);
-  const core::Deadline deadline = I.deadline();
-  const int R = I.group.size();
-  const char* op = "dispatch";
+  return I.guarded([&]() -> DispatchResult {
+    I.control.begin(Op::Dispatch);
+    const core::Deadline deadline = I.deadline();
+    const int R = I.group.size();
+    const char* op = "dispatch";
 
-  Plan p;
-  std::vector<std::vector<std::int32_t>> send_tokens(R);
-  const std::string err = validation_error([&] {
-    check_tensor(topk_idx, op, "topk_idx", {DType::i64}, 2);
-    const std::int64_t T = topk_idx.dim(0);
-    plan_payload(p, x, options, T, op);
-    check_tensor(topk_weights, op, "topk_weights", {DType::f32}, 2);
-    check_dim(topk_weights, 0, T, op, "topk_weights", "topk_idx.dim(0)");
-    check_dim(topk_weights, 1, topk_idx.dim(1), op, "topk_weights", "topk_idx.dim(1)");
-    p.topk = topk_idx.dim(1);
-    p.experts = layout.num_experts;
-    EPX_CHECK(layout.num_experts > 0 && layout.num_experts % R == 0 &&
-                  layout.is_token_in_rank.defined() &&
-                  layout.topk_fingerprint == fingerprint(topk_idx),
-              InvalidArgument, op, ": layout was not computed from this topk_idx by "
-              "get_dispatch_layout on this group (its fingerprint or shape differs)");
-    check_dim(layout.is_token_in_rank, 0, T, op, "layout.is_token_in_rank", "number of tokens");
-    check_dim(layout.is_token_in_rank, 1, R, op, "layout.is_token_in_rank", "group size");
-    const bool* in_rank = layout.is_token_in_rank.data<bool>();
-    for (std::int64_t t = 0; t < T; ++t)
-      for (int r = 0; r < R; ++r)
-        if (in_rank[t * R + r]) send_tokens[r].push_back(static_cast<std::int32_t>(t));
+    Plan p;
+    std::vector<std::vector<std::int32_t>> send_tokens(R);
+    const std::string err = validation_error([&] {
+      check_tensor(topk_idx, op, "topk_idx", {DType::i64}, 2);
+      const std::int64_t T = topk_idx.dim(0);
+      plan_payload(p, x, options, T, op);
+      check_tensor(topk_weights, op, "topk_weights", {DType::f32}, 2);
+      check_dim(topk_weights, 0, T, op, "topk_weights", "topk_idx.dim(0)");
+      check_dim(topk_weights, 1, topk_idx.dim(1), op, "topk_weights", "topk_idx.dim(1)");
+      p.topk = topk_idx.dim(1);
+      p.experts = layout.num_experts;
+      EPX_CHECK(layout.num_experts > 0 && layout.num_experts % R == 0, InvalidArgument, op,
+                ": layout.num_experts = ", layout.num_experts,
+                ", expected a positive multiple of the group size ", R,
+                " (use the layout get_dispatch_layout returned)");
+      check_tensor(layout.is_token_in_rank, op, "layout.is_token_in_rank", {DType::boolean}, 2);
+      check_dim(layout.is_token_in_rank, 0, T, op, "layout.is_token_in_rank", "number of tokens");
+      check_dim(layout.is_token_in_rank, 1, R, op, "layout.is_token_in_rank", "group size");
+      const std::uint64_t print = fingerprint(topk_idx);
+      EPX_CHECK(layout.topk_fingerprint == print, InvalidArgument, op,
+                ": layout was not computed from this topk_idx (layout.topk_fingerprint = ",
+                layout.topk_fingerprint, ", topk_idx's = ", print,
+                "); call get_dispatch_layout on the topk_idx you dispatch");
+      const bool* in_rank = layout.is_token_in_rank.data<bool>();
+      for (std::int64_t t = 0; t < T; ++t)
+        for (int r = 0; r < R; ++r)
+          if (in_rank[t * R + r]) send_tokens[r].push_back(static_cast<std::int32_t>(t));
+    });
+
+    std::vector<Message> requests =
+        I.control.exchange(Round::Request, request_messages(I.control, p, send_tokens, err), deadline);
+    I.control.agree(requests, err);
+    check_same_payload(requests, p, op);
+
+    quantize_once(p, send_tokens);
+    std::vector<std::int64_t> recv_prefix;
+    Arena::Block block = run_dispatch(I, p, send_tokens, requests, topk_idx.data<std::int64_t>(),
+                                      topk_weights.data<float>(), recv_prefix, deadline);
+    const std::int64_t M = recv_prefix[R];
+    DispatchResult result = make_result(block, p, M, /*with_topk=*/true);
+    result.num_recv_tokens_per_expert =
+        count_per_expert(result.topk_idx, p.experts / R, options.expert_alignment);
+
+    auto state = std::make_shared<detail::HandleState>();
+    state->buffer_id = I.id;
+    state->seq = I.control.seq();
+    state->num_ranks = R;
+    state->num_tokens = p.tokens;
+    state->hidden = p.hidden;
+    state->send_prefix.assign(R + 1, 0);
+    for (int r = 0; r < R; ++r)
+      state->send_prefix[r + 1] = state->send_prefix[r] + static_cast<std::int64_t>(send_tokens[r].size());
+    state->send_tokens = std::move(send_tokens);
+    state->recv_prefix = std::move(recv_prefix);
+    state->num_recv_tokens_per_expert = result.num_recv_tokens_per_expert;
+    result.handle = Handle(std::move(state));
+    return result;
   });
-
-  std::vector<Message> requests =
-      I.control.exchange(Round::Request, request_messages(I.control, p, send_tokens, err), deadline);
-  I.control.agree(requests, err);
-  check_same_payload(requests, p, op);
-
-  quantize_once(p, send_tokens);
-  std::vector<std::int64_t> recv_prefix;
-  Arena::Block block = run_dispatch(I, p, send_tokens, requests, topk_idx.data<std::int64_t>(),
-                                    topk_weights.data<float>(), recv_prefix, deadline);
-  const std::int64_t M = recv_prefix[R];
-  DispatchResult result = make_result(block, p, M);
-  result.num_recv_tokens_per_expert =
-      count_per_expert(result.topk_idx, p.experts / R, options.expert_alignment);
-
-  auto state = std::make_shared<detail::HandleState>();
-  state->buffer_id = I.id;
-  state->seq = I.control.seq();
-  state->num_ranks = R;
-  state->num_tokens = p.tokens;
-  state->hidden = p.hidden;
-  state->send_prefix.assign(R + 1, 0);
-  for (int r = 0; r < R; ++r)
-    state->send_prefix[r + 1] = state->send_prefix[r] + static_cast<std::int64_t>(send_tokens[r].size());
-  state->send_tokens = std::move(send_tokens);
-  state->recv_prefix = std::move(recv_prefix);
-  state->num_recv_tokens_per_expert = result.num_recv_tokens_per_expert;
-  result.handle = Handle(std::move(state));
-  return result;
 }
 
 DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
                                 const DispatchOptions& options) {
   Impl& I = *impl_;
-  I.control.begin(Op::CachedDispatch);
-  const core::Deadline deadline = I.deadline();
-  const int R = I.group.size();
-  const char* op = "dispatch (cached)";
+  return I.guarded([&]() -> DispatchResult {
+    I.control.begin(Op::CachedDispatch);
+    const core::Deadline deadline = I.deadline();
+    const int R = I.group.size();
+    const char* op = "dispatch (cached)";
 
-  Plan p;
-  std::vector<std::vector<std::int32_t>> send_tokens(R);
-  std::uint64_t handle_seq = 0;
-  const std::string err = validation_error([&] {
-    check_handle(handle, I.id, R, op);
-    const detail::HandleState& h = *handle.state();
-    plan_payload(p, x, options, h.num_tokens, op);
-    EPX_CHECK(options.expert_alignment == 1, InvalidArgument, op,
-              ": options.expert_alignment = ", options.expert_alignment,
-              ", expected 1: the cached dispatch keeps the counts of the handle's dispatch");
-    send_tokens = h.send_tokens;
-    handle_seq = h.seq;
+    Plan p;
+    std::vector<std::vector<std::int32_t>> send_tokens(R);
+    std::uint64_t handle_seq = 0;
+    const std::string err = validation_error([&] {
+      check_handle(handle, I.id, R, op);
+      const detail::HandleState& h = *handle.state();
+      plan_payload(p, x, options, h.num_tokens, op);
+      EPX_CHECK(options.expert_alignment == 1, InvalidArgument, op,
+                ": options.expert_alignment = ", options.expert_alignment,
+                ", expected 1: the cached dispatch keeps the counts of the handle's dispatch");
+      send_tokens = h.send_tokens;
+      handle_seq = h.seq;
+    });
+    std::vector<Message> out = request_messages(I.control, p, send_tokens, err);
+    for (Message& m : out) m.v[kReqHandle] = static_cast<std::int64_t>(handle_seq);
+    std::vector<Message> requests = I.control.exchange(Round::Request, out, deadline);
+    I.control.agree(requests, err);
+    check_same_payload(requests, p, op);
+    for (int r = 0; r < R; ++r)
+      EPX_CHECK_AGREED(requests[r].v[kReqHandle] == static_cast<std::int64_t>(handle_seq), op,
+                       ": rank ", r, " passed the handle of dispatch #", requests[r].v[kReqHandle],
+                       " but this rank that of dispatch #", handle_seq,
+                       "; all ranks must pass the handles of the same dispatch");
+
+    quantize_once(p, send_tokens);
+    std::vector<std::int64_t> recv_prefix;
+    Arena::Block block = run_dispatch(I, p, send_tokens, requests, nullptr, nullptr,
+                                      recv_prefix, deadline);
+    DispatchResult result = make_result(block, p, recv_prefix[R], /*with_topk=*/false);
+    result.num_recv_tokens_per_expert = handle.state()->num_recv_tokens_per_expert;
+    result.handle = handle;
+    return result;
   });
-  std::vector<Message> out = request_messages(I.control, p, send_tokens, err);
-  for (Message& m : out) m.v[kReqHandle] = static_cast<std::int64_t>(handle_seq);
-  std::vector<Message> requests = I.control.exchange(Round::Request, out, deadline);
-  I.control.agree(requests, err);
-  check_same_payload(requests, p, op);
-  for (int r = 0; r < R; ++r)
-    EPX_CHECK(requests[r].v[kReqHandle] == static_cast<std::int64_t>(handle_seq), InvalidArgument,
-              op, ": rank ", r, " passed the handle of dispatch #", requests[r].v[kReqHandle],
-              " but this rank that of dispatch #", handle_seq, "; all ranks must pass the "
-              "handles of the same dispatch");
-
-  quantize_once(p, send_tokens);
-  std::vector<std::int64_t> recv_prefix;
-  Arena::Block block = run_dispatch(I, p, send_tokens, requests, nullptr, nullptr,
-                                    recv_prefix, deadline);
-  DispatchResult result = make_result(block, p, recv_prefix[R]);
-  result.num_recv_tokens_per_expert = handle.state()->num_recv_tokens_per_expert;
-  result.handle = handle;
-  return result;
 }
 
 }  // namespace epx::comm

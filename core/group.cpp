@@ -34,14 +34,20 @@ struct Group::Impl {
 
 namespace {
 
+constexpr int kBadShape = -1000000;  // a rank could not read its ranks_per_node
+
 std::string tag_of(int rank, int size) { return core::concat("[rank ", rank, "/", size, "]"); }
 
 // Fills node_of, node_ranks, node, num_nodes, local_rank and node_comm of `g`
 // from its comm. Collective; every rank reaches the same verdict on errors.
-void build_topology(Group::Impl& g, int requested_rpn) {
+void build_topology(Group::Impl& g, int requested_rpn, const std::string& own_error) {
   // Every rank must ask for the same shape.
   std::vector<int> rpn(g.size);
   MPI_Allgather(&requested_rpn, 1, MPI_INT, rpn.data(), 1, MPI_INT, g.comm);
+  if (!own_error.empty()) throw Error(ErrorCode::InvalidArgument, own_error);
+  for (int r = 0; r < g.size; ++r)
+    EPX_CHECK(rpn[r] != kBadShape, InvalidArgument, "Group: rank ", r,
+              " has an invalid EPX_RANKS_PER_NODE (see its error)");
   for (int r = 0; r < g.size; ++r)
     EPX_CHECK(rpn[r] == rpn[0], InvalidArgument, "Group: ranks_per_node = ", rpn[r],
               " on rank ", r, " but ", rpn[0], " on rank 0; all ranks must agree");
@@ -91,7 +97,7 @@ Group::Group(MPI_Comm comm, int ranks_per_node) {
   MPI_Initialized(&initialized);
   EPX_CHECK(initialized, InvalidArgument, "Group: MPI is not initialised; call MPI_Init first");
   EPX_CHECK(comm != MPI_COMM_NULL, InvalidArgument, "Group: comm is MPI_COMM_NULL");
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_shared<Impl>();
   MPI_Comm_dup(comm, &impl->comm);
   MPI_Comm_rank(impl->comm, &impl->rank);
   MPI_Comm_size(impl->comm, &impl->size);
@@ -100,17 +106,27 @@ Group::Group(MPI_Comm comm, int ranks_per_node) {
   MPI_Comm_rank(MPI_COMM_WORLD, &wr);
   MPI_Comm_size(MPI_COMM_WORLD, &ws);
   if (core::rank_prefix().empty()) core::set_rank_prefix(tag_of(wr, ws));
-  const int rpn = ranks_per_node != 0 ? ranks_per_node : core::params::ranks_per_node.get();
-  build_topology(*impl, rpn);
+  // A bad EPX_RANKS_PER_NODE on one rank must fail every rank, not leave the
+  // others in the first collective: it travels as a marker in the shape exchange.
+  int rpn = ranks_per_node;
+  std::string env_error;
+  if (rpn == 0) {
+    try {
+      rpn = core::params::ranks_per_node.get();
+    } catch (const Error& e) {
+      env_error = e.what();
+      rpn = kBadShape;
+    }
+  }
+  build_topology(*impl, rpn, env_error);
   EPX_LOG(Info, Core, "group of ", impl->size, " ranks: node ", impl->node, "/", impl->num_nodes,
           ", local rank ", impl->local_rank, "/", impl->node_ranks.size());
   impl_ = std::move(impl);
 }
 
-Group::Group(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Group::~Group() = default;
-Group::Group(Group&&) noexcept = default;
-Group& Group::operator=(Group&&) noexcept = default;
+Group::Group(const Group&) = default;
+Group& Group::operator=(const Group&) = default;
 
 int Group::rank() const noexcept { return impl_->rank; }
 int Group::size() const noexcept { return impl_->size; }
@@ -129,20 +145,24 @@ int Group::node_of(int rank) const {
 }
 
 Group Group::split(int color, int key) const {
+  EPX_CHECK(color >= 0, InvalidArgument, "Group::split: color = ", color,
+            ", expected >= 0 (every rank joins one of the new groups)");
   MPI_Comm sub;
   MPI_Comm_split(impl_->comm, color, key, &sub);
-  Group g(sub, impl_->ranks_per_node);
-  MPI_Comm_free(&sub);
-  return g;
+  struct Free {  // the new Group keeps its own duplicate
+    MPI_Comm& c;
+    ~Free() { MPI_Comm_free(&c); }
+  } free_sub{sub};
+  return Group(sub, impl_->ranks_per_node);
 }
 
 void Group::abort(const std::string& reason) {
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    if (impl_->aborted.load()) return;
+    if (impl_->aborted.load()) return;  // the first reason stays
     impl_->abort_reason = reason;
+    impl_->aborted.store(true, std::memory_order_release);
   }
-  impl_->aborted.store(true, std::memory_order_release);
   EPX_LOG(Warn, Core, "group aborted: ", reason);
 }
 

@@ -13,12 +13,16 @@ namespace epx::core {
 class Deadline {
  public:
   using Clock = std::chrono::steady_clock;
+  // seconds >= 1e9 (or inf) never expires: converting it would overflow the clock.
   explicit Deadline(double seconds)
       : seconds_(seconds),
-        end_(Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                std::chrono::duration<double>(seconds))) {}
+        end_(seconds < kForever ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                     std::chrono::duration<double>(seconds))
+                                : Clock::time_point::max()) {}
   bool expired() const noexcept { return Clock::now() >= end_; }
   double seconds() const noexcept { return seconds_; }
+
+  static constexpr double kForever = 1e9;
 
  private:
   double seconds_;

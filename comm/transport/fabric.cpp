@@ -7,19 +7,23 @@
 #include <epx/group.hpp>
 
 #include "comm/transport/registry.hpp"
+#include "core/agree.hpp"
 #include "core/check.hpp"
 #include "core/log.hpp"
 
 namespace epx::comm::transport {
 
 namespace {
-// The abort region: the aborting rank + 1 at offset 0, its reason after it.
+// The abort region: at 0 the rank that aborted last, plus one; then one text
+// slot per rank, so that ranks aborting at once never write the same bytes.
 constexpr std::size_t kAbortTextOffset = 64;
 constexpr std::size_t kAbortTextBytes = 448;
 }  // namespace
 
-Fabric::Fabric(Group& group) : group_(group) {
-  transports_ = create_transports(group);
+Fabric::Fabric(Group& group, double timeout_s) : group_(group) {
+  const core::Deadline deadline(timeout_s);
+  MPI_Comm_dup(group.comm(), &comm_);
+  transports_ = create_transports(TransportContext{group, comm_});
   route_.assign(group.size(), nullptr);
   caps_.resize(group.size());
   int unreachable = -1;
@@ -33,47 +37,54 @@ Fabric::Fabric(Group& group) : group_(group) {
     }
     if (!route_[peer] && unreachable < 0) unreachable = peer;
   }
-  // Reachability is symmetric in every backend, but agree anyway so no rank
-  // goes on alone.
-  int any = unreachable;
-  MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, group.comm());
-  if (any >= 0) {
-    std::string names;
-    for (auto& t : transports_) names += core::concat(names.empty() ? "" : ", ", t->name());
-    if (unreachable >= 0)
-      EPX_THROW(Unsupported, "comm: no transport of this build (", names, ") reaches rank ",
-                unreachable, " (node ", group.node_of(unreachable), ") from node ", group.node(),
-                "; inter-node transports are not built in yet");
-    EPX_THROW(Unsupported, "comm: rank ", any, " cannot reach all peers with (", names, ")");
-  }
-  abort_region_ = create_region(kAbortTextOffset + kAbortTextBytes);
-  EPX_LOG(Info, Transport, "fabric over ", group.size(), " ranks: peer 0 via ", route_[0]->name());
+  std::string names;
+  for (auto& t : transports_) names += core::concat(names.empty() ? "" : ", ", t->name());
+  std::string err;
+  if (unreachable >= 0)
+    err = core::concat(core::rank_prefix(), " comm: no transport of this build (", names,
+                       ") reaches rank ", unreachable, " (node ", group.node_of(unreachable),
+                       ") from node ", group.node(), "; inter-node transports are not built in yet");
+  core::agree_on_error(comm_, err, ErrorCode::Unsupported, deadline, "comm: transport set-up");
+  abort_region_ = create_region(kAbortTextOffset + kAbortTextBytes * group.size(), deadline);
+  EPX_LOG(Info, Transport, "fabric over ", group.size(), " ranks with ", names);
 }
 
-Fabric::~Fabric() = default;
+Fabric::~Fabric() {
+  transports_.clear();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
 
-RegionId Fabric::create_region(std::size_t bytes) {
-  const RegionId id = static_cast<RegionId>(local_.size());
-  std::shared_ptr<std::byte> memory;
-  // The first backend that must allocate does so; the others register that memory.
-  for (auto& t : transports_)
-    if (t->caps().allocates && !memory) memory = t->create_region(id, bytes, nullptr);
-  for (auto& t : transports_)
-    if (!t->caps().allocates) {
-      if (!memory) memory = t->create_region(id, bytes, nullptr);
-      else t->create_region(id, bytes, memory);
-    }
-  local_.push_back(memory);
+RegionId Fabric::create_region(std::size_t bytes, const core::Deadline& deadline) {
+  const RegionId id = next_region_++;  // consumed even on failure: names stay unique
+  try {
+    std::shared_ptr<std::byte> memory;
+    // The first backend that must allocate does so; the others register that memory.
+    for (auto& t : transports_)
+      if (t->caps().allocates && !memory) memory = t->create_region(id, bytes, nullptr, deadline);
+    for (auto& t : transports_)
+      if (!t->caps().allocates) {
+        if (!memory) memory = t->create_region(id, bytes, nullptr, deadline);
+        else t->create_region(id, bytes, memory, deadline);
+      }
+    local_[id] = std::move(memory);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::Timeout) abort(e.what());
+    throw;
+  }
   return id;
 }
 
 void Fabric::check_not_aborted() {
   if (group_.aborted())
     EPX_THROW(PeerFailure, "comm: the group was aborted earlier: ", group_.abort_reason());
-  auto* word = reinterpret_cast<std::uint64_t*>(local_[abort_region_].get());
+  std::byte* base = local_.at(abort_region_).get();
+  auto* word = reinterpret_cast<std::uint64_t*>(base);
   const std::uint64_t who = std::atomic_ref<std::uint64_t>(*word).load(std::memory_order_acquire);
   if (who != 0) {
-    const char* text = reinterpret_cast<const char*>(local_[abort_region_].get() + kAbortTextOffset);
+    const char* text = reinterpret_cast<const char*>(base + kAbortTextOffset +
+                                                     (who - 1) * kAbortTextBytes);
     const std::string reason = core::concat("rank ", who - 1, " aborted the group: ",
                                             std::string(text, strnlen(text, kAbortTextBytes - 1)));
     group_.abort(reason);
@@ -83,12 +94,16 @@ void Fabric::check_not_aborted() {
 
 void Fabric::abort(const std::string& reason) {
   group_.abort(reason);
+  const int me = group_.rank();
+  const std::size_t n = std::min(reason.size(), kAbortTextBytes - 1);
+  std::string text = reason.substr(0, n);
+  text.push_back('\0');
   for (int peer = 0; peer < group_.size(); ++peer) {
-    if (peer == group_.rank()) continue;
+    if (peer == me) continue;
     try {
-      const std::size_t n = std::min(reason.size(), kAbortTextBytes - 1);
-      route_[peer]->put(peer, reason.c_str(), abort_region_, kAbortTextOffset, n + 1);
-      route_[peer]->signal(peer, abort_region_, 0, std::uint64_t(group_.rank()) + 1);
+      const std::size_t slot = kAbortTextOffset + static_cast<std::size_t>(me) * kAbortTextBytes;
+      route_[peer]->put(peer, text.data(), abort_region_, slot, text.size());
+      route_[peer]->signal(peer, abort_region_, 0, std::uint64_t(me) + 1);
       route_[peer]->flush(peer);
     } catch (const std::exception&) {
       // A peer that cannot be told will time out on its own.
@@ -98,7 +113,7 @@ void Fabric::abort(const std::string& reason) {
 
 void Fabric::wait(RegionId id, std::size_t offset, std::uint64_t want,
                   const core::Deadline& deadline, const std::function<std::string()>& describe) {
-  auto* word = reinterpret_cast<std::uint64_t*>(local_[id].get() + offset);
+  auto* word = reinterpret_cast<std::uint64_t*>(local_.at(id).get() + offset);
   std::atomic_ref<std::uint64_t> ref(*word);
   core::Backoff backoff;
   while (ref.load(std::memory_order_acquire) < want) {

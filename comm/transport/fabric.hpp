@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "comm/transport/transport.hpp"
@@ -15,18 +16,21 @@ namespace epx::comm::transport {
 class Fabric {
  public:
   // Collective. Throws Unsupported (on every rank) if some peer is unreachable.
-  explicit Fabric(Group& group);
+  Fabric(Group& group, double timeout_s);
   ~Fabric();
+  Fabric(const Fabric&) = delete;
+  Fabric& operator=(const Fabric&) = delete;
 
   Group& group() noexcept { return group_; }
   Transport& to(int peer) { return *route_[peer]; }
   const TransportCaps& caps(int peer) const { return caps_[peer]; }
   const char* name(int peer) const { return route_[peer]->name(); }
 
-  // Collective: a new region of `bytes` on this rank, reachable by every peer.
-  // Returns its id; local(id) is its base, which keeps it mapped while held.
-  RegionId create_region(std::size_t bytes);
-  const std::shared_ptr<std::byte>& local(RegionId id) const { return local_[id]; }
+  // Collective: a new region of `bytes` on this rank (each rank its own size),
+  // reachable by every peer. Returns its id (never reused); local(id) is its
+  // base, which keeps it mapped while held. A timeout aborts the group.
+  RegionId create_region(std::size_t bytes, const core::Deadline& deadline);
+  const std::shared_ptr<std::byte>& local(RegionId id) const { return local_.at(id); }
 
   // Waits until the 8-byte word at `offset` of local region `id` is >= want.
   // On timeout: aborts the group (peers fail fast) and throws Timeout with
@@ -41,10 +45,12 @@ class Fabric {
 
  private:
   Group& group_;
+  MPI_Comm comm_ = MPI_COMM_NULL;  // private: set-up collectives of this fabric only
   std::vector<TransportPtr> transports_;
   std::vector<Transport*> route_;  // by peer
   std::vector<TransportCaps> caps_;
-  std::vector<std::shared_ptr<std::byte>> local_;  // by region id
+  std::unordered_map<RegionId, std::shared_ptr<std::byte>> local_;
+  RegionId next_region_ = 0;
   RegionId abort_region_ = -1;
 };
 

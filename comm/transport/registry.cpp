@@ -5,9 +5,9 @@
 
 namespace epx::comm::transport {
 
-std::vector<TransportPtr> create_transports(Group& group) {
+std::vector<TransportPtr> create_transports(const TransportContext& context) {
   std::vector<TransportPtr> list;
-  list.push_back(make_shm_transport(group, core::params::shm_direct.get()));
+  list.push_back(make_shm_transport(context, core::params::shm_direct.get()));
   return list;
 }
 

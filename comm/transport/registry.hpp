@@ -10,6 +10,6 @@
 namespace epx::comm::transport {
 
 // Collective: creates every backend compiled in, in priority order.
-std::vector<TransportPtr> create_transports(Group& group);
+std::vector<TransportPtr> create_transports(const TransportContext& context);
 
 }  // namespace epx::comm::transport

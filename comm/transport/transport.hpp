@@ -5,10 +5,14 @@
 // Fabric (fabric.hpp); it never names a backend.
 #pragma once
 
+#include <mpi.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "core/wait.hpp"
 
 namespace epx {
 class Group;
@@ -30,6 +34,13 @@ struct TransportCaps {
 // A region is identified by the same small integer on every rank.
 using RegionId = int;
 
+// What a backend is built with: the group (topology, failure state) and a
+// private communicator of the Fabric for the backend's own set-up collectives.
+struct TransportContext {
+  Group& group;
+  MPI_Comm comm;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -40,16 +51,19 @@ class Transport {
   // Collective over the group: `bytes` of this rank's memory that reachable
   // peers may write. `memory` null: the transport allocates (required when
   // caps().allocates); else it registers the caller's memory. Returns the local
-  // base; holding the pointer keeps the local memory mapped.
+  // base; holding the pointer keeps the local memory mapped. Every rank fails
+  // together (and leaves nothing behind) if one cannot; bounded by `deadline`.
   virtual std::shared_ptr<std::byte> create_region(RegionId id, std::size_t bytes,
-                                                   std::shared_ptr<std::byte> memory) = 0;
+                                                   std::shared_ptr<std::byte> memory,
+                                                   const core::Deadline& deadline) = 0;
 
   // Pointer to `offset` in `peer`'s region `id`, for direct stores
   // (caps().load_store only; else nullptr).
   virtual void* peer_ptr(int peer, RegionId id, std::size_t offset) = 0;
 
   // Copies `bytes` from local `src` to `offset` in `peer`'s region `id`.
-  // Completion is only guaranteed by a later signal() or flush().
+  // Completion is only guaranteed by a later signal() or flush() to that peer;
+  // until one returns, `src` must stay unchanged.
   virtual void put(int peer, const void* src, RegionId id, std::size_t offset,
                    std::size_t bytes) = 0;
 

@@ -14,16 +14,16 @@
 
 namespace epx {
 
+// A Group is a handle: copies share one communicator and one failure state
+// (a Buffer keeps a copy, so the caller's Group may move or go away).
 class EPX_API Group {
  public:
   // Collective over `comm`. ranks_per_node: 0 = EPX_RANKS_PER_NODE if set,
   // else the shared-memory split. A virtual node never spans two hosts.
   explicit Group(MPI_Comm comm, int ranks_per_node = 0);
   ~Group();
-  Group(Group&&) noexcept;
-  Group& operator=(Group&&) noexcept;
-  Group(const Group&) = delete;
-  Group& operator=(const Group&) = delete;
+  Group(const Group&);
+  Group& operator=(const Group&);
 
   int rank() const noexcept;
   int size() const noexcept;
@@ -37,8 +37,8 @@ class EPX_API Group {
   MPI_Comm comm() const noexcept;       // epx's private duplicate of the caller's communicator
   MPI_Comm node_comm() const noexcept;  // the ranks of this node
 
-  // Collective: a new Group over the ranks of equal colour, ordered by key
-  // (MPI_Comm_split), keeping this group's ranks_per_node rule.
+  // Collective: a new Group over the ranks of equal colour (>= 0), ordered by
+  // key (MPI_Comm_split), keeping this group's ranks_per_node rule.
   Group split(int color, int key) const;
 
   // Marks the group failed. Every later or ongoing epx wait on it fails fast
@@ -53,8 +53,7 @@ class EPX_API Group {
   struct Impl;  // opaque
 
  private:
-  std::unique_ptr<Impl> impl_;
-  explicit Group(std::unique_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace epx

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "comm_reference.hpp"
+#include "core/wait.hpp"
 
 namespace epx::test {
 

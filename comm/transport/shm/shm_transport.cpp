@@ -14,11 +14,15 @@
 
 #include <epx/group.hpp>
 
+#include "core/agree.hpp"
 #include "core/check.hpp"
 #include "core/log.hpp"
 
 namespace epx::comm::transport {
 namespace {
+
+// Signals are 64-bit atomics shared between processes: only lock-free ones are.
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 
 constexpr std::size_t kPage = 4096;
 
@@ -32,11 +36,13 @@ std::shared_ptr<std::byte> map_object(int fd, std::size_t bytes) {
 
 class ShmTransport final : public Transport {
  public:
-  ShmTransport(Group& group, bool direct) : group_(group), direct_(direct) {
-    // One random key per node names its objects, so concurrent jobs never meet.
+  ShmTransport(const TransportContext& context, bool direct)
+      : group_(context.group), comm_(context.comm), direct_(direct) {
+    // One random key per job names its objects, so concurrent jobs never meet.
+    // (Set-up: every rank is known to be here, the Buffer agreed on it.)
     std::uint64_t key = 0;
-    if (group.local_rank() == 0) key = std::random_device{}() ^ (std::uint64_t(getpid()) << 32);
-    MPI_Bcast(&key, 1, MPI_UINT64_T, 0, group.node_comm());
+    if (group_.rank() == 0) key = std::random_device{}() ^ (std::uint64_t(getpid()) << 32);
+    MPI_Bcast(&key, 1, MPI_UINT64_T, 0, comm_);
     key_ = key;
   }
 
@@ -56,7 +62,8 @@ class ShmTransport final : public Transport {
   }
 
   std::shared_ptr<std::byte> create_region(RegionId id, std::size_t bytes,
-                                           std::shared_ptr<std::byte> memory) override {
+                                           std::shared_ptr<std::byte> memory,
+                                           const core::Deadline& deadline) override {
     EPX_CHECK(memory == nullptr, Unsupported,
               "transport shm: cannot register caller memory; it allocates its regions");
     const std::size_t size = (std::max<std::size_t>(bytes, 1) + kPage - 1) / kPage * kPage;
@@ -81,7 +88,13 @@ class ShmTransport final : public Transport {
       close(fd);
     }
     region.sizes[group_.rank()] = size;
-    agree(err, id, bytes);  // also a barrier: every object exists from here on
+    // Whatever happens next, this rank's name goes: after the second agreement
+    // every peer has mapped it, and on failure nobody needs it.
+    struct Unlink {
+      const std::string& name;
+      ~Unlink() { shm_unlink(name.c_str()); }
+    } unlink_own{own};
+    agree(err, id, bytes, deadline);  // also a barrier: every object exists from here on
 
     // 2. Map every peer of the node, then remove the names (the mappings stay).
     for (int peer : group_.node_ranks()) {
@@ -97,8 +110,7 @@ class ShmTransport final : public Transport {
       region.sizes[peer] = static_cast<std::size_t>(st.st_size);
       if (pfd >= 0) close(pfd);
     }
-    agree(err, id, bytes);
-    shm_unlink(own.c_str());
+    agree(err, id, bytes, deadline);
     std::shared_ptr<std::byte> local = region.peers[group_.rank()];
     regions_[id] = std::move(region);
     EPX_LOG(Debug, Transport, "shm region ", id, ": ", size, " bytes mapped by ",
@@ -132,15 +144,10 @@ class ShmTransport final : public Transport {
   }
 
   // Every rank of the group learns whether any rank failed, and all throw together.
-  void agree(const std::string& err, RegionId id, std::size_t bytes) {
-    int failed = err.empty() ? -1 : group_.rank();
-    int first_failed = -1;
-    MPI_Allreduce(&failed, &first_failed, 1, MPI_INT, MPI_MAX, group_.comm());
-    if (first_failed < 0) return;
-    if (!err.empty())
-      EPX_THROW(OutOfMemory, "transport shm: region ", id, " of ", bytes, " bytes: ", err);
-    EPX_THROW(OutOfMemory, "transport shm: region ", id, " of ", bytes,
-              " bytes failed on rank ", first_failed, " (see its error)");
+  void agree(const std::string& err, RegionId id, std::size_t bytes, const core::Deadline& deadline) {
+    const std::string what = core::concat("transport shm: region ", id, " of ", bytes, " bytes");
+    core::agree_on_error(comm_, err.empty() ? err : core::concat(core::rank_prefix(), " ", what, ": ", err),
+                         ErrorCode::OutOfMemory, deadline, what.c_str());
   }
 
   void* at(int peer, RegionId id, std::size_t offset, std::size_t bytes) {
@@ -156,6 +163,7 @@ class ShmTransport final : public Transport {
   }
 
   Group& group_;
+  MPI_Comm comm_;
   bool direct_;
   std::uint64_t key_ = 0;
   std::unordered_map<RegionId, Region> regions_;
@@ -163,8 +171,8 @@ class ShmTransport final : public Transport {
 
 }  // namespace
 
-TransportPtr make_shm_transport(Group& group, bool direct) {
-  return std::make_unique<ShmTransport>(group, direct);
+TransportPtr make_shm_transport(const TransportContext& context, bool direct) {
+  return std::make_unique<ShmTransport>(context, direct);
 }
 
 }  // namespace epx::comm::transport

@@ -9,6 +9,6 @@
 namespace epx::comm::transport {
 
 // Collective over the group. `direct`: advertise load_store (EPX_SHM_DIRECT).
-TransportPtr make_shm_transport(Group& group, bool direct);
+TransportPtr make_shm_transport(const TransportContext& context, bool direct);
 
 }  // namespace epx::comm::transport
