@@ -49,7 +49,12 @@ void print_table(std::ostream& os, const DispatchReport& r) {
       d.baseline_combine_gbps);
   t << std::left << std::setw(16) << "copy" << std::right << std::setprecision(1) << std::setw(11)
     << r.copy_s * 1e6 << std::setprecision(2) << std::setw(10) << d.copy_gbps
-    << "   (memcpy of the dispatch bytes, all ranks at once: the ceiling)\n\n";
+    << "   (memcpy of the dispatch bytes, all ranks at once: the ceiling)\n";
+  if (r.fp8)
+    t << std::left << std::setw(16) << "fp8 cast" << std::right << std::setprecision(1)
+      << std::setw(11) << r.cast_s * 1e6
+      << "             (per_token_cast_to_fp8 of the T tokens alone: both dispatchers do it)\n";
+  t << "\n";
   t << "GB/s: payload bytes received per rank / time (as DeepEP counts). Times: median of "
     << r.iters << " iterations\nafter " << r.warmup
     << " warm-up, each the slowest rank's. Results were checked bit for bit against the\n"
@@ -78,7 +83,7 @@ void print_json(std::ostream& os, const DispatchReport& r) {
     << ", \"baseline_combine_us\": " << r.baseline_combine_s * 1e6
     << ", \"baseline_dispatch_GBps\": " << d.baseline_dispatch_gbps
     << ", \"baseline_combine_GBps\": " << d.baseline_combine_gbps
-    << ", \"copy_GBps\": " << d.copy_gbps
+    << ", \"copy_GBps\": " << d.copy_gbps << ", \"fp8_cast_us\": " << r.cast_s * 1e6
     << ", \"speedup_dispatch\": " << ratio(r.baseline_dispatch_s, r.dispatch_s)
     << ", \"speedup_combine\": " << ratio(r.baseline_combine_s, r.combine_s)
     << ", \"dispatch_copy_fraction\": " << ratio(d.dispatch_gbps, d.copy_gbps)

@@ -29,6 +29,7 @@ struct DispatchReport {
   double combine_push_s = 0;  // y in the caller's own tensor: rows copied back first
   double baseline_dispatch_s = 0;
   double baseline_combine_s = 0;
+  double cast_s = 0;  // with FP8: per_token_cast_to_fp8 of all T tokens, alone
   double copy_s = 0;  // memcpy of dispatch_bytes on all ranks at once
 };
 

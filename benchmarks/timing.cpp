@@ -31,19 +31,41 @@ double time_collective(MPI_Comm comm, const Repeat& repeat, const std::function<
   return median(times);
 }
 
-double time_copy(MPI_Comm comm, const Repeat& repeat, std::size_t bytes) {
-  const std::size_t n = std::max<std::size_t>(bytes, 1);
-  std::unique_ptr<unsigned char[]> src(new unsigned char[n]);
-  std::unique_ptr<unsigned char[]> dst(new unsigned char[n]);
-  // Touch both so page faults are not timed (epx's region is mapped up front too).
-  for (std::size_t i = 0; i < n; ++i) src[i] = static_cast<unsigned char>(i * 131u);
-  std::memset(dst.get(), 0, n);
-  volatile unsigned char sink = 0;
-  const double t = time_collective(
-      comm, repeat, [] {}, [&] { std::memcpy(dst.get(), src.get(), bytes); });
-  sink = dst[n / 2];  // keep the copies observable
-  (void)sink;
-  return t;
+std::vector<double> time_interleaved(MPI_Comm comm, const Repeat& repeat,
+                                     const std::vector<TimedOp>& ops) {
+  using Clock = std::chrono::steady_clock;
+  const std::size_t n = ops.size();
+  std::vector<std::vector<double>> times(n);
+  for (int i = 0; i < repeat.warmup + repeat.iters; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      const TimedOp& t = ops[(j + static_cast<std::size_t>(i)) % n];
+      t.prepare();
+      MPI_Barrier(comm);
+      const Clock::time_point start = Clock::now();
+      t.op();
+      const double local = std::chrono::duration<double>(Clock::now() - start).count();
+      double slowest = 0.0;
+      MPI_Allreduce(&local, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
+      if (i >= repeat.warmup) times[(j + static_cast<std::size_t>(i)) % n].push_back(slowest);
+    }
+  }
+  std::vector<double> medians;
+  for (auto& t : times) medians.push_back(median(t));
+  return medians;
 }
+
+CopyCeiling::CopyCeiling(std::size_t bytes)
+    : bytes_(bytes), src_(std::max<std::size_t>(bytes, 1)), dst_(std::max<std::size_t>(bytes, 1)) {
+  // Touch both so page faults are not timed (epx's region is mapped up front too).
+  for (std::size_t i = 0; i < src_.size(); ++i) src_[i] = static_cast<unsigned char>(i * 131u);
+}
+
+void CopyCeiling::run() {
+  std::memcpy(dst_.data(), src_.data(), bytes_);
+  // Keep the copy observable.
+  volatile unsigned char sink = dst_[dst_.size() / 2];
+  (void)sink;
+}
+
 
 }  // namespace epx::bench

@@ -9,8 +9,9 @@
 //    owner's block, one contiguous put per owner (rows of an owner are
 //    contiguous and in its token order), and the owner sums from there.
 //
-// Rounds: request (block and y coordinates, input verdicts) -> payload (push)
-// -> done -> sum -> release (owners that pulled tell the y holders they are done).
+// Rounds: request (block and y coordinates, input verdicts) -> payload and
+// done (push pairs only) -> sum -> release (owners that pulled tell the y
+// holders they are done).
 #include <vector>
 
 #include "comm/buffer_impl.hpp"
@@ -108,12 +109,15 @@ Tensor Buffer::combine(const Tensor& y, const Handle& handle) {
       pulled_by[r] = y_home.has_value() && res.in[r].v[kReqCanLoad] != 0;
     }
 
-    // Push: rows that came from rank s go back to it in one piece, unless s pulls them.
+    // Push: rows that came from rank s go back to it in one piece, unless s
+    // pulls them. Only pushes need a done signal: a puller may read y as soon
+    // as the holder's request arrived (y is final when a rank calls combine).
     const auto* src = static_cast<const std::byte*>(y.raw());
     for (int i = 1; i <= R; ++i) {
       const int s = (me + i) % R;
+      if (pulled_by[s]) continue;
       const std::int64_t first = h->recv_prefix[s], n = h->recv_prefix[s + 1] - first;
-      if (n > 0 && !pulled_by[s]) {
+      if (n > 0) {
         const std::size_t dst = static_cast<std::size_t>(res.in[s].v[kMsgOffset]) +
                                 static_cast<std::size_t>(res.in[s].v[kReqBackRow]) * row_bytes;
         I.fabric.to(s).put(s, src + first * row_bytes,
@@ -122,7 +126,10 @@ Tensor Buffer::combine(const Tensor& y, const Handle& handle) {
       }
       I.control.signal_done(s);
     }
-    for (int i = 1; i <= R; ++i) I.control.wait_done((me + R - i) % R, deadline);
+    for (int i = 1; i <= R; ++i) {
+      const int r = (me + R - i) % R;
+      if (!pulls_from[r]) I.control.wait_done(r, deadline);
+    }
 
     // Where row c of the rows sent to rank r (c-th token in send_tokens[r]) is now.
     std::vector<const std::byte*> row_base(R);

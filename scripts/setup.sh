@@ -16,13 +16,10 @@ PACKAGES=(
   ninja-build       # the generator
   git               # cloning and updating the sources
   ca-certificates   # https for git
-  pkg-config        # locating optional libraries
   openmpi-bin       # mpirun, used by epxrun and the multi-rank tests
   libopenmpi-dev    # MPI headers and libraries
   libgtest-dev      # GoogleTest
-  libyaml-cpp-dev   # YAML configs
-  libopenblas-dev   # BLAS for the CPU expert FFN
-  libibverbs-dev    # optional RDMA transport (EPX_WITH_IBVERBS=AUTO)
+  libibverbs-dev    # detected for the RDMA transport to come (EPX_WITH_IBVERBS=AUTO)
 )
 
 say() { echo "setup: $*"; }

@@ -1,0 +1,56 @@
+// sum_rows against a plain loop: order, f32 accumulation, one rounding, +0 start.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <epx/error.hpp>
+
+#include "kernels/float_convert.hpp"
+#include "kernels/reduce.hpp"
+
+namespace epx::kernels {
+namespace {
+
+TEST(SumRows, Bf16MatchesOrderedF32SumWithOneRounding) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 10.0f);
+  for (std::int64_t hidden : {1, 7, 1023, 1024, 1025, 3000}) {
+    for (int n : {0, 1, 2, 5}) {
+      std::vector<std::vector<std::uint16_t>> rows(n, std::vector<std::uint16_t>(hidden));
+      for (auto& r : rows)
+        for (auto& v : r) v = float_to_bf16(nd(rng));
+      std::vector<const void*> ptrs;
+      for (auto& r : rows) ptrs.push_back(r.data());
+      std::vector<std::uint16_t> got(hidden, 0xFFFF);
+      sum_rows(ptrs.data(), n, DType::bf16, hidden, got.data());
+      for (std::int64_t i = 0; i < hidden; ++i) {
+        float acc = 0.0f;
+        for (int j = 0; j < n; ++j) acc += bf16_to_float(rows[j][i]);
+        ASSERT_EQ(got[i], float_to_bf16(acc)) << "hidden " << hidden << " n " << n << " i " << i;
+      }
+    }
+  }
+}
+
+TEST(SumRows, F32IsExactOrderedSumAndNegativeZeroBecomesPositive) {
+  std::vector<float> a = {-0.0f, 1e20f, 3.0f}, b = {-0.0f, -1e20f, 0.25f};
+  const void* one[] = {a.data()};
+  const void* two[] = {a.data(), b.data()};
+  std::vector<float> out(3);
+  sum_rows(one, 1, DType::f32, 3, out.data());
+  EXPECT_FALSE(std::signbit(out[0]));  // 0 + -0 = +0, as the references sum
+  EXPECT_EQ(out[1], 1e20f);
+  sum_rows(two, 2, DType::f32, 3, out.data());
+  EXPECT_EQ(out[1], 0.0f);
+  EXPECT_EQ(out[2], 3.25f);
+}
+
+TEST(SumRows, RejectsOtherDtypes) {
+  std::vector<std::uint8_t> out(4);
+  EXPECT_THROW(sum_rows(nullptr, 0, DType::e4m3, 4, out.data()), Error);
+}
+
+}  // namespace
+}  // namespace epx::kernels
