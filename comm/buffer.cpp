@@ -23,6 +23,40 @@ double effective_timeout(const BufferOptions& o) {
             " = ", t, ", expected > 0 seconds (inf or >= 1e9: no limit)");
   return t;
 }
+void check_low_latency_options(const BufferOptions& o, int ranks) {
+  EPX_CHECK(o.max_tokens_per_rank > 0 && o.max_tokens_per_rank <= (1 << 24), InvalidArgument,
+            "Buffer: options.max_tokens_per_rank = ", o.max_tokens_per_rank,
+            ", expected 1 to 2^24 with low_latency");
+  EPX_CHECK(o.hidden > 0 && o.hidden <= (1 << 20), InvalidArgument, "Buffer: options.hidden = ",
+            o.hidden, ", expected 1 to 2^20 with low_latency");
+  EPX_CHECK(o.num_experts > 0 && o.num_experts % ranks == 0, InvalidArgument,
+            "Buffer: options.num_experts = ", o.num_experts,
+            ", expected a positive multiple of the group size ", ranks, " with low_latency");
+  // Estimated in floating point first: the exact sizes would overflow for absurd shapes.
+  const double need = 2.0 * 8.0 * double(o.num_experts) * o.max_tokens_per_rank * o.hidden;
+  EPX_CHECK(need <= double(kMaxBytes), InvalidArgument, "Buffer: low-latency buffers of about ",
+            need, " bytes for max_tokens_per_rank = ", o.max_tokens_per_rank, ", hidden = ",
+            o.hidden, ", num_experts = ", o.num_experts, " exceed ", kMaxBytes);
+}
+
+// Every rank must build the same kind of buffer: compare the shapes' minimum
+// and maximum over the ranks (bounded waits, like every agreement).
+void agree_on_shapes(const Group& group, const BufferOptions& o, const core::Deadline& deadline) {
+  const struct {
+    const char* name;
+    int value;
+  } fields[] = {{"low_latency", o.low_latency ? 1 : 0},
+                {"max_tokens_per_rank", o.max_tokens_per_rank},
+                {"hidden", o.hidden},
+                {"num_experts", o.num_experts}};
+  for (const auto& f : fields) {
+    const int lo = core::allreduce_int(group.comm(), f.value, MPI_MIN, deadline, "Buffer construction");
+    const int hi = core::allreduce_int(group.comm(), f.value, MPI_MAX, deadline, "Buffer construction");
+    EPX_CHECK(lo == hi, InvalidArgument, "Buffer: options.", f.name, " = ", f.value,
+              " on this rank, but ranks pass values from ", lo, " to ", hi, "; all must agree");
+  }
+}
+
 }  // namespace
 
 Buffer::Impl::Impl(const Group& g, const BufferOptions& o, double timeout_s)
@@ -31,7 +65,13 @@ Buffer::Impl::Impl(const Group& g, const BufferOptions& o, double timeout_s)
       id(g_next_buffer_id.fetch_add(1)),
       fabric(group, timeout_s),
       control(fabric, timeout_s),
-      arena(fabric, o.num_bytes, core::Deadline(timeout_s)) {}
+      arena(fabric, o.num_bytes, core::Deadline(timeout_s)) {
+  if (o.low_latency) {
+    const LowLatencyLayout layout(o.max_tokens_per_rank, o.hidden, group.size(), o.num_experts);
+    const transport::RegionId region = fabric.create_region(layout.total, core::Deadline(timeout_s));
+    ll = std::make_shared<LowLatencyState>(fabric, layout, region);
+  }
+}
 
 Buffer::Buffer(Group& group, BufferOptions options) {
   // Bad options on one rank fail every rank here, before any set-up collective.
@@ -40,16 +80,20 @@ Buffer::Buffer(Group& group, BufferOptions options) {
     timeout_s = effective_timeout(options);
     EPX_CHECK(options.num_bytes <= kMaxBytes, InvalidArgument, "Buffer: options.num_bytes = ",
               options.num_bytes, ", expected <= ", kMaxBytes);
+    if (options.low_latency) check_low_latency_options(options, group.size());
   });
-  core::agree_on_error(group.comm(), err, ErrorCode::InvalidArgument,
-                       core::Deadline(timeout_s > 0 ? timeout_s : core::params::timeout_s.get()),
+  const core::Deadline deadline(timeout_s > 0 ? timeout_s : core::params::timeout_s.get());
+  core::agree_on_error(group.comm(), err, ErrorCode::InvalidArgument, deadline,
                        "Buffer construction");
+  agree_on_shapes(group, options, deadline);
   impl_ = std::make_unique<Impl>(group, options, timeout_s);
   EPX_LOG(Info, Comm, "buffer ", impl_->id, ": ", options.num_bytes, " bytes of receive space, timeout ",
           impl_->control.timeout_s(), " s, peers via ", impl_->fabric.name(0));
 }
 
-Buffer::~Buffer() = default;
+Buffer::~Buffer() {
+  if (impl_ && impl_->ll) impl_->ll->buffer_alive = false;
+}
 
 Group& Buffer::group() noexcept { return impl_->group; }
 const char* Buffer::transport_name(int peer) const {

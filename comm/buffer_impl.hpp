@@ -11,6 +11,7 @@
 #include "comm/arena.hpp"
 #include "comm/control.hpp"
 #include "comm/handle.hpp"
+#include "comm/low_latency.hpp"
 #include "comm/transport/fabric.hpp"
 #include "core/check.hpp"
 
@@ -25,6 +26,7 @@ struct Buffer::Impl {
   transport::Fabric fabric;
   Control control;
   Arena arena;
+  std::shared_ptr<LowLatencyState> ll;  // with options.low_latency
 
   core::Deadline deadline() const { return core::Deadline(control.timeout_s()); }
 

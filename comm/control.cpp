@@ -14,6 +14,8 @@ const char* op_name(Op op) {
     case Op::Dispatch: return "dispatch";
     case Op::CachedDispatch: return "dispatch (cached)";
     case Op::Combine: return "combine";
+    case Op::LowLatencyDispatch: return "low_latency_dispatch";
+    case Op::LowLatencyCombine: return "low_latency_combine";
   }
   return "unknown op";
 }

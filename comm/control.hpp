@@ -36,7 +36,14 @@ class AgreedError : public Error {
                                                          __LINE__, ")"));                   \
   } while (0)
 
-enum class Op : std::uint32_t { Layout = 1, Dispatch = 2, CachedDispatch = 3, Combine = 4 };
+enum class Op : std::uint32_t {
+  Layout = 1,
+  Dispatch = 2,
+  CachedDispatch = 3,
+  Combine = 4,
+  LowLatencyDispatch = 5,
+  LowLatencyCombine = 6,
+};
 const char* op_name(Op op);
 
 // Rounds of one call, each with its own slots.

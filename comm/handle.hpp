@@ -24,3 +24,25 @@ struct HandleState {
 };
 
 }  // namespace epx::comm::detail
+
+namespace epx::comm {
+struct PendingLowLatencyDispatch;
+}
+
+namespace epx::comm::detail {
+
+// What a low-latency dispatch leaves for its combine.
+struct LowLatencyHandleState {
+  std::uint64_t buffer_id = 0;
+  std::uint64_t call = 0;  // the dispatch's number among low-latency dispatches
+  int half = 0;
+  std::int64_t tokens = 0, topk = 0;
+  std::uint64_t topk_fingerprint = 0;
+  // Token owner side: the slot of (t, k) in its expert's rows from this rank, or -1.
+  std::vector<std::int32_t> slot;  // [T*K]
+  // Expert side: the dispatch's arrival and compaction (its hook), which
+  // tells which rows of each local expert came from which rank.
+  std::shared_ptr<PendingLowLatencyDispatch> pending;
+};
+
+}  // namespace epx::comm::detail

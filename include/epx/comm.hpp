@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -24,6 +25,56 @@ struct BufferOptions {
   std::size_t num_bytes = std::size_t{256} << 20;
   // Bound of every wait on a peer, seconds. Left at 300, EPX_TIMEOUT_S applies.
   double timeout_s = 300;
+
+  // Low-latency mode (decode): fixed buffers registered once, double-buffered,
+  // sized for these shapes (all ranks must pass the same values).
+  bool low_latency = false;
+  int max_tokens_per_rank = 0;
+  int hidden = 0;
+  int num_experts = 0;
+};
+
+// Options of the low-latency calls.
+struct LowLatencyOptions {
+  bool fp8 = true;                // dispatch: e4m3 payload with per-token 1x128 f32 scales
+  bool ue8m0 = false;             // with fp8: scales rounded up to powers of two
+  bool return_recv_hook = false;  // only issue the sends; `hook()` waits and finishes
+};
+
+namespace detail {
+struct LowLatencyHandleState;
+}
+
+// Where every row of a low-latency dispatch came from. Opaque.
+class EPX_API LowLatencyHandle {
+ public:
+  LowLatencyHandle() = default;
+  bool defined() const noexcept { return state_ != nullptr; }
+  const std::shared_ptr<const detail::LowLatencyHandleState>& state() const noexcept {
+    return state_;
+  }
+
+ private:
+  friend class Buffer;
+  explicit LowLatencyHandle(std::shared_ptr<const detail::LowLatencyHandleState> s)
+      : state_(std::move(s)) {}
+  std::shared_ptr<const detail::LowLatencyHandleState> state_;
+};
+
+struct LowLatencyDispatchResult {
+  // [E_local, R * max_tokens_per_rank, H]: rows 0..count[e]-1 of local expert
+  // e are its tokens, by source rank, then source token index. e4m3 with fp8,
+  // else x's dtype. Lives in the buffer: valid until the second-next call.
+  Tensor x;
+  Tensor x_scales;  // [E_local, R * max_tokens_per_rank, H/128] f32 with fp8, else undefined
+  Tensor count;     // [E_local] i32: valid rows per local expert
+  LowLatencyHandle handle;
+  std::function<void()> hook;  // with return_recv_hook: call before reading x, scales, count
+};
+
+struct LowLatencyCombineResult {
+  Tensor x;                    // [T,H] in y's dtype: sum over valid k of w_k * y_k
+  std::function<void()> hook;  // with return_recv_hook: call before reading x
 };
 
 // Routing counts for one topk_idx, from Buffer::get_dispatch_layout.
@@ -103,6 +154,26 @@ class EPX_API Buffer {
   // dispatched x reused in place, is read by the token owners directly in
   // combine's sum, with no copy; any other y is copied back first.
   Tensor combine_input(const Handle& handle, std::int64_t hidden, DType dtype);
+
+  // Low-latency mode (BufferOptions::low_latency). Each (token, expert) pair
+  // goes straight to its slot in the expert's rank; no count exchange first.
+  // Two calls may be in flight; a third while both results are still held is
+  // an error. x: bf16/f32 [T,H], T <= max_tokens_per_rank; topk_idx i64 [T,K].
+  LowLatencyDispatchResult low_latency_dispatch(const Tensor& x, const Tensor& topk_idx,
+                                                const LowLatencyOptions& options = {});
+
+  // y: [E_local, R * max_tokens_per_rank, H] bf16/f32, the expert outputs in
+  // the dispatch layout; topk_idx/topk_weights as given to that dispatch.
+  // Returns [T,H] in y's dtype: for each token, the sum over its valid top-k
+  // entries, in k order with f32 accumulation, of weight * expert output.
+  LowLatencyCombineResult low_latency_combine(const Tensor& y, const Tensor& topk_idx,
+                                              const Tensor& topk_weights,
+                                              const LowLatencyHandle& handle,
+                                              const LowLatencyOptions& options = {});
+
+  // Bytes of buffer one rank needs for a low-latency Buffer of this shape.
+  static std::size_t low_latency_size_hint(int max_tokens_per_rank, int hidden, int num_ranks,
+                                           int num_experts);
 
   Group& group() noexcept;
   // Name of the transport that reaches `peer` (for logs and benchmarks).
