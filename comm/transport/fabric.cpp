@@ -23,6 +23,9 @@ constexpr std::size_t kAbortTextBytes = 448;
 Fabric::Fabric(Group& group, double timeout_s) : group_(group) {
   const core::Deadline deadline(timeout_s);
   MPI_Comm_dup(group.comm(), &comm_);
+  // Set-up errors (a window MPI cannot create, say) come back as codes that
+  // epx turns into errors naming the cause, instead of aborting the job.
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   transports_ = create_transports(TransportContext{group, comm_});
   route_.assign(group.size(), nullptr);
   caps_.resize(group.size());
@@ -37,6 +40,12 @@ Fabric::Fabric(Group& group, double timeout_s) : group_(group) {
     }
     if (!route_[peer] && unreachable < 0) unreachable = peer;
   }
+  // Backends that carry no peer's traffic get no regions. (Whether a backend
+  // is used is the same on every rank: nodes are symmetric.)
+  std::vector<TransportPtr> used;
+  for (auto& t : transports_)
+    if (std::find(route_.begin(), route_.end(), t.get()) != route_.end()) used.push_back(std::move(t));
+  transports_ = std::move(used);
   std::string names;
   for (auto& t : transports_) names += core::concat(names.empty() ? "" : ", ", t->name());
   std::string err;

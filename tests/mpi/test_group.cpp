@@ -77,15 +77,13 @@ TEST(Group, SplitKeepsTopologyRules) {
   EXPECT_EQ(half.num_nodes(), half.size());  // one rank per node, as in the parent
 }
 
-TEST(Group, BufferAcrossVirtualNodesNeedsAnInterNodeTransport) {
-  if (world_size() < 2) GTEST_SKIP() << "needs two ranks";
-  Group g(MPI_COMM_WORLD, 1);
-  try {
-    comm::Buffer b(g, {std::size_t{1} << 16, 10});
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::Unsupported);
-    EXPECT_NE(std::string(e.what()).find("reaches rank"), std::string::npos) << e.what();
+TEST(Group, BufferPicksShmInsideANodeAndMpiBetweenNodes) {
+  for (int rpn : {1, 2, world_size()}) {
+    Group g(MPI_COMM_WORLD, rpn);
+    comm::Buffer b(g, {std::size_t{1} << 16, 30});
+    for (int peer = 0; peer < g.size(); ++peer)
+      EXPECT_STREQ(b.transport_name(peer), g.node_of(peer) == g.node() ? "shm" : "mpi")
+          << "peer " << peer << " with " << rpn << " ranks per node";
   }
 }
 

@@ -33,12 +33,15 @@ TEST(Layout, MatchesCounting) {
   for (int e = 0; e < s.experts; ++e) EXPECT_EQ(got.num_tokens_per_expert.data<std::int32_t>()[e], per_expert[e]);
   for (std::int64_t i = 0; i < T * R; ++i)
     EXPECT_EQ(got.is_token_in_rank.data<bool>()[i], in_rank[i] != 0) << "entry " << i;
-  // One node: every token that goes anywhere counts once.
-  std::int32_t anywhere = 0;
-  for (std::int64_t t = 0; t < T; ++t)
-    anywhere += std::any_of(&in_rank[t * R], &in_rank[t * R] + R, [](char c) { return c != 0; });
-  if (world().num_nodes() == 1) {
-    EXPECT_EQ(got.num_tokens_per_node.data<std::int32_t>()[0], anywhere);
+  // A token counts once per node that holds any of its experts.
+  for (int n = 0; n < world().num_nodes(); ++n) {
+    std::int32_t want = 0;
+    for (std::int64_t t = 0; t < T; ++t) {
+      bool hit = false;
+      for (int r = 0; r < R; ++r) hit |= in_rank[t * R + r] && world().node_of(r) == n;
+      want += hit;
+    }
+    EXPECT_EQ(got.num_tokens_per_node.data<std::int32_t>()[n], want) << "node " << n;
   }
 }
 
