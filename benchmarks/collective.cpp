@@ -28,6 +28,12 @@ int comm_size(MPI_Comm comm) {
   return n;
 }
 
+double mean_over_ranks(MPI_Comm comm, double value) {
+  double sum = 0;
+  MPI_Allreduce(&value, &sum, 1, MPI_DOUBLE, MPI_SUM, comm);
+  return sum / comm_size(comm);
+}
+
 void agree_on_check(MPI_Comm comm, const std::string& local_error, const std::string& what) {
   int failed = local_error.empty() ? 0 : 1;
   if (failed) write_line("epx-bench: rank " + std::to_string(comm_rank(comm)) + ": " + local_error);

@@ -12,6 +12,9 @@ namespace epx::bench {
 int comm_rank(MPI_Comm comm);
 int comm_size(MPI_Comm comm);
 
+// Collective: the mean of `value` over the ranks.
+double mean_over_ranks(MPI_Comm comm, double value);
+
 // Thrown on every rank once the ranks agree that a result check failed; the
 // failing ranks have printed why. main() exits 1 after MPI_Finalize.
 class CheckFailed : public std::runtime_error {

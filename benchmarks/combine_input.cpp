@@ -1,5 +1,6 @@
 #include "benchmarks/combine_input.hpp"
 
+#include <algorithm>
 #include <epx/error.hpp>
 
 #include "kernels/float_convert.hpp"
@@ -47,6 +48,29 @@ Tensor make_combine_input(const Tensor& x, const Tensor& scales, int rank) {
   std::uint16_t* out = y.data<std::uint16_t>();
   for (std::int64_t m = 0; m < x.dim(0); ++m)
     make_y_row(x, scales, m, combine_factor(rank, m), out + m * x.dim(1));
+  return y;
+}
+
+Tensor make_low_latency_combine_input(const Tensor& x, const Tensor& scales, const Tensor& count,
+                                      int rank) {
+  const std::int64_t experts = x.dim(0), slots = x.dim(1), hidden = x.dim(2);
+  const bool fp8 = x.dtype() == DType::e4m3;
+  Tensor y = Tensor::zeros({experts, slots, hidden}, DType::bf16);
+  const std::size_t x_bytes = static_cast<std::size_t>(slots * hidden) * dtype_size(x.dtype());
+  const std::int64_t num_scales = fp8 ? scales.dim(2) : 0;
+  for (std::int64_t e = 0; e < experts; ++e) {
+    // One expert's rows as the [slots, H] matrix that make_y_row reads.
+    auto* xe = const_cast<unsigned char*>(static_cast<const unsigned char*>(x.raw())) + e * x_bytes;
+    const Tensor rows = Tensor::wrap(xe, {slots, hidden}, x.dtype());
+    const Tensor row_scales =
+        fp8 ? Tensor::wrap(const_cast<float*>(scales.data<float>()) + e * slots * num_scales,
+                           {slots, num_scales}, DType::f32)
+            : Tensor();
+    std::uint16_t* out = y.data<std::uint16_t>() + e * slots * hidden;
+    const std::int64_t n = std::clamp<std::int64_t>(count.data<std::int32_t>()[e], 0, slots);
+    for (std::int64_t m = 0; m < n; ++m)
+      make_y_row(rows, row_scales, m, combine_factor(rank, e * slots + m), out + m * hidden);
+  }
   return y;
 }
 

@@ -21,4 +21,12 @@ void make_y_row(const Tensor& x, const Tensor& scales, std::int64_t row, float f
 // y for all rows of a dispatch result received on `rank`: bf16 [M,H].
 Tensor make_combine_input(const Tensor& x, const Tensor& scales, int rank);
 
+// y for a low-latency dispatch result received on `rank`: bf16
+// [E_local, slots, H] where x is [E_local, slots, H] (e4m3 with f32 `scales`
+// [E_local, slots, H/128], or bf16/f32). Rows 0..count[e]-1 of expert e are
+// made like make_combine_input's, with row index e * slots + row; the rest
+// are zero.
+Tensor make_low_latency_combine_input(const Tensor& x, const Tensor& scales, const Tensor& count,
+                                      int rank);
+
 }  // namespace epx::bench

@@ -3,17 +3,16 @@
 // are checked bit for bit (against each other and a plain-loop reference)
 // before anything is timed.
 #include <cstdint>
-#include <cstring>
 #include <epx/comm.hpp>
 #include <epx/group.hpp>
 #include <epx/kernels.hpp>
 #include <iostream>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "benchmarks/alltoallv_dispatcher.hpp"
+#include "benchmarks/buffer_util.hpp"
 #include "benchmarks/collective.hpp"
 
 #include "benchmarks/combine_input.hpp"
@@ -92,29 +91,6 @@ comm::DispatchOptions epx_options(const Config& c) {
   o.fp8 = c.format.fp8;
   o.ue8m0 = c.format.ue8m0;
   return o;
-}
-
-std::string transports(const comm::Buffer& buffer, int rank, int ranks) {
-  std::set<std::string> names;
-  for (int peer = 0; peer < ranks; ++peer) {
-    if (peer != rank || ranks == 1) names.insert(buffer.transport_name(peer));
-  }
-  std::string out;
-  for (const std::string& n : names) out += (out.empty() ? "" : "+") + n;
-  return out;
-}
-
-double mean_over_ranks(MPI_Comm comm, double value) {
-  double sum = 0;
-  MPI_Allreduce(&value, &sum, 1, MPI_DOUBLE, MPI_SUM, comm);
-  return sum / comm_size(comm);
-}
-
-// A copy of y in the buffer's receive space, where combine reads it in place.
-Tensor in_buffer(comm::Buffer& buffer, const comm::Handle& handle, const Tensor& y) {
-  Tensor t = buffer.combine_input(handle, y.dim(1), y.dtype());
-  if (y.nbytes()) std::memcpy(t.raw(), y.raw(), y.nbytes());
-  return t;
 }
 
 // Dispatch and combine once on both paths and compare everything, bit for
@@ -196,7 +172,7 @@ DispatchReport measure(MPI_Comm comm, const Config& c, const Workload& w,
   r.seed = c.spec.seed;
   r.warmup = c.repeat.warmup;
   r.iters = c.repeat.iters;
-  r.transport = transports(buffer, rank, ranks);
+  r.transport = transport_names(buffer, rank, ranks);
   r.bytes_per_token = c.format.fp8 ? c.spec.hidden + c.spec.hidden / 128 * 4 : c.spec.hidden * 2;
   const std::int64_t recv_rows = y.dim(0);
   r.recv_tokens = mean_over_ranks(comm, static_cast<double>(recv_rows));

@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <vector>
 
@@ -35,6 +36,17 @@ struct TimedOp {
 std::vector<double> time_interleaved(MPI_Comm comm, const Repeat& repeat,
                                      const std::vector<TimedOp>& ops);
 
+// Calls that must run in this order, each timed on its own (its prepare()
+// untimed, then barrier, op, max over ranks): e.g. a dispatch, then the
+// combine of its result.
+using TimedSequence = std::vector<TimedOp>;
+
+// The general form of time_interleaved: whole sequences rotate from one
+// iteration to the next, their steps keep their order. Returns every timed
+// iteration's slowest-rank time, seconds: samples[sequence][step][iteration].
+std::vector<std::vector<std::vector<double>>> time_interleaved_samples(
+    MPI_Comm comm, const Repeat& repeat, const std::vector<TimedSequence>& sequences);
+
 // A memcpy of `bytes` into a separate, already touched buffer: the copy
 // ceiling, when every rank runs it at once.
 class CopyCeiling {
@@ -47,6 +59,23 @@ class CopyCeiling {
   std::vector<unsigned char> src_, dst_;
 };
 
+// Spins the CPU (dependent floating-point work, not a sleep) for about
+// `microseconds`, calibrated on this rank when constructed: the stand-in for
+// the compute a caller overlaps with communication.
+class BusyCompute {
+ public:
+  explicit BusyCompute(double microseconds);
+  void run();
+  double target_us() const { return target_us_; }
+
+ private:
+  double spin(std::uint64_t rounds);
+  double target_us_ = 0;
+  std::uint64_t rounds_ = 0;
+};
+
 double median(std::vector<double> values);
+// The p-th percentile (0..100) by the nearest-rank method.
+double percentile(std::vector<double> values, double p);
 
 }  // namespace epx::bench

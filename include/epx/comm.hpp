@@ -27,7 +27,8 @@ struct BufferOptions {
   double timeout_s = 300;
 
   // Low-latency mode (decode): fixed buffers registered once, double-buffered,
-  // sized for these shapes (all ranks must pass the same values).
+  // sized for these shapes (all ranks must pass the same values) on top of
+  // num_bytes, which stays the receive space of the normal-mode calls.
   bool low_latency = false;
   int max_tokens_per_rank = 0;
   int hidden = 0;
