@@ -8,7 +8,7 @@
 #include "comm/buffer_impl.hpp"
 #include "comm/validate.hpp"
 #include "core/check.hpp"
-#include "kernels/float_convert.hpp"
+#include "kernels/reduce.hpp"
 
 namespace epx::comm {
 
@@ -29,29 +29,23 @@ struct PendingCombine {
   double timeout_s = 0;
   bool done = false;
 
-  template <class T>
+  // Token t: weight * row over its valid top-k entries, in k order.
   void sum(const std::byte* rows, std::size_t row_bytes, int M) {
-    const std::int64_t H = hidden, K = topk;
-    std::vector<float> acc(static_cast<std::size_t>(H));
-    T* dst = static_cast<T*>(out.raw());
+    const std::int64_t K = topk;
+    std::vector<const void*> picked(static_cast<std::size_t>(K));
+    std::vector<float> w(static_cast<std::size_t>(K));
+    auto* dst = static_cast<std::byte*>(out.raw());
     for (std::int64_t t = 0; t < tokens; ++t) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      int n = 0;
       for (std::int64_t k = 0; k < K; ++k) {
-        const std::int64_t e = idx[static_cast<std::size_t>(t * K + k)];
-        if (e < 0) continue;
-        const float w = weights[static_cast<std::size_t>(t * K + k)];
-        const std::size_t j = static_cast<std::size_t>(handle->slot[static_cast<std::size_t>(t * K + k)]);
-        const T* row = reinterpret_cast<const T*>(rows + (static_cast<std::size_t>(e) * M + j) * row_bytes);
-        // f32 product, then f32 sum (the build forbids fused multiply-add).
-        for (std::int64_t h = 0; h < H; ++h) {
-          if constexpr (sizeof(T) == 4) acc[h] = acc[h] + w * row[h];
-          else acc[h] = acc[h] + w * kernels::bf16_to_float(row[h]);
-        }
+        const std::size_t tk = static_cast<std::size_t>(t * K + k);
+        if (idx[tk] < 0) continue;
+        const std::size_t j = static_cast<std::size_t>(handle->slot[tk]);
+        picked[n] = rows + (static_cast<std::size_t>(idx[tk]) * M + j) * row_bytes;
+        w[n++] = weights[tk];
       }
-      for (std::int64_t h = 0; h < H; ++h) {
-        if constexpr (sizeof(T) == 4) dst[t * H + h] = acc[h];
-        else dst[t * H + h] = kernels::float_to_bf16(acc[h]);
-      }
+      kernels::weighted_sum_rows(picked.data(), w.data(), n, dtype, hidden,
+                                 dst + static_cast<std::size_t>(t) * row_bytes);
     }
   }
 
@@ -67,8 +61,7 @@ struct PendingCombine {
                      "low_latency_combine");
     const std::byte* rows = st.base + st.layout.combine_rows_at(half);
     const std::size_t row_bytes = static_cast<std::size_t>(hidden) * dtype_size(dtype);
-    if (dtype == DType::f32) sum<float>(rows, row_bytes, st.layout.max_tokens);
-    else sum<std::uint16_t>(rows, row_bytes, st.layout.max_tokens);
+    sum(rows, row_bytes, st.layout.max_tokens);
     if (st.combine_half[half].call == call) st.combine_half[half].finished = true;
     done = true;
   }

@@ -1,7 +1,8 @@
 // Low-latency dispatch: one control round (verdicts, and "my half is free"),
-// then every (token, expert) pair is written into its fixed slot at the
-// expert's rank, followed by a header of counts and an arrival signal per
-// receiver. finish() (the hook) waits for the arrivals and compacts.
+// then every token is written once into its fixed slot at each rank holding
+// one of its experts, with a mask of those experts, followed by a header (the
+// row count) and an arrival signal per receiver. finish() (the hook) waits
+// for the arrivals and lays out each local expert's rows in source order.
 #include <cstring>
 
 #include "comm/buffer_impl.hpp"
@@ -43,30 +44,34 @@ void PendingLowLatencyDispatch::finish() {
   const LowLatencyLayout& L = st.layout;
   wait_for_sources(st, &LowLatencyLayout::dispatch_arrival, call, core::Deadline(timeout_s),
                    "low_latency_dispatch");
-  const int R = L.ranks, El = L.local_experts, M = L.max_tokens;
+  const int R = L.ranks, El = L.local_experts, M = L.max_tokens, W = L.mask_words;
   const auto* headers = reinterpret_cast<const std::int32_t*>(at(st, L.headers_at(half)));
+  const std::byte* in_rows = at(st, L.recv_rows_at(half));
+  const auto* in_scales = reinterpret_cast<const float*>(at(st, L.recv_scales_at(half)));
+  const auto* masks = reinterpret_cast<const std::uint64_t*>(at(st, L.recv_masks_at(half)));
   std::byte* rows = at(st, L.dispatch_rows_at(half));
-  auto* scales = reinterpret_cast<float*>(at(st, L.dispatch_scales_at(half)));
-  const std::size_t S = static_cast<std::size_t>(L.num_scales);
+  auto* out_scales = reinterpret_cast<float*>(at(st, L.dispatch_scales_at(half)));
+  const std::size_t S = scales ? static_cast<std::size_t>(L.num_scales) : 0;
   // Counts go to the result only while someone holds it.
   const std::shared_ptr<void> owner = results.lock();
   std::int32_t* counts = owner ? count : nullptr;
   first.assign(static_cast<std::size_t>(El) * (R + 1), 0);
   for (int e = 0; e < El; ++e) {
-    // Slots of source s start at row s*M of the expert; packed, they start at
-    // the rows of the sources before it. Moving down in source order never
-    // overwrites rows not yet moved.
+    // Expert e's rows: every received row whose mask has bit e, by source,
+    // then in the order the source sent them (its token order).
     std::size_t packed = 0;
+    const std::uint64_t bit = std::uint64_t{1} << (e % 64);
     for (int s = 0; s < R; ++s) {
-      const std::size_t n = static_cast<std::size_t>(headers[s * El + e]);
-      const std::size_t from = static_cast<std::size_t>(e) * R * M + static_cast<std::size_t>(s) * M;
-      const std::size_t to = static_cast<std::size_t>(e) * R * M + packed;
       first[static_cast<std::size_t>(e) * (R + 1) + s] = static_cast<std::int32_t>(packed);
-      if (n && from != to) {
-        std::memmove(rows + to * row_bytes, rows + from * row_bytes, n * row_bytes);
-        if (scales) std::memmove(scales + to * S, scales + from * S, n * S * sizeof(float));
+      const std::size_t n = static_cast<std::size_t>(headers[s]);
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t slot = static_cast<std::size_t>(s) * M + i;
+        if (!(masks[slot * W + e / 64] & bit)) continue;
+        const std::size_t to = static_cast<std::size_t>(e) * R * M + packed;
+        std::memcpy(rows + to * row_bytes, in_rows + slot * row_bytes, row_bytes);
+        if (S) std::memcpy(out_scales + to * S, in_scales + slot * S, S * sizeof(float));
+        ++packed;
       }
-      packed += n;
     }
     first[static_cast<std::size_t>(e) * (R + 1) + R] = static_cast<std::int32_t>(packed);
     if (counts) counts[e] = static_cast<std::int32_t>(packed);
@@ -162,30 +167,51 @@ LowLatencyDispatchResult Buffer::low_latency_dispatch(const Tensor& x, const Ten
     state->topk = K;
     state->topk_fingerprint = fingerprint(topk_idx);
     state->slot.assign(static_cast<std::size_t>(T * K), -1);
-    std::vector<std::int32_t> sent(static_cast<std::size_t>(L.experts), 0);
+    // Per token: the slot of each (token, expert) pair among this rank's
+    // tokens for that expert (combine finds the rows by it), and one row per
+    // destination rank with the mask of that rank's experts it is for.
+    const int W = L.mask_words;
+    std::vector<std::int32_t> per_expert(static_cast<std::size_t>(L.experts), 0);
+    std::vector<std::int32_t> rows_to(static_cast<std::size_t>(R), 0);
+    std::vector<std::uint64_t> mask(static_cast<std::size_t>(R) * W);
+    // A put's source must stay unchanged until the signal that follows it (on
+    // RMA transports the put is asynchronous): every row's mask keeps its own
+    // place until the end of the call.
+    std::vector<std::uint64_t> sent_masks(static_cast<std::size_t>(R) * M * W);
     const std::int64_t* idx = topk_idx.data<std::int64_t>();
     for (std::int64_t t = 0; t < T; ++t) {
+      std::fill(mask.begin(), mask.end(), 0);
       for (std::int64_t k = 0; k < K; ++k) {
         const std::int64_t e = idx[t * K + k];
         if (e < 0) continue;
-        const std::int32_t j = sent[static_cast<std::size_t>(e)]++;
-        state->slot[static_cast<std::size_t>(t * K + k)] = j;
-        const int r = static_cast<int>(e / El), le = static_cast<int>(e % El);
-        const std::size_t row = (static_cast<std::size_t>(le) * R + me) * M + static_cast<std::size_t>(j);
-        transport::Transport& tr = I.fabric.to(r);
+        state->slot[static_cast<std::size_t>(t * K + k)] = per_expert[static_cast<std::size_t>(e)]++;
+        const std::size_t r = static_cast<std::size_t>(e / El), le = static_cast<std::size_t>(e % El);
+        mask[r * W + le / 64] |= std::uint64_t{1} << (le % 64);
+      }
+      for (int i = 1; i <= R; ++i) {
+        const int r = (me + i) % R;
+        const std::uint64_t* mr = mask.data() + static_cast<std::size_t>(r) * W;
+        if (std::all_of(mr, mr + W, [](std::uint64_t w) { return w == 0; })) continue;
+        const std::size_t i_r = static_cast<std::size_t>(rows_to[r]++);
+        std::uint64_t* m = sent_masks.data() + (static_cast<std::size_t>(r) * M + i_r) * W;
+        std::copy(mr, mr + W, m);
+        const std::size_t slot = static_cast<std::size_t>(me) * M + i_r;
         const int hr = static_cast<int>(in[r].v[kReqHalf]);
-        tr.put(r, src + t * row_bytes, st->region, L.dispatch_rows_at(hr) + row * row_bytes, row_bytes);
+        transport::Transport& tr = I.fabric.to(r);
+        tr.put(r, src + t * row_bytes, st->region, L.recv_rows_at(hr) + slot * row_bytes, row_bytes);
         if (S)
           tr.put(r, q_scales.data() + t * S, st->region,
-                 L.dispatch_scales_at(hr) + row * S * sizeof(float), S * sizeof(float));
+                 L.recv_scales_at(hr) + slot * S * sizeof(float), S * sizeof(float));
+        tr.put(r, m, st->region, L.recv_masks_at(hr) + slot * W * sizeof(std::uint64_t),
+               W * sizeof(std::uint64_t));
       }
     }
     for (int i = 1; i <= R; ++i) {
       const int r = (me + i) % R;
-      I.fabric.to(r).put(r, sent.data() + static_cast<std::size_t>(r) * El, st->region,
+      I.fabric.to(r).put(r, &rows_to[static_cast<std::size_t>(r)], st->region,
                          L.headers_at(static_cast<int>(in[r].v[kReqHalf])) +
-                             static_cast<std::size_t>(me) * El * sizeof(std::int32_t),
-                         static_cast<std::size_t>(El) * sizeof(std::int32_t));
+                             static_cast<std::size_t>(me) * sizeof(std::int32_t),
+                         sizeof(std::int32_t));
       I.fabric.to(r).signal(r, st->region, L.dispatch_arrival(me), call);
     }
 

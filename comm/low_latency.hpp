@@ -1,10 +1,12 @@
 // Low-latency mode: fixed buffers registered once and double-buffered. Each
-// (token, expert) pair goes straight to a fixed slot in the expert's rank:
-// slot j of source s for local expert e, where j counts s's tokens routed to
-// that expert in token order. No count exchange precedes the data; the
-// receiver learns the counts from headers that arrive with it and compacts
-// the rows in place, so the order (source rank, then token) never depends on
-// timing. Every call still begins with one all-to-all round of the control
+// token goes once to every rank holding one of its experts, into a fixed
+// slot: slot i of source s, i counting s's tokens for that rank in token
+// order, with a bit mask of the rank's local experts it is for. No count
+// exchange precedes the data; the receiver learns the counts from headers
+// that arrive with it and lays each expert's rows out in (source, token)
+// order, so the order never depends on timing. (Sending per (token, rank)
+// rather than per (token, expert) pair moves K/ranks-hit times fewer bytes
+// between processes; the per-expert copies are local.) Every call still begins with one all-to-all round of the control
 // plane, which carries the ranks' verdicts on their inputs and tells each
 // sender that the receiver's buffer half is free (the previous results in it
 // were released), so nothing is ever overwritten while in use.
@@ -25,9 +27,13 @@ namespace epx::comm {
 struct LowLatencyLayout {
   int ranks = 1, experts = 1, local_experts = 1, max_tokens = 0;
   std::int64_t hidden = 0, num_scales = 0;  // scales per row (H/128, rounded up)
-  std::size_t dispatch_rows = 0;    // per half: [E_local][R][M] rows of up to 4*H bytes
-  std::size_t dispatch_scales = 0;  // per half: [E_local][R][M][S] f32
-  std::size_t headers = 0;          // per half: [R][E_local] i32 counts
+  int mask_words = 1;               // u64 words of local-expert bits per received row
+  std::size_t dispatch_rows = 0;    // per half: x, [E_local][R*M] rows of up to 4*H bytes
+  std::size_t dispatch_scales = 0;  // per half: [E_local][R*M][S] f32
+  std::size_t recv_rows = 0;        // per half: [R][M] rows as sent, up to 4*H bytes
+  std::size_t recv_scales = 0;      // per half: [R][M][S] f32
+  std::size_t recv_masks = 0;       // per half: [R][M][mask_words] u64
+  std::size_t headers = 0;          // per half: [R] i32 rows sent by each source
   std::size_t combine_rows = 0;     // per half: [E][M] rows of up to 4*H bytes
   std::size_t half = 0;             // bytes of one half
   std::size_t signals = 0;          // offset of [2][R] u64: dispatch / combine arrivals
@@ -36,7 +42,10 @@ struct LowLatencyLayout {
   LowLatencyLayout(int max_tokens, std::int64_t hidden, int ranks, int experts);
   std::size_t dispatch_rows_at(int half_index) const { return half_index * half; }
   std::size_t dispatch_scales_at(int h) const { return h * half + dispatch_rows; }
-  std::size_t headers_at(int h) const { return h * half + dispatch_rows + dispatch_scales; }
+  std::size_t recv_rows_at(int h) const { return h * half + dispatch_rows + dispatch_scales; }
+  std::size_t recv_scales_at(int h) const { return recv_rows_at(h) + recv_rows; }
+  std::size_t recv_masks_at(int h) const { return recv_scales_at(h) + recv_scales; }
+  std::size_t headers_at(int h) const { return recv_masks_at(h) + recv_masks; }
   std::size_t combine_rows_at(int h) const { return headers_at(h) + headers; }
   std::size_t dispatch_arrival(int source) const { return signals + 8 * std::size_t(source); }
   std::size_t combine_arrival(int source) const {

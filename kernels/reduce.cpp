@@ -43,7 +43,44 @@ void sum_bf16(const std::uint16_t* const* rows, int n, std::int64_t hidden, std:
   }
 }
 
+template <class T>
+float widen(T v) {
+  if constexpr (sizeof(T) == 4) return v;
+  else return bits_float(std::uint32_t(v) << 16);
+}
+
+template <class T>
+void weighted_sum(const T* const* rows, const float* weights, int n, std::int64_t hidden, T* out) {
+  alignas(64) float acc[kChunk];
+  for (std::int64_t c0 = 0; c0 < hidden; c0 += kChunk) {
+    const std::int64_t len = hidden - c0 < kChunk ? hidden - c0 : kChunk;
+    for (std::int64_t i = 0; i < len; ++i) acc[i] = 0.0f;
+    for (int j = 0; j < n; ++j) {
+      const T* r = rows[j] + c0;
+      const float w = weights[j];
+      for (std::int64_t i = 0; i < len; ++i) acc[i] = acc[i] + w * widen(r[i]);
+    }
+    if constexpr (sizeof(T) == 4) {
+      std::memcpy(out + c0, acc, static_cast<std::size_t>(len) * sizeof(float));
+    } else {
+      for (std::int64_t i = 0; i < len; ++i) out[c0 + i] = float_to_bf16(acc[i]);
+    }
+  }
+}
+
 }  // namespace
+
+void weighted_sum_rows(const void* const* rows, const float* weights, int n, DType dtype,
+                       std::int64_t hidden, void* out) {
+  EPX_CHECK(dtype == DType::f32 || dtype == DType::bf16, InvalidArgument,
+            "weighted_sum_rows: dtype = ", dtype_name(dtype), ", expected f32 or bf16");
+  if (dtype == DType::f32)
+    weighted_sum(reinterpret_cast<const float* const*>(rows), weights, n, hidden,
+                 static_cast<float*>(out));
+  else
+    weighted_sum(reinterpret_cast<const std::uint16_t* const*>(rows), weights, n, hidden,
+                 static_cast<std::uint16_t*>(out));
+}
 
 void sum_rows(const void* const* rows, int n, DType dtype, std::int64_t hidden, void* out) {
   EPX_CHECK(dtype == DType::f32 || dtype == DType::bf16, InvalidArgument,

@@ -13,4 +13,9 @@ namespace epx::kernels {
 // same dtype. n == 0 writes zeros.
 void sum_rows(const void* const* rows, int n, DType dtype, std::int64_t hidden, void* out);
 
+// out = sum over j in order of weights[j] * rows[j], each product and each sum
+// in f32 (no fused multiply-add), from +0, rounded once; as sum_rows otherwise.
+void weighted_sum_rows(const void* const* rows, const float* weights, int n, DType dtype,
+                       std::int64_t hidden, void* out);
+
 }  // namespace epx::kernels

@@ -47,6 +47,32 @@ TEST(SumRows, F32IsExactOrderedSumAndNegativeZeroBecomesPositive) {
   EXPECT_EQ(out[2], 3.25f);
 }
 
+TEST(WeightedSumRows, MatchesMultiplyThenAddInOrder) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  for (std::int64_t hidden : {1, 1000, 1025}) {
+    for (int n : {0, 1, 3, 8}) {
+      std::vector<std::vector<float>> rows(n, std::vector<float>(hidden));
+      std::vector<float> w(n);
+      for (auto& r : rows)
+        for (auto& v : r) v = nd(rng);
+      for (auto& v : w) v = nd(rng);
+      std::vector<const void*> ptrs;
+      for (auto& r : rows) ptrs.push_back(r.data());
+      std::vector<float> got(hidden, 7.0f);
+      weighted_sum_rows(ptrs.data(), w.data(), n, DType::f32, hidden, got.data());
+      for (std::int64_t i = 0; i < hidden; ++i) {
+        float acc = 0.0f;
+        for (int j = 0; j < n; ++j) {
+          const volatile float product = w[j] * rows[j][i];  // rounded on its own, as specified
+          acc = acc + product;
+        }
+        ASSERT_EQ(std::memcmp(&got[i], &acc, 4), 0) << "hidden " << hidden << " n " << n << " i " << i;
+      }
+    }
+  }
+}
+
 TEST(SumRows, RejectsOtherDtypes) {
   std::vector<std::uint8_t> out(4);
   EXPECT_THROW(sum_rows(nullptr, 0, DType::e4m3, 4, out.data()), Error);
