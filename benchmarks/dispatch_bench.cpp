@@ -20,6 +20,7 @@
 #include "benchmarks/options.hpp"
 #include "benchmarks/reference.hpp"
 #include "benchmarks/registry.hpp"
+#include "benchmarks/report_output.hpp"
 #include "benchmarks/timing.hpp"
 #include "benchmarks/verify.hpp"
 #include "benchmarks/workload.hpp"
@@ -251,15 +252,7 @@ int run_dispatch(MPI_Comm comm, const std::vector<std::string>& args) {
     }
 
     const DispatchReport r = measure(comm, c, w, baseline, *buffer, layout, y);
-    if (rank == 0) {
-      if (c.json) {
-        print_json(std::cout, r);
-      } else {
-        print_table(std::cout, r);
-        std::cout << "epx-bench dispatch: OK (results checked bit for bit, then timed)\n";
-      }
-      std::cout.flush();
-    }
+    print_report(rank, c.json, r, "dispatch");
     return 0;
   } catch (const CheckFailed&) {
     throw;  // every rank agreed and throws it: unwinding together is safe

@@ -23,6 +23,7 @@
 #include "benchmarks/low_latency_report.hpp"
 #include "benchmarks/options.hpp"
 #include "benchmarks/registry.hpp"
+#include "benchmarks/report_output.hpp"
 #include "benchmarks/timing.hpp"
 #include "benchmarks/verify.hpp"
 #include "benchmarks/workload.hpp"
@@ -406,15 +407,7 @@ int run_low_latency(MPI_Comm comm, const std::vector<std::string>& args) {
     const NormalInputs n = check_normal(comm, c, w, baseline, *normal);
 
     const LowLatencyReport r = measure(comm, c, w, *ll, *normal, baseline, y_ll, n);
-    if (rank == 0) {
-      if (c.json) {
-        print_json(std::cout, r);
-      } else {
-        print_table(std::cout, r);
-        std::cout << "epx-bench low-latency: OK (results checked bit for bit, then timed)\n";
-      }
-      std::cout.flush();
-    }
+    print_report(rank, c.json, r, "low-latency");
     return 0;
   } catch (const CheckFailed&) {
     throw;  // every rank agreed and throws it: unwinding together is safe
