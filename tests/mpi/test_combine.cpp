@@ -126,3 +126,47 @@ TEST(Combine, InPlaceInTheDispatchedRows) {
 
 }  // namespace
 }  // namespace epx::test
+
+namespace epx::test {
+namespace {
+
+// 50 back-to-back rounds with T changing every round (every rank knows every
+// rank's T from the round's seed), y in the buffer on even rounds: no stale
+// rows, no leak of receive space.
+TEST(Combine, FiftyRoundsWithChangingTokens) {
+  const int me = world().rank();
+  comm::Buffer buffer(world(), {std::size_t{1} << 20, 60});
+  for (int round = 0; round < 50; ++round) {
+    Shape s;
+    s.tokens.resize(static_cast<std::size_t>(world().size()));
+    std::mt19937 rng(1000u + static_cast<std::uint32_t>(round));
+    for (auto& t : s.tokens) t = static_cast<std::int64_t>(rng() % 24);
+    s.hidden = 128;
+    s.topk = 3;
+    s.experts = experts_for(2);
+    s.seed = 50u + static_cast<std::uint32_t>(round);
+    RankInputs in = make_inputs(s, me);
+    comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+    comm::DispatchOptions o;
+    o.fp8 = round % 3 == 0;
+    DispatchResult d = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout, o);
+    const ExpectedDispatch want = expected_dispatch(s, me, o.fp8, false, 1);
+    // EXPECT, not ASSERT: every rank must reach the next collective call.
+    EXPECT_EQ(d.x.dim(0), want.rows) << "round " << round;
+    const std::size_t rb = static_cast<std::size_t>(s.hidden) * dtype_size(d.x.dtype());
+    if (d.x.dim(0) == want.rows)
+      expect_rows_equal(static_cast<const std::uint8_t*>(d.x.raw()), want.x.data(), want.rows,
+                        static_cast<std::int64_t>(rb), "x bytes");
+    if (o.fp8) continue;  // combine is checked on the bf16 rounds
+    Tensor y = make_expert_outputs(kernels::cast(d.x, DType::f32), DType::bf16);
+    Tensor y_in = round % 2 == 0 ? place(y, buffer, d.handle, Home::Buffer) : y;
+    Tensor got = buffer.combine(y_in, d.handle);
+    Tensor expect = expected_combine(s, me, DType::bf16);
+    expect_rows_equal(got.data<std::uint16_t>(), expect.data<std::uint16_t>(), s.tokens[me],
+                      s.hidden, "combine");
+  }
+  EXPECT_EQ(buffer.capacity_bytes(), std::size_t{1} << 20) << "the receive space grew: a leak";
+}
+
+}  // namespace
+}  // namespace epx::test
