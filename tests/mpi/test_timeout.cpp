@@ -29,15 +29,14 @@ TEST(Timeout, MissingRankIsNamed) {
     }
   }
   MPI_Barrier(MPI_COMM_WORLD);
-  // Every rank, the absent one included, now fails fast.
-  const auto start = std::chrono::steady_clock::now();
+  // Every rank, the absent one included, now fails fast: PeerFailure comes
+  // from the abort mark, before any wait (a wait would end in Timeout).
   try {
     buffer.get_dispatch_layout(in.topk_idx, s.experts);
     ADD_FAILURE() << "no error after the group was aborted";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::PeerFailure) << e.what();
   }
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 0.5);
   EXPECT_TRUE(g.aborted());
 }
 
