@@ -1,8 +1,6 @@
 #include "benchmarks/low_latency_reference.hpp"
 
 #include <cstring>
-#include <epx/kernels.hpp>
-#include <tuple>
 
 #include "benchmarks/combine_input.hpp"
 #include "kernels/float_convert.hpp"
@@ -28,14 +26,13 @@ LowLatencyExpected compute_low_latency_expected(const WorkloadSpec& spec, int ra
   // before[g]: rows that ranks below this one put in expert g's list (the
   // position of this rank's first row there, for combine).
   std::vector<std::int64_t> before(static_cast<std::size_t>(spec.experts), 0);
-  Workload own;
-  Tensor own_payload, own_scales;
+  SourceRows own;
 
   for (int s = 0; s < ranks; ++s) {
-    const Workload w = make_workload(spec, s);
-    Tensor payload = w.x;
-    Tensor sc;
-    if (options.fp8) std::tie(payload, sc) = kernels::per_token_cast_to_fp8(w.x, options.ue8m0);
+    SourceRows src = source_rows(spec, s, options);
+    const Workload& w = src.input;
+    const Tensor& payload = src.payload;
+    const Tensor& sc = src.scales;
     const auto* px = static_cast<const std::byte*>(payload.raw());
     const auto* ps = options.fp8 ? static_cast<const std::byte*>(sc.raw()) : nullptr;
     const std::int64_t* idx = w.topk_idx.data<std::int64_t>();
@@ -53,7 +50,7 @@ LowLatencyExpected compute_low_latency_expected(const WorkloadSpec& spec, int ra
         ++out.count[e];
       }
     }
-    if (s == rank) std::tie(own, own_payload, own_scales) = std::tie(w, payload, sc);
+    if (s == rank) own = std::move(src);
   }
   for (int e = 0; e < per_rank; ++e) {
     const std::int64_t n = out.count[e];
@@ -70,8 +67,8 @@ LowLatencyExpected compute_low_latency_expected(const WorkloadSpec& spec, int ra
   // d made its y from the row it received, which is this rank's own payload.
   const int experts = spec.experts;
   std::vector<std::int64_t> next_row(before);
-  const std::int64_t* idx = own.topk_idx.data<std::int64_t>();
-  const float* weights = own.topk_weights.data<float>();
+  const std::int64_t* idx = own.input.topk_idx.data<std::int64_t>();
+  const float* weights = own.input.topk_weights.data<float>();
   out.combined = Tensor::empty({spec.tokens, h}, DType::bf16);
   std::vector<std::uint16_t> y(h);
   std::vector<float> acc(h);
@@ -83,7 +80,7 @@ LowLatencyExpected compute_low_latency_expected(const WorkloadSpec& spec, int ra
       const int d = static_cast<int>(g / per_rank);
       const std::int64_t e = g % per_rank;
       const std::int64_t row = next_row[static_cast<std::size_t>(g)]++;
-      make_y_row(own_payload, own_scales, t, combine_factor(d, e * slots + row), y.data());
+      make_y_row(own.payload, own.scales, t, combine_factor(d, e * slots + row), y.data());
       const float w = weights[t * k + j];
       for (std::int64_t i = 0; i < h; ++i) {
         const float product = w * kernels::bf16_to_float(y[i]);

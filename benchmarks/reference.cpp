@@ -35,6 +35,15 @@ Tensor tensor_from(const std::vector<std::byte>& bytes, std::int64_t rows, std::
 
 }  // namespace
 
+SourceRows source_rows(const WorkloadSpec& spec, int rank, const BaselineOptions& options) {
+  SourceRows r;
+  r.input = make_workload(spec, rank);
+  r.payload = r.input.x;
+  if (options.fp8)
+    std::tie(r.payload, r.scales) = kernels::per_token_cast_to_fp8(r.input.x, options.ue8m0);
+  return r;
+}
+
 Expected compute_expected(const WorkloadSpec& spec, int rank, int ranks,
                           const BaselineOptions& options) {
   const int per_rank = spec.experts / ranks;
@@ -47,16 +56,15 @@ Expected compute_expected(const WorkloadSpec& spec, int rank, int ranks,
   // sent[s][d]: tokens rank s sends to rank d (for the combine row positions).
   std::vector<std::vector<std::int64_t>> sent(ranks, std::vector<std::int64_t>(ranks, 0));
   std::vector<char> dest(ranks);
-  Workload own;
-  Tensor own_payload, own_scales;
+  SourceRows own;
 
   // Dispatch: walk every source rank's tokens in order and keep the ones that
   // have an expert here, which is the required order of the received rows.
   for (int s = 0; s < ranks; ++s) {
-    const Workload w = make_workload(spec, s);
-    Tensor payload = w.x;
-    Tensor sc;
-    if (options.fp8) std::tie(payload, sc) = kernels::per_token_cast_to_fp8(w.x, options.ue8m0);
+    SourceRows src = source_rows(spec, s, options);
+    const Workload& w = src.input;
+    const Tensor& payload = src.payload;
+    const Tensor& sc = src.scales;
     const std::size_t x_bytes = static_cast<std::size_t>(h) * dtype_size(payload.dtype());
     const std::size_t s_bytes =
         options.fp8 ? static_cast<std::size_t>(sc.dim(1)) * sizeof(float) : 0;
@@ -81,7 +89,7 @@ Expected compute_expected(const WorkloadSpec& spec, int rank, int ranks,
       }
       out.origin.push_back({s, t});
     }
-    if (s == rank) std::tie(own, own_payload, own_scales) = std::tie(w, payload, sc);
+    if (s == rank) own = std::move(src);
   }
   const std::int64_t m = static_cast<std::int64_t>(out.origin.size());
   out.x = tensor_from(xs, m, h, options.fp8 ? DType::e4m3 : DType::bf16);
@@ -100,10 +108,10 @@ Expected compute_expected(const WorkloadSpec& spec, int rank, int ranks,
   std::vector<float> acc(h);
   for (std::int64_t t = 0; t < spec.tokens; ++t) {
     std::fill(acc.begin(), acc.end(), 0.0f);
-    destinations(own.topk_idx, t, per_rank, dest);
+    destinations(own.input.topk_idx, t, per_rank, dest);
     for (int d = 0; d < ranks; ++d) {
       if (!dest[d]) continue;
-      make_y_row(own_payload, own_scales, t, combine_factor(d, next_row[d]++), y.data());
+      make_y_row(own.payload, own.scales, t, combine_factor(d, next_row[d]++), y.data());
       for (std::int64_t i = 0; i < h; ++i) acc[i] += kernels::bf16_to_float(y[i]);
     }
     std::uint16_t* row = out.combined.data<std::uint16_t>() + t * h;

@@ -31,6 +31,15 @@ struct Expected {
   Tensor combined;
 };
 
+// One source rank's regenerated input and its payload as sent (cast to FP8
+// with options.fp8: e4m3 rows and f32 scales; else the bf16 rows).
+struct SourceRows {
+  Workload input;
+  Tensor payload;
+  Tensor scales;  // undefined without fp8
+};
+SourceRows source_rows(const WorkloadSpec& spec, int rank, const BaselineOptions& options);
+
 Expected compute_expected(const WorkloadSpec& spec, int rank, int ranks,
                           const BaselineOptions& options);
 
