@@ -23,23 +23,6 @@ double percentile(std::vector<double> values, double p) {
   return values[std::min(i, values.size() - 1)];
 }
 
-double time_collective(MPI_Comm comm, const Repeat& repeat, const std::function<void()>& prepare,
-                       const std::function<void()>& op) {
-  using Clock = std::chrono::steady_clock;
-  std::vector<double> times;
-  for (int i = 0; i < repeat.warmup + repeat.iters; ++i) {
-    prepare();
-    MPI_Barrier(comm);
-    const Clock::time_point start = Clock::now();
-    op();
-    const double local = std::chrono::duration<double>(Clock::now() - start).count();
-    double slowest = 0.0;
-    MPI_Allreduce(&local, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
-    if (i >= repeat.warmup) times.push_back(slowest);
-  }
-  return median(times);
-}
-
 std::vector<std::vector<std::vector<double>>> time_interleaved_samples(
     MPI_Comm comm, const Repeat& repeat, const std::vector<TimedSequence>& sequences) {
   using Clock = std::chrono::steady_clock;

@@ -16,20 +16,16 @@ struct Repeat {
   int iters = 10;  // timed iterations
 };
 
-// Per iteration: prepare() (untimed; e.g. drop the last result), MPI_Barrier,
-// then op() timed with steady_clock; the iteration's time is the max over
-// ranks (MPI_Allreduce). Returns the median over the timed iterations, seconds.
-double time_collective(MPI_Comm comm, const Repeat& repeat, const std::function<void()>& prepare,
-                       const std::function<void()>& op);
-
 // One timed operation of a set measured together.
 struct TimedOp {
   std::function<void()> prepare;  // untimed, before each run
   std::function<void()> op;
 };
 
-// Times several operations in the same iterations, each as time_collective
-// does, rotating their order from one iteration to the next, so that every
+// Times several operations in the same iterations, rotating their order from
+// one iteration to the next. Each run: prepare() (untimed; e.g. drop the last
+// result), MPI_Barrier, then op() timed with steady_clock; a run lasts as long
+// as its slowest rank (MPI_Allreduce MAX). Rotating means that every
 // one sees the same machine (on a shared or oversubscribed host the load
 // drifts; ratios measured this way are stable, back-to-back blocks are not).
 // Returns each operation's median, seconds.

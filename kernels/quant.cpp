@@ -306,26 +306,4 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::
   }
 }
 
-void accumulate_row(const void* src, DType dtype, std::int64_t n, float* acc) {
-  check_row_dtype("accumulate_row", "dtype", dtype);
-  if (dtype == DType::f32) {
-    const auto* p = static_cast<const float*>(src);
-    for (std::int64_t i = 0; i < n; ++i) acc[i] += p[i];
-  } else {
-    const auto* p = static_cast<const std::uint16_t*>(src);
-    for (std::int64_t i = 0; i < n; ++i) acc[i] += bf16_to_float(p[i]);
-  }
-}
-
-void store_row(const float* acc, std::int64_t n, void* dst, DType dtype) {
-  check_row_dtype("store_row", "dtype", dtype);
-  if (n <= 0) return;
-  if (dtype == DType::f32) {
-    std::memcpy(dst, acc, static_cast<std::size_t>(n) * sizeof(float));
-  } else {
-    auto* p = static_cast<std::uint16_t*>(dst);
-    for (std::int64_t i = 0; i < n; ++i) p[i] = float_to_bf16(acc[i]);
-  }
-}
-
 }  // namespace epx::kernels

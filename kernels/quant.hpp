@@ -1,6 +1,6 @@
 // Internal CPU loops for FP8 quantization and dtype conversion, used by the
-// public kernels (kernels/cast.cpp) and by comm's dispatch/combine, which call
-// them per row while writing straight into a peer's buffer. Element math comes
+// public kernels (kernels/cast.cpp) and by comm's dispatch, which casts each
+// token once before copying its rows to the peers. Element math comes
 // from float_convert.hpp / fp8_quant.hpp, so the CUDA kernels match bit for bit.
 //
 // All functions throw epx::Error(InvalidArgument) for a dtype they do not take
@@ -34,11 +34,5 @@ bool is_float_dtype(DType dtype);
 // is decoded exactly to f32 and rounded once to the target (RNE, saturating as
 // float_convert.hpp says). Same dtype: a plain copy.
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::int64_t n);
-
-// acc[i] += float(src[i]) for src f32 or bf16 (combine's f32-accumulated sum).
-void accumulate_row(const void* src, DType dtype, std::int64_t n, float* acc);
-
-// dst[i] = acc[i] as f32 or bf16 (RNE).
-void store_row(const float* acc, std::int64_t n, void* dst, DType dtype);
 
 }  // namespace epx::kernels

@@ -384,26 +384,6 @@ TEST(Convert, RejectsNonFloatDtypes) {
   convert(nullptr, DType::f32, nullptr, DType::bf16, 0);  // empty is fine
 }
 
-TEST(CombineHelpers, AccumulateAndStore) {
-  const std::vector<float> a = random_rows(1, 300, Spread::normal, 8);
-  const std::vector<std::uint16_t> b = to_bf16_bits(random_rows(1, 300, Spread::normal, 9));
-  std::vector<float> acc(300, 0.0f);
-  accumulate_row(a.data(), DType::f32, 300, acc.data());
-  accumulate_row(b.data(), DType::bf16, 300, acc.data());
-  std::vector<std::uint16_t> out(300);
-  std::vector<float> out_f32(300);
-  store_row(acc.data(), 300, out.data(), DType::bf16);
-  store_row(acc.data(), 300, out_f32.data(), DType::f32);
-  for (int i = 0; i < 300; ++i) {
-    const float sum = (0.0f + a[i]) + f32_from_bits(std::uint32_t{b[i]} << 16);
-    ASSERT_EQ(f32_bits(acc[i]), f32_bits(sum));
-    ASSERT_EQ(out[i], test::ref_bf16(sum));
-    ASSERT_EQ(f32_bits(out_f32[i]), f32_bits(sum));
-  }
-  EXPECT_THROW(accumulate_row(a.data(), DType::f16, 300, acc.data()), Error);
-  EXPECT_THROW(store_row(acc.data(), 300, out.data(), DType::e4m3), Error);
-}
-
 // ---- argument errors ----
 
 // Runs fn, expects epx::Error(InvalidArgument) whose message contains every part.
