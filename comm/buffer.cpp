@@ -39,6 +39,23 @@ void check_low_latency_options(const BufferOptions& o, int ranks) {
             o.hidden, ", num_experts = ", o.num_experts, " exceed ", kMaxBytes);
 }
 
+// The hierarchical path pairs each rank with the rank of the same local index
+// on every other node: nodes must be of one size. (Every rank sees the same
+// topology, so every rank reaches the same verdict.)
+void check_node_shape(const Group& g) {
+  const NodeTopology topo(g);
+  if (topo.equal_nodes()) return;
+  std::string sizes;
+  for (int n = 0, count = 0; n < g.num_nodes(); ++n, count = 0) {
+    for (int r = 0; r < g.size(); ++r) count += g.node_of(r) == n;
+    sizes += core::concat(n ? ", " : "", count);
+  }
+  EPX_THROW(InvalidArgument, "Buffer: the group's ", g.num_nodes(),
+            " nodes have different numbers of ranks (", sizes,
+            "); every node must have the same number (set EPX_RANKS_PER_NODE to a divisor of the ",
+            g.size(), " ranks, or launch the same number of ranks on every host)");
+}
+
 // Every rank must build the same kind of buffer: compare the shapes' minimum
 // and maximum over the ranks (bounded waits, like every agreement).
 void agree_on_shapes(const Group& group, const BufferOptions& o, const core::Deadline& deadline) {
@@ -61,6 +78,7 @@ void agree_on_shapes(const Group& group, const BufferOptions& o, const core::Dea
 
 Buffer::Impl::Impl(const Group& g, const BufferOptions& o, double timeout_s)
     : group(g),
+      topo(g),
       options(o),
       id(g_next_buffer_id.fetch_add(1)),
       fabric(group, timeout_s),
@@ -81,6 +99,7 @@ Buffer::Buffer(Group& group, BufferOptions options) {
     EPX_CHECK(options.num_bytes <= kMaxBytes, InvalidArgument, "Buffer: options.num_bytes = ",
               options.num_bytes, ", expected <= ", kMaxBytes);
     if (options.low_latency) check_low_latency_options(options, group.size());
+    check_node_shape(group);
   });
   const core::Deadline deadline(timeout_s > 0 ? timeout_s : core::params::timeout_s.get());
   core::agree_on_error(group.comm(), err, ErrorCode::InvalidArgument, deadline,
@@ -102,6 +121,7 @@ const char* Buffer::transport_name(int peer) const {
   return impl_->fabric.name(peer);
 }
 std::size_t Buffer::capacity_bytes() const { return impl_->arena.capacity(); }
+std::uint64_t Buffer::internode_bytes() const { return impl_->fabric.internode_bytes(); }
 
 std::int64_t Handle::num_tokens() const {
   EPX_CHECK(state_, InvalidArgument, "Handle::num_tokens: undefined handle");

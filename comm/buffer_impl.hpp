@@ -12,6 +12,7 @@
 #include "comm/control.hpp"
 #include "comm/handle.hpp"
 #include "comm/low_latency.hpp"
+#include "comm/topology.hpp"
 #include "comm/transport/fabric.hpp"
 #include "core/check.hpp"
 
@@ -21,6 +22,7 @@ struct Buffer::Impl {
   Impl(const Group& g, const BufferOptions& o, double timeout_s);
 
   Group group;  // a handle: the caller's Group may move or go away
+  NodeTopology topo;
   BufferOptions options;
   std::uint64_t id;
   transport::Fabric fabric;

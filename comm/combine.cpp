@@ -1,5 +1,7 @@
-// Normal-mode combine. Each token's owner sums, in rank order with f32
-// accumulation, the rows that the ranks holding its experts computed for it.
+// Normal-mode combine, the flat path (one node, or one rank per node; the
+// hierarchical path is combine_hier.cpp). Each token's owner sums, in rank
+// order with f32 accumulation, the rows that the ranks holding its experts
+// computed for it.
 //
 // Where a row is read from depends on where y lives:
 //  - pull: y lies in the sender's receive space (Buffer::combine_input, or the
@@ -14,24 +16,12 @@
 // holders they are done).
 #include <vector>
 
-#include "comm/buffer_impl.hpp"
+#include "comm/combine_call.hpp"
 #include "comm/validate.hpp"
 #include "core/check.hpp"
 #include "kernels/reduce.hpp"
 
 namespace epx::comm {
-
-namespace {
-// Request round, from rank a to rank b (after reserve()'s fields):
-constexpr int kReqBackRow = 3;  // where b's pushed rows go in a's block (rows)
-constexpr int kReqHidden = 4;
-constexpr int kReqDtype = 5;
-constexpr int kReqHandle = 6;
-constexpr int kReqYRegion = 7;  // a's y in a's receive space: region, or -1
-constexpr int kReqYOffset = 8;  //   and byte offset
-constexpr int kReqYRow = 9;     // first row of b's tokens in a's y
-constexpr int kReqCanLoad = 10; // 1: a can load from b's memory
-}  // namespace
 
 Tensor Buffer::combine_input(const Handle& handle, std::int64_t hidden, DType dtype) {
   Impl& I = *impl_;
@@ -49,129 +39,146 @@ Tensor Buffer::combine_input(const Handle& handle, std::int64_t hidden, DType dt
   return Tensor::empty({M, hidden}, dtype);  // full: combine then pushes
 }
 
-Tensor Buffer::combine(const Tensor& y, const Handle& handle) {
+void fill_call_fields(Message& m, const CombineCall& c) {
+  m.v[kCmbHidden] = c.hidden;
+  m.v[kCmbDtype] = static_cast<std::int64_t>(c.y.dtype());
+  m.v[kCmbHandle] = c.h ? static_cast<std::int64_t>(c.h->seq) : 0;
+  m.v[kCmbPartialDtype] = static_cast<std::int64_t>(c.partial_dtype);
+}
+
+void check_same_call(const std::vector<Message>& in, const CombineCall& c) {
+  for (std::size_t r = 0; r < in.size(); ++r) {
+    const std::int64_t* v = in[r].v;
+    EPX_CHECK_AGREED(v[kCmbHidden] == c.hidden && v[kCmbDtype] == std::int64_t(c.y.dtype()),
+                     "combine: rank ", r, " passes y of hidden ", v[kCmbHidden], " and dtype ",
+                     dtype_name(DType(v[kCmbDtype])), ", this rank ", c.y.describe(),
+                     "; all ranks must agree");
+    EPX_CHECK_AGREED(v[kCmbHandle] == static_cast<std::int64_t>(c.h->seq), "combine: rank ", r,
+                     " passed the handle of dispatch #", v[kCmbHandle],
+                     " but this rank that of dispatch #", c.h->seq,
+                     "; all ranks must pass the handles of the same dispatch");
+    EPX_CHECK_AGREED(v[kCmbPartialDtype] == std::int64_t(c.partial_dtype), "combine: rank ", r,
+                     " passes options.partials_in_input_dtype = ",
+                     v[kCmbPartialDtype] != std::int64_t(DType::f32) ? "true" : "false",
+                     ", this rank ", c.partial_dtype != DType::f32 ? "true" : "false",
+                     "; all ranks must agree");
+  }
+}
+
+Tensor allocate_result(Buffer::Impl& I, const CombineCall& c) {
+  const std::int64_t T = c.h->num_tokens;
+  if (auto block = I.arena.try_allocate(static_cast<std::size_t>(T) * c.row_bytes))
+    return Tensor::view(block->lease, block->ptr, {T, c.hidden}, c.y.dtype());
+  return Tensor::empty({T, c.hidden}, c.y.dtype());
+}
+
+Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline& deadline) {
+  const int R = I.group.size(), me = I.group.rank();
+  const detail::HandleState* h = c.h;
+  const std::size_t row_bytes = c.row_bytes;
+  const std::optional<Arena::Location>& y_home = c.y_home;
+  std::vector<Message> out(R, I.control.stamp());
+  for (int r = 0; r < R; ++r) {
+    std::int64_t* v = out[r].v;
+    fill_call_fields(out[r], c);
+    v[kCmbBack] = c.ok() ? h->send_prefix[r] : 0;
+    v[kCmbYRegion] = y_home ? y_home->region : -1;
+    v[kCmbYOffset] = y_home ? static_cast<std::int64_t>(y_home->offset) : 0;
+    v[kCmbYRow] = c.ok() ? h->recv_prefix[r] : 0;
+    v[kCmbCanLoad] = I.fabric.caps(r).load_store;
+  }
+  // The block for pushed rows is sized for every row coming back; rows that
+  // are pulled instead leave their part unused.
+  const std::int64_t rows_back = c.ok() ? h->send_prefix[R] : 0;
+  // Ranks must agree on y and on the dispatch; checked before any growth.
+  Buffer::Impl::Reserved res =
+      I.reserve(Round::Request, static_cast<std::size_t>(rows_back) * row_bytes, out, c.err,
+                deadline, [&](const std::vector<Message>& in) { check_same_call(in, c); });
+  // pulls_from[r]: this rank reads its tokens' rows in r's y. pulled_by[s]: s reads from this y.
+  std::vector<char> pulls_from(R), pulled_by(R);
+  for (int r = 0; r < R; ++r) {
+    pulls_from[r] = res.in[r].v[kCmbYRegion] >= 0 && I.fabric.caps(r).load_store;
+    pulled_by[r] = y_home.has_value() && res.in[r].v[kCmbCanLoad] != 0;
+  }
+
+  // Push: rows that came from rank s go back to it in one piece, unless s
+  // pulls them. Only pushes need a done signal: a puller may read y as soon
+  // as the holder's request arrived (y is final when a rank calls combine).
+  const auto* src = static_cast<const std::byte*>(c.y.raw());
+  for (int i = 1; i <= R; ++i) {
+    const int s = (me + i) % R;
+    if (pulled_by[s]) continue;
+    const std::int64_t first = h->recv_prefix[s], n = h->recv_prefix[s + 1] - first;
+    if (n > 0) {
+      const std::size_t dst = static_cast<std::size_t>(res.in[s].v[kMsgOffset]) +
+                              static_cast<std::size_t>(res.in[s].v[kCmbBack]) * row_bytes;
+      I.fabric.put(s, src + first * row_bytes,
+                   static_cast<transport::RegionId>(res.in[s].v[kMsgRegion]), dst,
+                   static_cast<std::size_t>(n) * row_bytes);
+    }
+    I.control.signal_done(s);
+  }
+  for (int i = 1; i <= R; ++i) {
+    const int r = (me + R - i) % R;
+    if (!pulls_from[r]) I.control.wait_done(r, deadline);
+  }
+
+  // Where row c of the rows sent to rank r (c-th token in send_tokens[r]) is now.
+  std::vector<const std::byte*> row_base(R);
+  for (int r = 0; r < R; ++r) {
+    if (pulls_from[r]) {
+      const std::size_t at = static_cast<std::size_t>(res.in[r].v[kCmbYOffset]) +
+                             static_cast<std::size_t>(res.in[r].v[kCmbYRow]) * row_bytes;
+      row_base[r] = static_cast<const std::byte*>(I.fabric.to(r).peer_ptr(
+          r, static_cast<transport::RegionId>(res.in[r].v[kCmbYRegion]), at));
+    } else {
+      row_base[r] = res.block.ptr + static_cast<std::size_t>(h->send_prefix[r]) * row_bytes;
+    }
+  }
+
+  // Sum: token t adds, in rank order, the rows that ranks computed for it.
+  const std::int64_t T = h->num_tokens, hidden = c.hidden;
+  Tensor result = allocate_result(I, c);
+  auto* dst = static_cast<std::byte*>(result.raw());
+  std::vector<std::size_t> cursor(R, 0);
+  std::vector<const void*> rows(R);
+  for (std::int64_t t = 0; t < T; ++t) {
+    int n = 0;
+    for (int r = 0; r < R; ++r) {
+      const auto& tokens = h->send_tokens[r];
+      std::size_t& k = cursor[r];
+      if (k < tokens.size() && tokens[k] == t) rows[n++] = row_base[r] + (k++) * row_bytes;
+    }
+    kernels::sum_rows(rows.data(), n, c.y.dtype(), hidden, dst + t * row_bytes);
+  }
+
+  // Nobody may return while a peer still reads its y.
+  for (int r = 0; r < R; ++r)
+    if (pulls_from[r]) I.control.signal(Round::Release, r);
+  for (int s = 0; s < R; ++s)
+    if (pulled_by[s]) I.control.wait(Round::Release, s, deadline);
+  return result;
+}
+
+Tensor Buffer::combine(const Tensor& y, const Handle& handle, const CombineOptions& options) {
   Impl& I = *impl_;
   return I.guarded([&]() -> Tensor {
     I.control.begin(Op::Combine);
     const core::Deadline deadline = I.deadline();
-    const int R = I.group.size(), me = I.group.rank();
     const char* op = "combine";
-
-    const detail::HandleState* h = nullptr;
-    std::int64_t hidden = 0;
-    const std::string err = validation_error([&] {
-      check_handle(handle, I.id, R, op);
-      h = handle.state().get();
+    CombineCall c{y};
+    c.err = validation_error([&] {
+      check_handle(handle, I.id, I.group.size(), op);
+      c.h = handle.state().get();
       check_tensor(y, op, "y", {DType::f32, DType::bf16}, 2);
-      check_dim(y, 0, h->num_recv(), op, "y", "rows received by the handle's dispatch");
-      hidden = y.dim(1);
+      check_dim(y, 0, c.h->num_recv(), op, "y", "rows received by the handle's dispatch");
+      c.hidden = y.dim(1);
     });
-    const bool ok = err.empty();
-    const std::size_t row_bytes = static_cast<std::size_t>(hidden) * dtype_size(y.dtype());
-    const std::optional<Arena::Location> y_home =
-        ok ? I.arena.locate(y.raw(), y.nbytes()) : std::nullopt;
-
-    std::vector<Message> out(R, I.control.stamp());
-    for (int r = 0; r < R; ++r) {
-      std::int64_t* v = out[r].v;
-      v[kReqBackRow] = ok ? h->send_prefix[r] : 0;
-      v[kReqHidden] = hidden;
-      v[kReqDtype] = static_cast<std::int64_t>(y.dtype());
-      v[kReqHandle] = h ? static_cast<std::int64_t>(h->seq) : 0;
-      v[kReqYRegion] = y_home ? y_home->region : -1;
-      v[kReqYOffset] = y_home ? static_cast<std::int64_t>(y_home->offset) : 0;
-      v[kReqYRow] = ok ? h->recv_prefix[r] : 0;
-      v[kReqCanLoad] = I.fabric.caps(r).load_store;
-    }
-    // The block for pushed rows is sized for every row coming back; rows that
-    // are pulled instead leave their part unused.
-    const std::int64_t rows_back = ok ? h->send_prefix[R] : 0;
-    // Ranks must agree on y and on the dispatch; checked before any growth.
-    auto same_call = [&](const std::vector<Message>& in) {
-      for (int r = 0; r < R; ++r) {
-        const std::int64_t* v = in[r].v;
-        EPX_CHECK_AGREED(v[kReqHidden] == hidden && v[kReqDtype] == std::int64_t(y.dtype()), op,
-                         ": rank ", r, " passes y of hidden ", v[kReqHidden], " and dtype ",
-                         dtype_name(DType(v[kReqDtype])), ", this rank ", y.describe(),
-                         "; all ranks must agree");
-        EPX_CHECK_AGREED(v[kReqHandle] == static_cast<std::int64_t>(h->seq), op, ": rank ", r,
-                         " passed the handle of dispatch #", v[kReqHandle],
-                         " but this rank that of dispatch #", h->seq,
-                         "; all ranks must pass the handles of the same dispatch");
-      }
-    };
-    Buffer::Impl::Reserved res = I.reserve(Round::Request, static_cast<std::size_t>(rows_back) * row_bytes,
-                                           out, err, deadline, same_call);
-    // pulls_from[r]: this rank reads its tokens' rows in r's y. pulled_by[s]: s reads from this y.
-    std::vector<char> pulls_from(R), pulled_by(R);
-    for (int r = 0; r < R; ++r) {
-      pulls_from[r] = res.in[r].v[kReqYRegion] >= 0 && I.fabric.caps(r).load_store;
-      pulled_by[r] = y_home.has_value() && res.in[r].v[kReqCanLoad] != 0;
-    }
-
-    // Push: rows that came from rank s go back to it in one piece, unless s
-    // pulls them. Only pushes need a done signal: a puller may read y as soon
-    // as the holder's request arrived (y is final when a rank calls combine).
-    const auto* src = static_cast<const std::byte*>(y.raw());
-    for (int i = 1; i <= R; ++i) {
-      const int s = (me + i) % R;
-      if (pulled_by[s]) continue;
-      const std::int64_t first = h->recv_prefix[s], n = h->recv_prefix[s + 1] - first;
-      if (n > 0) {
-        const std::size_t dst = static_cast<std::size_t>(res.in[s].v[kMsgOffset]) +
-                                static_cast<std::size_t>(res.in[s].v[kReqBackRow]) * row_bytes;
-        I.fabric.to(s).put(s, src + first * row_bytes,
-                           static_cast<transport::RegionId>(res.in[s].v[kMsgRegion]), dst,
-                           static_cast<std::size_t>(n) * row_bytes);
-      }
-      I.control.signal_done(s);
-    }
-    for (int i = 1; i <= R; ++i) {
-      const int r = (me + R - i) % R;
-      if (!pulls_from[r]) I.control.wait_done(r, deadline);
-    }
-
-    // Where row c of the rows sent to rank r (c-th token in send_tokens[r]) is now.
-    std::vector<const std::byte*> row_base(R);
-    for (int r = 0; r < R; ++r) {
-      if (pulls_from[r]) {
-        const std::size_t at = static_cast<std::size_t>(res.in[r].v[kReqYOffset]) +
-                               static_cast<std::size_t>(res.in[r].v[kReqYRow]) * row_bytes;
-        row_base[r] = static_cast<const std::byte*>(I.fabric.to(r).peer_ptr(
-            r, static_cast<transport::RegionId>(res.in[r].v[kReqYRegion]), at));
-      } else {
-        row_base[r] = res.block.ptr + static_cast<std::size_t>(h->send_prefix[r]) * row_bytes;
-      }
-    }
-
-    // Sum: token t adds, in rank order, the rows that ranks computed for it.
-    // The result lives in the receive space when it fits (memory already mapped
-    // and touched: a fresh allocation would fault in every page on each call).
-    const std::int64_t T = h->num_tokens;
-    Tensor result;
-    if (auto out_block = I.arena.try_allocate(static_cast<std::size_t>(T) * row_bytes))
-      result = Tensor::view(out_block->lease, out_block->ptr, {T, hidden}, y.dtype());
-    else
-      result = Tensor::empty({T, hidden}, y.dtype());
-    auto* dst = static_cast<std::byte*>(result.raw());
-    std::vector<std::size_t> cursor(R, 0);
-    std::vector<const void*> rows(R);
-    for (std::int64_t t = 0; t < T; ++t) {
-      int n = 0;
-      for (int r = 0; r < R; ++r) {
-        const auto& tokens = h->send_tokens[r];
-        std::size_t& c = cursor[r];
-        if (c < tokens.size() && tokens[c] == t) rows[n++] = row_base[r] + (c++) * row_bytes;
-      }
-      kernels::sum_rows(rows.data(), n, y.dtype(), hidden, dst + t * row_bytes);
-    }
-
-    // Nobody may return while a peer still reads its y.
-    for (int r = 0; r < R; ++r)
-      if (pulls_from[r]) I.control.signal(Round::Release, r);
-    for (int s = 0; s < R; ++s)
-      if (pulled_by[s]) I.control.wait(Round::Release, s, deadline);
-    return result;
+    c.row_bytes = static_cast<std::size_t>(c.hidden) * dtype_size(y.dtype());
+    c.partial_dtype = options.partials_in_input_dtype ? y.dtype() : DType::f32;
+    if (c.ok()) c.y_home = I.arena.locate(y.raw(), y.nbytes());
+    return I.topo.hierarchical() ? combine_hierarchical(I, c, deadline)
+                                 : combine_flat(I, c, deadline);
   });
 }
 

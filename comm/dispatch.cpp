@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include "comm/buffer_impl.hpp"
+#include "comm/dispatch_rows.hpp"
+#include "comm/forward.hpp"
 #include "comm/payload.hpp"
 #include "comm/validate.hpp"
 #include "core/check.hpp"
@@ -17,7 +19,7 @@ namespace epx::comm {
 namespace {
 
 // Message fields of the request round (after reserve()'s fields).
-constexpr int kReqRows = 3;     // rows the sender sends to the receiver
+// kReqRows = 3 and kReqBatchRows = 11: forward.hpp.
 constexpr int kReqHidden = 4;
 constexpr int kReqDtype = 5;    // payload dtype on the wire
 constexpr int kReqTopk = 6;
@@ -29,23 +31,6 @@ constexpr int kReqUe8m0 = 10;   // FP8 scales rounded to powers of two
 constexpr int kMaxAlignment = 1 << 20;
 // Token indices and counts are 32-bit (as the layout's i32 counts).
 constexpr std::int64_t kMaxTokens = std::int64_t{1} << 31;
-// Reply round: where the sender's rows start, and the block's total rows.
-constexpr int kRepFirstRow = 3;
-constexpr int kRepRows = 4;
-
-// Everything a dispatch call needs to know about its inputs.
-struct Plan {
-  std::int64_t tokens = 0, hidden = 0, topk = 0;
-  int experts = 0;
-  DType wire = DType::bf16;      // payload dtype at the receiver
-  bool quantize = false;         // cast x to e4m3 while sending
-  bool ue8m0 = false;
-  std::int64_t num_scales = 0;   // per row; 0 without FP8
-  std::size_t row_bytes = 0;
-  const std::byte* x = nullptr;
-  const float* x_scales = nullptr;  // pass-through scales of an e4m3 x
-  DType x_dtype = DType::bf16;
-};
 
 // Checks x and options (shared by both dispatch forms); fills the payload part of the plan.
 void plan_payload(Plan& p, const Tensor& x, const DispatchOptions& o, std::int64_t tokens,
@@ -127,13 +112,21 @@ void check_same_payload(const std::vector<Message>& in, const Plan& p, const cha
   }
 }
 
-std::vector<Message> request_messages(const Control& control, const Plan& p,
+// node_tokens: the hierarchical path's batches (empty on the flat path); a
+// rank's batch for a node is announced to its forwarder there.
+std::vector<Message> request_messages(const Buffer::Impl& I, const Plan& p,
                                       const std::vector<std::vector<std::int32_t>>& send_tokens,
+                                      const std::vector<std::vector<std::int32_t>>& node_tokens,
                                       const std::string& err) {
-  std::vector<Message> out(send_tokens.size(), control.stamp());
+  std::vector<Message> out(send_tokens.size(), I.control.stamp());
+  const int me = I.group.rank();
   for (std::size_t r = 0; r < out.size(); ++r) {
     std::int64_t* v = out[r].v;
     v[kReqRows] = static_cast<std::int64_t>(send_tokens[r].size());
+    const int n = I.topo.node_of(static_cast<int>(r));
+    if (I.topo.hierarchical() && !node_tokens.empty() && n != I.topo.node_of(me) &&
+        static_cast<int>(r) == I.topo.forwarder(me, n))
+      v[kReqBatchRows] = static_cast<std::int64_t>(node_tokens[n].size());
     v[kReqHidden] = p.hidden;
     v[kReqDtype] = static_cast<std::int64_t>(p.wire);
     v[kReqTopk] = p.topk;
@@ -145,56 +138,13 @@ std::vector<Message> request_messages(const Control& control, const Plan& p,
   return out;
 }
 
-// Writes this rank's rows for `peer` into the peer's block (x already in the
-// wire dtype: quantize_once ran).
-void send_rows(transport::Fabric& fabric, int peer, const Message& reply, const Plan& p,
-               const std::vector<std::int32_t>& tokens, const std::int64_t* topk_idx,
-               const float* topk_weights) {
-  const std::int64_t n = static_cast<std::int64_t>(tokens.size());
-  if (n == 0) return;
-  const PayloadLayout L(reply.v[kRepRows], p.row_bytes, p.num_scales, p.topk);
-  const std::size_t first = static_cast<std::size_t>(reply.v[kRepFirstRow]);
-  RowWriter w(fabric, peer, static_cast<transport::RegionId>(reply.v[kMsgRegion]),
-              static_cast<std::size_t>(reply.v[kMsgOffset]));
-  const std::size_t nr = static_cast<std::size_t>(n);
-  std::byte* x = w.section(L.x + first * p.row_bytes, nr * p.row_bytes);
-  float* scales = nullptr;
-  if (p.num_scales) {
-    const std::size_t sb = static_cast<std::size_t>(p.num_scales) * sizeof(float);
-    scales = reinterpret_cast<float*>(w.section(L.scales + first * sb, nr * sb));
-  }
-  std::int64_t* idx = nullptr;
-  float* weights = nullptr;
-  if (p.topk) {
-    const std::size_t k = static_cast<std::size_t>(p.topk);
-    idx = reinterpret_cast<std::int64_t*>(w.section(L.topk_idx + first * k * 8, nr * k * 8));
-    weights = reinterpret_cast<float*>(w.section(L.topk_weights + first * k * 4, nr * k * 4));
-  }
-  const std::int64_t per_rank = p.topk ? p.experts / fabric.group().size() : 0;
-  const std::int64_t lo = per_rank * peer, hi = lo + per_rank;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::int64_t t = tokens[static_cast<std::size_t>(i)];
-    std::memcpy(x + i * p.row_bytes, p.x + t * p.row_bytes, p.row_bytes);
-    if (p.x_scales)
-      std::memcpy(scales + i * p.num_scales, p.x_scales + t * p.num_scales,
-                  static_cast<std::size_t>(p.num_scales) * sizeof(float));
-    for (std::int64_t k = 0; k < p.topk; ++k) {
-      const std::int64_t e = topk_idx[t * p.topk + k];
-      const bool local = e >= lo && e < hi;
-      idx[i * p.topk + k] = local ? e - lo : -1;
-      weights[i * p.topk + k] = local ? topk_weights[t * p.topk + k] : 0.0f;
-    }
-  }
-  w.commit();
-}
-
-// Runs the reply, payload and done rounds of a dispatch whose request round
-// is complete. Returns the received block.
-Arena::Block run_dispatch(Buffer::Impl& I, const Plan& p,
-                          const std::vector<std::vector<std::int32_t>>& send_tokens,
-                          const std::vector<Message>& requests, const std::int64_t* topk_idx,
-                          const float* topk_weights, std::vector<std::int64_t>& recv_prefix,
-                          const core::Deadline& deadline) {
+// The flat path: every rank writes its rows into every receiver's block
+// itself (one node, or one rank per node).
+Arena::Block run_dispatch_flat(Buffer::Impl& I, const Plan& p,
+                               const std::vector<std::vector<std::int32_t>>& send_tokens,
+                               const std::vector<Message>& requests, const RowSource& src,
+                               std::vector<std::int64_t>& recv_prefix,
+                               const core::Deadline& deadline) {
   const int R = I.group.size(), me = I.group.rank();
   recv_prefix.assign(R + 1, 0);
   for (int s = 0; s < R; ++s) recv_prefix[s + 1] = recv_prefix[s] + requests[s].v[kReqRows];
@@ -211,11 +161,17 @@ Arena::Block run_dispatch(Buffer::Impl& I, const Plan& p,
   // Start with the next rank, not rank 0, so that senders spread over receivers.
   for (int i = 1; i <= R; ++i) {
     const int peer = (me + i) % R;
-    send_rows(I.fabric, peer, res.in[peer], p, send_tokens[peer], topk_idx, topk_weights);
+    write_rows(I.fabric, target_of(peer, res.in[peer]), p, send_tokens[peer].data(),
+               send_tokens[peer].size(), src, peer);
     I.control.signal_done(peer);
   }
   for (int i = 1; i <= R; ++i) I.control.wait_done((me + R - i) % R, deadline);
   return std::move(res.block);
+}
+
+// The rows this rank sends, after quantize_once: x in the wire dtype.
+RowSource row_source(const Plan& p, const std::int64_t* topk_idx, const float* topk_weights) {
+  return RowSource{p.x, p.x_scales, topk_idx, topk_weights};
 }
 
 // with_topk: the normal dispatch returns topk tensors (also [M,0] when K = 0);
@@ -283,15 +239,23 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const T
           if (in_rank[t * R + r]) send_tokens[r].push_back(static_cast<std::int32_t>(t));
     });
 
-    std::vector<Message> requests =
-        I.control.exchange(Round::Request, request_messages(I.control, p, send_tokens, err), deadline);
+    std::vector<std::vector<std::int32_t>> node_tokens;
+    if (err.empty() && I.topo.hierarchical())
+      node_tokens = tokens_per_node(I.topo, I.group.rank(), send_tokens, p.tokens);
+    std::vector<Message> requests = I.control.exchange(
+        Round::Request, request_messages(I, p, send_tokens, node_tokens, err), deadline);
     I.control.agree(requests, err);
     check_same_payload(requests, p, op);
 
     quantize_once(p, send_tokens);
     std::vector<std::int64_t> recv_prefix;
-    Arena::Block block = run_dispatch(I, p, send_tokens, requests, topk_idx.data<std::int64_t>(),
-                                      topk_weights.data<float>(), recv_prefix, deadline);
+    std::vector<Route> routes;
+    const RowSource src = row_source(p, topk_idx.data<std::int64_t>(), topk_weights.data<float>());
+    Arena::Block block =
+        I.topo.hierarchical()
+            ? run_dispatch_hierarchical(I, p, send_tokens, node_tokens, requests, src, recv_prefix,
+                                        nullptr, &routes, deadline)
+            : run_dispatch_flat(I, p, send_tokens, requests, src, recv_prefix, deadline);
     const std::int64_t M = recv_prefix[R];
     DispatchResult result = make_result(block, p, M, /*with_topk=*/true);
     result.num_recv_tokens_per_expert =
@@ -308,6 +272,8 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const T
       state->send_prefix[r + 1] = state->send_prefix[r] + static_cast<std::int64_t>(send_tokens[r].size());
     state->send_tokens = std::move(send_tokens);
     state->recv_prefix = std::move(recv_prefix);
+    state->node_tokens = std::move(node_tokens);
+    state->routes = std::move(routes);
     state->num_recv_tokens_per_expert = result.num_recv_tokens_per_expert;
     result.handle = Handle(std::move(state));
     return result;
@@ -324,7 +290,10 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
     const char* op = "dispatch (cached)";
 
     Plan p;
-    std::vector<std::vector<std::int32_t>> send_tokens(R);
+    // The handle's routing, used in place (empty lists when the input is bad).
+    const std::vector<std::vector<std::int32_t>> none(static_cast<std::size_t>(R));
+    const std::vector<std::vector<std::int32_t>>* send_tokens = &none;
+    const std::vector<std::vector<std::int32_t>>* node_tokens = &none;
     std::uint64_t handle_seq = 0;
     const std::string err = validation_error([&] {
       check_handle(handle, I.id, R, op);
@@ -333,10 +302,11 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
       EPX_CHECK(options.expert_alignment == 1, InvalidArgument, op,
                 ": options.expert_alignment = ", options.expert_alignment,
                 ", expected 1: the cached dispatch keeps the counts of the handle's dispatch");
-      send_tokens = h.send_tokens;
+      send_tokens = &h.send_tokens;
+      node_tokens = &h.node_tokens;
       handle_seq = h.seq;
     });
-    std::vector<Message> out = request_messages(I.control, p, send_tokens, err);
+    std::vector<Message> out = request_messages(I, p, *send_tokens, *node_tokens, err);
     for (Message& m : out) m.v[kReqHandle] = static_cast<std::int64_t>(handle_seq);
     std::vector<Message> requests = I.control.exchange(Round::Request, out, deadline);
     I.control.agree(requests, err);
@@ -347,10 +317,14 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
                        " but this rank that of dispatch #", handle_seq,
                        "; all ranks must pass the handles of the same dispatch");
 
-    quantize_once(p, send_tokens);
+    quantize_once(p, *send_tokens);
     std::vector<std::int64_t> recv_prefix;
-    Arena::Block block = run_dispatch(I, p, send_tokens, requests, nullptr, nullptr,
-                                      recv_prefix, deadline);
+    const RowSource src = row_source(p, nullptr, nullptr);
+    Arena::Block block =
+        I.topo.hierarchical()
+            ? run_dispatch_hierarchical(I, p, *send_tokens, *node_tokens, requests, src,
+                                        recv_prefix, &handle.state()->routes, nullptr, deadline)
+            : run_dispatch_flat(I, p, *send_tokens, requests, src, recv_prefix, deadline);
     DispatchResult result = make_result(block, p, recv_prefix[R], /*with_topk=*/false);
     result.num_recv_tokens_per_expert = handle.state()->num_recv_tokens_per_expert;
     result.handle = handle;

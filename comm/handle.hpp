@@ -21,12 +21,29 @@ struct HandleState {
   std::vector<std::int64_t> recv_prefix;  // [R+1]
   std::vector<int> num_recv_tokens_per_expert;
   std::int64_t num_recv() const { return recv_prefix.empty() ? 0 : recv_prefix.back(); }
+
+  // Hierarchical mode only (NodeTopology::hierarchical()).
+  // Send side: per node, the tokens sent to it, ascending (empty for this
+  // rank's own node, whose ranks get their rows directly).
+  std::vector<std::vector<std::int32_t>> node_tokens;
+  // Forwarder side: for each remote rank of this rank's local index (its
+  // tokens cross to this node through this rank), which ranks of this node
+  // each of its batch rows went to.
+  struct Route {
+    int source = 0;
+    std::vector<std::int32_t> row_ptr;  // [B+1]: row i went to locals[row_ptr[i] .. row_ptr[i+1])
+    std::vector<std::int32_t> locals;   // local indices, ascending per row
+    std::vector<std::int64_t> per_local;  // [local size]: batch rows that went to each local rank
+    std::int64_t rows() const { return static_cast<std::int64_t>(row_ptr.size()) - 1; }
+  };
+  std::vector<Route> routes;  // in NodeTopology::forwarded_sources() order
 };
 
 }  // namespace epx::comm::detail
 
 namespace epx::comm {
 struct PendingLowLatencyDispatch;
+using Route = detail::HandleState::Route;
 }
 
 namespace epx::comm::detail {

@@ -148,7 +148,7 @@ LowLatencyCombineResult Buffer::low_latency_combine(const Tensor& y, const Tenso
         const std::size_t b = static_cast<std::size_t>(first[static_cast<std::size_t>(e) * (R + 1) + s + 1]);
         if (a == b) continue;
         const std::size_t global = static_cast<std::size_t>(me) * El + static_cast<std::size_t>(e);
-        I.fabric.to(s).put(s, src + (static_cast<std::size_t>(e) * R * M + a) * row_bytes, st->region,
+        I.fabric.put(s, src + (static_cast<std::size_t>(e) * R * M + a) * row_bytes, st->region,
                            L.combine_rows_at(h) + global * M * row_bytes, (b - a) * row_bytes);
       }
       I.fabric.to(s).signal(s, st->region, L.combine_arrival(me), call);

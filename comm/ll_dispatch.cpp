@@ -197,7 +197,7 @@ LowLatencyDispatchResult Buffer::low_latency_dispatch(const Tensor& x, const Ten
         std::copy(mr, mr + W, m);
         const std::size_t slot = static_cast<std::size_t>(me) * M + i_r;
         const int hr = static_cast<int>(in[r].v[kReqHalf]);
-        transport::Transport& tr = I.fabric.to(r);
+        transport::Fabric& tr = I.fabric;
         tr.put(r, src + t * row_bytes, st->region, L.recv_rows_at(hr) + slot * row_bytes, row_bytes);
         if (S)
           tr.put(r, q_scales.data() + t * S, st->region,
@@ -208,7 +208,7 @@ LowLatencyDispatchResult Buffer::low_latency_dispatch(const Tensor& x, const Ten
     }
     for (int i = 1; i <= R; ++i) {
       const int r = (me + i) % R;
-      I.fabric.to(r).put(r, &rows_to[static_cast<std::size_t>(r)], st->region,
+      I.fabric.put(r, &rows_to[static_cast<std::size_t>(r)], st->region,
                          L.headers_at(static_cast<int>(in[r].v[kReqHalf])) +
                              static_cast<std::size_t>(me) * sizeof(std::int32_t),
                          sizeof(std::int32_t));

@@ -44,7 +44,7 @@ std::byte* RowWriter::section(std::size_t offset, std::size_t bytes) {
 
 void RowWriter::commit() {
   for (const Staged& s : staged_)
-    fabric_.to(peer_).put(peer_, staging_[s.area].data(), region_, block_offset_ + s.offset, s.bytes);
+    fabric_.put(peer_, staging_[s.area].data(), region_, block_offset_ + s.offset, s.bytes);
   staged_.clear();
 }
 

@@ -68,7 +68,38 @@ void weighted_sum(const T* const* rows, const float* weights, int n, std::int64_
   }
 }
 
+void check_sum_dtype(const char* what, DType d) {
+  EPX_CHECK(d == DType::f32 || d == DType::bf16, InvalidArgument, "sum_rows_mixed: ", what, " = ",
+            dtype_name(d), ", expected f32 or bf16");
+}
+
 }  // namespace
+
+void sum_rows_mixed(const void* const* rows, const DType* dtypes, int n, std::int64_t hidden,
+                    DType out_dtype, void* out) {
+  check_sum_dtype("out dtype", out_dtype);
+  for (int j = 0; j < n; ++j) check_sum_dtype("row dtype", dtypes[j]);
+  alignas(64) float acc[kChunk];
+  for (std::int64_t c0 = 0; c0 < hidden; c0 += kChunk) {
+    const std::int64_t len = hidden - c0 < kChunk ? hidden - c0 : kChunk;
+    for (std::int64_t i = 0; i < len; ++i) acc[i] = 0.0f;
+    for (int j = 0; j < n; ++j) {
+      if (dtypes[j] == DType::f32) {
+        const float* r = static_cast<const float*>(rows[j]) + c0;
+        for (std::int64_t i = 0; i < len; ++i) acc[i] += r[i];
+      } else {
+        const std::uint16_t* r = static_cast<const std::uint16_t*>(rows[j]) + c0;
+        for (std::int64_t i = 0; i < len; ++i) acc[i] += bits_float(std::uint32_t(r[i]) << 16);
+      }
+    }
+    if (out_dtype == DType::f32) {
+      std::memcpy(static_cast<float*>(out) + c0, acc, static_cast<std::size_t>(len) * sizeof(float));
+    } else {
+      auto* o = static_cast<std::uint16_t*>(out) + c0;
+      for (std::int64_t i = 0; i < len; ++i) o[i] = float_to_bf16(acc[i]);
+    }
+  }
+}
 
 void weighted_sum_rows(const void* const* rows, const float* weights, int n, DType dtype,
                        std::int64_t hidden, void* out) {

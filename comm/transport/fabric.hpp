@@ -26,6 +26,15 @@ class Fabric {
   const TransportCaps& caps(int peer) const { return caps_[peer]; }
   const char* name(int peer) const { return route_[peer]->name(); }
 
+  // A payload put (Transport::put), counted when `peer` is on another node:
+  // the protocol's inter-node bytes (control messages are not counted).
+  void put(int peer, const void* src, RegionId id, std::size_t offset, std::size_t bytes) {
+    if (remote_[peer]) internode_bytes_ += bytes;
+    route_[peer]->put(peer, src, id, offset, bytes);
+  }
+  // Payload bytes this rank has put to ranks of other nodes so far.
+  std::uint64_t internode_bytes() const noexcept { return internode_bytes_; }
+
   // Collective: a new region of `bytes` on this rank (each rank its own size),
   // reachable by every peer. Returns its id (never reused); local(id) is its
   // base, which keeps it mapped while held. A timeout aborts the group.
@@ -49,6 +58,8 @@ class Fabric {
   std::vector<TransportPtr> transports_;
   std::vector<Transport*> route_;  // by peer
   std::vector<TransportCaps> caps_;
+  std::vector<char> remote_;  // by peer: on another node
+  std::uint64_t internode_bytes_ = 0;
   std::unordered_map<RegionId, std::shared_ptr<std::byte>> local_;
   RegionId next_region_ = 0;
   RegionId abort_region_ = -1;

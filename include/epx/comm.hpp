@@ -116,6 +116,15 @@ struct DispatchOptions {
   Tensor x_scales;           // set when x is already e4m3: f32 [T, H/128]
 };
 
+// Options of the normal-mode combine.
+struct CombineOptions {
+  // Across nodes, each node first sums the rows of its ranks for a token and
+  // sends that partial sum back once. By default the partial crosses in f32
+  // (no rounding before the final sum); true sends it in y's dtype (bf16:
+  // half the inter-node bytes, one more rounding per remote node).
+  bool partials_in_input_dtype = false;
+};
+
 struct DispatchResult {
   Tensor x;             // [M,H] in x's dtype, or e4m3 when fp8; rows by source rank, then token
   Tensor x_scales;      // [M,H/128] f32 when the payload is e4m3, else undefined
@@ -146,9 +155,14 @@ class EPX_API Buffer {
                           const DispatchOptions& options = {});
 
   // y: [M,H'] f32/bf16, one row per received row. Returns [T,H'] in y's dtype:
-  // row t is the unweighted sum, in rank order with f32 accumulation, of the
-  // rows sent back for token t (zeros for tokens that went nowhere).
-  Tensor combine(const Tensor& y, const Handle& handle);
+  // row t is the unweighted sum of the rows sent back for token t (zeros for
+  // tokens that went nowhere), accumulated in f32 and rounded once:
+  //   sum over nodes n ascending of P_n, P_n = sum over the ranks of node n
+  //   ascending of their rows, each sum from +0 in that order.
+  // With one node (or one rank per node) this is the plain sum in rank order.
+  // With options.partials_in_input_dtype, the P_n of other nodes than the
+  // token owner's are rounded to y's dtype before the outer sum.
+  Tensor combine(const Tensor& y, const Handle& handle, const CombineOptions& options = {});
 
   // A [M, hidden] tensor in this buffer's receive space for the expert
   // outputs of `handle`'s rows (local, not collective). A y there, or the
@@ -181,6 +195,10 @@ class EPX_API Buffer {
   const char* transport_name(int peer) const;
   // Bytes of receive space this rank holds now (grows past num_bytes if needed).
   std::size_t capacity_bytes() const;
+  // Payload bytes this rank has sent to ranks of other nodes since the Buffer
+  // was built (rows, scales, top-k and forwarding headers; not the small
+  // control messages). What crosses the network between nodes.
+  std::uint64_t internode_bytes() const;
 
   struct Impl;  // opaque
 

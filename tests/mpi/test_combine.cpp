@@ -1,43 +1,9 @@
 // Combine against the reference: each token's rows summed in rank order with
 // f32 accumulation, rounded once; tokens that went nowhere come back as zeros.
-#include "comm_fixture.hpp"
+#include "combine_reference.hpp"
 
 namespace epx::test {
 namespace {
-
-// y on this rank: expert_output() of every received row (x already f32).
-Tensor make_expert_outputs(const Tensor& recv_x_f32, DType ydtype) {
-  const std::int64_t M = recv_x_f32.dim(0), H = recv_x_f32.dim(1);
-  Tensor y = Tensor::empty({M, H}, DType::f32);
-  const float* x = recv_x_f32.data<float>();
-  for (std::int64_t i = 0; i < M * H; ++i) y.data<float>()[i] = expert_output(x[i], world().rank(), i % H);
-  return round_to(y, ydtype);
-}
-
-// What combine must return on rank `me`: for each token, the sum over the
-// ranks holding one of its experts (ascending) of their rounded outputs.
-Tensor expected_combine(const Shape& s, int me, DType ydtype) {
-  const int R = s.ranks(), K = s.topk, per_rank = s.experts / R;
-  const std::int64_t T = s.tokens[me], H = s.hidden;
-  RankInputs in = make_inputs(s, me);
-  Tensor xf = kernels::cast(in.x, DType::f32);
-  Tensor sum = Tensor::zeros({T, H}, DType::f32);
-  for (int r = 0; r < R; ++r) {
-    Tensor yr = Tensor::empty({T, H}, DType::f32);
-    for (std::int64_t i = 0; i < T * H; ++i) yr.data<float>()[i] = expert_output(xf.data<float>()[i], r, i % H);
-    Tensor yr_rounded = kernels::cast(round_to(yr, ydtype), DType::f32);
-    for (std::int64_t t = 0; t < T; ++t) {
-      bool sent = false;
-      for (int k = 0; k < K; ++k) {
-        const std::int64_t e = in.topk_idx.data<std::int64_t>()[t * K + k];
-        sent |= e >= 0 && e / per_rank == r;
-      }
-      if (!sent) continue;
-      for (std::int64_t h = 0; h < H; ++h) sum.data<float>()[t * H + h] += yr_rounded.data<float>()[t * H + h];
-    }
-  }
-  return round_to(sum, ydtype);
-}
 
 // Where y lives: its own tensor (rows pushed back), the buffer's receive
 // space (rows pulled by their owners), or a mix across ranks.

@@ -79,11 +79,26 @@ TEST(Group, SplitKeepsTopologyRules) {
 
 TEST(Group, BufferPicksShmInsideANodeAndMpiBetweenNodes) {
   for (int rpn : {1, 2, world_size()}) {
+    if (world_size() % rpn != 0) continue;  // a Buffer needs nodes of one size (next test)
     Group g(MPI_COMM_WORLD, rpn);
     comm::Buffer b(g, {std::size_t{1} << 16, 30});
     for (int peer = 0; peer < g.size(); ++peer)
       EXPECT_STREQ(b.transport_name(peer), g.node_of(peer) == g.node() ? "shm" : "mpi")
           << "peer " << peer << " with " << rpn << " ranks per node";
+  }
+}
+
+// The hierarchical path pairs ranks of equal local index across nodes: a
+// Buffer over nodes of different sizes fails on every rank, saying so.
+TEST(Group, BufferRefusesNodesOfDifferentSizes) {
+  if (world_size() < 3 || world_size() % 2 == 0) GTEST_SKIP() << "needs an odd rank count >= 3";
+  Group g(MPI_COMM_WORLD, 2);
+  try {
+    comm::Buffer b(g, {std::size_t{1} << 16, 30});
+    ADD_FAILURE() << "no error for nodes of different sizes";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("different numbers of ranks"), std::string::npos) << e.what();
   }
 }
 

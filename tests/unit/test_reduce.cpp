@@ -80,3 +80,45 @@ TEST(SumRows, RejectsOtherDtypes) {
 
 }  // namespace
 }  // namespace epx::kernels
+
+namespace epx::kernels {
+namespace {
+
+// Rows of both dtypes into either dtype: the same ordered f32 sum from +0,
+// rounded once at the end.
+TEST(SumRowsMixed, MatchesOrderedF32SumOfMixedRows) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 100.0f);
+  for (std::int64_t hidden : {1, 5, 1024, 1500}) {
+    for (int n : {0, 1, 3, 6}) {
+      std::vector<std::vector<float>> f(n, std::vector<float>(hidden));
+      std::vector<std::vector<std::uint16_t>> b(n, std::vector<std::uint16_t>(hidden));
+      std::vector<const void*> ptrs;
+      std::vector<DType> dtypes;
+      for (int j = 0; j < n; ++j) {
+        for (std::int64_t i = 0; i < hidden; ++i) f[j][i] = nd(rng), b[j][i] = float_to_bf16(nd(rng));
+        const bool bf16 = j % 2 == 1;
+        ptrs.push_back(bf16 ? static_cast<const void*>(b[j].data()) : f[j].data());
+        dtypes.push_back(bf16 ? DType::bf16 : DType::f32);
+      }
+      std::vector<float> got32(hidden, 7.0f);
+      std::vector<std::uint16_t> got16(hidden, 0xFFFF);
+      sum_rows_mixed(ptrs.data(), dtypes.data(), n, hidden, DType::f32, got32.data());
+      sum_rows_mixed(ptrs.data(), dtypes.data(), n, hidden, DType::bf16, got16.data());
+      for (std::int64_t i = 0; i < hidden; ++i) {
+        float acc = 0.0f;
+        for (int j = 0; j < n; ++j) acc += j % 2 == 1 ? bf16_to_float(b[j][i]) : f[j][i];
+        ASSERT_EQ(got32[i], acc) << "hidden " << hidden << " n " << n << " i " << i;
+        ASSERT_EQ(got16[i], float_to_bf16(acc)) << "hidden " << hidden << " n " << n << " i " << i;
+      }
+    }
+  }
+  const float one = 1.0f;
+  const void* row[] = {&one};
+  const DType bad[] = {DType::e4m3};
+  float out = 0;
+  EXPECT_THROW(sum_rows_mixed(row, bad, 1, 1, DType::f32, &out), Error);
+}
+
+}  // namespace
+}  // namespace epx::kernels

@@ -1,0 +1,51 @@
+// What the two combine paths share: the checked call (combine.cpp), the
+// request-round fields, the agreement check and the result's allocation.
+// The flat path is in combine.cpp, the hierarchical one in combine_hier.cpp.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "comm/buffer_impl.hpp"
+#include "comm/handle.hpp"
+
+namespace epx::comm {
+
+// Request round, from rank a to rank b (after reserve()'s fields):
+constexpr int kCmbBack = 3;       // where b's pushed rows for a's tokens go in a's block
+constexpr int kCmbHidden = 4;
+constexpr int kCmbDtype = 5;
+constexpr int kCmbHandle = 6;
+constexpr int kCmbYRegion = 7;    // a's y in a's receive space: region, or -1
+constexpr int kCmbYOffset = 8;    //   and byte offset
+constexpr int kCmbYRow = 9;       // first row of b's tokens in a's y
+constexpr int kCmbCanLoad = 10;   // 1: a can load from b's memory
+constexpr int kCmbForward = 11;   // hierarchical: where b pushes rows a forwards (bytes in a's block)
+constexpr int kCmbPartials = 12;  // hierarchical: where b puts partial sums for a (bytes in a's block)
+constexpr int kCmbPartialDtype = 13;
+
+struct CombineCall {
+  explicit CombineCall(const Tensor& y_) : y(y_) {}
+  const Tensor& y;
+  const detail::HandleState* h = nullptr;  // null when this rank's input is bad
+  std::int64_t hidden = 0;
+  std::size_t row_bytes = 0;
+  DType partial_dtype = DType::f32;  // of the partial sums that cross nodes
+  std::string err;                   // this rank's verdict on its input
+  std::optional<Arena::Location> y_home;  // y in this buffer's receive space
+  bool ok() const { return err.empty(); }
+};
+
+// Fields every request message carries, compared by check_same_call.
+void fill_call_fields(Message& m, const CombineCall& c);
+// Throws AgreedError on every rank when ranks pass different y or handles.
+void check_same_call(const std::vector<Message>& in, const CombineCall& c);
+// [T, hidden] in y's dtype, in the receive space when it fits (its pages are
+// mapped and touched already: a fresh allocation faults in every page).
+Tensor allocate_result(Buffer::Impl& I, const CombineCall& c);
+
+Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline& deadline);
+Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::Deadline& deadline);
+
+}  // namespace epx::comm

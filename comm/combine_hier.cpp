@@ -1,0 +1,188 @@
+// Normal-mode combine across nodes of several ranks. A token's rows are
+// reduced inside each node first and cross back once per node:
+//  1. every rank sends the rows it holds for an owner of its own node back to
+//     that owner (or the owner reads them in place, as on the flat path), and
+//     the rows for an owner on another node to the rank of this node that
+//     forwarded that owner's tokens here (same local index as the owner);
+//  2. that forwarder sums each token's rows over the ranks of its node, in
+//     rank order from +0 in f32 (the partial P_n), and puts the partials of
+//     one owner back to it in one piece: f32, or y's dtype on request;
+//  3. the owner sums, per token, P_n over the nodes in ascending order
+//     (its own node's P from the rows of step 1), from +0 in f32, rounded to
+//     y's dtype once. Same inputs, same bits, whatever the timing.
+//
+// Rounds: request (block areas, y coordinates, verdicts) -> rows to owners
+// and forwarders + done inside the node -> partials + done across nodes ->
+// sum -> release (owners that read in place tell the holders).
+#include <vector>
+
+#include "comm/combine_call.hpp"
+#include "core/check.hpp"
+#include "kernels/reduce.hpp"
+
+namespace epx::comm {
+
+Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::Deadline& deadline) {
+  const NodeTopology& topo = I.topo;
+  const int R = I.group.size(), me = I.group.rank();
+  const int N = topo.nodes(), L = topo.per_node(), node = topo.node_of(me), local = topo.local_of(me);
+  const detail::HandleState* h = c.h;
+  const std::size_t rb = c.row_bytes;
+  const std::size_t pb = static_cast<std::size_t>(c.hidden) * dtype_size(c.partial_dtype);
+  auto rank_in_node = [&](int l) { return topo.rank_at(node, l); };
+
+  // This rank's block: rows back from the ranks of its node (for its own
+  // tokens), partials from the other nodes, and the rows it forwards, by holder.
+  std::vector<std::size_t> back_at(R, 0), forward_at(R, 0), partial_at(N, 0);
+  std::size_t need = 0;
+  if (c.ok()) {
+    for (int l = 0; l < L; ++l) {
+      back_at[rank_in_node(l)] = need;
+      need += h->send_tokens[rank_in_node(l)].size() * rb;
+    }
+    for (int n = 0; n < N; ++n) {
+      if (n == node) continue;
+      partial_at[n] = need;
+      need += h->node_tokens[n].size() * pb;
+    }
+    for (int l = 0; l < L; ++l) {
+      forward_at[rank_in_node(l)] = need;
+      for (const Route& r : h->routes) need += static_cast<std::size_t>(r.per_local[l]) * rb;
+    }
+  }
+  std::vector<Message> out(R, I.control.stamp());
+  for (int r = 0; r < R; ++r) {
+    std::int64_t* v = out[r].v;
+    fill_call_fields(out[r], c);
+    if (topo.node_of(r) == node) {
+      v[kCmbBack] = static_cast<std::int64_t>(back_at[r]);
+      v[kCmbForward] = static_cast<std::int64_t>(forward_at[r]);
+      v[kCmbYRegion] = c.y_home ? c.y_home->region : -1;
+      v[kCmbYOffset] = c.y_home ? static_cast<std::int64_t>(c.y_home->offset) : 0;
+      v[kCmbYRow] = c.ok() ? h->recv_prefix[r] : 0;
+      v[kCmbCanLoad] = I.fabric.caps(r).load_store;
+    } else if (topo.local_of(r) == local) {
+      v[kCmbPartials] = static_cast<std::int64_t>(partial_at[topo.node_of(r)]);
+    }
+  }
+  Buffer::Impl::Reserved res = I.reserve(Round::Request, need, out, c.err, deadline,
+                                         [&](const std::vector<Message>& in) { check_same_call(in, c); });
+  auto region = [&](int r) { return static_cast<transport::RegionId>(res.in[r].v[kMsgRegion]); };
+  auto at = [&](int r, int field) {
+    return static_cast<std::size_t>(res.in[r].v[kMsgOffset] + res.in[r].v[field]);
+  };
+
+  // Inside the node, as on the flat path: an owner reads rows in place when
+  // they are in the holder's receive space and it can load from there.
+  std::vector<char> pulls_from(R), pulled_by(R);
+  for (int l = 0; l < L; ++l) {
+    const int d = rank_in_node(l);
+    pulls_from[d] = res.in[d].v[kCmbYRegion] >= 0 && I.fabric.caps(d).load_store;
+    pulled_by[d] = c.y_home.has_value() && res.in[d].v[kCmbCanLoad] != 0;
+  }
+  const auto* y = static_cast<const std::byte*>(c.y.raw());
+  auto rows_from = [&](int s) {
+    return static_cast<std::size_t>(h->recv_prefix[s + 1] - h->recv_prefix[s]);
+  };
+
+  // 1. Rows for the owners of this node, and for the forwarders of the others'.
+  for (int i = 1; i <= L; ++i) {
+    const int d = rank_in_node((local + i) % L);
+    if (!pulled_by[d] && rows_from(d))
+      I.fabric.put(d, y + h->recv_prefix[d] * rb, region(d), at(d, kCmbBack), rows_from(d) * rb);
+    std::size_t to = at(d, kCmbForward);
+    for (int s : topo.forwarded_sources(d)) {
+      if (rows_from(s)) I.fabric.put(d, y + h->recv_prefix[s] * rb, region(d), to, rows_from(s) * rb);
+      to += rows_from(s) * rb;
+    }
+  }
+  for (int i = 1; i <= L; ++i) I.control.signal_done(rank_in_node((local + i) % L));
+  for (int i = 1; i <= L; ++i) I.control.wait_done(rank_in_node((local + L - i) % L), deadline);
+
+  // 2. Partials of the tokens this rank forwarded, one put per owner.
+  thread_local std::vector<std::byte> partials;
+  std::vector<const void*> rows(static_cast<std::size_t>(L));
+  const std::vector<DType> y_dtypes(static_cast<std::size_t>(L), c.y.dtype());
+  std::vector<std::size_t> next(L);  // where the next row from each holder is, in this block
+  for (int l = 0; l < L; ++l) next[l] = forward_at[rank_in_node(l)];
+  for (const Route& r : h->routes) {
+    const std::size_t B = static_cast<std::size_t>(r.rows());
+    if (partials.size() < B * pb) partials.resize(B * pb);
+    for (std::size_t i = 0; i < B; ++i) {
+      int n = 0;
+      for (std::int32_t j = r.row_ptr[i]; j < r.row_ptr[i + 1]; ++j) {
+        const int l = r.locals[j];
+        rows[n++] = res.block.ptr + next[l];
+        next[l] += rb;
+      }
+      kernels::sum_rows_mixed(rows.data(), y_dtypes.data(), n, c.hidden, c.partial_dtype,
+                              partials.data() + i * pb);
+    }
+    // The owner's area for this node; signal() completes the put, so the
+    // scratch may be reused for the next owner.
+    if (B) I.fabric.put(r.source, partials.data(), region(r.source), at(r.source, kCmbPartials), B * pb);
+    I.control.signal_done(r.source);
+  }
+  for (int i = 1; i < N; ++i) I.control.wait_done(topo.rank_at((node + i) % N, local), deadline);
+
+  // 3. The sum over nodes, per token.
+  std::vector<const std::byte*> row_base(R, nullptr);
+  for (int l = 0; l < L; ++l) {
+    const int d = rank_in_node(l);
+    if (pulls_from[d])
+      row_base[d] = static_cast<const std::byte*>(I.fabric.to(d).peer_ptr(
+          d, static_cast<transport::RegionId>(res.in[d].v[kCmbYRegion]),
+          static_cast<std::size_t>(res.in[d].v[kCmbYOffset]) +
+              static_cast<std::size_t>(res.in[d].v[kCmbYRow]) * rb));
+    else
+      row_base[d] = res.block.ptr + back_at[d];
+  }
+  const std::int64_t T = h->num_tokens;
+  Tensor result = allocate_result(I, c);
+  auto* dst = static_cast<std::byte*>(result.raw());
+  thread_local std::vector<float> own;  // this node's partial, f32
+  own.resize(static_cast<std::size_t>(c.hidden));
+  std::vector<std::size_t> row_cursor(static_cast<std::size_t>(L), 0), node_cursor(N, 0);
+  std::vector<const void*> parts(static_cast<std::size_t>(N));
+  std::vector<DType> part_dtypes(static_cast<std::size_t>(N));
+  for (std::int64_t t = 0; t < T; ++t) {
+    int n_own = 0, n_parts = 0;
+    bool remote = false;
+    for (int l = 0; l < L; ++l) {
+      const auto& tokens = h->send_tokens[rank_in_node(l)];
+      std::size_t& k = row_cursor[l];
+      if (k < tokens.size() && tokens[k] == t) rows[n_own++] = row_base[rank_in_node(l)] + (k++) * rb;
+    }
+    for (int n = 0; n < N; ++n) {
+      if (n == node) {
+        if (n_own) parts[n_parts] = own.data(), part_dtypes[n_parts++] = DType::f32;
+        continue;
+      }
+      const auto& tokens = h->node_tokens[n];
+      std::size_t& k = node_cursor[n];
+      if (k < tokens.size() && tokens[k] == t) {
+        parts[n_parts] = res.block.ptr + partial_at[n] + (k++) * pb;
+        part_dtypes[n_parts++] = c.partial_dtype;
+        remote = true;
+      }
+    }
+    std::byte* out_row = dst + t * rb;
+    if (!remote) {
+      // Only this node: 0 + P rounds like P, so sum the rows straight into the result.
+      kernels::sum_rows_mixed(rows.data(), y_dtypes.data(), n_own, c.hidden, c.y.dtype(), out_row);
+      continue;
+    }
+    if (n_own)
+      kernels::sum_rows_mixed(rows.data(), y_dtypes.data(), n_own, c.hidden, DType::f32, own.data());
+    kernels::sum_rows_mixed(parts.data(), part_dtypes.data(), n_parts, c.hidden, c.y.dtype(), out_row);
+  }
+
+  // Nobody may return while a peer still reads its y.
+  for (int l = 0; l < L; ++l)
+    if (pulls_from[rank_in_node(l)]) I.control.signal(Round::Release, rank_in_node(l));
+  for (int l = 0; l < L; ++l)
+    if (pulled_by[rank_in_node(l)]) I.control.wait(Round::Release, rank_in_node(l), deadline);
+  return result;
+}
+
+}  // namespace epx::comm

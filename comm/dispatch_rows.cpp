@@ -1,0 +1,60 @@
+#include "comm/dispatch_rows.hpp"
+
+#include <cstring>
+
+#include <epx/group.hpp>
+
+#include "comm/buffer_impl.hpp"
+
+namespace epx::comm {
+
+Target target_of(int peer, const Message& reply) {
+  Target t;
+  t.peer = peer;
+  t.region = static_cast<transport::RegionId>(reply.v[kMsgRegion]);
+  t.offset = static_cast<std::size_t>(reply.v[kMsgOffset]);
+  t.first_row = reply.v[kRepFirstRow];
+  t.rows = reply.v[kRepRows];
+  return t;
+}
+
+void write_rows(transport::Fabric& fabric, const Target& to, const Plan& p,
+                const std::int32_t* rows, std::size_t n, const RowSource& src, int owner) {
+  if (n == 0) return;
+  const PayloadLayout L(to.rows, p.row_bytes, p.num_scales, src.topk_idx ? p.topk : 0);
+  const std::size_t first = static_cast<std::size_t>(to.first_row);
+  RowWriter w(fabric, to.peer, to.region, to.offset);
+  std::byte* x = w.section(L.x + first * p.row_bytes, n * p.row_bytes);
+  const std::size_t S = static_cast<std::size_t>(p.num_scales);
+  float* scales = nullptr;
+  if (S) scales = reinterpret_cast<float*>(w.section(L.scales + first * S * 4, n * S * 4));
+  const std::size_t K = src.topk_idx ? static_cast<std::size_t>(p.topk) : 0;
+  std::int64_t* idx = nullptr;
+  float* weights = nullptr;
+  if (K) {
+    idx = reinterpret_cast<std::int64_t*>(w.section(L.topk_idx + first * K * 8, n * K * 8));
+    weights = reinterpret_cast<float*>(w.section(L.topk_weights + first * K * 4, n * K * 4));
+  }
+  const std::int64_t per_rank = K ? p.experts / fabric.group().size() : 0;
+  const std::int64_t lo = owner >= 0 ? per_rank * owner : 0;
+  const std::int64_t hi = owner >= 0 ? lo + per_rank : p.experts;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t t = static_cast<std::size_t>(rows[i]);
+    std::memcpy(x + i * p.row_bytes, src.x + t * p.row_bytes, p.row_bytes);
+    if (S) std::memcpy(scales + i * S, src.scales + t * S, S * sizeof(float));
+    for (std::size_t k = 0; k < K; ++k) {
+      const std::int64_t e = src.topk_idx[t * K + k];
+      const bool keep = e >= lo && e < hi;
+      idx[i * K + k] = keep ? e - lo : -1;
+      weights[i * K + k] = keep ? src.topk_weights[t * K + k] : 0.0f;
+    }
+  }
+  w.commit();
+}
+
+BatchLayout::BatchLayout(std::int64_t batch_rows, int per_node, const Plan& p)
+    : header((sizeof(BatchHeaderEntry) * static_cast<std::size_t>(per_node) + 63) / 64 * 64),
+      rows(batch_rows, p.row_bytes, p.num_scales, p.topk),
+      total(header + rows.total) {}
+
+}  // namespace epx::comm
