@@ -60,6 +60,10 @@ class AlltoallvDispatcher {
 
   // Rows this rank sends in dispatch (and receives back in combine).
   std::int64_t num_send_rows() const { return total_send_; }
+  // Rows this rank sends to each rank in dispatch (after plan()).
+  const std::vector<int>& send_counts() const { return send_counts_; }
+  // Rows this rank received from each rank in the last dispatch (combine sends them back).
+  const std::vector<int>& recv_counts() const { return recv_counts_; }
 
  private:
   MPI_Datatype row_type(std::size_t bytes);  // a contiguous row of `bytes`, cached

@@ -44,6 +44,13 @@ OptionSet make_options() {
   o.add_int("warmup", 3, 0, 1000000, "untimed iterations before each measurement");
   o.add_int("iters", 10, 1, 1000000, "timed iterations; the median is reported");
   o.add_int("seed", 1, 0, INT64_MAX, "random seed (each rank derives its own streams)");
+  o.add_int("ranks-per-node", 0, 0, 1 << 20,
+            "split the ranks into virtual nodes of this many (inter-node traffic through the\n"
+            "MPI-3 RMA transport); 0: EPX_RANKS_PER_NODE, else the hosts");
+  o.add_flag("bf16-partials",
+             "across nodes, time combine with its per-node partial sums crossing in bf16\n"
+             "(y's dtype) instead of f32: half the bytes, one more rounding per node, so the\n"
+             "bit-for-bit check runs with f32 partials (tests check the bf16 variant)");
   o.add_flag("json", "print one JSON object instead of the table");
   o.add_flag("check-only", "check the results (epx, baseline, reference) and stop; no timing");
   return o;
@@ -53,6 +60,8 @@ struct Config {
   WorkloadSpec spec;
   BaselineOptions format;
   Repeat repeat;
+  int ranks_per_node = 0;
+  bool bf16_partials = false;
   bool json = false;
   bool check_only = false;
 };
@@ -70,6 +79,8 @@ Config parse_config(MPI_Comm comm, const std::vector<std::string>& args) {
   c.format.ue8m0 = o.flag("ue8m0");
   c.repeat.warmup = static_cast<int>(o.get_int("warmup"));
   c.repeat.iters = static_cast<int>(o.get_int("iters"));
+  c.ranks_per_node = static_cast<int>(o.get_int("ranks-per-node"));
+  c.bf16_partials = o.flag("bf16-partials");
   c.json = o.flag("json");
   c.check_only = o.flag("check-only");
 
@@ -84,6 +95,9 @@ Config parse_config(MPI_Comm comm, const std::vector<std::string>& args) {
   if (c.format.fp8 && c.spec.hidden % 128 != 0)
     bad("--hidden " + std::to_string(c.spec.hidden) + " with --fp8: expected a multiple of 128");
   if (c.format.ue8m0 && !c.format.fp8) bad("--ue8m0 needs --fp8");
+  if (c.ranks_per_node > 0 && ranks % c.ranks_per_node != 0)
+    bad("--ranks-per-node " + std::to_string(c.ranks_per_node) + " does not divide the " +
+        std::to_string(ranks) + " ranks (every node must have the same number)");
   return c;
 }
 
@@ -91,6 +105,12 @@ comm::DispatchOptions epx_options(const Config& c) {
   comm::DispatchOptions o;
   o.fp8 = c.format.fp8;
   o.ue8m0 = c.format.ue8m0;
+  return o;
+}
+
+comm::CombineOptions combine_options(const Config& c) {
+  comm::CombineOptions o;
+  o.partials_in_input_dtype = c.bf16_partials;
   return o;
 }
 
@@ -155,6 +175,36 @@ Tensor check_results(MPI_Comm comm, const Config& c, const Workload& w,
   return y;
 }
 
+// Bytes that cross nodes in one dispatch and one combine: epx's as its
+// transport counts them, the baseline's from its send counts (its
+// MPI_Alltoallv moves every row to every destination rank).
+void measure_internode(MPI_Comm comm, const Config& c, const Workload& w,
+                       const AlltoallvDispatcher& baseline, comm::Buffer& buffer,
+                       const comm::Layout& layout, const Tensor& y, DispatchReport& r) {
+  Group& g = buffer.group();
+  const std::uint64_t before = buffer.internode_bytes();
+  std::optional<comm::DispatchResult> d =
+      buffer.dispatch(w.x, w.topk_idx, w.topk_weights, layout, epx_options(c));
+  const std::uint64_t mid = buffer.internode_bytes();
+  buffer.combine(in_buffer(buffer, d->handle, y), d->handle, combine_options(c));
+  const std::uint64_t after = buffer.internode_bytes();
+  r.internode_dispatch_bytes = mean_over_ranks(comm, static_cast<double>(mid - before));
+  r.internode_combine_bytes = mean_over_ranks(comm, static_cast<double>(after - mid));
+
+  const std::int64_t row = r.bytes_per_token + static_cast<std::int64_t>(c.spec.topk) * 12;
+  double dispatch_bytes = 0;
+  for (int dst = 0; dst < g.size(); ++dst)
+    if (g.node_of(dst) != g.node())
+      dispatch_bytes += static_cast<double>(baseline.send_counts()[dst]) * static_cast<double>(row);
+  // Combine sends back the rows this rank received from other nodes.
+  const double y_row = static_cast<double>(y.dim(1)) * static_cast<double>(dtype_size(y.dtype()));
+  double combine_bytes = 0;
+  for (int src = 0; src < g.size(); ++src)
+    if (g.node_of(src) != g.node()) combine_bytes += baseline.recv_counts()[src] * y_row;
+  r.baseline_internode_dispatch_bytes = mean_over_ranks(comm, dispatch_bytes);
+  r.baseline_internode_combine_bytes = mean_over_ranks(comm, combine_bytes);
+}
+
 // Times the copy ceiling, then dispatch and combine, baseline first, on the
 // data that check_results() verified.
 DispatchReport measure(MPI_Comm comm, const Config& c, const Workload& w,
@@ -174,6 +224,9 @@ DispatchReport measure(MPI_Comm comm, const Config& c, const Workload& w,
   r.warmup = c.repeat.warmup;
   r.iters = c.repeat.iters;
   r.transport = transport_names(buffer, rank, ranks);
+  Group& g = buffer.group();
+  r.nodes = g.num_nodes();
+  r.ranks_per_node = g.local_size();
   r.bytes_per_token = c.format.fp8 ? c.spec.hidden + c.spec.hidden / 128 * 4 : c.spec.hidden * 2;
   const std::int64_t recv_rows = y.dim(0);
   r.recv_tokens = mean_over_ranks(comm, static_cast<double>(recv_rows));
@@ -181,6 +234,7 @@ DispatchReport measure(MPI_Comm comm, const Config& c, const Workload& w,
   // Combine brings back as many rows, in total, as dispatch delivered.
   r.combine_bytes = mean_over_ranks(comm, static_cast<double>(baseline.num_send_rows())) *
                     static_cast<double>(c.spec.hidden * 2);
+  measure_internode(comm, c, w, baseline, buffer, layout, y, r);
 
   const std::string each = " (" + std::to_string(c.repeat.warmup) + " warm-up + " +
                            std::to_string(c.repeat.iters) + " timed)";
@@ -211,8 +265,8 @@ DispatchReport measure(MPI_Comm comm, const Config& c, const Workload& w,
   const std::vector<double> k = time_interleaved(
       comm, c.repeat,
       {{[] {}, [&] { baseline.combine(y); }},
-       {[&] { combined.reset(); }, [&] { combined = buffer.combine(y, last->handle); }},
-       {[&] { combined.reset(); }, [&] { combined = buffer.combine(y_in, last->handle); }}});
+       {[&] { combined.reset(); }, [&] { combined = buffer.combine(y, last->handle, combine_options(c)); }},
+       {[&] { combined.reset(); }, [&] { combined = buffer.combine(y_in, last->handle, combine_options(c)); }}});
   r.baseline_combine_s = k[0];
   r.combine_push_s = k[1];
   r.combine_s = k[2];
@@ -234,7 +288,7 @@ int run_dispatch(MPI_Comm comm, const std::vector<std::string>& args) {
   std::optional<Group> group;
   std::optional<comm::Buffer> buffer;
   try {
-    group.emplace(comm);
+    group.emplace(comm, c.ranks_per_node);
     buffer.emplace(*group);
     AlltoallvDispatcher baseline(comm, c.spec.experts);
     baseline.plan(w.topk_idx);

@@ -32,6 +32,20 @@ void print_table(std::ostream& os, const DispatchReport& r) {
     << " hidden per rank, top-" << r.topk << " of " << r.experts << " experts, "
     << (r.fp8 ? (r.ue8m0 ? "fp8 e4m3 (ue8m0 scales)" : "fp8 e4m3") : "bf16") << ", transport "
     << r.transport << "\n";
+  if (r.nodes > 1) {
+    t << "across " << r.nodes << " nodes of " << r.ranks_per_node
+      << " ranks: bytes sent to other nodes per rank (dispatch / combine): epx " << std::setprecision(2)
+      << r.internode_dispatch_bytes / 1e6 << " / " << r.internode_combine_bytes / 1e6
+      << " MB, MPI_Alltoallv " << r.baseline_internode_dispatch_bytes / 1e6 << " / "
+      << r.baseline_internode_combine_bytes / 1e6 << " MB (" << std::setprecision(0)
+      << 100.0 * ratio(r.internode_dispatch_bytes, r.baseline_internode_dispatch_bytes) << " % / "
+      << 100.0 * ratio(r.internode_combine_bytes, r.baseline_internode_combine_bytes) << " %)\n"
+      << "inter-node GB/s per rank (dispatch / combine): epx " << std::setprecision(3)
+      << gbps(r.internode_dispatch_bytes, r.dispatch_s) << " / "
+      << gbps(r.internode_combine_bytes, r.combine_s) << ", MPI_Alltoallv "
+      << gbps(r.baseline_internode_dispatch_bytes, r.baseline_dispatch_s) << " / "
+      << gbps(r.baseline_internode_combine_bytes, r.baseline_combine_s) << "\n";
+  }
   t << "received per rank: " << std::setprecision(0) << r.recv_tokens << " tokens x "
     << r.bytes_per_token << " bytes = " << std::setprecision(2) << r.dispatch_bytes / 1e6
     << " MB in dispatch, " << r.combine_bytes / 1e6 << " MB (bf16) in combine\n\n";
@@ -88,6 +102,17 @@ void print_json(std::ostream& os, const DispatchReport& r) {
     << ", \"speedup_combine\": " << ratio(r.baseline_combine_s, r.combine_s)
     << ", \"dispatch_copy_fraction\": " << ratio(d.dispatch_gbps, d.copy_gbps)
     << ", \"combine_copy_fraction\": " << ratio(d.combine_gbps, d.copy_gbps)
+    << ", \"nodes\": " << r.nodes << ", \"ranks_per_node\": " << r.ranks_per_node
+    << ", \"internode_bytes_per_rank\": " << r.internode_dispatch_bytes
+    << ", \"baseline_internode_bytes_per_rank\": " << r.baseline_internode_dispatch_bytes
+    << ", \"combine_internode_bytes_per_rank\": " << r.internode_combine_bytes
+    << ", \"baseline_combine_internode_bytes_per_rank\": " << r.baseline_internode_combine_bytes
+    << ", \"internode_GBps\": " << gbps(r.internode_dispatch_bytes, r.dispatch_s)
+    << ", \"combine_internode_GBps\": " << gbps(r.internode_combine_bytes, r.combine_s)
+    << ", \"baseline_internode_GBps\": "
+    << gbps(r.baseline_internode_dispatch_bytes, r.baseline_dispatch_s)
+    << ", \"baseline_combine_internode_GBps\": "
+    << gbps(r.baseline_internode_combine_bytes, r.baseline_combine_s)
     << ", \"checked\": true}";
   os << j.str() << "\n";
 }

@@ -19,6 +19,8 @@ struct DispatchReport {
   int warmup = 0;
   int iters = 0;
   std::string transport;             // epx's transport(s) to the peers
+  int nodes = 1;                     // (virtual) nodes of the epx group
+  int ranks_per_node = 1;
   std::int64_t bytes_per_token = 0;  // dispatch payload per row, scales included
   double recv_tokens = 0;            // rows received per rank in dispatch, mean over ranks
   double dispatch_bytes = 0;         // payload bytes received per rank in dispatch, mean
@@ -31,6 +33,13 @@ struct DispatchReport {
   double baseline_combine_s = 0;
   double cast_s = 0;  // with FP8: per_token_cast_to_fp8 of all T tokens, alone
   double copy_s = 0;  // memcpy of dispatch_bytes on all ranks at once
+  // Payload bytes one rank sends to other nodes per call, mean over ranks:
+  // epx measured by its transport (Buffer::internode_bytes), the baseline
+  // counted from its send counts (rows, scales and top-k to every remote rank).
+  double internode_dispatch_bytes = 0;
+  double internode_combine_bytes = 0;
+  double baseline_internode_dispatch_bytes = 0;
+  double baseline_internode_combine_bytes = 0;
 };
 
 void print_table(std::ostream& os, const DispatchReport& r);
