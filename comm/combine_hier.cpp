@@ -11,9 +11,15 @@
 //     (its own node's P from the rows of step 1), from +0 in f32, rounded to
 //     y's dtype once. Same inputs, same bits, whatever the timing.
 //
+// When a holder's y lies in its receive space and the others of its node can
+// load from there, nothing is copied inside the node: owners read their rows
+// in place (as on the flat path) and so do forwarders, which learn where each
+// forwarded source's rows start in the holder's y from its request message.
+//
 // Rounds: request (block areas, y coordinates, verdicts) -> rows to owners
 // and forwarders + done inside the node -> partials + done across nodes ->
-// sum -> release (owners that read in place tell the holders).
+// sum -> release (ranks that read in place tell the holders).
+#include <cstring>
 #include <vector>
 
 #include "comm/combine_call.hpp"
@@ -21,6 +27,22 @@
 #include "kernels/reduce.hpp"
 
 namespace epx::comm {
+
+namespace {
+// A holder's request to a forwarder of its node lists, in the message text,
+// where the rows of each of the forwarder's sources start in its y: one
+// int64 per other node. Beyond that many nodes, rows are pushed instead.
+constexpr int kMaxNodesReadInPlace = 1 + static_cast<int>(sizeof(Message::text) / sizeof(std::int64_t));
+
+void write_source_rows(Message& m, const std::vector<std::int64_t>& first_rows) {
+  std::memcpy(m.text, first_rows.data(), first_rows.size() * sizeof(std::int64_t));
+}
+std::int64_t source_first_row(const Message& m, std::size_t index) {
+  std::int64_t v = 0;
+  std::memcpy(&v, m.text + index * sizeof(std::int64_t), sizeof v);
+  return v;
+}
+}  // namespace
 
 Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::Deadline& deadline) {
   const NodeTopology& topo = I.topo;
@@ -50,6 +72,7 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
       for (const Route& r : h->routes) need += static_cast<std::size_t>(r.per_local[l]) * rb;
     }
   }
+  const bool in_place_ok = N <= kMaxNodesReadInPlace;
   std::vector<Message> out(R, I.control.stamp());
   for (int r = 0; r < R; ++r) {
     std::int64_t* v = out[r].v;
@@ -61,6 +84,11 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
       v[kCmbYOffset] = c.y_home ? static_cast<std::int64_t>(c.y_home->offset) : 0;
       v[kCmbYRow] = c.ok() ? h->recv_prefix[r] : 0;
       v[kCmbCanLoad] = I.fabric.caps(r).load_store;
+      if (c.ok() && in_place_ok) {
+        std::vector<std::int64_t> first_rows;
+        for (int src : topo.forwarded_sources(r)) first_rows.push_back(h->recv_prefix[src]);
+        write_source_rows(out[r], first_rows);
+      }
     } else if (topo.local_of(r) == local) {
       v[kCmbPartials] = static_cast<std::int64_t>(partial_at[topo.node_of(r)]);
     }
@@ -72,13 +100,22 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
     return static_cast<std::size_t>(res.in[r].v[kMsgOffset] + res.in[r].v[field]);
   };
 
-  // Inside the node, as on the flat path: an owner reads rows in place when
-  // they are in the holder's receive space and it can load from there.
+  // Inside the node: owners and forwarders read a holder's rows in place when
+  // they are in its receive space and they can load from there.
   std::vector<char> pulls_from(R), pulled_by(R);
   for (int l = 0; l < L; ++l) {
     const int d = rank_in_node(l);
-    pulls_from[d] = res.in[d].v[kCmbYRegion] >= 0 && I.fabric.caps(d).load_store;
-    pulled_by[d] = c.y_home.has_value() && res.in[d].v[kCmbCanLoad] != 0;
+    pulls_from[d] = in_place_ok && res.in[d].v[kCmbYRegion] >= 0 && I.fabric.caps(d).load_store;
+    pulled_by[d] = in_place_ok && c.y_home.has_value() && res.in[d].v[kCmbCanLoad] != 0;
+  }
+  // Where holder d's y starts, for those read in place.
+  std::vector<const std::byte*> y_of(R, nullptr);
+  for (int l = 0; l < L; ++l) {
+    const int d = rank_in_node(l);
+    if (pulls_from[d])
+      y_of[d] = static_cast<const std::byte*>(I.fabric.to(d).peer_ptr(
+          d, static_cast<transport::RegionId>(res.in[d].v[kCmbYRegion]),
+          static_cast<std::size_t>(res.in[d].v[kCmbYOffset])));
   }
   const auto* y = static_cast<const std::byte*>(c.y.raw());
   auto rows_from = [&](int s) {
@@ -88,7 +125,8 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   // 1. Rows for the owners of this node, and for the forwarders of the others'.
   for (int i = 1; i <= L; ++i) {
     const int d = rank_in_node((local + i) % L);
-    if (!pulled_by[d] && rows_from(d))
+    if (pulled_by[d]) continue;  // d reads them in place
+    if (rows_from(d))
       I.fabric.put(d, y + h->recv_prefix[d] * rb, region(d), at(d, kCmbBack), rows_from(d) * rb);
     std::size_t to = at(d, kCmbForward);
     for (int s : topo.forwarded_sources(d)) {
@@ -103,16 +141,25 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   thread_local std::vector<std::byte> partials;
   std::vector<const void*> rows(static_cast<std::size_t>(L));
   const std::vector<DType> y_dtypes(static_cast<std::size_t>(L), c.y.dtype());
-  std::vector<std::size_t> next(L);  // where the next row from each holder is, in this block
-  for (int l = 0; l < L; ++l) next[l] = forward_at[rank_in_node(l)];
-  for (const Route& r : h->routes) {
+  // The next row from each holder: in its y (read in place), else in this block.
+  std::vector<const std::byte*> next(static_cast<std::size_t>(L));
+  std::vector<const std::byte*> pushed(static_cast<std::size_t>(L));
+  for (int l = 0; l < L; ++l) pushed[l] = res.block.ptr + forward_at[rank_in_node(l)];
+  for (std::size_t ri = 0; ri < h->routes.size(); ++ri) {
+    const Route& r = h->routes[ri];
+    for (int l = 0; l < L; ++l) {
+      const int d = rank_in_node(l);
+      next[l] = pulls_from[d] ? y_of[d] + source_first_row(res.in[d], ri) * static_cast<std::int64_t>(rb)
+                              : pushed[l];
+      pushed[l] += static_cast<std::size_t>(r.per_local[l]) * rb;
+    }
     const std::size_t B = static_cast<std::size_t>(r.rows());
     if (partials.size() < B * pb) partials.resize(B * pb);
     for (std::size_t i = 0; i < B; ++i) {
       int n = 0;
       for (std::int32_t j = r.row_ptr[i]; j < r.row_ptr[i + 1]; ++j) {
         const int l = r.locals[j];
-        rows[n++] = res.block.ptr + next[l];
+        rows[n++] = next[l];
         next[l] += rb;
       }
       kernels::sum_rows_mixed(rows.data(), y_dtypes.data(), n, c.hidden, c.partial_dtype,
@@ -129,13 +176,8 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   std::vector<const std::byte*> row_base(R, nullptr);
   for (int l = 0; l < L; ++l) {
     const int d = rank_in_node(l);
-    if (pulls_from[d])
-      row_base[d] = static_cast<const std::byte*>(I.fabric.to(d).peer_ptr(
-          d, static_cast<transport::RegionId>(res.in[d].v[kCmbYRegion]),
-          static_cast<std::size_t>(res.in[d].v[kCmbYOffset]) +
-              static_cast<std::size_t>(res.in[d].v[kCmbYRow]) * rb));
-    else
-      row_base[d] = res.block.ptr + back_at[d];
+    row_base[d] = pulls_from[d] ? y_of[d] + res.in[d].v[kCmbYRow] * static_cast<std::int64_t>(rb)
+                                : res.block.ptr + back_at[d];
   }
   const std::int64_t T = h->num_tokens;
   Tensor result = allocate_result(I, c);
