@@ -116,8 +116,10 @@ Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline&
                    static_cast<transport::RegionId>(res.in[s].v[kMsgRegion]), dst,
                    static_cast<std::size_t>(n) * row_bytes);
     }
-    I.control.signal_done(s);
   }
+  // Signals after all puts: the transfers to different owners overlap.
+  for (int i = 1; i <= R; ++i)
+    if (!pulled_by[(me + i) % R]) I.control.signal_done((me + i) % R);
   for (int i = 1; i <= R; ++i) {
     const int r = (me + R - i) % R;
     if (!pulls_from[r]) I.control.wait_done(r, deadline);

@@ -138,7 +138,12 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   for (int i = 1; i <= L; ++i) I.control.wait_done(rank_in_node((local + L - i) % L), deadline);
 
   // 2. Partials of the tokens this rank forwarded, one put per owner.
+  // One scratch for all owners: every put is issued before the first signal.
   thread_local std::vector<std::byte> partials;
+  std::size_t partial_rows = 0;
+  for (const Route& r : h->routes) partial_rows += static_cast<std::size_t>(r.rows());
+  if (partials.size() < partial_rows * pb) partials.resize(partial_rows * pb);
+  std::byte* scratch = partials.data();
   std::vector<const void*> rows(static_cast<std::size_t>(L));
   const std::vector<DType> y_dtypes(static_cast<std::size_t>(L), c.y.dtype());
   // The next row from each holder: in its y (read in place), else in this block.
@@ -154,7 +159,6 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
       pushed[l] += static_cast<std::size_t>(r.per_local[l]) * rb;
     }
     const std::size_t B = static_cast<std::size_t>(r.rows());
-    if (partials.size() < B * pb) partials.resize(B * pb);
     for (std::size_t i = 0; i < B; ++i) {
       int n = 0;
       for (std::int32_t j = r.row_ptr[i]; j < r.row_ptr[i + 1]; ++j) {
@@ -163,13 +167,12 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
         next[l] += rb;
       }
       kernels::sum_rows_mixed(rows.data(), y_dtypes.data(), n, c.hidden, c.partial_dtype,
-                              partials.data() + i * pb);
+                              scratch + i * pb);
     }
-    // The owner's area for this node; signal() completes the put, so the
-    // scratch may be reused for the next owner.
-    if (B) I.fabric.put(r.source, partials.data(), region(r.source), at(r.source, kCmbPartials), B * pb);
-    I.control.signal_done(r.source);
+    if (B) I.fabric.put(r.source, scratch, region(r.source), at(r.source, kCmbPartials), B * pb);
+    scratch += B * pb;
   }
+  for (const Route& r : h->routes) I.control.signal_done(r.source);
   for (int i = 1; i < N; ++i) I.control.wait_done(topo.rank_at((node + i) % N, local), deadline);
 
   // 3. The sum over nodes, per token.

@@ -159,12 +159,14 @@ Arena::Block run_dispatch_flat(Buffer::Impl& I, const Plan& p,
   Buffer::Impl::Reserved res = I.reserve(Round::Reply, L.total, replies, "", deadline);
 
   // Start with the next rank, not rank 0, so that senders spread over receivers.
+  // Every peer's rows are issued before the first signal waits for its puts
+  // to complete, so transfers to different peers overlap.
   for (int i = 1; i <= R; ++i) {
     const int peer = (me + i) % R;
     write_rows(I.fabric, target_of(peer, res.in[peer]), p, send_tokens[peer].data(),
                send_tokens[peer].size(), src, peer);
-    I.control.signal_done(peer);
   }
+  for (int i = 1; i <= R; ++i) I.control.signal_done((me + i) % R);
   for (int i = 1; i <= R; ++i) I.control.wait_done((me + R - i) % R, deadline);
   return std::move(res.block);
 }

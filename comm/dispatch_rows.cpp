@@ -19,11 +19,14 @@ Target target_of(int peer, const Message& reply) {
 }
 
 void write_rows(transport::Fabric& fabric, const Target& to, const Plan& p,
-                const std::int32_t* rows, std::size_t n, const RowSource& src, int owner) {
+                const std::int32_t* rows, std::size_t n, const RowSource& src, int owner,
+                const void* header, std::size_t header_bytes) {
   if (n == 0) return;
-  const PayloadLayout L(to.rows, p.row_bytes, p.num_scales, src.topk_idx ? p.topk : 0);
+  PayloadLayout L(to.rows, p.row_bytes, p.num_scales, src.topk_idx ? p.topk : 0);
+  L.x += to.rows_at, L.scales += to.rows_at, L.topk_idx += to.rows_at, L.topk_weights += to.rows_at;
   const std::size_t first = static_cast<std::size_t>(to.first_row);
   RowWriter w(fabric, to.peer, to.region, to.offset);
+  if (header_bytes) std::memcpy(w.section(0, header_bytes), header, header_bytes);
   std::byte* x = w.section(L.x + first * p.row_bytes, n * p.row_bytes);
   const std::size_t S = static_cast<std::size_t>(p.num_scales);
   float* scales = nullptr;

@@ -38,14 +38,16 @@ struct RowSource {
   const float* topk_weights = nullptr;
 };
 
-// A receiver's block of `rows` rows (PayloadLayout) at `offset` of region
-// `region` of rank `peer`; this sender's rows start at `first_row`.
+// A receiver's block of `rows` rows (PayloadLayout) at `offset` + `rows_at`
+// of region `region` of rank `peer`; this sender's rows start at `first_row`.
+// (rows_at > 0: a header precedes the rows, as in a batch.)
 struct Target {
   int peer = 0;
   transport::RegionId region = -1;
   std::size_t offset = 0;
   std::int64_t first_row = 0;
   std::int64_t rows = 0;
+  std::size_t rows_at = 0;
 };
 
 // Reply-round fields: where the sender's rows start, the block's total rows,
@@ -60,9 +62,12 @@ Target target_of(int peer, const Message& reply);
 // Writes rows[0..n) of `src` to rows first_row.. of the target. With
 // `owner` >= 0 the top-k ids become that rank's local expert ids (-1 and
 // weight 0 elsewhere), as the receiver wants them; with -1 they stay global
-// (a batch for a forwarder, which routes by them).
+// (a batch for a forwarder, which routes by them). `header_bytes` of `header`
+// go to `offset` first, in the same writer. The puts complete with the next
+// signal to the peer (payload.hpp).
 void write_rows(transport::Fabric& fabric, const Target& to, const Plan& p,
-                const std::int32_t* rows, std::size_t n, const RowSource& src, int owner);
+                const std::int32_t* rows, std::size_t n, const RowSource& src, int owner,
+                const void* header = nullptr, std::size_t header_bytes = 0);
 
 // A batch: the rows one rank sends to a remote node, in token order, to the
 // rank of the same local index there. A header first: for every rank of

@@ -19,15 +19,14 @@ void send_batch(Buffer::Impl& I, const Plan& p, int dst_node, int f,
   const BatchLayout B(static_cast<std::int64_t>(tokens.size()), L, p);
   const auto region = static_cast<transport::RegionId>(replies[f].v[kMsgRegion]);
   const std::size_t at = static_cast<std::size_t>(replies[f].v[kMsgOffset] + replies[f].v[kRepBatchAt]);
-  RowWriter header(I.fabric, f, region, at);
-  auto* h = reinterpret_cast<BatchHeaderEntry*>(header.section(0, sizeof(BatchHeaderEntry) * L));
+  std::vector<BatchHeaderEntry> header(static_cast<std::size_t>(L));
   for (int l = 0; l < L; ++l) {
     const std::int64_t* v = replies[I.topo.rank_at(dst_node, l)].v;
-    h[l] = {v[kMsgRegion], v[kMsgOffset], v[kRepFirstRow], v[kRepRows]};
+    header[l] = {v[kMsgRegion], v[kMsgOffset], v[kRepFirstRow], v[kRepRows]};
   }
-  header.commit();
-  Target t{f, region, at + B.header, 0, static_cast<std::int64_t>(tokens.size())};
-  write_rows(I.fabric, t, p, tokens.data(), tokens.size(), src, -1);
+  Target t{f, region, at, 0, static_cast<std::int64_t>(tokens.size()), B.header};
+  write_rows(I.fabric, t, p, tokens.data(), tokens.size(), src, -1, header.data(),
+             header.size() * sizeof(BatchHeaderEntry));
 }
 
 // Which ranks of this node each batch row goes to: those holding one of
@@ -136,12 +135,13 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
   }
   Buffer::Impl::Reserved res = I.reserve(Round::Reply, need, replies, "", deadline);
 
-  // 1. One batch per remote node, first: the slow links start working at once.
+  // 1. One batch per remote node, first: the slow links start working at
+  // once, all of them before any signal waits for one to complete.
   for (int i = 1; i < N; ++i) {
-    const int n = (node + i) % N, f = topo.rank_at(n, local);
-    send_batch(I, p, n, f, res.in, node_tokens[n], src);
-    I.control.signal_done(f);
+    const int n = (node + i) % N;
+    send_batch(I, p, n, topo.rank_at(n, local), res.in, node_tokens[n], src);
   }
+  for (int i = 1; i < N; ++i) I.control.signal_done(topo.rank_at((node + i) % N, local));
   // 2. Rows for the ranks of this node, written straight into their blocks.
   for (int i = 1; i <= L; ++i) {
     const int d = topo.rank_at(node, (local + i) % L);

@@ -5,12 +5,6 @@ namespace epx::comm {
 namespace {
 std::size_t align64(std::size_t n) { return (n + 63) / 64 * 64; }
 
-std::vector<std::vector<std::byte>>& staging_pool() {
-  // One area per section, per thread, reused across calls: the put path
-  // allocates only when a call is larger than any before.
-  thread_local std::vector<std::vector<std::byte>> pool;
-  return pool;
-}
 }  // namespace
 
 PayloadLayout::PayloadLayout(std::int64_t rows, std::size_t rb, std::int64_t ns, std::int64_t k)
@@ -29,22 +23,32 @@ RowWriter::RowWriter(transport::Fabric& fabric, int peer, transport::RegionId re
       peer_(peer),
       region_(region),
       block_offset_(block_offset),
-      direct_(fabric.caps(peer).load_store),
-      staging_(staging_pool()) {}
+      direct_(fabric.caps(peer).load_store) {
+  if (direct_) return;
+  // One area per section and peer, reused across calls: the put path
+  // allocates only when a call is larger than any before.
+  staging_ = &fabric.staging(peer);
+  if (staging_->in_flight) {
+    fabric.to(peer).flush(peer);
+    staging_->in_flight = false;
+  }
+}
 
 std::byte* RowWriter::section(std::size_t offset, std::size_t bytes) {
   if (direct_)
     return static_cast<std::byte*>(fabric_.to(peer_).peer_ptr(peer_, region_, block_offset_ + offset));
+  auto& areas = staging_->areas;
   const std::size_t i = staged_.size();
-  if (staging_.size() <= i) staging_.resize(i + 1);
-  if (staging_[i].size() < bytes) staging_[i].resize(bytes);
+  if (areas.size() <= i) areas.resize(i + 1);
+  if (areas[i].size() < bytes) areas[i].resize(bytes);
   staged_.push_back({offset, bytes, i});
-  return staging_[i].data();
+  return areas[i].data();
 }
 
 void RowWriter::commit() {
   for (const Staged& s : staged_)
-    fabric_.put(peer_, staging_[s.area].data(), region_, block_offset_ + s.offset, s.bytes);
+    fabric_.put(peer_, staging_->areas[s.area].data(), region_, block_offset_ + s.offset, s.bytes);
+  if (!staged_.empty()) staging_->in_flight = true;
   staged_.clear();
 }
 

@@ -25,7 +25,10 @@ struct PayloadLayout {
 
 // Gives pointers to rows [first, first + n) of one section of a peer's block.
 // Direct: pointers into the peer's memory. Otherwise: a local staging area,
-// copied over by commit() with one put per section.
+// copied over by commit() with one put per section. The puts complete with
+// the caller's next signal (or flush) to that peer, so a caller may commit
+// writers for several peers before it signals any (the transfers overlap);
+// a new writer for a peer whose puts may still be in flight flushes them first.
 class RowWriter {
  public:
   RowWriter(transport::Fabric& fabric, int peer, transport::RegionId region, std::size_t block_offset);
@@ -45,7 +48,7 @@ class RowWriter {
   std::size_t block_offset_;
   bool direct_;
   std::vector<Staged> staged_;
-  std::vector<std::vector<std::byte>>& staging_;
+  transport::Fabric::Staging* staging_ = nullptr;  // the peer's areas (put path only)
 };
 
 }  // namespace epx::comm

@@ -30,6 +30,7 @@ Fabric::Fabric(Group& group, double timeout_s) : group_(group) {
   route_.assign(group.size(), nullptr);
   caps_.resize(group.size());
   remote_.resize(group.size());
+  staging_.resize(group.size());
   for (int peer = 0; peer < group.size(); ++peer) remote_[peer] = group.node_of(peer) != group.node();
   int unreachable = -1;
   for (int peer = 0; peer < group.size(); ++peer) {

@@ -35,6 +35,15 @@ class Fabric {
   // Payload bytes this rank has put to ranks of other nodes so far.
   std::uint64_t internode_bytes() const noexcept { return internode_bytes_; }
 
+  // Local copies of data put to `peer` (comm/payload.hpp's RowWriter). A put's
+  // source must stay unchanged until a signal or flush to that peer returns,
+  // so each peer has its own areas, and `in_flight` says they may still be read.
+  struct Staging {
+    std::vector<std::vector<std::byte>> areas;
+    bool in_flight = false;
+  };
+  Staging& staging(int peer) { return staging_[peer]; }
+
   // Collective: a new region of `bytes` on this rank (each rank its own size),
   // reachable by every peer. Returns its id (never reused); local(id) is its
   // base, which keeps it mapped while held. A timeout aborts the group.
@@ -60,6 +69,7 @@ class Fabric {
   std::vector<TransportCaps> caps_;
   std::vector<char> remote_;  // by peer: on another node
   std::uint64_t internode_bytes_ = 0;
+  std::vector<Staging> staging_;  // by peer
   std::unordered_map<RegionId, std::shared_ptr<std::byte>> local_;
   RegionId next_region_ = 0;
   RegionId abort_region_ = -1;
