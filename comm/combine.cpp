@@ -122,7 +122,7 @@ Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline&
     if (!pulled_by[(me + i) % R]) I.control.signal_done((me + i) % R);
   for (int i = 1; i <= R; ++i) {
     const int r = (me + R - i) % R;
-    if (!pulls_from[r]) I.control.wait_done(r, deadline);
+    if (!pulls_from[r]) I.control.wait_done(r, deadline, "combine: its rows for this rank's tokens");
   }
 
   // Where row c of the rows sent to rank r (c-th token in send_tokens[r]) is now.

@@ -135,7 +135,9 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
     }
   }
   for (int i = 1; i <= L; ++i) I.control.signal_done(rank_in_node((local + i) % L));
-  for (int i = 1; i <= L; ++i) I.control.wait_done(rank_in_node((local + L - i) % L), deadline);
+  for (int i = 1; i <= L; ++i)
+    I.control.wait_done(rank_in_node((local + L - i) % L), deadline,
+                        "combine: rows of this node's holders, to sum or forward");
 
   // 2. Partials of the tokens this rank forwarded, one put per owner.
   // One scratch for all owners: every put is issued before the first signal.
@@ -173,7 +175,9 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
     scratch += B * pb;
   }
   for (const Route& r : h->routes) I.control.signal_done(r.source);
-  for (int i = 1; i < N; ++i) I.control.wait_done(topo.rank_at((node + i) % N, local), deadline);
+  for (int i = 1; i < N; ++i)
+    I.control.wait_done(topo.rank_at((node + i) % N, local), deadline,
+                        "combine: the partial sums of its node for this rank's tokens");
 
   // 3. The sum over nodes, per token.
   std::vector<const std::byte*> row_base(R, nullptr);

@@ -116,10 +116,11 @@ void Control::signal(Round round, int peer) {
   fabric_.to(peer).signal(peer, region_, signal_offset(round, rank_), seq_);
 }
 
-void Control::wait(Round round, int peer, const core::Deadline& deadline) {
+void Control::wait(Round round, int peer, const core::Deadline& deadline, const char* phase) {
   fabric_.wait(region_, signal_offset(round, peer), seq_, deadline, [&] {
     return core::concat(op_name(op_), " #", seq_, ": waiting for rank ", peer, " in the ",
-                        round_name(round), " round");
+                        round_name(round), " round", phase ? " (" : "", phase ? phase : "",
+                        phase ? ")" : "");
   });
 }
 

@@ -81,10 +81,14 @@ class Control {
 
   // Signals `peer` that this rank's payload for the current call is complete
   // (Round::Done), or that it finished reading the peer's memory (Round::Release).
+  // `phase` says what the wait is for, in the timeout message (e.g. "rows
+  // back", "its batch for this node").
   void signal(Round round, int peer);
-  void wait(Round round, int peer, const core::Deadline& deadline);
+  void wait(Round round, int peer, const core::Deadline& deadline, const char* phase = nullptr);
   void signal_done(int peer) { signal(Round::Done, peer); }
-  void wait_done(int peer, const core::Deadline& deadline) { wait(Round::Done, peer, deadline); }
+  void wait_done(int peer, const core::Deadline& deadline, const char* phase = nullptr) {
+    wait(Round::Done, peer, deadline, phase);
+  }
 
   // Throws AgreedError on every rank if any message says its sender's input
   // was bad. `own_error` is this rank's own error (empty if none).

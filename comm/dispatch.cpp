@@ -167,7 +167,8 @@ Arena::Block run_dispatch_flat(Buffer::Impl& I, const Plan& p,
                send_tokens[peer].size(), src, peer);
   }
   for (int i = 1; i <= R; ++i) I.control.signal_done((me + i) % R);
-  for (int i = 1; i <= R; ++i) I.control.wait_done((me + R - i) % R, deadline);
+  for (int i = 1; i <= R; ++i)
+    I.control.wait_done((me + R - i) % R, deadline, "receive: its rows for this rank");
   return std::move(res.block);
 }
 

@@ -154,7 +154,7 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
   if (computed) computed->clear();
   const std::vector<Route>& routes = computed ? *computed : *given;
   for (int s : sources) {
-    I.control.wait_done(s, deadline);
+    I.control.wait_done(s, deadline, "forward: its batch for this node");
     const std::byte* batch = res.block.ptr + batch_at[s];
     const std::int64_t rows = requests[s].v[kReqBatchRows];
     if (computed) {
@@ -170,7 +170,9 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
   }
   // 4. This rank's rows for each rank of the node are all written.
   for (int i = 1; i <= L; ++i) I.control.signal_done(topo.rank_at(node, (local + i) % L));
-  for (int i = 1; i <= L; ++i) I.control.wait_done(topo.rank_at(node, (local + L - i) % L), deadline);
+  for (int i = 1; i <= L; ++i)
+    I.control.wait_done(topo.rank_at(node, (local + L - i) % L), deadline,
+                        "receive: its rows and the rows it forwards to this rank");
   return std::move(res.block);
 }
 

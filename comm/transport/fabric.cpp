@@ -20,7 +20,7 @@ constexpr std::size_t kAbortTextOffset = 64;
 constexpr std::size_t kAbortTextBytes = 448;
 }  // namespace
 
-Fabric::Fabric(Group& group, double timeout_s) : group_(group) {
+Fabric::Fabric(Group& group, double timeout_s) : group_(group), timeout_s_(timeout_s) {
   const core::Deadline deadline(timeout_s);
   MPI_Comm_dup(group.comm(), &comm_);
   // Set-up errors (a window MPI cannot create, say) come back as codes that
@@ -62,9 +62,30 @@ Fabric::Fabric(Group& group, double timeout_s) : group_(group) {
 }
 
 Fabric::~Fabric() {
-  transports_.clear();
+  // Freeing a backend's regions may be collective (MPI_Win_free): only free
+  // them when every rank is here and none saw a failure. A rank that skipped
+  // a call, and is destroying its Buffer while its peers time out, must not
+  // block in a collective they will never join; it learns of their abort
+  // here, or the bounded agreement times out, and its regions are leaked.
   int finalized = 0;
   MPI_Finalized(&finalized);
+  if (!finalized) {
+    int failed = group_.aborted() ? 1 : 0;
+    try {
+      check_not_aborted();  // a peer's abort mark that this rank has not seen yet
+    } catch (const std::exception&) {
+      failed = 1;
+    }
+    try {
+      // Every rank joins, failed or not, so that none waits for the others.
+      if (core::allreduce_int(comm_, failed, MPI_MAX, core::Deadline(timeout_s_),
+                              "comm: freeing a buffer"))
+        group_.abort("comm: a peer failed before the buffer was freed");
+    } catch (const std::exception& e) {
+      group_.abort(e.what());
+    }
+  }
+  transports_.clear();
   if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 

@@ -63,6 +63,7 @@ class Fabric {
 
  private:
   Group& group_;
+  double timeout_s_;
   MPI_Comm comm_ = MPI_COMM_NULL;  // private: set-up collectives of this fabric only
   std::vector<TransportPtr> transports_;
   std::vector<Transport*> route_;  // by peer

@@ -1,6 +1,8 @@
 // A rank that does not make the call: the others time out with an error that
 // names the waiting phase and the missing rank, and the group is poisoned so
 // every later call fails fast instead of waiting again.
+#include <chrono>
+
 #include "comm_fixture.hpp"
 
 namespace epx::test {
@@ -38,6 +40,50 @@ TEST(Timeout, MissingRankIsNamed) {
     EXPECT_EQ(e.code(), ErrorCode::PeerFailure) << e.what();
   }
   EXPECT_TRUE(g.aborted());
+}
+
+// The others' error names the call and the absent rank (they timed out
+// waiting for it, or were told by a rank that did).
+void expect_names(const Error& e, int absent, const char* call) {
+  EXPECT_TRUE(e.code() == ErrorCode::Timeout || e.code() == ErrorCode::PeerFailure) << e.what();
+  EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(absent)), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find(call), std::string::npos) << e.what();
+}
+
+// One rank skips the dispatch (it computed its layout with the others), then
+// one skips the combine: within the timeout every other rank fails, naming
+// it, on every node shape (inter-node waits included); nothing hangs after.
+TEST(Timeout, RankSkippingDispatchOrCombineIsNamed) {
+  if (world().size() < 2) GTEST_SKIP() << "needs two ranks";
+  for (const char* call : {"dispatch", "combine"}) {
+    Group g(MPI_COMM_WORLD);
+    {
+      Shape s;
+      s.tokens.assign(static_cast<std::size_t>(g.size()), 12);
+      s.experts = 2 * g.size();
+      RankInputs in = make_inputs(s, g.rank());
+      comm::Buffer buffer(g, {std::size_t{1} << 16, 1.0});
+      const int absent = std::string(call) == "dispatch" ? 0 : g.size() - 1;
+      comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+      const bool skip_dispatch = std::string(call) == "dispatch" && g.rank() == absent;
+      const auto start = std::chrono::steady_clock::now();
+      try {
+        if (!skip_dispatch) {
+          DispatchResult d = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
+          if (g.rank() != absent) {
+            buffer.combine(kernels::cast(kernels::cast(d.x, DType::f32), DType::bf16), d.handle);
+            ADD_FAILURE() << "no error in " << call;
+          }
+        }
+      } catch (const Error& e) {
+        expect_names(e, absent, call);
+        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        EXPECT_LT(waited, 30.0) << "took " << waited << " s for a 1 s timeout";
+      }
+      MPI_Barrier(MPI_COMM_WORLD);
+    }  // the Buffer goes: no hang, and the rank that skipped learns of the failure
+    EXPECT_TRUE(g.aborted()) << call;
+  }
 }
 
 }  // namespace
