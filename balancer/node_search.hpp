@@ -1,0 +1,24 @@
+// Policy::balanced inside one node (or the whole cluster in global mode): the
+// node's experts, its slots and its GPUs are given; choose each expert's
+// replica count and the GPU of every replica so that the heaviest GPU is as
+// light as this search can make it, with no two replicas of one expert on one
+// GPU unless the slot count forces it.
+#pragma once
+
+#include <vector>
+
+namespace epx::balancer::detail {
+
+struct NodeProblem {
+  const double* load = nullptr;  // [experts] in the node's local order
+  int experts = 0;
+  int slots = 0;  // a multiple of gpus, >= experts
+  int gpus = 0;
+};
+
+// Returns the local expert of every slot of the node, GPU-major (GPU g owns
+// slots [g * slots/gpus, (g+1) * slots/gpus)), each GPU's slots ascending by
+// expert. Deterministic.
+std::vector<int> place_node(const NodeProblem& problem);
+
+}  // namespace epx::balancer::detail
