@@ -88,20 +88,26 @@ void place_all_nodes(const double* layer_load, const Shape& shape, const std::ve
   const int nodes = shape.used_nodes();
   const int group_size = shape.experts / shape.used_groups();
   const int slots_per_node = shape.replicas / nodes;
-  std::vector<int> experts;
-  std::vector<double> local_load;
+  std::vector<std::vector<int>> experts(nodes);  // each node's logical experts
+  std::vector<std::vector<double>> local_load(nodes);
+  std::vector<NodeProblem> problem(nodes);
+  double layer_bound = 0;
   for (int node = 0; node < nodes; ++node) {
-    experts.clear();
     for (int g = 0; g < shape.used_groups(); ++g) {
       if (node_of[g] != node) continue;
-      for (int j = 0; j < group_size; ++j) experts.push_back(g * group_size + j);
+      for (int j = 0; j < group_size; ++j) experts[node].push_back(g * group_size + j);
     }
-    local_load.resize(experts.size());
-    for (std::size_t k = 0; k < experts.size(); ++k) local_load[k] = layer_load[experts[k]];
-    const std::vector<int> local = place_node(NodeProblem{
-        local_load.data(), static_cast<int>(experts.size()), slots_per_node, shape.gpus / nodes});
+    for (int e : experts[node]) local_load[node].push_back(layer_load[e]);
+    problem[node] = NodeProblem{local_load[node].data(), static_cast<int>(experts[node].size()),
+                                slots_per_node, shape.gpus / nodes};
+    layer_bound = std::max(layer_bound, node_lower_bound(problem[node]));
+  }
+  // No node needs to be lighter than the layer's heaviest bound.
+  for (int node = 0; node < nodes; ++node) {
+    problem[node].good_enough = layer_bound;
+    const std::vector<int> local = place_node(problem[node]);
     std::int64_t* slots = out + static_cast<std::int64_t>(node) * slots_per_node;
-    for (int i = 0; i < slots_per_node; ++i) slots[i] = experts[local[i]];
+    for (int i = 0; i < slots_per_node; ++i) slots[i] = experts[node][local[i]];
   }
 }
 

@@ -14,7 +14,14 @@ struct NodeProblem {
   int experts = 0;
   int slots = 0;  // a multiple of gpus, >= experts
   int gpus = 0;
+  // The search stops once the heaviest GPU is this light (e.g. the bound of
+  // another node of the same layer, which the layer cannot beat anyway).
+  double good_enough = 0;
 };
+
+// A lower bound on the heaviest GPU of any placement of the node: the mean,
+// and the smallest possible largest load per replica.
+double node_lower_bound(const NodeProblem& problem);
 
 // Returns the local expert of every slot of the node, GPU-major (GPU g owns
 // slots [g * slots/gpus, (g+1) * slots/gpus)), each GPU's slots ascending by

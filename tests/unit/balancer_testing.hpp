@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <epx/balancer.hpp>
+#include <epx/error.hpp>
 #include <numeric>
 #include <random>
 #include <set>
