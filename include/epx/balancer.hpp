@@ -12,14 +12,17 @@
 // the replicas of all its experts on one node, and every node holds
 // num_groups / num_nodes groups. Otherwise the placement is global (one node).
 //
-// All functions here are pure, single-threaded and deterministic; they run on
-// host tensors and talk to no other rank.
+// The placement and routing functions are pure, single-threaded and
+// deterministic; they run on host tensors and talk to no other rank. Only
+// LoadTracker::end_step communicates.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <epx/config.hpp>
+#include <epx/group.hpp>
 #include <epx/tensor.hpp>
 
 namespace epx::balancer {
@@ -67,5 +70,56 @@ struct PlacementQuality {
 // Checks that `placement` fits `load` and num_gpus (InvalidArgument if not).
 EPX_API PlacementQuality evaluate_placement(const Tensor& load, const Placement& placement,
                                             int num_gpus);
+
+// Replica routing: which physical slot serves each (token, expert) pair of
+// this rank. Pure and deterministic. For logical expert e, the candidates are
+// e's replicas on this rank's node when there are any, else all of e's
+// replicas; the n-th pair (in token order, then k order) that names e goes to
+// candidate (rank + n) mod (number of candidates), so one rank spreads e's
+// tokens evenly (counts differ by at most one) and ranks start at different
+// replicas. A rank holds slots [rank * P/num_gpus, (rank+1) * P/num_gpus), and
+// is on node rank / (num_gpus/num_nodes), as in rebalance_experts.
+struct RoutingTarget {
+  int layer = 0;      // row of the placement
+  int rank = 0;       // this rank's GPU index, 0 <= rank < num_gpus
+  int num_gpus = 0;   // the placement's GPUs (P a multiple of it)
+  int num_nodes = 1;  // num_gpus a multiple of it
+};
+
+// topk_idx [T,K] i64 logical experts (-1: none) -> [T,K] i64 physical slots
+// (-1 where topk_idx is -1). Bad input: InvalidArgument naming the value.
+EPX_API Tensor route_to_replicas(const Tensor& topk_idx, const Placement& placement,
+                                 const RoutingTarget& target);
+
+// Live load statistics: each rank adds the token counts per expert it routed
+// (e.g. Layout::num_tokens_per_expert of every MoE layer) during a step; the
+// step's counts are summed over the group at end_step, and load() is the sum
+// over the last `window` steps: the input of rebalance_experts, identical on
+// every rank.
+class EPX_API LoadTracker {
+ public:
+  // No communication. window >= 1 steps; timeout_s bounds end_step's wait.
+  LoadTracker(Group group, int num_layers, int num_experts, int window, double timeout_s = 300);
+
+  // Adds this rank's counts of one layer to the current step:
+  // num_tokens_per_expert [num_experts] i32 or i64, >= 0, on the host. Bad
+  // input throws InvalidArgument here and again, on every rank, at end_step.
+  void add(int layer, const Tensor& num_tokens_per_expert);
+
+  // Collective over the group: agrees on errors, sums the step's counts over
+  // all ranks (a non-blocking reduction polled against timeout_s; Timeout if a
+  // rank does not come, PeerFailure if the group was aborted), appends them to
+  // the window (dropping the oldest step beyond it) and starts a new step. A
+  // step that failed is dropped on every rank and the tracker stays usable.
+  void end_step();
+
+  Tensor load() const;  // [num_layers, num_experts] i64, a copy
+  int steps() const;    // steps in the window, <= window
+
+  struct State;  // opaque
+
+ private:
+  std::shared_ptr<State> state_;
+};
 
 }  // namespace epx::balancer
