@@ -16,6 +16,9 @@ struct BalanceShape {
 //  b = (hierarchical) the node holding the heaviest-bound group g also holds
 //      groups/nodes - 1 others, at least the lightest ones, and spreads them
 //      over gpus/nodes GPUs: (W_g + lightest others) / (gpus/nodes), max over g;
+//      and, when the partitions of groups onto nodes are few enough to try
+//      (branch and bound, at most 10^6 steps), the lightest possible heaviest
+//      node / (gpus/nodes);
 //  c = every expert of group g lives on one node with slots/node slots shared
 //      with experts/node experts, so g's experts have at most
 //      |g| + slots/node - experts/node slots; the smallest possible largest
