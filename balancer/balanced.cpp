@@ -12,6 +12,10 @@ namespace epx::balancer::detail {
 
 namespace {
 
+// Relative differences in GPU load below this are rounding (sums of the same
+// replica loads in another order), not a better placement.
+constexpr double kRounding = 1e-9;
+
 // Groups to nodes (groups_per_node each) with the lightest heaviest node this
 // finds: greedy by descending group load, then the best swap of a group on the
 // heaviest node with one on a lighter node, while that lowers the heaviest.
@@ -82,9 +86,11 @@ bool same_partition(const std::vector<int>& a, const std::vector<int>& b) {
   return true;
 }
 
-// place_node on every node under a group -> node map.
+// place_node on every node under a group -> node map; with `start` (a
+// placement under the same map, e.g. EPLB's), each node's search also starts
+// from it.
 void place_all_nodes(const double* layer_load, const Shape& shape, const std::vector<int>& node_of,
-                     std::int64_t* out) {
+                     const std::int64_t* start, std::int64_t* out) {
   const int nodes = shape.used_nodes();
   const int group_size = shape.experts / shape.used_groups();
   const int slots_per_node = shape.replicas / nodes;
@@ -103,11 +109,35 @@ void place_all_nodes(const double* layer_load, const Shape& shape, const std::ve
     layer_bound = std::max(layer_bound, node_lower_bound(problem[node]));
   }
   // No node needs to be lighter than the layer's heaviest bound.
+  std::vector<int> local_of(shape.experts, -1), local_start(slots_per_node);
+  std::vector<std::vector<NodePlacement>> results(nodes);
+  double layer_max = 0;  // the lightest heaviest GPU each node can give, at worst
   for (int node = 0; node < nodes; ++node) {
     problem[node].good_enough = layer_bound;
-    const std::vector<int> local = place_node(problem[node]);
+    if (start != nullptr) {
+      for (std::size_t k = 0; k < experts[node].size(); ++k)
+        local_of[experts[node][k]] = static_cast<int>(k);
+      for (int i = 0; i < slots_per_node; ++i)
+        local_start[i] = local_of[start[static_cast<std::int64_t>(node) * slots_per_node + i]];
+      problem[node].start = local_start.data();
+    }
+    results[node] = place_node(problem[node]);
+    double lightest = results[node][0].max_load;
+    for (const NodePlacement& r : results[node]) lightest = std::min(lightest, r.max_load);
+    layer_max = std::max(layer_max, lightest);
+  }
+  // Each node: the fewest duplicates among its results that keep the layer's
+  // maximum, then the lighter.
+  for (int node = 0; node < nodes; ++node) {
+    const NodePlacement* pick = nullptr;
+    for (const NodePlacement& r : results[node]) {
+      if (r.max_load > layer_max * (1 + kRounding)) continue;
+      if (pick == nullptr || r.duplicates < pick->duplicates ||
+          (r.duplicates == pick->duplicates && r.max_load < pick->max_load))
+        pick = &r;
+    }
     std::int64_t* slots = out + static_cast<std::int64_t>(node) * slots_per_node;
-    for (int i = 0; i < slots_per_node; ++i) slots[i] = experts[node][local[i]];
+    for (int i = 0; i < slots_per_node; ++i) slots[i] = experts[node][pick->slots[i]];
   }
 }
 
@@ -121,23 +151,28 @@ void balanced_layer(const double* layer_load, const float* layer_load_f32, const
   std::copy(eplb_phy2log, eplb_phy2log + shape.replicas, out);
   LayerScore best = eplb_score;
 
-  auto consider = [&](const std::vector<int>& node_of) {
+  auto consider = [&](const std::vector<int>& node_of, const std::int64_t* start) {
     std::vector<std::int64_t> candidate(shape.replicas);
-    place_all_nodes(layer_load, shape, node_of, candidate.data());
+    place_all_nodes(layer_load, shape, node_of, start, candidate.data());
     const LayerScore s = score_layer(layer_load, shape.experts, candidate.data(), shape.replicas,
                                      shape.gpus, scratch);
-    // Never worse than EPLB on either count, and better than what we have.
+    // Never worse than EPLB on either count (exactly), and better than what
+    // we have: lighter beyond rounding, or as light with fewer duplicates.
+    const double tol = kRounding * best.max_gpu_load;
+    const bool lighter = s.max_gpu_load < best.max_gpu_load - tol;
+    const bool as_light = s.max_gpu_load <= best.max_gpu_load + tol;
     if (s.max_gpu_load <= eplb_score.max_gpu_load && s.duplicates <= eplb_score.duplicates &&
-        better(s, best)) {
+        (lighter || (as_light && s.duplicates < best.duplicates))) {
       best = s;
       std::copy(candidate.begin(), candidate.end(), out);
     }
   };
 
   const std::vector<int> eplb_nodes = eplb_groups_to_nodes(layer_load_f32, shape).pack;
-  consider(eplb_nodes);
+  // Under EPLB's group -> node map, EPLB's own placement is a second start.
+  consider(eplb_nodes, eplb_phy2log);
   const std::vector<int> own_nodes = balance_groups(layer_load, shape);
-  if (!same_partition(own_nodes, eplb_nodes)) consider(own_nodes);
+  if (!same_partition(own_nodes, eplb_nodes)) consider(own_nodes, nullptr);
 }
 
 }  // namespace epx::balancer::detail

@@ -3,15 +3,17 @@
 // second replica on one GPU only adds a wasted slot); (2) greedy packing in
 // descending replica load, each replica to the lightest non-full GPU that does
 // not hold its expert yet; (3) swap descent: the best swap of a replica on the
-// heaviest GPU with a lighter one elsewhere, while that lowers the heaviest;
-// (4) replica moves: one slot changes from a replica of expert b to a new
-// replica of an expert a on the heaviest GPU (both counts change), followed by
-// a swap descent, kept when the result is better (lower maximum, or the same
-// maximum and a lower sum of squared loads); (5) swaps that remove remaining
-// same-GPU duplicates without raising the heaviest GPU.
+// heaviest GPU with a lighter one on one of the lightest GPUs, while that
+// lowers the heaviest; (4) replica moves: one slot changes from a replica of
+// expert b to a new replica of an expert a on the heaviest GPU (both counts
+// change), followed by a short swap descent, kept when the heaviest GPU gets
+// lighter; (5) duplicates removed by swaps, or by giving the slot to another
+// expert, without raising the heaviest GPU. Steps 3-5 also run from a given
+// start (EPLB's placement), which they only improve.
 #include "balancer/node_search.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 
 namespace epx::balancer::detail {
@@ -43,24 +45,72 @@ class NodeSearch {
     budget_ = kWorkPerSlot * p.slots * std::min(p.gpus, static_cast<int>(kPartners));
   }
 
-  std::vector<int> run() {
+  // Searches from the fresh start (1, 2 below) and, when given, from `start`
+  // (e.g. EPLB's placement of the node); returns both results.
+  std::vector<NodePlacement> run(const int* start) {
+    std::vector<NodePlacement> out;
+    State s = fresh();
+    search(s, 1.0);
+    out.push_back(result(s));
+    if (start != nullptr) {
+      s = from_slots(start);
+      search(s, kSecondStartShare);
+      out.push_back(result(s));
+    }
+    return out;
+  }
+
+  State fresh() const {
     State s;
     choose_counts(s);
     pack_greedy(s);
+    return s;
+  }
+
+  State from_slots(const int* slots) const {
+    State s;
+    s.item.assign(slots, slots + static_cast<std::size_t>(gpus_) * per_gpu_);
+    s.count.assign(n_, 0);
+    for (int e : s.item) ++s.count[e];
+    s.per_replica.resize(n_);
+    for (int e = 0; e < n_; ++e) s.per_replica[e] = w_[e] / s.count[e];
+    s.held.assign(static_cast<std::size_t>(gpus_) * n_, 0);
+    s.load.assign(gpus_, 0.0);
+    for (int g = 0; g < gpus_; ++g) {
+      for (int i = 0; i < per_gpu_; ++i) ++held(s, g, slots_of(s, g)[i]);
+      recompute_load(s, g);
+    }
+    return s;
+  }
+
+  // Swap descent, replica moves, duplicate removal, within budget_share of
+  // the work budget. A move is kept only when it lowers the heaviest GPU, so the
+  // search ends; the caps only bound the time.
+  void search(State& s, double budget_share) const {
+    work_ = budget_ * (1 - budget_share);
     swap_descent(s, 4 * gpus_ * per_gpu_);
-    // Each kept move lowers (max, sum of squares) lexicographically, so the
-    // search ends; the cap only bounds the time.
     for (int step = 0; step < 4 * n_ + gpus_; ++step) {
       if (at_bound(s) || !improve_by_moving_replica(s)) break;
     }
     remove_duplicates(s);
-    std::vector<int> out = s.item;
-    for (int g = 0; g < gpus_; ++g)
-      std::sort(out.begin() + g * per_gpu_, out.begin() + (g + 1) * per_gpu_);
-    return out;
   }
 
- private:
+  std::int64_t duplicates(const State& s) const {
+    std::int64_t d = 0;
+    for (int h : s.held) d += h > 1 ? h - 1 : 0;
+    return d;
+  }
+
+  NodePlacement result(const State& s) const {
+    NodePlacement r;
+    r.slots = s.item;
+    for (int g = 0; g < gpus_; ++g)
+      std::sort(r.slots.begin() + g * per_gpu_, r.slots.begin() + (g + 1) * per_gpu_);
+    r.max_load = s.load[heaviest(s)];
+    r.duplicates = duplicates(s);
+    return r;
+  }
+
   bool at_bound(const State& s) const {
     return work_ > budget_ || s.load[heaviest(s)] <= bound_ + tol_;
   }
@@ -135,12 +185,6 @@ class NodeSearch {
 
   static int heaviest(const State& s) {
     return static_cast<int>(std::max_element(s.load.begin(), s.load.end()) - s.load.begin());
-  }
-
-  static double sum_of_squares(const State& s) {
-    double q = 0;
-    for (double x : s.load) q += x * x;
-    return q;
   }
 
   void swap_slots(State& s, int g, int i, int o, int j) const {
@@ -303,9 +347,38 @@ class NodeSearch {
             }
           }
         }
-        if (bo >= 0) swap_slots(s, g, i, bo, bj);
+        if (bo >= 0) {
+          swap_slots(s, g, i, bo, bj);
+        } else {
+          give_duplicate_away(s, g, a);
+        }
       }
     }
+  }
+
+  // The duplicate of a on GPU g becomes a new replica of an expert f not on g
+  // (a loses a replica, f gains one), the f that leaves the heaviest GPU
+  // lightest; done when the heaviest GPU does not get heavier.
+  void give_duplicate_away(State& s, int g, int a) const {
+    const double top = s.load[heaviest(s)];
+    const double a_old = replica_load(s, a), a_new = w_[a] / (s.count[a] - 1);
+    double best = top;
+    int best_f = -1;
+    for (int f = 0; f < n_; ++f) {
+      if (held(s, g, f) > 0) continue;
+      const double f_old = replica_load(s, f), f_new = w_[f] / (s.count[f] + 1);
+      double worst = 0;
+      for (int x = 0; x < gpus_ && worst <= best; ++x) {
+        double v = s.load[x] + held(s, x, a) * (a_new - a_old) - held(s, x, f) * (f_old - f_new);
+        if (x == g) v += f_new - a_new;
+        worst = std::max(worst, v);
+      }
+      if (worst <= best) {
+        best = worst;
+        best_f = f;
+      }
+    }
+    if (best_f >= 0) move_replica(s, a, g, best_f);
   }
 
   const double* w_;
@@ -314,6 +387,9 @@ class NodeSearch {
   double bound_ = 0;                           // a lower bound on the heaviest GPU's load
   static constexpr std::size_t kPartners = 8;  // GPUs a swap looks at
   static constexpr double kWorkPerSlot = 100;
+  // The search from `start` gets half the budget: it starts from a good
+  // placement, and global placements (one node of many GPUs) stay fast.
+  static constexpr double kSecondStartShare = 0.5;
   double budget_ = 0;                  // work allowed
   mutable double work_ = 0;            // work done
   mutable std::vector<int> partners_;  // scratch of improve_by_swap
@@ -340,8 +416,8 @@ double node_lower_bound(const NodeProblem& p) {
   return std::max(total / p.gpus, largest);
 }
 
-std::vector<int> place_node(const NodeProblem& problem) {
-  return NodeSearch(problem).run();
+std::vector<NodePlacement> place_node(const NodeProblem& problem) {
+  return NodeSearch(problem).run(problem.start);
 }
 
 }  // namespace epx::balancer::detail
