@@ -12,9 +12,10 @@ namespace epx::balancer::detail {
 
 namespace {
 
-// Relative differences in GPU load below this are rounding (sums of the same
-// replica loads in another order), not a better placement.
-constexpr double kRounding = 1e-9;
+// Relative differences in GPU load below this are not worth a duplicate
+// (and include rounding: sums of the same replica loads in another order).
+// The node search uses the same threshold for progress.
+constexpr double kNegligible = 1e-6;
 
 // Groups to nodes (groups_per_node each) with the lightest heaviest node this
 // finds: greedy by descending group load, then the best swap of a group on the
@@ -131,7 +132,7 @@ void place_all_nodes(const double* layer_load, const Shape& shape, const std::ve
   for (int node = 0; node < nodes; ++node) {
     const NodePlacement* pick = nullptr;
     for (const NodePlacement& r : results[node]) {
-      if (r.max_load > layer_max * (1 + kRounding)) continue;
+      if (r.max_load > layer_max * (1 + kNegligible)) continue;
       if (pick == nullptr || r.duplicates < pick->duplicates ||
           (r.duplicates == pick->duplicates && r.max_load < pick->max_load))
         pick = &r;
@@ -157,8 +158,9 @@ void balanced_layer(const double* layer_load, const float* layer_load_f32, const
     const LayerScore s = score_layer(layer_load, shape.experts, candidate.data(), shape.replicas,
                                      shape.gpus, scratch);
     // Never worse than EPLB on either count (exactly), and better than what
-    // we have: lighter beyond rounding, or as light with fewer duplicates.
-    const double tol = kRounding * best.max_gpu_load;
+    // we have: lighter by more than kNegligible, or as light with fewer
+    // duplicates.
+    const double tol = kNegligible * best.max_gpu_load;
     const bool lighter = s.max_gpu_load < best.max_gpu_load - tol;
     const bool as_light = s.max_gpu_load <= best.max_gpu_load + tol;
     if (s.max_gpu_load <= eplb_score.max_gpu_load && s.duplicates <= eplb_score.duplicates &&
