@@ -311,6 +311,8 @@ class NodeSearch {
           if (held(s, g, b) > 0 && held(s, g, a) == 0 && (x < 0 || s.load[g] < s.load[x])) x = g;
         }
         if (x < 0) continue;
+        // A trial copies the state (held: gpus x experts): work too.
+        work_ += static_cast<double>(gpus_) * n_;
         State trial = s;
         move_replica(trial, b, x, a);
         swap_descent(trial, kTrialSwaps);
