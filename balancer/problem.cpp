@@ -70,30 +70,21 @@ Shape check_problem(const Tensor& load, int num_replicas, int num_groups, int nu
   return s;
 }
 
-std::vector<double> load_as_double(const Tensor& load) {
+template <class T>
+std::vector<T> load_as(const Tensor& load) {
   const std::int64_t n = load.numel();
-  std::vector<double> out(static_cast<std::size_t>(n));
+  std::vector<T> out(static_cast<std::size_t>(n));
   if (load.dtype() == DType::i64) {
     const std::int64_t* v = load.data<std::int64_t>();
-    for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<double>(v[i]);
+    for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(v[i]);
   } else {
     const float* v = load.data<float>();
-    for (std::int64_t i = 0; i < n; ++i) out[i] = v[i];
+    for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(v[i]);
   }
   return out;
 }
 
-std::vector<float> load_as_float(const Tensor& load) {
-  const std::int64_t n = load.numel();
-  std::vector<float> out(static_cast<std::size_t>(n));
-  if (load.dtype() == DType::i64) {
-    const std::int64_t* v = load.data<std::int64_t>();
-    for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(v[i]);
-  } else {
-    const float* v = load.data<float>();
-    for (std::int64_t i = 0; i < n; ++i) out[i] = v[i];
-  }
-  return out;
-}
+template std::vector<double> load_as<double>(const Tensor&);
+template std::vector<float> load_as<float>(const Tensor&);
 
 }  // namespace epx::balancer::detail

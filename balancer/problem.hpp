@@ -30,10 +30,10 @@ struct Shape {
 Shape check_problem(const Tensor& load, int num_replicas, int num_groups, int num_nodes,
                     int num_gpus);
 
-// load [L,E] (i64 or f32, already checked) as row-major doubles (exact for
-// f32; the nearest double for i64).
-std::vector<double> load_as_double(const Tensor& load);
-// ... and as float32, the precision EPLB computes in (i64 rounds to nearest).
-std::vector<float> load_as_float(const Tensor& load);
+// load [L,E] (i64 or f32, already checked), row-major, as T: double (exact
+// for f32, the nearest double for i64; what quality is measured in) or float
+// (the precision EPLB computes in; i64 rounds to nearest).
+template <class T>
+std::vector<T> load_as(const Tensor& load);
 
 }  // namespace epx::balancer::detail

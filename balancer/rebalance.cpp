@@ -58,7 +58,7 @@ Placement rebalance_experts(const Tensor& load, int num_replicas, int num_groups
             "rebalance_experts: policy = ", static_cast<int>(policy),
             ", expected Policy::balanced or Policy::eplb");
   const Shape s = detail::check_problem(load, num_replicas, num_groups, num_nodes, num_gpus);
-  const std::vector<float> load_f32 = detail::load_as_float(load);
+  const std::vector<float> load_f32 = detail::load_as<float>(load);
   Tensor phy2log = Tensor::empty({s.layers, s.replicas}, DType::i64);
   std::int64_t* out = phy2log.data<std::int64_t>();
 
@@ -66,7 +66,7 @@ Placement rebalance_experts(const Tensor& load, int num_replicas, int num_groups
   // finds nothing better.
   std::vector<std::int64_t> eplb(s.replicas);
   std::vector<double> load_f64;
-  if (policy == Policy::balanced) load_f64 = detail::load_as_double(load);
+  if (policy == Policy::balanced) load_f64 = detail::load_as<double>(load);
   for (int l = 0; l < s.layers; ++l) {
     const float* row = load_f32.data() + static_cast<std::size_t>(l) * s.experts;
     std::int64_t* dst = out + static_cast<std::int64_t>(l) * s.replicas;
@@ -98,7 +98,7 @@ PlacementQuality evaluate_placement(const Tensor& load, const Placement& placeme
     EPX_CHECK(p2l[i] >= 0 && p2l[i] < s.experts, InvalidArgument, op, ": phy2log[", i / replicas,
               ",", i % replicas, "] = ", p2l[i], ", expected 0 <= expert < ", s.experts);
   }
-  const std::vector<double> w = detail::load_as_double(load);
+  const std::vector<double> w = detail::load_as<double>(load);
   PlacementQuality q;
   std::vector<int> scratch;
   for (int l = 0; l < s.layers; ++l) {

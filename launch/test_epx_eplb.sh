@@ -6,21 +6,8 @@ set -u
 eplb=$1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-failures=0
-out=""
-status=0
-
-run() {  # run CMD...: captures stdout+stderr in $out and the exit status in $status
-  out=$("$@" 2>&1)
-  status=$?
-}
-fail() {
-  echo "FAIL: $*"
-  echo "  output: $out"
-  failures=$((failures + 1))
-}
-expect_status() { [[ $status -eq $1 ]] || fail "$2: exit status $status, expected $1"; }
-expect_in() { [[ "$out" == *"$1"* ]] || fail "$2: output lacks '$1'"; }
+# run, fail, expect_status, expect_in; $failures counts.
+source "$(dirname "${BASH_SOURCE[0]}")/test_helpers.sh"
 expect_one_line() { [[ $(printf '%s\n' "$out" | wc -l) -eq 1 ]] || fail "$1: more than one line"; }
 
 cat >"$dir/example.json" <<'JSON'
