@@ -21,10 +21,4 @@ struct LayerScore {
 LayerScore score_layer(const double* load, int experts, const std::int64_t* phy2log, int replicas,
                        int gpus, std::vector<int>& count);
 
-// Whether a is the better placement: lower max GPU load, then fewer duplicates.
-inline bool better(const LayerScore& a, const LayerScore& b) {
-  if (a.max_gpu_load != b.max_gpu_load) return a.max_gpu_load < b.max_gpu_load;
-  return a.duplicates < b.duplicates;
-}
-
 }  // namespace epx::balancer::detail
