@@ -151,3 +151,44 @@ TEST(BalancerBalanced, Deterministic) {
 
 }  // namespace
 }  // namespace epx::balancer::testing
+
+namespace epx::balancer::testing {
+namespace {
+
+// evaluate_placement against a plain-loop reference (the comparisons above
+// rely on it): per GPU the sum of load / count over its slots; duplicates =
+// slots minus distinct experts per GPU.
+TEST(BalancerEvaluate, MatchesPlainLoops) {
+  std::mt19937_64 rng(77);
+  for (int trial = 0; trial < 20; ++trial) {
+    const int gpus = 1 + static_cast<int>(rng() % 6), per_gpu = 1 + static_cast<int>(rng() % 5);
+    const int replicas = gpus * per_gpu;
+    const int experts = 1 + static_cast<int>(rng() % replicas);
+    const Tensor load = random_load(2, experts, rng(), 0, 50);
+    const Placement p =
+        rebalance_experts(load, replicas, 1, 1, gpus, trial % 2 ? Policy::eplb : Policy::balanced);
+    const PlacementQuality q = evaluate_placement(load, p, gpus);
+    for (int l = 0; l < 2; ++l) {
+      double total = 0, worst = 0;
+      std::int64_t dups = 0;
+      for (int e = 0; e < experts; ++e) total += static_cast<double>(at(load, l, e));
+      for (int g = 0; g < gpus; ++g) {
+        double sum = 0;
+        std::set<std::int64_t> distinct;
+        for (int i = 0; i < per_gpu; ++i) {
+          const std::int64_t e = at(p.phy2log, l, g * per_gpu + i);
+          sum += static_cast<double>(at(load, l, e)) / static_cast<double>(at(p.logcnt, l, e));
+          distinct.insert(e);
+        }
+        worst = std::max(worst, sum);
+        dups += per_gpu - static_cast<std::int64_t>(distinct.size());
+      }
+      const double expect = total > 0 ? worst / (total / gpus) : 1.0;
+      EXPECT_NEAR(q.gpu_max_over_mean[l], expect, 1e-12 * expect) << "trial " << trial;
+      EXPECT_EQ(q.same_gpu_duplicates[l], dups) << "trial " << trial;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace epx::balancer::testing
