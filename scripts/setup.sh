@@ -19,6 +19,7 @@ PACKAGES=(
   openmpi-bin       # mpirun, used by epxrun and the multi-rank tests
   libopenmpi-dev    # MPI headers and libraries
   libgtest-dev      # GoogleTest
+  nlohmann-json3-dev  # JSON for epx-eplb (load statistics in, placements out)
   libibverbs-dev    # detected for the RDMA transport to come (EPX_WITH_IBVERBS=AUTO)
 )
 
