@@ -7,3 +7,4 @@
 #include <epx/group.hpp>
 #include <epx/kernels.hpp>
 #include <epx/comm.hpp>
+#include <epx/pipeline.hpp>
