@@ -32,5 +32,6 @@ class Registry {
 // One registration function per benchmark file.
 void register_dispatch_bench(Registry& registry);
 void register_low_latency_bench(Registry& registry);
+void register_pipeline_bench(Registry& registry);
 
 }  // namespace epx::bench

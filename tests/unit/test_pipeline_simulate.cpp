@@ -173,7 +173,7 @@ TEST(PipelineSimulate, TimelineSvgHasOneBoxPerPiece) {
     ++rects;
   std::size_t ops = 0;
   for (const auto& r : s.ops) ops += r.size();
-  EXPECT_EQ(rects, 1 + ops + 5);  // background, one per op (no FB here), legend
+  EXPECT_EQ(rects, 1 + ops + 7);  // background, one per op (no FB here), legend
 }
 
 }  // namespace
