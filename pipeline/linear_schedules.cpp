@@ -50,11 +50,12 @@ Schedule zb_h1(int ranks, int microbatches) {
   Schedule s = detail::linear_placement(ScheduleKind::zb_h1, ranks, microbatches);
   for (int r = 0; r < ranks; ++r) {
     std::vector<Op>& ops = s.ops[r];
-    // The 1F1B order with the input-gradient half only on the critical path.
-    // Rank r holds back r weight-gradient passes (oldest first): the gradient
-    // reaches rank r after the ranks behind it, so rank r would idle about r
-    // W-lengths per micro-batch wave; the deferred W's fill that wait at the end.
-    // Rank 0 defers nothing and runs the full backward.
+    // The 1F1B order, with only the input-gradient half (Bi) on the path the
+    // gradient travels towards rank 0. Rank r holds back r weight-gradient
+    // passes (oldest first, as in the zero-bubble paper's ZB-H1): its last Bi
+    // ends about r backward hops before rank 0 finishes, and the deferred W's
+    // fill that tail instead of delaying the gradients earlier. Rank 0 defers
+    // nothing and runs full backwards.
     const int deferred = r;
     const int warmup = std::min(ranks - 1 - r, microbatches);
     int f = 0, b = 0, w = 0;
