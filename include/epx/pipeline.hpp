@@ -6,11 +6,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <epx/config.hpp>
+#include <epx/group.hpp>
+#include <epx/tensor.hpp>
 
 namespace epx::pipeline {
 
@@ -183,5 +187,73 @@ EPX_API AutoChoice choose_schedule(const AutoRequest& request);
 // A Gantt chart of a simulated schedule: ranks as rows, ops coloured by kind,
 // micro-batch numbers in the boxes. A standalone SVG document.
 EPX_API std::string timeline_svg(const Schedule& schedule, const Simulation& simulation);
+
+// ---- Running a schedule over MPI ----------------------------------------
+
+// One rank's pieces of the model, as the Executor calls them. `chunk` is the
+// local chunk (Schedule::stage_of says which stage it is), `mb` the
+// micro-batch. A stage keeps what its backward needs between the calls.
+class EPX_API Stage {
+ public:
+  virtual ~Stage();
+  // Output of the chunk for this micro-batch's input.
+  virtual Tensor forward(int chunk, int mb, const Tensor& input) = 0;
+  // Full backward: the gradient of the chunk's input; accumulates weight grads.
+  virtual Tensor backward(int chunk, int mb, const Tensor& grad_output) = 0;
+  // Zero-bubble split: the input gradient now (Bi), the weight gradient later
+  // (W, called in the schedule's order, a FIFO per rank). The defaults run the
+  // full backward in Bi and nothing in W: correct, without the saving.
+  virtual Tensor backward_input(int chunk, int mb, const Tensor& grad_output);
+  virtual void backward_weight(int chunk, int mb);
+  // An FB unit: the forward of (f_chunk, f_mb) and the full backward of
+  // (b_chunk, b_mb), returning the forward's output and setting grad_input.
+  // The default runs one after the other. A stage whose halves issue epx comm
+  // calls (dispatch/combine) overrides it to interleave them, so that one
+  // half's all-to-all progresses while the other half computes.
+  virtual Tensor forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk, int b_mb,
+                                  const Tensor& grad_output, Tensor& grad_input);
+  // The chunk's weight gradients (f32, updated in place). Needed only when a
+  // stage has two copies (DualPipe): the executor sums each pair across the
+  // two ranks that hold it, so both end with the gradient of the whole batch.
+  virtual std::vector<Tensor> weight_grads(int chunk);
+};
+
+// The loss at the last stage: sets grad_output (allocated like `output`) to
+// d loss / d output and returns the loss of micro-batch `mb`.
+using LossFn =
+    std::function<double(int mb, const Tensor& output, const Tensor& label, Tensor& grad_output)>;
+
+struct ExecutorOptions {
+  // Shape and dtype of every activation and gradient between two stages
+  // (receives are posted before the data exists, so they must be known).
+  std::vector<std::int64_t> activation_shape;
+  DType dtype = DType::f32;
+  double timeout_s = 0.0;  // per wait on a peer; 0: EPX_TIMEOUT_S
+};
+
+class EPX_API Executor {
+ public:
+  // Collective over pp_group (size == schedule.ranks); validates the schedule.
+  Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOptions options = {});
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Collective. Runs one step of the schedule: inputs[mb] is read on the rank
+  // where micro-batch mb's first stage runs, labels[mb] where its last stage
+  // runs (elsewhere entries may be empty). Activations and gradients travel
+  // as MPI_Isend/Irecv, every receive posted at the start and waited for only
+  // when its op runs. Returns losses[mb] on the rank that computed it, NaN
+  // elsewhere. If any rank fails (its stage throws, a wait times out), every
+  // rank throws epx::Error and the executor refuses further steps.
+  std::vector<double> step(const std::vector<Tensor>& inputs, const std::vector<Tensor>& labels,
+                           const LossFn& loss);
+
+  const Schedule& schedule() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace epx::pipeline
