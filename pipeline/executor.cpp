@@ -305,9 +305,17 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
   }
   s.local.clear();
   s.loss_grads.clear();
-  // Every rank arrives here, failed or not; the first failing rank is named.
-  const int failed_rank = core::allreduce_int(s.comm, own ? s.rank : -1, MPI_MAX,
-                                              core::Deadline(s.options.timeout_s), "pipeline step");
+  // Every rank arrives here, failed or not, and learns who failed. A rank
+  // with its own error reports that one even if the agreement times out (a
+  // stalled peer may not arrive in time): it says more than the agreement.
+  int failed_rank = -1;
+  try {
+    failed_rank = core::allreduce_int(s.comm, own ? s.rank : -1, MPI_MAX,
+                                      core::Deadline(s.options.timeout_s), "pipeline step");
+  } catch (const Error&) {
+    s.failed = true;
+    if (!own) throw;
+  }
   if (own) std::rethrow_exception(own);
   if (failed_rank >= 0 || s.failed) {
     s.failed = true;

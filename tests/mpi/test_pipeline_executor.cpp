@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <epx/error.hpp>
@@ -14,6 +15,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace epx::pipeline {
@@ -298,6 +300,48 @@ TEST(PipelineExecutor, AFailingStageFailsEveryRank) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::PeerFailure);
   }
+}
+
+class StallingStage : public TinyStage {
+ public:
+  StallingStage(const Schedule& s, int rank, bool stall) : TinyStage(s, rank), stall_(stall) {}
+  Tensor forward(int chunk, int mb, const Tensor& input) override {
+    if (stall_ && mb == 0) std::this_thread::sleep_for(std::chrono::seconds(4));
+    return TinyStage::forward(chunk, mb, input);
+  }
+
+ private:
+  bool stall_;
+};
+
+TEST(PipelineExecutor, AStalledRankEndsInErrorsNotAHang) {
+  Group group(MPI_COMM_WORLD);
+  const int p = group.size();
+  if (p < 2) GTEST_SKIP() << "needs a peer to wait for";
+  // Rank 0 sleeps 4 s in its first forward; the others wait 1 s at most per
+  // message. Every rank must come back with an error (which one depends on
+  // timing: Timeout where a wait ran out, PeerFailure where a notice came).
+  const Schedule s = one_f_one_b(p, p);
+  StallingStage stage(s, group.rank(), group.rank() == 0);
+  ExecutorOptions o = options();
+  o.timeout_s = 1;
+  Executor executor(group, s, stage, o);
+  std::vector<Tensor> inputs, labels;
+  for (int mb = 0; mb < s.microbatches; ++mb) {
+    inputs.push_back(sample(mb, 0));
+    labels.push_back(sample(mb, 1));
+  }
+  try {
+    executor.step(inputs, labels, mse);
+    ADD_FAILURE() << "step returned although rank 0 stalled past the timeout";
+  } catch (const Error& e) {
+    EXPECT_TRUE(e.code() == ErrorCode::Timeout || e.code() == ErrorCode::PeerFailure) << e.what();
+    if (group.rank() == 1 && e.code() == ErrorCode::Timeout) {
+      EXPECT_NE(std::string(e.what()).find("rank 0"), std::string::npos) << e.what();
+    }
+  }
+  // Let rank 0 leave its stall before the next test's collectives.
+  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 TEST(PipelineExecutor, MissingInputsFailOnEveryRank) {
