@@ -69,7 +69,7 @@ void Channel::check_peers() {
   if (!flag) return;
   int notice = 0;
   MPI_Recv(&notice, 1, MPI_INT, status.MPI_SOURCE, kAbortTag, comm_, MPI_STATUS_IGNORE);
-  peer_failed_ = true;
+  failed_peer_ = status.MPI_SOURCE;
   EPX_THROW(PeerFailure, "pipeline executor: rank ", status.MPI_SOURCE, " failed");
 }
 

@@ -31,7 +31,8 @@ class Channel {
   void wait_sends(const std::string& what);
   // Tells every other rank that this one failed (non-blocking, best effort).
   void announce_failure(int rank, int ranks);
-  bool peer_failed() const noexcept { return peer_failed_; }
+  bool peer_failed() const noexcept { return failed_peer_ >= 0; }
+  int failed_peer() const noexcept { return failed_peer_; }  // -1: none announced
 
  private:
   struct Pending {
@@ -47,7 +48,7 @@ class Channel {
   std::map<int, Pending> recvs_;
   std::vector<Pending> sends_;
   std::vector<int> notice_ = std::vector<int>(1, 0);
-  bool peer_failed_ = false;
+  int failed_peer_ = -1;
 };
 
 }  // namespace epx::pipeline::detail

@@ -305,16 +305,17 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
   }
   s.local.clear();
   s.loss_grads.clear();
-  // Every rank arrives here, failed or not, and learns who failed. A rank
-  // with its own error reports that one even if the agreement times out (a
-  // stalled peer may not arrive in time): it says more than the agreement.
+  // Every rank arrives here, failed or not, and learns who failed. If the
+  // agreement itself times out (a stalled peer may not arrive in time), a rank
+  // reports what it knows best: its own error, else the peer that announced one.
   int failed_rank = -1;
   try {
     failed_rank = core::allreduce_int(s.comm, own ? s.rank : -1, MPI_MAX,
                                       core::Deadline(s.options.timeout_s), "pipeline step");
   } catch (const Error&) {
     s.failed = true;
-    if (!own) throw;
+    if (!own && !s.channel->peer_failed()) throw;
+    failed_rank = s.channel->failed_peer();
   }
   if (own) std::rethrow_exception(own);
   if (failed_rank >= 0 || s.failed) {
