@@ -25,7 +25,7 @@ struct Executor::Impl {
   bool failed = false;
   std::unique_ptr<detail::Channel> channel;
 
-  Impl(Group& group, Schedule s, Stage& st, ExecutorOptions o)
+  Impl(Schedule s, Stage& st, ExecutorOptions o)
       : schedule(std::move(s)), stage(st), options(std::move(o)) {}
   ~Impl() {
     channel.reset();
@@ -66,24 +66,35 @@ struct Executor::Impl {
 };
 
 Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOptions options)
-    : impl_(std::make_unique<Impl>(pp_group, std::move(schedule), stage, std::move(options))) {
+    : impl_(std::make_unique<Impl>(std::move(schedule), stage, std::move(options))) {
   Impl& s = *impl_;
-  validate(s.schedule);
-  EPX_CHECK_EQ(pp_group.size(), s.schedule.ranks, InvalidArgument,
-               "pipeline Executor: the group's size must be the schedule's rank count");
-  EPX_CHECK(!s.options.activation_shape.empty(), InvalidArgument,
-            "pipeline Executor: options.activation_shape is empty; give the shape of the "
-            "activations and gradients between stages");
   if (s.options.timeout_s <= 0) s.options.timeout_s = core::params::timeout_s.get();
   s.rank = pp_group.rank();
   s.tag = pp_group.tag();
-  int* tag_ub = nullptr;
-  int has = 0;
-  MPI_Comm_get_attr(pp_group.comm(), MPI_TAG_UB, &tag_ub, &has);
-  const long long need = s.pair_tag(s.schedule.stages, 0);
-  EPX_CHECK(has && need <= *tag_ub, InvalidArgument, "pipeline Executor: ", s.schedule.microbatches,
-            " micro-batches x ", s.schedule.stages, " stages need MPI tags up to ", need,
-            ", beyond MPI_TAG_UB = ", has ? *tag_ub : 0);
+  // Checked on every rank and agreed before the collective dup, so that one
+  // rank's bad arguments fail every rank instead of leaving them waiting.
+  std::string bad;
+  try {
+    validate(s.schedule);
+    EPX_CHECK_EQ(pp_group.size(), s.schedule.ranks, InvalidArgument,
+                 "pipeline Executor: the group's size must be the schedule's rank count");
+    EPX_CHECK(!s.options.activation_shape.empty(), InvalidArgument,
+              "pipeline Executor: options.activation_shape is empty; give the shape of the "
+              "activations and gradients between stages");
+    int* tag_ub = nullptr;
+    int has = 0;
+    MPI_Comm_get_attr(pp_group.comm(), MPI_TAG_UB, &tag_ub, &has);
+    const long long need = 1 + 2LL * s.schedule.microbatches * s.schedule.stages +
+                           static_cast<long long>(s.schedule.stages) * Impl::kMaxGradTensors;
+    EPX_CHECK(has && need <= *tag_ub, InvalidArgument,
+              "pipeline Executor: ", s.schedule.microbatches, " micro-batches x ",
+              s.schedule.stages, " stages need MPI tags up to ", need,
+              ", beyond MPI_TAG_UB = ", has ? *tag_ub : 0);
+  } catch (const Error& e) {
+    bad = e.what();
+  }
+  core::agree_on_error(pp_group.comm(), bad, ErrorCode::InvalidArgument,
+                       core::Deadline(s.options.timeout_s), "pipeline Executor");
   MPI_Comm_dup(pp_group.comm(), &s.comm);
   s.channel = std::make_unique<detail::Channel>(s.comm, s.options.timeout_s);
 }

@@ -363,5 +363,19 @@ TEST(PipelineExecutor, MissingInputsFailOnEveryRank) {
   EXPECT_NO_THROW(executor.step(inputs, labels, mse));
 }
 
+TEST(PipelineExecutor, BadArgumentsOnOneRankFailEveryRank) {
+  Group group(MPI_COMM_WORLD);
+  const Schedule s = one_f_one_b(group.size(), 2);
+  TinyStage stage(s, group.rank());
+  ExecutorOptions o = options();
+  if (group.rank() == group.size() - 1) o.activation_shape.clear();
+  try {
+    Executor executor(group, s, stage, o);
+    ADD_FAILURE() << "no error although the last rank gave no activation shape";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace epx::pipeline
