@@ -190,6 +190,17 @@ EPX_API std::string timeline_svg(const Schedule& schedule, const Simulation& sim
 
 // ---- Running a schedule over MPI ----------------------------------------
 
+// A forward or backward cut into pieces (say attention, dispatch, experts,
+// combine), run one piece per call, so that two of them can alternate.
+class EPX_API Pieces {
+ public:
+  virtual ~Pieces();
+  // Runs the next piece; true while pieces remain.
+  virtual bool run_next() = 0;
+  // Once all pieces ran: the forward's output, or the backward's input gradient.
+  virtual Tensor result() = 0;
+};
+
 // One rank's pieces of the model, as the Executor calls them. `chunk` is the
 // local chunk (Schedule::stage_of says which stage it is), `mb` the
 // micro-batch. A stage keeps what its backward needs between the calls.
@@ -207,11 +218,18 @@ class EPX_API Stage {
   virtual void backward_weight(int chunk, int mb);
   // An FB unit: the forward of (f_chunk, f_mb) and the full backward of
   // (b_chunk, b_mb), returning the forward's output and setting grad_input.
-  // The default runs one after the other. A stage whose halves issue epx comm
-  // calls (dispatch/combine) overrides it to interleave them, so that one
-  // half's all-to-all progresses while the other half computes.
+  // The default alternates the pieces of the two halves when the stage cuts
+  // them (forward_pieces / backward_pieces): forward piece 0, backward piece
+  // 0, forward piece 1, ... so that a piece that starts an all-to-all and
+  // returns (dispatch with a receive hook) lets the other half compute while
+  // it flies. Without pieces it runs forward, then backward. A stage may also
+  // override it outright.
   virtual Tensor forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk, int b_mb,
                                   const Tensor& grad_output, Tensor& grad_input);
+  // The same work as forward / backward, cut into pieces; nullptr (the
+  // default) when the stage does not cut it. Used only inside FB units.
+  virtual std::unique_ptr<Pieces> forward_pieces(int chunk, int mb, const Tensor& input);
+  virtual std::unique_ptr<Pieces> backward_pieces(int chunk, int mb, const Tensor& grad_output);
   // The chunk's weight gradients (f32, updated in place). Needed only when a
   // stage has two copies (DualPipe): the executor sums each pair across the
   // two ranks that hold it, so both end with the gradient of the whole batch.

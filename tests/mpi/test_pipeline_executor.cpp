@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <epx/group.hpp>
 #include <epx/pipeline.hpp>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -38,14 +40,24 @@ struct Weights {
   }
 };
 
-void forward(const Weights& p, const float* x, float* y) {
+void linear(const Weights& p, const float* x, float* z) {
   for (int r = 0; r < kRows; ++r) {
     for (int o = 0; o < kHidden; ++o) {
-      float z = p.b[o];
-      for (int i = 0; i < kHidden; ++i) z += p.w[o * kHidden + i] * x[r * kHidden + i];
-      y[r * kHidden + o] = std::tanh(z);
+      float sum = p.b[o];
+      for (int i = 0; i < kHidden; ++i) sum += p.w[o * kHidden + i] * x[r * kHidden + i];
+      z[r * kHidden + o] = sum;
     }
   }
+}
+
+void activate(const float* z, float* y) {
+  for (int k = 0; k < kRows * kHidden; ++k) y[k] = std::tanh(z[k]);
+}
+
+void forward(const Weights& p, const float* x, float* y) {
+  std::vector<float> z(kRows * kHidden);
+  linear(p, x, z.data());
+  activate(z.data(), y);
 }
 
 // gz = gy * (1 - y^2); gx = gz W.
@@ -94,7 +106,9 @@ Tensor sample(int mb, int which) {
 // One rank's chunks of the model.
 class TinyStage : public Stage {
  public:
-  explicit TinyStage(const Schedule& s, int rank) {
+  // cut: forward and backward come in two Pieces each (linear | tanh;
+  // input grad | weight grad), and every piece run is logged.
+  explicit TinyStage(const Schedule& s, int rank, bool cut = false) : cut_(cut) {
     for (int c = 0; c < s.chunks_per_rank; ++c) {
       chunks_.push_back(Chunk{Weights(s.stage_of[rank][c]),
                               Tensor::zeros({kHidden, kHidden}, DType::f32),
@@ -137,7 +151,64 @@ class TinyStage : public Stage {
   }
   std::size_t saved() const { return saved_.size(); }
 
+  std::unique_ptr<Pieces> forward_pieces(int chunk, int mb, const Tensor& input) override {
+    if (!cut_) return nullptr;
+    return std::make_unique<ForwardPieces>(*this, chunk, mb, input);
+  }
+  std::unique_ptr<Pieces> backward_pieces(int chunk, int mb, const Tensor& grad_output) override {
+    if (!cut_) return nullptr;
+    return std::make_unique<BackwardPieces>(*this, chunk, mb, grad_output);
+  }
+  std::vector<std::string> log;  // pieces in the order they ran: "F0", "B1", ...
+
  private:
+  class ForwardPieces : public Pieces {
+   public:
+    ForwardPieces(TinyStage& s, int chunk, int mb, const Tensor& x)
+        : s_(s), chunk_(chunk), mb_(mb), x_(x.clone()) {}
+    bool run_next() override {
+      if (next_ == 0) {
+        linear(s_.chunks_[chunk_].p, x_.data<float>(), z_.data());
+      } else {
+        y_ = Tensor::empty({kRows, kHidden}, DType::f32);
+        activate(z_.data(), y_.data<float>());
+        s_.saved_[{chunk_, mb_}] = Saved{x_, y_, Tensor()};
+      }
+      s_.log.push_back("F" + std::to_string(next_));
+      return ++next_ < 2;
+    }
+    Tensor result() override { return y_; }
+
+   private:
+    TinyStage& s_;
+    int chunk_, mb_;
+    Tensor x_, y_;
+    std::vector<float> z_ = std::vector<float>(kRows * kHidden);
+    int next_ = 0;
+  };
+  class BackwardPieces : public Pieces {
+   public:
+    BackwardPieces(TinyStage& s, int chunk, int mb, const Tensor& g)
+        : s_(s), chunk_(chunk), mb_(mb), g_(g) {}
+    bool run_next() override {
+      if (next_ == 0) {
+        gx_ = s_.backward_input(chunk_, mb_, g_);
+      } else {
+        s_.backward_weight(chunk_, mb_);
+      }
+      s_.log.push_back("B" + std::to_string(next_));
+      return ++next_ < 2;
+    }
+    Tensor result() override { return gx_; }
+
+   private:
+    TinyStage& s_;
+    int chunk_, mb_;
+    Tensor g_, gx_;
+    int next_ = 0;
+  };
+
+  bool cut_ = false;
   struct Chunk {
     Weights p;
     Tensor gw, gb;
@@ -202,7 +273,7 @@ ExecutorOptions options() {
   return o;
 }
 
-void run_and_compare(Group& group, const Schedule& s) {
+void run_and_compare(Group& group, const Schedule& s, bool cut = false) {
   SCOPED_TRACE(testing::Message() << to_string(s.kind) << " on " << s.ranks << " ranks, "
                                   << s.microbatches << " micro-batches");
   const Reference ref = reference(s);
@@ -211,7 +282,7 @@ void run_and_compare(Group& group, const Schedule& s) {
     inputs.push_back(sample(mb, 0));
     labels.push_back(sample(mb, 1));
   }
-  TinyStage stage(s, group.rank());
+  TinyStage stage(s, group.rank(), cut);
   Executor executor(group, s, stage, options());
   for (int round = 0; round < 2; ++round) {  // a second step reuses everything
     stage.zero_grads();
@@ -234,6 +305,15 @@ void run_and_compare(Group& group, const Schedule& s) {
     }
     EXPECT_EQ(stage.saved(), 0u);  // every forward's state released by its backward
   }
+  if (cut) {
+    // Each FB unit alternated its halves: F0 B0 F1 B1, once per unit and step.
+    std::size_t units = 0, alternated = 0;
+    for (const Op& op : s.ops[group.rank()]) units += op.kind == OpKind::FB;
+    const std::vector<std::string> want = {"F0", "B0", "F1", "B1"};
+    for (std::size_t i = 0; i + 4 <= stage.log.size(); ++i)
+      alternated += std::equal(want.begin(), want.end(), stage.log.begin() + i);
+    EXPECT_EQ(alternated, 2 * units);
+  }
 }
 
 TEST(PipelineExecutor, EveryScheduleMatchesTheReferenceBitForBit) {
@@ -251,6 +331,9 @@ TEST(PipelineExecutor, EveryScheduleMatchesTheReferenceBitForBit) {
       run_and_compare(group, s);
     }
   }
+  // Stages that cut their halves into pieces, alternated inside FB units.
+  if (p % 2 == 0) run_and_compare(group, dualpipe(p, 2 * p), true);
+  run_and_compare(group, dualpipe_v(p, 2 * p + 1), true);
   // Fewer micro-batches than ranks.
   run_and_compare(group, one_f_one_b(p, 1));
   run_and_compare(group, zb_h1(p, 2));
