@@ -129,22 +129,34 @@ void OptionSet::set_value(Option& o, const std::string& text) {
   o.value = v;
 }
 
-std::int64_t OptionSet::get_int(const std::string& name) const { return at(name).value; }
+std::int64_t OptionSet::get_int(const std::string& name) const {
+  return at(name).value;
+}
 
-bool OptionSet::flag(const std::string& name) const { return at(name).value != 0; }
+bool OptionSet::flag(const std::string& name) const {
+  return at(name).value != 0;
+}
 
-double OptionSet::get_double(const std::string& name) const { return at(name).real; }
+double OptionSet::get_double(const std::string& name) const {
+  return at(name).real;
+}
 
-const std::string& OptionSet::get_string(const std::string& name) const { return at(name).text; }
+const std::string& OptionSet::get_string(const std::string& name) const {
+  return at(name).text;
+}
 
-bool OptionSet::given(const std::string& name) const { return at(name).given; }
+bool OptionSet::given(const std::string& name) const {
+  return at(name).given;
+}
 
 std::string OptionSet::usage(const std::string& summary) const {
   std::ostringstream os;
   os << "usage: epxrun -n N -- epx-bench " << command_ << " [options]\n\n"
      << summary << "\n\noptions:\n";
   for (const Option& o : options_) {
-    const char* arg = o.type == Type::Flag ? "" : o.type == Type::String ? " WORD" : " N";
+    const char* arg = o.type == Type::Flag     ? ""
+                      : o.type == Type::String ? (o.choices.empty() ? " TEXT" : " WORD")
+                                               : " N";
     std::string left = "  --" + o.name + arg;
     left.resize(std::max<std::size_t>(left.size() + 2, 20), ' ');
     os << left << o.help;

@@ -34,7 +34,7 @@ OptionSet make_options() {
   o.add_double("cost-b", 2, 0, 1e12, "full backward time (input and weight grads)");
   o.add_double("cost-w", 1, 0, 1e12, "weight-grad part of the backward");
   o.add_double("cost-fb", -1, 0, 1e12,
-               "overlapped forward + backward unit (default: cost-f + cost-b)");
+               "overlapped forward + backward unit; the default -1 stands for cost-f + cost-b");
   o.add_double("cost-comm", 0, 0, 1e12,
                "expert all-to-all inside each forward and each backward; FB units hide it");
   o.add_double("cost-p2p", 0, 0, 1e12, "latency of one activation or gradient between ranks");
@@ -42,7 +42,7 @@ OptionSet make_options() {
                "per-rank activation limit for auto, in micro-batches x 1/P of the model "
                "(0: none)");
   o.add_flag("json", "print one JSON object instead of the table");
-  o.add_string("svg", "", "", "also write the timeline as an SVG Gantt chart to this FILE");
+  o.add_string("svg", "", "", "also write the timeline as an SVG Gantt chart to this file");
   return o;
 }
 
