@@ -203,7 +203,9 @@ class EPX_API Pieces {
 
 // One rank's pieces of the model, as the Executor calls them. `chunk` is the
 // local chunk (Schedule::stage_of says which stage it is), `mb` the
-// micro-batch. A stage keeps what its backward needs between the calls.
+// micro-batch. A stage keeps what its backward needs between the calls. The
+// executor sends returned tensors as they are (no copy): do not write to a
+// tensor after returning it.
 class EPX_API Stage {
  public:
   virtual ~Stage();
