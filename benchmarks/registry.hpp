@@ -33,5 +33,6 @@ class Registry {
 void register_dispatch_bench(Registry& registry);
 void register_low_latency_bench(Registry& registry);
 void register_eplb_bench(Registry& registry);
+void register_pipeline_bench(Registry& registry);
 
 }  // namespace epx::bench

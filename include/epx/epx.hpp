@@ -8,3 +8,4 @@
 #include <epx/kernels.hpp>
 #include <epx/comm.hpp>
 #include <epx/balancer.hpp>
+#include <epx/pipeline.hpp>

@@ -1,0 +1,279 @@
+// epx::pipeline: pipeline-parallel schedules as plain data, a validator and a
+// simulator. A Schedule lists, per rank, the ops that rank runs in order, and
+// says which (rank, chunk) holds which model stage; generators build the
+// published schedules (GPipe, 1F1B, ZB-H1, DualPipe, DualPipeV), validate()
+// proves one runs to the end, simulate() predicts its time and memory.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <epx/config.hpp>
+#include <epx/group.hpp>
+#include <epx/tensor.hpp>
+
+namespace epx::pipeline {
+
+// F: forward of one micro-batch through one chunk. B: its full backward.
+// Bi / W: the two halves of B (input gradient, then weight gradient), split so
+// that W can wait and fill a bubble (zero-bubble schedules). FB: the forward of
+// one micro-batch and the full backward of another, run as one overlapped unit.
+enum class OpKind : std::uint8_t { F, B, Bi, W, FB };
+
+EPX_API const char* to_string(OpKind kind) noexcept;
+
+struct Op {
+  OpKind kind = OpKind::F;
+  int mb = -1;       // micro-batch; for FB the forward half's
+  int chunk = -1;    // local chunk of this rank; for FB the forward half's
+  int b_mb = -1;     // FB only: the backward half's micro-batch
+  int b_chunk = -1;  // FB only: the backward half's chunk
+
+  static Op forward(int mb, int chunk) { return {OpKind::F, mb, chunk}; }
+  static Op backward(int mb, int chunk) { return {OpKind::B, mb, chunk}; }
+  static Op input_grad(int mb, int chunk) { return {OpKind::Bi, mb, chunk}; }
+  static Op weight_grad(int mb, int chunk) { return {OpKind::W, mb, chunk}; }
+  static Op overlapped(int f_mb, int f_chunk, int b_mb, int b_chunk) {
+    return {OpKind::FB, f_mb, f_chunk, b_mb, b_chunk};
+  }
+  bool operator==(const Op&) const = default;
+};
+
+// "F(3,0)", "FB(5,1|2,0)": the forms used in error messages and pictures.
+EPX_API std::string to_string(const Op& op);
+
+struct Location {
+  int rank = 0;
+  int chunk = 0;
+  bool operator==(const Location&) const = default;
+};
+
+enum class ScheduleKind { gpipe, one_f_one_b, zb_h1, dualpipe, dualpipe_v };
+
+// Names as on the command line: gpipe, 1f1b, zb-h1, dualpipe, dualpipev.
+EPX_API const char* to_string(ScheduleKind kind) noexcept;
+// Throws epx::Error(InvalidArgument) naming the accepted spellings.
+EPX_API ScheduleKind parse_schedule_kind(std::string_view name);
+
+// The IR that the validator, the simulator and (later) the executor consume.
+// Stage s of micro-batch m runs at paths[path_of[m]][s]; stage_of is the same
+// placement seen from a rank: stage_of[rank][chunk] = s.
+struct Schedule {
+  ScheduleKind kind = ScheduleKind::one_f_one_b;
+  int ranks = 0;
+  int microbatches = 0;
+  int stages = 0;           // model stages, numbered from the input
+  int chunks_per_rank = 0;  // local chunks on every rank
+  // Fraction of the model one chunk holds: 1/ranks, except DualPipeV's
+  // 1/(2*ranks). Costs and activations given "per 1/ranks of the model"
+  // scale by chunk_fraction * ranks (see scale_costs).
+  double chunk_fraction = 0.0;
+  std::vector<std::vector<int>> stage_of;    // [rank][chunk] -> stage
+  std::vector<std::vector<Location>> paths;  // [path][stage] -> where it runs
+  std::vector<int> path_of;                  // [micro-batch] -> path
+  std::vector<std::vector<Op>> ops;          // [rank] -> ops in run order
+};
+
+struct ScheduleSpec {
+  int ranks = 0;
+  int microbatches = 0;
+};
+
+// Generators. Each throws epx::Error(InvalidArgument) saying why a shape is
+// impossible, e.g. "dualpipe needs an even number of ranks, got 7".
+//  gpipe:       every F, then every B (activations: all micro-batches).
+//  one_f_one_b: ranks-1-r warm-up forwards on rank r, then F/B alternate.
+//  zb_h1:       1F1B with B split into Bi + W; rank r defers r weight grads
+//               (oldest first) and runs them where 1F1B would wait.
+//  dualpipe:    even ranks P; rank r holds stage r (chunk 0, micro-batches
+//               0..M/2-1 entering at rank 0) and stage P-1-r (chunk 1,
+//               micro-batches M/2..M-1 entering at rank P-1); M even, M >= 2P.
+//               The published 8-step program per rank.
+//  dualpipe_v:  any N ranks hold 2N stages in a V: rank r holds stage r
+//               (chunk 0) and 2N-1-r (chunk 1); every micro-batch enters at
+//               rank 0, goes down and back up; M >= 2N. Same 8 steps.
+EPX_API Schedule make_schedule(ScheduleKind kind, const ScheduleSpec& spec);
+EPX_API Schedule gpipe(int ranks, int microbatches);
+EPX_API Schedule one_f_one_b(int ranks, int microbatches);
+EPX_API Schedule zb_h1(int ranks, int microbatches);
+EPX_API Schedule dualpipe(int ranks, int microbatches);
+EPX_API Schedule dualpipe_v(int ranks, int microbatches);
+
+// Throws epx::Error(InvalidArgument) unless the schedule can run: placement
+// consistent, every (micro-batch, stage) has one F and either one B or one Bi
+// followed by one W on the rank that holds the stage, every F before its
+// backward, and no deadlock when each op blocks until its inputs have arrived
+// (receives block, sends do not: activations and gradients are posted as
+// non-blocking sends). The message names the rank, the op and what it waits for.
+EPX_API void validate(const Schedule& schedule);
+
+// Time of each op kind for one chunk, and the wire. `comm` is the expert
+// all-to-all time inside each F and each B/Bi chunk: a sequential op pays it,
+// an FB unit hides each half's comm behind the other half's compute as far
+// as that compute lasts (min(comm, F) + min(comm, B)). W has no comm.
+// Bi costs b - w. fb < 0 means f + b (no compute overlap).
+struct Costs {
+  double f = 1.0;
+  double b = 2.0;
+  double w = 1.0;
+  double fb = -1.0;
+  double comm = 0.0;
+  double p2p = 0.0;  // latency of one activation/gradient between two ranks
+};
+
+struct OpTime {
+  double start = 0.0;
+  double end = 0.0;
+};
+
+struct Simulation {
+  double makespan = 0.0;
+  std::vector<double> busy;    // [rank] time spent in ops
+  std::vector<double> bubble;  // [rank] makespan - busy
+  double max_bubble = 0.0;
+  // [rank] most micro-batch-chunks whose activations are alive at once: from
+  // the start of a chunk's F to the end of its last backward piece (B, or
+  // the W that follows Bi, since W still reads the stored inputs).
+  std::vector<int> peak_activations;
+  int param_copies = 0;             // most copies of any stage's weights
+  std::vector<double> comm_hidden;  // [rank] all-to-all time hidden by FB
+  double total_comm_hidden = 0.0;
+  std::vector<std::vector<OpTime>> times;  // [rank][op], parallel to Schedule::ops
+};
+
+// Validates, then plays the schedule with every op as early as its rank and
+// its inputs allow. Throws epx::Error(InvalidArgument) for negative costs or
+// w > b.
+EPX_API Simulation simulate(const Schedule& schedule, const Costs& costs);
+
+// Costs given per 1/ranks of the model, scaled to this schedule's chunks
+// (halved for DualPipeV; p2p latency unchanged).
+EPX_API Costs scale_costs(const Schedule& schedule, const Costs& per_stage);
+
+// `auto`: every schedule that the shape allows, simulated with per_stage
+// costs scaled to its chunks; the least makespan among those whose peak
+// activations (in micro-batches x 1/ranks of the model) fit the budget.
+struct AutoRequest {
+  int ranks = 0;
+  int microbatches = 0;
+  Costs per_stage;             // costs of 1/ranks of the model
+  double memory_budget = 0.0;  // per rank, micro-batches x 1/ranks of the model; 0: no limit
+};
+
+struct AutoCandidate {
+  ScheduleKind kind = ScheduleKind::one_f_one_b;
+  bool possible = false;  // the shape allows it
+  bool fits = false;      // and its peak fits the budget
+  double makespan = 0.0;
+  double peak_activations = 0.0;  // max over ranks, budget units
+  std::string note;               // why not, when not possible or not fitting
+};
+
+struct AutoChoice {
+  Schedule schedule;
+  Costs costs;  // as simulated (per chunk)
+  Simulation simulation;
+  std::vector<AutoCandidate> candidates;
+  std::string reason;  // one sentence: why this one
+};
+
+// Throws epx::Error(InvalidArgument) when no schedule is possible or fits.
+EPX_API AutoChoice choose_schedule(const AutoRequest& request);
+
+// A Gantt chart of a simulated schedule: ranks as rows, ops coloured by kind,
+// micro-batch numbers in the boxes. A standalone SVG document.
+EPX_API std::string timeline_svg(const Schedule& schedule, const Simulation& simulation);
+
+// ---- Running a schedule over MPI ----------------------------------------
+
+// A forward or backward cut into pieces (say attention, dispatch, experts,
+// combine), run one piece per call, so that two of them can alternate.
+class EPX_API Pieces {
+ public:
+  virtual ~Pieces();
+  // Runs the next piece; true while pieces remain.
+  virtual bool run_next() = 0;
+  // Once all pieces ran: the forward's output, or the backward's input gradient.
+  virtual Tensor result() = 0;
+};
+
+// One rank's pieces of the model, as the Executor calls them. `chunk` is the
+// local chunk (Schedule::stage_of says which stage it is), `mb` the
+// micro-batch. A stage keeps what its backward needs between the calls. The
+// executor sends returned tensors as they are (no copy): do not write to a
+// tensor after returning it.
+class EPX_API Stage {
+ public:
+  virtual ~Stage();
+  // Output of the chunk for this micro-batch's input.
+  virtual Tensor forward(int chunk, int mb, const Tensor& input) = 0;
+  // Full backward: the gradient of the chunk's input; accumulates weight grads.
+  virtual Tensor backward(int chunk, int mb, const Tensor& grad_output) = 0;
+  // Zero-bubble split: the input gradient now (Bi), the weight gradient later
+  // (W, called in the schedule's order, a FIFO per rank). The defaults run the
+  // full backward in Bi and nothing in W: correct, without the saving.
+  virtual Tensor backward_input(int chunk, int mb, const Tensor& grad_output);
+  virtual void backward_weight(int chunk, int mb);
+  // An FB unit: the forward of (f_chunk, f_mb) and the full backward of
+  // (b_chunk, b_mb), returning the forward's output and setting grad_input.
+  // The default alternates the pieces of the two halves when the stage cuts
+  // them (forward_pieces / backward_pieces): forward piece 0, backward piece
+  // 0, forward piece 1, ... so that a piece that starts an all-to-all and
+  // returns (dispatch with a receive hook) lets the other half compute while
+  // it flies. Without pieces it runs forward, then backward. A stage may also
+  // override it outright.
+  virtual Tensor forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk, int b_mb,
+                                  const Tensor& grad_output, Tensor& grad_input);
+  // The same work as forward / backward, cut into pieces; nullptr (the
+  // default) when the stage does not cut it. Used only inside FB units.
+  virtual std::unique_ptr<Pieces> forward_pieces(int chunk, int mb, const Tensor& input);
+  virtual std::unique_ptr<Pieces> backward_pieces(int chunk, int mb, const Tensor& grad_output);
+  // The chunk's weight gradients (f32, updated in place). Needed only when a
+  // stage has two copies (DualPipe): the executor sums each pair across the
+  // two ranks that hold it, so both end with the gradient of the whole batch.
+  virtual std::vector<Tensor> weight_grads(int chunk);
+};
+
+// The loss at the last stage: sets grad_output (allocated like `output`) to
+// d loss / d output and returns the loss of micro-batch `mb`.
+using LossFn =
+    std::function<double(int mb, const Tensor& output, const Tensor& label, Tensor& grad_output)>;
+
+struct ExecutorOptions {
+  // Shape and dtype of every activation and gradient between two stages
+  // (receives are posted before the data exists, so they must be known).
+  std::vector<std::int64_t> activation_shape;
+  DType dtype = DType::f32;
+  double timeout_s = 0.0;  // per wait on a peer; 0: EPX_TIMEOUT_S
+};
+
+class EPX_API Executor {
+ public:
+  // Collective over pp_group (size == schedule.ranks); validates the schedule.
+  Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOptions options = {});
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Collective. Runs one step of the schedule: inputs[mb] is read on the rank
+  // where micro-batch mb's first stage runs, labels[mb] where its last stage
+  // runs (elsewhere entries may be empty). Activations and gradients travel
+  // as MPI_Isend/Irecv, every receive posted at the start and waited for only
+  // when its op runs. Returns losses[mb] on the rank that computed it, NaN
+  // elsewhere. If any rank fails (its stage throws, a wait times out), every
+  // rank throws epx::Error and the executor refuses further steps.
+  std::vector<double> step(const std::vector<Tensor>& inputs, const std::vector<Tensor>& labels,
+                           const LossFn& loss);
+
+  const Schedule& schedule() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace epx::pipeline

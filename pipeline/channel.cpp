@@ -1,0 +1,90 @@
+#include "pipeline/channel.hpp"
+
+#include "core/check.hpp"
+
+namespace epx::pipeline::detail {
+
+Channel::~Channel() {
+  // Only reached with requests left after a failure: cancel the receives;
+  // leave the sends to MPI (their buffers stay referenced until here only,
+  // and a failed executor is never used again).
+  for (auto& [tag, p] : recvs_) {
+    if (p.request != MPI_REQUEST_NULL) {
+      MPI_Cancel(&p.request);
+      MPI_Request_free(&p.request);
+    }
+  }
+  for (Pending& p : sends_) {
+    if (p.request != MPI_REQUEST_NULL) MPI_Request_free(&p.request);
+  }
+}
+
+void Channel::post_recv(int tag, int from, Tensor buffer) {
+  Pending p;
+  p.peer = from;
+  p.buffer = std::move(buffer);
+  MPI_Irecv(p.buffer.raw(), static_cast<int>(p.buffer.nbytes()), MPI_BYTE, from, tag, comm_,
+            &p.request);
+  EPX_CHECK(recvs_.emplace(tag, std::move(p)).second, Internal,
+            "pipeline executor: two receives posted with tag ", tag);
+}
+
+Tensor Channel::wait_recv(int tag, const std::string& what) {
+  auto it = recvs_.find(tag);
+  EPX_CHECK(it != recvs_.end(), Internal, "pipeline executor: no receive posted for ", what);
+  wait(it->second, what);
+  Tensor out = std::move(it->second.buffer);
+  recvs_.erase(it);
+  return out;
+}
+
+void Channel::send(int tag, int to, Tensor data) {
+  Pending p;
+  p.peer = to;
+  p.buffer = std::move(data);
+  MPI_Isend(p.buffer.raw(), static_cast<int>(p.buffer.nbytes()), MPI_BYTE, to, tag, comm_,
+            &p.request);
+  sends_.push_back(std::move(p));
+}
+
+void Channel::wait_sends(const std::string& what) {
+  for (Pending& p : sends_) wait(p, what);
+  sends_.clear();
+}
+
+void Channel::announce_failure(int rank, int ranks) {
+  for (int r = 0; r < ranks; ++r) {
+    if (r == rank) continue;
+    Pending p;
+    p.peer = r;
+    MPI_Isend(notice_.data(), 1, MPI_INT, r, kAbortTag, comm_, &p.request);
+    sends_.push_back(std::move(p));
+  }
+}
+
+void Channel::check_peers() {
+  int flag = 0;
+  MPI_Status status;
+  MPI_Iprobe(MPI_ANY_SOURCE, kAbortTag, comm_, &flag, &status);
+  if (!flag) return;
+  int notice = 0;
+  MPI_Recv(&notice, 1, MPI_INT, status.MPI_SOURCE, kAbortTag, comm_, MPI_STATUS_IGNORE);
+  failed_peer_ = status.MPI_SOURCE;
+  EPX_THROW(PeerFailure, "pipeline executor: rank ", status.MPI_SOURCE, " failed");
+}
+
+void Channel::wait(Pending& p, const std::string& what) {
+  const core::Deadline deadline(timeout_s_);
+  core::Backoff backoff;
+  for (;;) {
+    int done = 0;
+    MPI_Test(&p.request, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    check_peers();
+    EPX_CHECK(!deadline.expired(), Timeout, "pipeline executor: ", what, ": no progress with rank ",
+              p.peer, " after ", timeout_s_, " s");
+    backoff.pause();
+  }
+}
+
+}  // namespace epx::pipeline::detail

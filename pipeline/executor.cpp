@@ -1,0 +1,339 @@
+// Executor: runs a validated Schedule on an MPI group. Each rank walks its op
+// list in order; activations go forward and gradients backward as
+// non-blocking messages whose receives are all posted when the step starts;
+// a failure anywhere becomes an error on every rank (never a hang).
+#include <exception>
+#include <limits>
+#include <map>
+#include <utility>
+
+#include "core/agree.hpp"
+#include "core/check.hpp"
+#include "core/config.hpp"
+#include "pipeline/channel.hpp"
+#include "pipeline/replay.hpp"
+
+namespace epx::pipeline {
+
+struct Executor::Impl {
+  Schedule schedule;
+  Stage& stage;
+  ExecutorOptions options;
+  MPI_Comm comm = MPI_COMM_NULL;  // private duplicate: tags never meet other traffic
+  int rank = 0;
+  std::string tag;  // "[rank r/R]"
+  bool failed = false;
+  std::unique_ptr<detail::Channel> channel;
+
+  Impl(Schedule s, Stage& st, ExecutorOptions o)
+      : schedule(std::move(s)), stage(st), options(std::move(o)) {}
+  ~Impl() {
+    channel.reset();
+    if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+  }
+
+  Location where(int mb, int stage_index) const {
+    return schedule.paths[schedule.path_of[mb]][stage_index];
+  }
+  int stage_of(int chunk) const { return schedule.stage_of[rank][chunk]; }
+  int last_stage() const { return schedule.stages - 1; }
+
+  // Message tags: one per (micro-batch, producing stage, direction); 0 is the
+  // failure notice, and the pair-sum tags follow the last message tag.
+  int message_tag(int mb, int from_stage, bool gradient) const {
+    return 1 + (mb * schedule.stages + from_stage) * 2 + (gradient ? 1 : 0);
+  }
+  int pair_tag(int stage_index, int k) const {
+    return 1 + 2 * schedule.microbatches * schedule.stages + stage_index * kMaxGradTensors + k;
+  }
+  static constexpr int kMaxGradTensors = 256;
+
+  Tensor activation() const { return Tensor::empty(options.activation_shape, options.dtype); }
+
+  void post_receives();
+  std::vector<double> run_ops(const std::vector<Tensor>& inputs, const std::vector<Tensor>& labels,
+                              const LossFn& loss);
+  Tensor forward(const detail::Piece& p, const std::vector<Tensor>& inputs);
+  void after_forward(const detail::Piece& p, Tensor output, const std::vector<Tensor>& labels,
+                     const LossFn& loss, std::vector<double>& losses);
+  Tensor grad_output(const detail::Piece& p);
+  void after_backward(const detail::Piece& p, Tensor grad_input);
+  void sum_weight_copies();
+
+  // Messages between two chunks of this rank (DualPipeV's turn) skip MPI.
+  std::map<int, Tensor> local;
+  std::map<int, Tensor> loss_grads;  // [mb] gradient of the loss, for the last stage's backward
+};
+
+Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOptions options)
+    : impl_(std::make_unique<Impl>(std::move(schedule), stage, std::move(options))) {
+  Impl& s = *impl_;
+  if (s.options.timeout_s <= 0) s.options.timeout_s = core::params::timeout_s.get();
+  s.rank = pp_group.rank();
+  s.tag = pp_group.tag();
+  // Checked on every rank and agreed before the collective dup, so that one
+  // rank's bad arguments fail every rank instead of leaving them waiting.
+  std::string bad;
+  try {
+    validate(s.schedule);
+    EPX_CHECK_EQ(pp_group.size(), s.schedule.ranks, InvalidArgument,
+                 "pipeline Executor: the group's size must be the schedule's rank count");
+    EPX_CHECK(!s.options.activation_shape.empty(), InvalidArgument,
+              "pipeline Executor: options.activation_shape is empty; give the shape of the "
+              "activations and gradients between stages");
+    int* tag_ub = nullptr;
+    int has = 0;
+    MPI_Comm_get_attr(pp_group.comm(), MPI_TAG_UB, &tag_ub, &has);
+    const long long need = 1 + 2LL * s.schedule.microbatches * s.schedule.stages +
+                           static_cast<long long>(s.schedule.stages) * Impl::kMaxGradTensors;
+    EPX_CHECK(has && need <= *tag_ub, InvalidArgument,
+              "pipeline Executor: ", s.schedule.microbatches, " micro-batches x ",
+              s.schedule.stages, " stages need MPI tags up to ", need,
+              ", beyond MPI_TAG_UB = ", has ? *tag_ub : 0);
+  } catch (const Error& e) {
+    bad = e.what();
+  }
+  core::agree_on_error(pp_group.comm(), bad, ErrorCode::InvalidArgument,
+                       core::Deadline(s.options.timeout_s), "pipeline Executor");
+  MPI_Comm_dup(pp_group.comm(), &s.comm);
+  s.channel = std::make_unique<detail::Channel>(s.comm, s.options.timeout_s);
+}
+
+Executor::~Executor() = default;
+
+const Schedule& Executor::schedule() const noexcept {
+  return impl_->schedule;
+}
+
+void Executor::Impl::post_receives() {
+  for (const Op& op : schedule.ops[rank]) {
+    detail::Piece pieces[2];
+    const int n = detail::pieces_of(op, pieces);
+    for (int i = 0; i < n; ++i) {
+      const detail::Piece& p = pieces[i];
+      const int s = stage_of(p.chunk);
+      if (p.kind == OpKind::F && s > 0) {
+        const Location from = where(p.mb, s - 1);
+        if (from.rank != rank)
+          channel->post_recv(message_tag(p.mb, s - 1, false), from.rank, activation());
+      }
+      if ((p.kind == OpKind::B || p.kind == OpKind::Bi) && s < last_stage()) {
+        const Location from = where(p.mb, s + 1);
+        if (from.rank != rank)
+          channel->post_recv(message_tag(p.mb, s + 1, true), from.rank, activation());
+      }
+    }
+  }
+}
+
+Tensor Executor::Impl::forward(const detail::Piece& p, const std::vector<Tensor>& inputs) {
+  const int s = stage_of(p.chunk);
+  Tensor x;
+  if (s == 0) {
+    x = inputs[p.mb];
+  } else if (where(p.mb, s - 1).rank == rank) {
+    x = std::move(local.at(message_tag(p.mb, s - 1, false)));
+    local.erase(message_tag(p.mb, s - 1, false));
+  } else {
+    x = channel->wait_recv(message_tag(p.mb, s - 1, false),
+                           core::concat("activation of micro-batch ", p.mb, " stage ", s - 1));
+  }
+  return x;
+}
+
+void Executor::Impl::after_forward(const detail::Piece& p, Tensor output,
+                                   const std::vector<Tensor>& labels, const LossFn& loss,
+                                   std::vector<double>& losses) {
+  const int s = stage_of(p.chunk);
+  if (s == last_stage()) {
+    Tensor grad = Tensor::empty(output.shape(), output.dtype());
+    losses[p.mb] = loss(p.mb, output, labels[p.mb], grad);
+    loss_grads[p.mb] = std::move(grad);
+    return;
+  }
+  EPX_CHECK(output.shape() == options.activation_shape && output.dtype() == options.dtype,
+            InvalidArgument, "pipeline Executor: stage ", s, " forward of micro-batch ", p.mb,
+            " returned ", output.describe(), ", expected the activation shape of the options");
+  const Location to = where(p.mb, s + 1);
+  if (to.rank == rank) {
+    local[message_tag(p.mb, s, false)] = std::move(output);
+  } else {
+    channel->send(message_tag(p.mb, s, false), to.rank, std::move(output));
+  }
+}
+
+Tensor Executor::Impl::grad_output(const detail::Piece& p) {
+  const int s = stage_of(p.chunk);
+  if (s == last_stage()) {
+    Tensor g = std::move(loss_grads.at(p.mb));
+    loss_grads.erase(p.mb);
+    return g;
+  }
+  const int key = message_tag(p.mb, s + 1, true);
+  if (where(p.mb, s + 1).rank == rank) {
+    Tensor g = std::move(local.at(key));
+    local.erase(key);
+    return g;
+  }
+  return channel->wait_recv(key, core::concat("gradient of micro-batch ", p.mb, " stage ", s + 1));
+}
+
+void Executor::Impl::after_backward(const detail::Piece& p, Tensor grad_input) {
+  const int s = stage_of(p.chunk);
+  if (s == 0) return;
+  EPX_CHECK(grad_input.shape() == options.activation_shape && grad_input.dtype() == options.dtype,
+            InvalidArgument, "pipeline Executor: stage ", s, " backward of micro-batch ", p.mb,
+            " returned ", grad_input.describe(), ", expected the activation shape of the options");
+  const Location to = where(p.mb, s - 1);
+  if (to.rank == rank) {
+    local[message_tag(p.mb, s, true)] = std::move(grad_input);
+  } else {
+    channel->send(message_tag(p.mb, s, true), to.rank, std::move(grad_input));
+  }
+}
+
+std::vector<double> Executor::Impl::run_ops(const std::vector<Tensor>& inputs,
+                                            const std::vector<Tensor>& labels, const LossFn& loss) {
+  std::vector<double> losses(schedule.microbatches, std::numeric_limits<double>::quiet_NaN());
+  for (const Op& op : schedule.ops[rank]) {
+    switch (op.kind) {
+      case OpKind::F: {
+        const detail::Piece p{OpKind::F, op.mb, op.chunk};
+        Tensor y = stage.forward(op.chunk, op.mb, forward(p, inputs));
+        after_forward(p, std::move(y), labels, loss, losses);
+        break;
+      }
+      case OpKind::B:
+      case OpKind::Bi: {
+        const detail::Piece p{op.kind, op.mb, op.chunk};
+        Tensor g = grad_output(p);
+        Tensor gx = op.kind == OpKind::B ? stage.backward(op.chunk, op.mb, g)
+                                         : stage.backward_input(op.chunk, op.mb, g);
+        after_backward(p, std::move(gx));
+        break;
+      }
+      case OpKind::W:
+        stage.backward_weight(op.chunk, op.mb);
+        break;
+      case OpKind::FB: {
+        const detail::Piece f{OpKind::F, op.mb, op.chunk};
+        const detail::Piece b{OpKind::B, op.b_mb, op.b_chunk};
+        Tensor x = forward(f, inputs);
+        Tensor g = grad_output(b);
+        Tensor gx;
+        Tensor y = stage.forward_backward(op.chunk, op.mb, x, op.b_chunk, op.b_mb, g, gx);
+        after_forward(f, std::move(y), labels, loss, losses);
+        after_backward(b, std::move(gx));
+        break;
+      }
+    }
+  }
+  return losses;
+}
+
+// DualPipe keeps two copies of each stage; each saw half the micro-batches.
+// Both ranks of a pair end with the sum (a + b == b + a in IEEE arithmetic,
+// so the two copies stay bit-identical).
+void Executor::Impl::sum_weight_copies() {
+  // Post every exchange first, then wait: the partner handles its chunks in
+  // its own order, so waiting chunk by chunk could wait in a cycle.
+  struct Copy {
+    int stage;
+    std::vector<Tensor> grads;
+  };
+  std::vector<Copy> copies;
+  for (int chunk = 0; chunk < schedule.chunks_per_rank; ++chunk) {
+    const int s = stage_of(chunk);
+    int partner = -1;
+    for (int r = 0; r < schedule.ranks; ++r) {
+      for (int c = 0; c < schedule.chunks_per_rank; ++c) {
+        if (schedule.stage_of[r][c] == s && !(r == rank && c == chunk)) partner = r;
+      }
+    }
+    if (partner < 0) continue;
+    EPX_CHECK(partner != rank, Unsupported, "pipeline Executor: two copies of stage ", s,
+              " on one rank");
+    Copy copy{s, stage.weight_grads(chunk)};
+    EPX_CHECK(static_cast<int>(copy.grads.size()) <= kMaxGradTensors, InvalidArgument,
+              "pipeline Executor: stage ", s, " has ", copy.grads.size(),
+              " weight-grad tensors, at most ", kMaxGradTensors);
+    for (std::size_t k = 0; k < copy.grads.size(); ++k) {
+      const Tensor& g = copy.grads[k];
+      EPX_CHECK(g.dtype() == DType::f32, Unsupported, "pipeline Executor: weight grad ", k,
+                " of stage ", s, " is ", g.describe(), "; the pair sum needs f32");
+      const int tag = pair_tag(s, static_cast<int>(k));
+      channel->post_recv(tag, partner, Tensor::empty(g.shape(), DType::f32));
+      channel->send(tag, partner, g.clone());
+    }
+    copies.push_back(std::move(copy));
+  }
+  for (Copy& copy : copies) {
+    for (std::size_t k = 0; k < copy.grads.size(); ++k) {
+      const Tensor other = channel->wait_recv(
+          pair_tag(copy.stage, static_cast<int>(k)),
+          core::concat("weight grad ", k, " of stage ", copy.stage, " from its other copy"));
+      float* mine = copy.grads[k].data<float>();
+      const float* theirs = other.data<float>();
+      for (std::int64_t i = 0; i < copy.grads[k].numel(); ++i) mine[i] += theirs[i];
+    }
+  }
+}
+
+std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
+                                   const std::vector<Tensor>& labels, const LossFn& loss) {
+  Impl& s = *impl_;
+  EPX_CHECK(!s.failed, PeerFailure, "pipeline Executor: a previous step failed; build a new one");
+  const core::Deadline agree_deadline(s.options.timeout_s);
+  // Input checks, agreed before any message moves.
+  std::string bad;
+  const int m = s.schedule.microbatches;
+  if (static_cast<int>(inputs.size()) != m || static_cast<int>(labels.size()) != m) {
+    bad = core::concat(s.tag, " pipeline step: ", inputs.size(), " inputs and ", labels.size(),
+                       " labels, expected ", m, " of each");
+  }
+  for (int mb = 0; bad.empty() && mb < m; ++mb) {
+    if (s.where(mb, 0).rank == s.rank && !inputs[mb].defined())
+      bad = core::concat(s.tag, " pipeline step: inputs[", mb, "] is empty on the rank of stage 0");
+    if (s.where(mb, s.last_stage()).rank == s.rank && !labels[mb].defined())
+      bad = core::concat(s.tag, " pipeline step: labels[", mb,
+                         "] is empty on the rank of the last stage");
+  }
+  core::agree_on_error(s.comm, bad, ErrorCode::InvalidArgument, agree_deadline, "pipeline step");
+
+  std::vector<double> losses;
+  std::exception_ptr own;
+  try {
+    s.post_receives();
+    losses = s.run_ops(inputs, labels, loss);
+    s.sum_weight_copies();
+    s.channel->wait_sends("pipeline step: sends");
+  } catch (...) {
+    s.failed = true;
+    if (!s.channel->peer_failed()) {
+      own = std::current_exception();
+      s.channel->announce_failure(s.rank, s.schedule.ranks);
+    }
+  }
+  s.local.clear();
+  s.loss_grads.clear();
+  // Every rank arrives here, failed or not, and learns who failed. If the
+  // agreement itself times out (a stalled peer may not arrive in time), a rank
+  // reports what it knows best: its own error, else the peer that announced one.
+  int failed_rank = -1;
+  try {
+    failed_rank = core::allreduce_int(s.comm, own ? s.rank : -1, MPI_MAX,
+                                      core::Deadline(s.options.timeout_s), "pipeline step");
+  } catch (const Error&) {
+    s.failed = true;
+    if (!own && !s.channel->peer_failed()) throw;
+    failed_rank = s.channel->failed_peer();
+  }
+  if (own) std::rethrow_exception(own);
+  if (failed_rank >= 0 || s.failed) {
+    s.failed = true;
+    EPX_THROW(PeerFailure, "pipeline step: rank ", failed_rank, " failed (see its error)");
+  }
+  return losses;
+}
+
+}  // namespace epx::pipeline
