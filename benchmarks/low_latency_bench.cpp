@@ -18,6 +18,7 @@
 #include "benchmarks/alltoallv_dispatcher.hpp"
 #include "benchmarks/buffer_util.hpp"
 #include "benchmarks/collective.hpp"
+#include "benchmarks/expert_layout.hpp"
 #include "benchmarks/combine_input.hpp"
 #include "benchmarks/low_latency_reference.hpp"
 #include "benchmarks/low_latency_report.hpp"
@@ -309,6 +310,23 @@ LowLatencyReport measure(MPI_Comm comm, const Config& c, const Workload& w, comm
         }},
        {none, [&] { baseline.combine(n.y); }}},
   };
+  // 3: normal mode plus the caller's work to reach low-latency's outputs:
+  // rows grouped per local expert after dispatch, gate weights applied to the
+  // expert outputs before combine (the fair comparison).
+  ExpertLayout grouped(c.spec.experts / ranks, static_cast<std::int64_t>(ranks) * c.spec.tokens,
+                       c.spec.hidden);
+  seqs.push_back(
+      {{drop_normal,
+        [&] {
+          const comm::Layout layout = normal.get_dispatch_layout(w.topk_idx, c.spec.experts);
+          nd = normal.dispatch(w.x, w.topk_idx, w.topk_weights, layout, nopts);
+          grouped.permute(nd->x, nd->x_scales, nd->topk_idx);
+        }},
+       {none, [&] {
+          ny = normal.combine_input(nd->handle, c.spec.hidden, DType::bf16);
+          grouped.reduce(y_ll, nd->topk_weights, *ny);
+          nc = normal.combine(*ny, nd->handle);
+        }}});
   const std::size_t cast_at = seqs.size();
   if (c.format.fp8)  // cast_at: the FP8 cast of the T tokens alone
     seqs.push_back({{none, [&] { kernels::per_token_cast_to_fp8(w.x, c.format.ue8m0); }}});
@@ -359,6 +377,8 @@ LowLatencyReport measure(MPI_Comm comm, const Config& c, const Workload& w, comm
   r.normal_combine = median(s[1][1]);
   r.baseline_dispatch = median(s[2][0]);
   r.baseline_combine = median(s[2][1]);
+  r.normal_grouped_dispatch = median(s[3][0]);
+  r.normal_weighted_combine = median(s[3][1]);
   if (c.format.fp8) r.cast = median(s[cast_at][0]);
   if (c.hook) {
     r.hook = true;

@@ -46,6 +46,9 @@ struct LowLatencyReport {
   double dispatch_median = 0, dispatch_p99 = 0;
   double combine_median = 0, combine_p99 = 0;
   double normal_dispatch = 0, normal_combine = 0;  // medians; dispatch includes get_dispatch_layout
+  // Normal mode plus the caller's work to get low-latency's outputs: rows
+  // grouped per local expert after dispatch; gate weights applied before combine.
+  double normal_grouped_dispatch = 0, normal_weighted_combine = 0;
   double baseline_dispatch = 0, baseline_combine = 0;  // medians; dispatch includes plan()
   double cast = 0;  // with fp8: per_token_cast_to_fp8 of the T tokens alone
 
