@@ -172,9 +172,11 @@ Arena::Block run_dispatch_flat(Buffer::Impl& I, const Plan& p,
   return std::move(res.block);
 }
 
-// The rows this rank sends, after quantize_once: x in the wire dtype.
-RowSource row_source(const Plan& p, const std::int64_t* topk_idx, const float* topk_weights) {
-  return RowSource{p.x, p.x_scales, topk_idx, topk_weights};
+// The rows this rank sends, after quantize_once: x in the wire dtype; top-k
+// in the normal dispatch (with_topk), none in the cached one.
+RowSource row_source(const Plan& p, bool with_topk, const std::int64_t* topk_idx,
+                     const float* topk_weights) {
+  return RowSource{p.x, p.x_scales, topk_idx, topk_weights, with_topk};
 }
 
 // with_topk: the normal dispatch returns topk tensors (also [M,0] when K = 0);
@@ -253,7 +255,8 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const T
     quantize_once(p, send_tokens);
     std::vector<std::int64_t> recv_prefix;
     std::vector<Route> routes;
-    const RowSource src = row_source(p, topk_idx.data<std::int64_t>(), topk_weights.data<float>());
+    const RowSource src =
+        row_source(p, true, topk_idx.data<std::int64_t>(), topk_weights.data<float>());
     Arena::Block block =
         I.topo.hierarchical()
             ? run_dispatch_hierarchical(I, p, send_tokens, node_tokens, requests, src, recv_prefix,
@@ -322,7 +325,7 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
 
     quantize_once(p, *send_tokens);
     std::vector<std::int64_t> recv_prefix;
-    const RowSource src = row_source(p, nullptr, nullptr);
+    const RowSource src = row_source(p, false, nullptr, nullptr);
     Arena::Block block =
         I.topo.hierarchical()
             ? run_dispatch_hierarchical(I, p, *send_tokens, *node_tokens, requests, src,

@@ -22,7 +22,7 @@ void write_rows(transport::Fabric& fabric, const Target& to, const Plan& p,
                 const std::int32_t* rows, std::size_t n, const RowSource& src, int owner,
                 const void* header, std::size_t header_bytes) {
   if (n == 0) return;
-  PayloadLayout L(to.rows, p.row_bytes, p.num_scales, src.topk_idx ? p.topk : 0);
+  PayloadLayout L(to.rows, p.row_bytes, p.num_scales, src.with_topk ? p.topk : 0);
   L.x += to.rows_at, L.scales += to.rows_at, L.topk_idx += to.rows_at, L.topk_weights += to.rows_at;
   const std::size_t first = static_cast<std::size_t>(to.first_row);
   RowWriter w(fabric, to.peer, to.region, to.offset);
@@ -31,7 +31,7 @@ void write_rows(transport::Fabric& fabric, const Target& to, const Plan& p,
   const std::size_t S = static_cast<std::size_t>(p.num_scales);
   float* scales = nullptr;
   if (S) scales = reinterpret_cast<float*>(w.section(L.scales + first * S * 4, n * S * 4));
-  const std::size_t K = src.topk_idx ? static_cast<std::size_t>(p.topk) : 0;
+  const std::size_t K = src.with_topk ? static_cast<std::size_t>(p.topk) : 0;
   std::int64_t* idx = nullptr;
   float* weights = nullptr;
   if (K) {

@@ -30,12 +30,15 @@ struct Plan {
 };
 
 // Rows to send, indexed by row number: x in the wire dtype (quantize_once
-// ran), scales when FP8, global top-k ids and weights (null in the cached dispatch).
+// ran), scales when FP8, global top-k ids and weights. with_topk says whether
+// the rows carry top-k (the normal dispatch) or not (the cached one); the
+// pointers alone cannot say it, since an empty tensor may have a null pointer.
 struct RowSource {
   const std::byte* x = nullptr;
   const float* scales = nullptr;
   const std::int64_t* topk_idx = nullptr;
   const float* topk_weights = nullptr;
+  bool with_topk = false;
 };
 
 // A receiver's block of `rows` rows (PayloadLayout) at `offset` + `rows_at`

@@ -57,7 +57,8 @@ Route route_batch(const NodeTopology& topo, int me, int source, std::int64_t row
 }
 
 // Writes the rows of one received batch to the ranks of this node.
-void forward_batch(Buffer::Impl& I, const Plan& p, const std::byte* batch, const Route& route) {
+void forward_batch(Buffer::Impl& I, const Plan& p, const std::byte* batch, const Route& route,
+                   bool with_topk) {
   const int L = I.topo.per_node(), me = I.group.rank(), node = I.topo.node_of(me);
   const BatchLayout B(route.rows(), L, p);
   const auto* h = reinterpret_cast<const BatchHeaderEntry*>(batch);
@@ -65,7 +66,8 @@ void forward_batch(Buffer::Impl& I, const Plan& p, const std::byte* batch, const
   RowSource src;
   src.x = rows + B.rows.x;
   if (p.num_scales) src.scales = reinterpret_cast<const float*>(rows + B.rows.scales);
-  if (p.topk) {
+  src.with_topk = with_topk;
+  if (with_topk) {
     src.topk_idx = reinterpret_cast<const std::int64_t*>(rows + B.rows.topk_idx);
     src.topk_weights = reinterpret_cast<const float*>(rows + B.rows.topk_weights);
   }
@@ -149,7 +151,7 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
                src, d);
   }
   // 3. Forward the batches of the remote ranks of this local index.
-  EPX_CHECK((src.topk_idx != nullptr) == (computed != nullptr) && (given || computed), Internal,
+  EPX_CHECK(src.with_topk == (computed != nullptr) && (given || computed), Internal,
             "dispatch: routes must be computed exactly when the batches carry top-k ids");
   if (computed) computed->clear();
   const std::vector<Route>& routes = computed ? *computed : *given;
@@ -166,7 +168,7 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
     auto route = std::find_if(routes.begin(), routes.end(), [s](const Route& r) { return r.source == s; });
     EPX_CHECK(route != routes.end() && route->rows() == rows, Internal, "dispatch: no route of ",
               rows, " rows for the batch of rank ", s);
-    forward_batch(I, p, batch, *route);
+    forward_batch(I, p, batch, *route, src.with_topk);
   }
   // 4. This rank's rows for each rank of the node are all written.
   for (int i = 1; i <= L; ++i) I.control.signal_done(topo.rank_at(node, (local + i) % L));

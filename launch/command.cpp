@@ -31,6 +31,12 @@ RankEnv rank_env(const LaunchOptions& o, const HostFacts& h) {
     if (forwarded.insert(name).second) env.forward.push_back(name);
   }
   for (const auto& kv : o.env_set) env.set.push_back(kv);
+  if (!h.cma_works && !h.osc_chosen && !named.count("OMPI_MCA_osc")) {
+    // Without CMA, Open MPI's default one-sided component cannot create the
+    // windows epx's mpi transport uses between nodes; osc/pt2pt (one-sided
+    // over the point-to-point transports) works everywhere.
+    env.set.emplace_back("OMPI_MCA_osc", "pt2pt");
+  }
   return env;
 }
 

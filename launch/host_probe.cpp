@@ -210,6 +210,7 @@ HostFacts probe_host() {
   facts.usable_cores = usable_physical_cores();
   facts.is_root = geteuid() == 0;
   facts.cma_works = cma_works();
+  facts.osc_chosen = std::getenv("OMPI_MCA_osc") != nullptr;
   const char* job = std::getenv("SLURM_JOB_ID");
   facts.under_slurm = job != nullptr && *job != '\0';
   for (char** e = environ; e && *e; ++e) {

@@ -110,6 +110,38 @@ TEST(Internode, PartialsInInputDtypeMatchReference) {
                     "combine, bf16 partials");
 }
 
+// A rank with no tokens may hand in empty tensors without storage (null data
+// pointers, as frameworks do): dispatch, cached dispatch and combine work.
+TEST(Internode, EmptyRankWithNullTensors) {
+  Shape s;
+  s.tokens = tokens_per_rank(23, {1});
+  s.hidden = 128;
+  s.topk = 3;
+  s.experts = experts_for(2);
+  const int me = world().rank();
+  comm::Buffer buffer(world(), {std::size_t{1} << 20, 60});
+  RankInputs in = make_inputs(s, me);
+  if (s.tokens[me] == 0) {
+    in.x = Tensor::wrap(nullptr, {0, s.hidden}, s.dtype);
+    in.topk_idx = Tensor::wrap(nullptr, {0, s.topk}, DType::i64);
+    in.topk_weights = Tensor::wrap(nullptr, {0, s.topk}, DType::f32);
+  }
+  comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+  DispatchResult d = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
+  const ExpectedDispatch want = expected_dispatch(s, me, false, false, 1);
+  ASSERT_EQ(d.x.dim(0), want.rows);
+  expect_rows_equal(static_cast<const std::uint8_t*>(d.x.raw()), want.x.data(), want.rows,
+                    s.hidden * 2, "x bytes");
+  DispatchResult again = buffer.dispatch(in.x, d.handle);
+  EXPECT_EQ(again.x.dim(0), want.rows);
+  Tensor y = make_expert_outputs(kernels::cast(d.x, DType::f32), DType::bf16);
+  Tensor got = buffer.combine(y, d.handle);
+  Tensor expect = expected_combine(s, me, DType::bf16);
+  expect_rows_equal(got.data<std::uint16_t>(), expect.data<std::uint16_t>(), s.tokens[me], s.hidden,
+                    "combine");
+  EXPECT_FALSE(world().aborted());
+}
+
 // Ranks that disagree on the option fail together, naming the rank.
 TEST(Internode, DisagreeingPartialsOptionIsAnErrorOnEveryRank) {
   if (world().size() < 2) GTEST_SKIP() << "needs 2 ranks";
