@@ -62,31 +62,47 @@ Fabric::Fabric(Group& group, double timeout_s) : group_(group), timeout_s_(timeo
 }
 
 Fabric::~Fabric() {
-  // Freeing a backend's regions may be collective (MPI_Win_free): only free
-  // them when every rank is here and none saw a failure. A rank that skipped
-  // a call, and is destroying its Buffer while its peers time out, must not
-  // block in a collective they will never join; it learns of their abort
-  // here, or the bounded agreement times out, and its regions are leaked.
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) {
-    int failed = group_.aborted() ? 1 : 0;
-    try {
-      check_not_aborted();  // a peer's abort mark that this rank has not seen yet
-    } catch (const std::exception&) {
-      failed = 1;
-    }
-    try {
-      // Every rank joins, failed or not, so that none waits for the others.
-      if (core::allreduce_int(comm_, failed, MPI_MAX, core::Deadline(timeout_s_),
-                              "comm: freeing a buffer"))
-        group_.abort("comm: a peer failed before the buffer was freed");
-    } catch (const std::exception& e) {
-      group_.abort(e.what());
-    }
-  }
+  bool collective = false;
+  for (auto& t : transports_) collective = collective || t->collective_free();
+  bool request_pending = false, free_together = false;
+  if (!finalized && collective && !group_.aborted()) free_together = agree_to_free(request_pending);
+  if (collective && !free_together)
+    for (auto& t : transports_) t->abandon();
   transports_.clear();
-  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  // A communicator with a request still pending cannot be freed: leaked too.
+  if (!finalized && !request_pending && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+bool Fabric::agree_to_free(bool& request_pending) {
+  // Ranks that saw a failure do not come (they leak at once); the others stop
+  // waiting when they find such a rank's abort mark, or at the timeout.
+  int failed = 0, any = 0;
+  MPI_Request request;
+  if (MPI_Iallreduce(&failed, &any, 1, MPI_INT, MPI_MAX, comm_, &request) != MPI_SUCCESS) return false;
+  const core::Deadline deadline(timeout_s_);
+  core::Backoff backoff;
+  for (;;) {
+    int done = 0;
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) return any == 0;
+    bool peer_failed = false;
+    try {
+      check_not_aborted();
+    } catch (const std::exception&) {
+      peer_failed = true;
+    }
+    if (peer_failed || deadline.expired()) {
+      EPX_LOG(Warn, Transport, "comm: freeing a buffer without ",
+              peer_failed ? "a failed peer" : "every rank (timed out)",
+              ": its one-sided windows are leaked");
+      request_pending = true;
+      return false;
+    }
+    for (auto& t : transports_) t->progress();
+    backoff.pause();
+  }
 }
 
 RegionId Fabric::create_region(std::size_t bytes, const core::Deadline& deadline) {

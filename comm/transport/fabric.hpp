@@ -17,6 +17,10 @@ class Fabric {
  public:
   // Collective. Throws Unsupported (on every rank) if some peer is unreachable.
   Fabric(Group& group, double timeout_s);
+  // Collective when a backend's regions need a collective free (the mpi
+  // transport's windows): waits, up to the timeout, for every rank to destroy
+  // its Fabric too. A rank that saw a failure, or finds a peer's abort mark or
+  // no peer, leaks those regions instead of entering the collective.
   ~Fabric();
   Fabric(const Fabric&) = delete;
   Fabric& operator=(const Fabric&) = delete;
@@ -74,6 +78,10 @@ class Fabric {
   std::unordered_map<RegionId, std::shared_ptr<std::byte>> local_;
   RegionId next_region_ = 0;
   RegionId abort_region_ = -1;
+
+  // ~Fabric: whether every rank agrees to free collectively, bounded; false
+  // leaves `comm_` with a pending request (it is then not freed either).
+  bool agree_to_free(bool& request_pending);
 };
 
 }  // namespace epx::comm::transport

@@ -76,6 +76,13 @@ class Transport {
 
   // Called by every wait loop: lets backends that need it make progress.
   virtual void progress() {}
+
+  // Whether destroying this backend's regions is collective (MPI_Win_free):
+  // the Fabric then agrees with every rank before destroying it.
+  virtual bool collective_free() const noexcept { return false; }
+  // The ranks could not agree (a failure, or a rank that never came): the
+  // destructor must not enter a collective; the regions are leaked.
+  virtual void abandon() noexcept {}
 };
 
 using TransportPtr = std::unique_ptr<Transport>;

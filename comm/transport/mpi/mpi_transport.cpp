@@ -27,8 +27,9 @@ class MpiTransport final : public Transport {
     MPI_Finalized(&finalized);
     if (finalized) return;
     // MPI_Win_free is collective: after a failure a peer may never join it,
-    // so a failed group leaks its windows rather than hang here.
-    const bool failed = group_.aborted();
+    // so a failed group (or a Fabric whose ranks did not all agree to free)
+    // leaks its windows rather than hang here.
+    const bool failed = group_.aborted() || abandoned_;
     for (auto& [id, w] : windows_) {
       MPI_Win_unlock_all(w.win);
       if (!failed) MPI_Win_free(&w.win);
@@ -114,6 +115,9 @@ class MpiTransport final : public Transport {
     dirty_.erase(it);
   }
 
+  bool collective_free() const noexcept override { return !windows_.empty(); }
+  void abandon() noexcept override { abandoned_ = true; }
+
   // Waiters read their own memory: sync the window copies and let MPI make
   // progress on incoming operations (some osc components need the target).
   void progress() override {
@@ -142,6 +146,7 @@ class MpiTransport final : public Transport {
   MPI_Comm comm_;
   std::map<RegionId, Window> windows_;
   std::map<int, std::set<RegionId>> dirty_;  // peers with puts not yet flushed, per window
+  bool abandoned_ = false;
 };
 
 }  // namespace
