@@ -177,7 +177,10 @@ what epxrun adds to mpirun:
                         one core per rank
   --mca btl_vader_single_copy_mechanism none
                         when this machine forbids process_vm_readv (common in
-                        containers), which Open MPI's shared-memory path needs
+                        containers), which Open MPI's shared-memory path needs;
+                        then also -x OMPI_MCA_osc=pt2pt (unless OMPI_MCA_osc is
+                        set), since the default one-sided component cannot
+                        create the windows epx uses between nodes without it
   -x EPX_...            every EPX_* variable of the environment is forwarded
 PROGRAM is made absolute; a bare name not found on PATH is looked up next to
 epxrun itself, so "epxrun -n 4 -- epx-bench dispatch" works from build/bin.
