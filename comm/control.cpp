@@ -1,5 +1,6 @@
 #include "comm/control.hpp"
 
+#include <atomic>
 #include <cstring>
 
 #include <epx/group.hpp>
@@ -114,6 +115,11 @@ std::vector<Message> Control::exchange_some(Round round, const std::vector<Messa
 
 void Control::signal(Round round, int peer) {
   fabric_.to(peer).signal(peer, region_, signal_offset(round, rank_), seq_);
+}
+
+bool Control::arrived(Round round, int peer) const {
+  auto* word = reinterpret_cast<std::uint64_t*>(fabric_.local(region_).get() + signal_offset(round, peer));
+  return std::atomic_ref<std::uint64_t>(*word).load(std::memory_order_acquire) >= seq_;
 }
 
 void Control::wait(Round round, int peer, const core::Deadline& deadline, const char* phase) {

@@ -85,6 +85,8 @@ class Control {
   // back", "its batch for this node").
   void signal(Round round, int peer);
   void wait(Round round, int peer, const core::Deadline& deadline, const char* phase = nullptr);
+  // Whether `peer`'s signal of `round` for the current call is here (no wait).
+  bool arrived(Round round, int peer) const;
   void signal_done(int peer) { signal(Round::Done, peer); }
   void wait_done(int peer, const core::Deadline& deadline, const char* phase = nullptr) {
     wait(Round::Done, peer, deadline, phase);

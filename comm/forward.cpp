@@ -153,22 +153,37 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
   // 3. Forward the batches of the remote ranks of this local index.
   EPX_CHECK(src.with_topk == (computed != nullptr) && (given || computed), Internal,
             "dispatch: routes must be computed exactly when the batches carry top-k ids");
-  if (computed) computed->clear();
+  // Routes stay in `sources` order whatever the arrival order: combine's
+  // holders lay out the rows they send a forwarder in that order.
+  if (computed) computed->assign(sources.size(), Route{});
   const std::vector<Route>& routes = computed ? *computed : *given;
-  for (int s : sources) {
-    I.control.wait_done(s, deadline, "forward: its batch for this node");
+  EPX_CHECK(routes.size() == sources.size(), Internal, "dispatch: ", routes.size(),
+            " routes for ", sources.size(), " forwarded ranks");
+  // Batches are forwarded as they come: one that is late holds up no other.
+  std::vector<std::size_t> pending(sources.size());
+  for (std::size_t j = 0; j < pending.size(); ++j) pending[j] = j;
+  while (!pending.empty()) {
+    auto next = std::find_if(pending.begin(), pending.end(), [&](std::size_t j) {
+      return I.control.arrived(Round::Done, sources[j]);
+    });
+    if (next == pending.end()) {
+      next = pending.begin();  // none yet: wait (bounded, named) for the one expected first
+      I.control.wait_done(sources[*next], deadline, "forward: its batch for this node");
+    }
+    const std::size_t j = *next;
+    pending.erase(next);
+    const int s = sources[j];
     const std::byte* batch = res.block.ptr + batch_at[s];
     const std::int64_t rows = requests[s].v[kReqBatchRows];
     if (computed) {
       const BatchLayout B(rows, L, p);
-      computed->push_back(route_batch(
+      (*computed)[j] = route_batch(
           topo, me, s, rows,
-          reinterpret_cast<const std::int64_t*>(batch + B.header + B.rows.topk_idx), p, R));
+          reinterpret_cast<const std::int64_t*>(batch + B.header + B.rows.topk_idx), p, R);
     }
-    auto route = std::find_if(routes.begin(), routes.end(), [s](const Route& r) { return r.source == s; });
-    EPX_CHECK(route != routes.end() && route->rows() == rows, Internal, "dispatch: no route of ",
+    EPX_CHECK(routes[j].source == s && routes[j].rows() == rows, Internal, "dispatch: no route of ",
               rows, " rows for the batch of rank ", s);
-    forward_batch(I, p, batch, *route, src.with_topk);
+    forward_batch(I, p, batch, routes[j], src.with_topk);
   }
   // 4. This rank's rows for each rank of the node are all written.
   for (int i = 1; i <= L; ++i) I.control.signal_done(topo.rank_at(node, (local + i) % L));

@@ -85,7 +85,9 @@ TEST(Timeout, RankSkippingDispatchOrCombineIsNamed) {
     // The ranks that waited marked the group failed; the one that skipped
     // learns of it at its next wait on the group, or while freeing windows.
     const int absent = std::string(call) == "dispatch" ? 0 : g.size() - 1;
-    if (g.rank() != absent) EXPECT_TRUE(g.aborted()) << call;
+    if (g.rank() != absent) {
+      EXPECT_TRUE(g.aborted()) << call;
+    }
   }
 }
 
