@@ -46,8 +46,8 @@ void check_weights(const detail::PlacementPair& pair,
       for (std::size_t j = 0; j < layer[i].size(); ++j) {
         const Tensor& t = layer[i][j];
         const Tensor& ref = layer[0][j];
-        EPX_CHECK(t.defined() && t.device() == Device::cpu, InvalidArgument, kOp, ": weights[",
-                  l, "][", i, "][", j, "] is ", t.defined() ? t.describe() : "undefined",
+        EPX_CHECK(t.defined() && t.device() == Device::cpu, InvalidArgument, kOp, ": weights[", l,
+                  "][", i, "][", j, "] is ", t.defined() ? t.describe() : "undefined",
                   ", expected a host tensor");
         EPX_CHECK(t.shape() == ref.shape() && t.dtype() == ref.dtype(), InvalidArgument, kOp,
                   ": weights[", l, "][", i, "][", j, "] is ", t.describe(), ", expected ",
@@ -91,8 +91,8 @@ struct Message {
 };
 
 // Posts one slot's tensors to or from `peer` in chunks of kMaxMessageBytes.
-void post(SlotTensors& slot, const Message& what, MPI_Comm comm,
-          std::vector<MPI_Request>& requests, std::vector<Message>& messages) {
+void post(SlotTensors& slot, const Message& what, MPI_Comm comm, std::vector<MPI_Request>& requests,
+          std::vector<Message>& messages) {
   for (Tensor& t : slot) {
     auto* bytes = static_cast<unsigned char*>(t.raw());
     for (std::size_t off = 0; off < t.nbytes(); off += kMaxMessageBytes) {
@@ -139,7 +139,8 @@ Migration migrate_experts(Group& group, const Placement& current, const Placemen
   const int hi = core::allreduce_int(comm, sig, MPI_MAX, deadline, kOp);
   EPX_CHECK(lo == hi, InvalidArgument, kOp,
             ": the placements or the slot tensors' shapes and dtypes differ between ranks "
-            "(signature ", sig, " here, from ", lo, " to ", hi, " across the group)");
+            "(signature ",
+            sig, " here, from ", lo, " to ", hi, " across the group)");
 
   // 2. The plan, the same on every rank.
   std::vector<int> node_of(static_cast<std::size_t>(R));
@@ -162,7 +163,8 @@ Migration migrate_experts(Group& group, const Placement& current, const Placemen
     out.stats.moved_bytes += slot_bytes[t.layer];
     if (t.dst != me) continue;
     SlotTensors& slot = received[{t.layer, t.expert}];
-    for (const Tensor& ref : weights[t.layer][0]) slot.push_back(Tensor::empty(ref.shape(), ref.dtype()));
+    for (const Tensor& ref : weights[t.layer][0])
+      slot.push_back(Tensor::empty(ref.shape(), ref.dtype()));
     post(slot, {t.src, t.layer, t.expert, true}, comm, requests, messages);
     out.stats.bytes_received += slot_bytes[t.layer];
   }
@@ -199,9 +201,9 @@ Migration migrate_experts(Group& group, const Placement& current, const Placemen
     if (aborted)
       EPX_THROW(PeerFailure, kOp, ": the group was aborted (", group.abort_reason(), ")");
     const std::string why = core::concat(
-        kOp, ": timed out after ", deadline.seconds(), " s ",
-        m.receive ? "receiving" : "sending", " expert ", m.expert, " of layer ", m.layer,
-        m.receive ? " from rank " : " to rank ", m.peer, " (", left,
+        kOp, ": timed out after ", deadline.seconds(), " s ", m.receive ? "receiving" : "sending",
+        " expert ", m.expert, " of layer ", m.layer, m.receive ? " from rank " : " to rank ",
+        m.peer, " (", left,
         " messages left; did that rank call migrate_experts with the same placements?)");
     group.abort(why);
     EPX_THROW(Timeout, why);

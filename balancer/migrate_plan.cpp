@@ -42,9 +42,9 @@ const std::int64_t* checked_phy2log(const char* op, const char* name, const Plac
 PlacementPair check_pair(const char* op, const Placement& current, const Placement& target,
                          int num_gpus) {
   const Tensor& cnt = target.logcnt;
-  EPX_CHECK(cnt.defined() && cnt.ndim() == 2 && cnt.dim(0) >= 1 && cnt.dim(1) >= 1,
-            InvalidArgument, op, ": target.logcnt is ",
-            cnt.defined() ? cnt.describe() : std::string("undefined"), ", expected [L,E]");
+  EPX_CHECK(cnt.defined() && cnt.ndim() == 2 && cnt.dim(0) >= 1 && cnt.dim(1) >= 1, InvalidArgument,
+            op, ": target.logcnt is ", cnt.defined() ? cnt.describe() : std::string("undefined"),
+            ", expected [L,E]");
   PlacementPair pair;
   pair.layers = static_cast<int>(cnt.dim(0));
   pair.experts = static_cast<int>(cnt.dim(1));
@@ -52,7 +52,8 @@ PlacementPair check_pair(const char* op, const Placement& current, const Placeme
                 current.logcnt.dim(0) == pair.layers && current.logcnt.dim(1) == pair.experts,
             InvalidArgument, op, ": current.logcnt is ",
             current.logcnt.defined() ? current.logcnt.describe() : std::string("undefined"),
-            ", expected [", pair.layers, ",", pair.experts, "] like target (same layers and experts)");
+            ", expected [", pair.layers, ",", pair.experts,
+            "] like target (same layers and experts)");
   EPX_CHECK_GE(num_gpus, 1, InvalidArgument, op);
   pair.gpus = num_gpus;
   pair.current = checked_phy2log(op, "current", current, pair.layers, pair.experts);
@@ -152,8 +153,8 @@ std::vector<Transfer> plan_transfers(const PlacementPair& pair, const std::vecto
       for (const int e : want) {
         const std::vector<int>& h = holders[e];
         if (std::binary_search(h.begin(), h.end(), g)) continue;  // already here
-        const bool local = std::any_of(h.begin(), h.end(),
-                                       [&](int r) { return node_of[r] == node_of[g]; });
+        const bool local =
+            std::any_of(h.begin(), h.end(), [&](int r) { return node_of[r] == node_of[g]; });
         int best = -1;
         for (const int r : h) {
           if (local && node_of[r] != node_of[g]) continue;
@@ -182,8 +183,7 @@ Placement match_slots(const Placement& current, const Placement& target, int num
   return detail::assemble(detail::match_phy2log(pair), s);
 }
 
-MigrationVolume migration_volume(const Placement& current, const Placement& target,
-                                 int num_gpus) {
+MigrationVolume migration_volume(const Placement& current, const Placement& target, int num_gpus) {
   const detail::PlacementPair pair =
       detail::check_pair("migration_volume", current, target, num_gpus);
   MigrationVolume total;

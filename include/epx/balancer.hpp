@@ -88,6 +88,12 @@ struct RoutingTarget {
 
 // topk_idx [T,K] i64 logical experts (-1: none) -> [T,K] i64 physical slots
 // (-1 where topk_idx is -1). Bad input: InvalidArgument naming the value.
+//
+// To dispatch to the replicas, give the result to comm::Buffer as topk_idx
+// with num_experts = P (the placement's slots) and one rank per GPU: the
+// Buffer sends slot p to rank p / (P/R), which is the GPU that holds it, and
+// the receiver's local expert ids are its local slots (p - rank * P/R), the
+// index into migrate_experts' weights[layer].
 EPX_API Tensor route_to_replicas(const Tensor& topk_idx, const Placement& placement,
                                  const RoutingTarget& target);
 

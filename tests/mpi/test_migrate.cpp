@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <functional>
 #include <epx/epx.hpp>
+#include <functional>
 #include <random>
 #include <set>
 
@@ -88,7 +88,8 @@ std::uint64_t reference_bytes(const Placement& current, const Placement& target,
     for (const Tensor& t : expert_tensors(static_cast<int>(l), 0)) bytes += t.nbytes();
     for (int g = 0; g < R; ++g) {
       std::set<std::int64_t> held, needed;
-      for (std::int64_t i = 0; i < sc; ++i) held.insert(testing::at(current.phy2log, l, g * sc + i));
+      for (std::int64_t i = 0; i < sc; ++i)
+        held.insert(testing::at(current.phy2log, l, g * sc + i));
       for (std::int64_t i = 0; i < st; ++i) {
         const std::int64_t e = testing::at(target.phy2log, l, g * st + i);
         if (naive && (i >= sc || testing::at(current.phy2log, l, g * sc + i) != e)) total += bytes;
@@ -169,7 +170,9 @@ struct Case {
   Policy policy;
 };
 
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class MigrateTest : public ::testing::TestWithParam<Case> {};
 
@@ -193,14 +196,15 @@ TEST_P(MigrateTest, ArrivesBitExact) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Placements, MigrateTest,
-    ::testing::Values(Case{"random_balanced", false, 1, 1, Policy::balanced},
-                      Case{"zipf_balanced", true, 2, 2, Policy::balanced},
-                      Case{"zipf_eplb", true, 2, 2, Policy::eplb},
-                      Case{"zipf_more_slots", true, 1, 3, Policy::balanced},
-                      Case{"zipf_fewer_slots", true, 3, 0, Policy::balanced}),
-    [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(Placements, MigrateTest,
+                         ::testing::Values(Case{"random_balanced", false, 1, 1, Policy::balanced},
+                                           Case{"zipf_balanced", true, 2, 2, Policy::balanced},
+                                           Case{"zipf_eplb", true, 2, 2, Policy::eplb},
+                                           Case{"zipf_more_slots", true, 1, 3, Policy::balanced},
+                                           Case{"zipf_fewer_slots", true, 3, 0, Policy::balanced}),
+                         [](const ::testing::TestParamInfo<Case>& i) {
+                           return std::string(i.param.name);
+                         });
 
 // A target that only permutes slots within GPUs moves nothing after
 // matching, while a naive re-placement refills every slot that changed.
@@ -225,8 +229,8 @@ TEST(Migrate, PermutationWithinGpusMovesNothing) {
   EXPECT_EQ(m.stats.moved_bytes, 0u);
   EXPECT_EQ(m.stats.bytes_sent + m.stats.bytes_received, 0u);
   EXPECT_GT(m.stats.naive_bytes, 0u);
-  EXPECT_TRUE(std::memcmp(m.placement.phy2log.raw(), current.phy2log.raw(),
-                          current.phy2log.nbytes()) == 0)
+  EXPECT_TRUE(
+      std::memcmp(m.placement.phy2log.raw(), current.phy2log.raw(), current.phy2log.nbytes()) == 0)
       << "matching should undo a rotation";
   const MigrationVolume v = migration_volume(current, rotated, s.gpus);
   EXPECT_EQ(v.matched, 0);
@@ -251,10 +255,10 @@ void expect_invalid_everywhere(const std::function<Migration()>& call, int bad,
 TEST(Migrate, BadInputOnOneRankFailsEveryRank) {
   const Shape s = shape();
   const int P = s.experts + s.gpus;
-  const Placement a = rebalance_experts(testing::random_load(s.layers, s.experts, 1), P, s.groups,
-                                        s.nodes, s.gpus);
-  const Placement b = rebalance_experts(testing::random_load(s.layers, s.experts, 2), P, s.groups,
-                                        s.nodes, s.gpus);
+  const Placement a =
+      rebalance_experts(testing::random_load(s.layers, s.experts, 1), P, s.groups, s.nodes, s.gpus);
+  const Placement b =
+      rebalance_experts(testing::random_load(s.layers, s.experts, 2), P, s.groups, s.nodes, s.gpus);
   const int bad = world().size() - 1;
   // One slot too few on the last rank.
   expect_invalid_everywhere(
