@@ -174,6 +174,7 @@ Migration migrate_experts(Group& group, const Placement& current, const Placemen
     while (current_expert(t.layer, i) != t.expert) ++i;  // the plan says this rank holds it
     post(weights[t.layer][i], {t.dst, t.layer, t.expert, false}, comm, requests, messages);
     out.stats.bytes_sent += slot_bytes[t.layer];
+    if (node_of[t.dst] != node_of[me]) out.stats.internode_bytes_sent += slot_bytes[t.layer];
   }
   core::Backoff backoff;
   std::vector<int> done(requests.size());

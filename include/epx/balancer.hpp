@@ -177,6 +177,7 @@ EPX_API MigrationVolume migration_volume(const Placement& current, const Placeme
 struct MigrationStats {
   std::uint64_t bytes_sent = 0;      // this rank, to other ranks
   std::uint64_t bytes_received = 0;  // this rank, from other ranks
+  std::uint64_t internode_bytes_sent = 0;  // this rank, to ranks of other nodes
   std::uint64_t moved_bytes = 0;     // whole group: sum of bytes_received over ranks
   std::uint64_t naive_bytes = 0;     // whole group: MigrationVolume::naive in bytes
 };

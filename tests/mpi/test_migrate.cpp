@@ -75,10 +75,14 @@ std::uint64_t sum_over_ranks(std::uint64_t v) {
   return out;
 }
 
+enum class Count { naive, matched, internode };
+
 // Plain-loop reference of the bytes moved, per layer and GPU: naive refills
 // every local slot whose expert changes; matched sends each expert the GPU
-// needs and does not hold yet, once.
-std::uint64_t reference_bytes(const Placement& current, const Placement& target, bool naive) {
+// needs and does not hold yet, once; internode: those of them that no rank
+// of the GPU's node holds (a copy from the same node is preferred).
+std::uint64_t reference_bytes(const Placement& current, const Placement& target, Count what) {
+  const bool naive = what == Count::naive;
   const int R = world().size();
   const std::int64_t L = target.phy2log.dim(0);
   const std::int64_t sc = current.phy2log.dim(1) / R, st = target.phy2log.dim(1) / R;
@@ -93,7 +97,13 @@ std::uint64_t reference_bytes(const Placement& current, const Placement& target,
       for (std::int64_t i = 0; i < st; ++i) {
         const std::int64_t e = testing::at(target.phy2log, l, g * st + i);
         if (naive && (i >= sc || testing::at(current.phy2log, l, g * sc + i) != e)) total += bytes;
-        if (!held.count(e)) needed.insert(e);
+        bool on_node = false;
+        for (int r = 0; r < R; ++r) {
+          if (world().node_of(r) != world().node_of(g)) continue;
+          for (std::int64_t j = 0; j < sc; ++j)
+            on_node |= testing::at(current.phy2log, l, r * sc + j) == e;
+        }
+        if (!held.count(e) && (what != Count::internode || !on_node)) needed.insert(e);
       }
       if (!naive) total += needed.size() * bytes;
     }
@@ -156,8 +166,10 @@ std::uint64_t check_migration(const Placement& current, const Placement& target,
   EXPECT_EQ(received, sum_over_ranks(m.stats.bytes_sent));
   EXPECT_EQ(received, m.stats.moved_bytes);
   EXPECT_LE(m.stats.moved_bytes, m.stats.naive_bytes);
-  EXPECT_EQ(m.stats.moved_bytes, reference_bytes(current, target, false));
-  EXPECT_EQ(m.stats.naive_bytes, reference_bytes(current, target, true));
+  EXPECT_EQ(m.stats.moved_bytes, reference_bytes(current, target, Count::matched));
+  EXPECT_EQ(m.stats.naive_bytes, reference_bytes(current, target, Count::naive));
+  EXPECT_EQ(sum_over_ranks(m.stats.internode_bytes_sent),
+            reference_bytes(current, target, Count::internode));
   const MigrationVolume v = migration_volume(current, target, R);
   EXPECT_LE(v.matched, v.naive);
   return m.stats.moved_bytes;
@@ -168,6 +180,7 @@ struct Case {
   bool zipf;
   int extra_before, extra_after;  // redundant slots per GPU of each placement
   Policy policy;
+  bool global = false;  // one expert group: replicas of an expert on several nodes
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
@@ -184,10 +197,11 @@ TEST_P(MigrateTest, ArrivesBitExact) {
                             : testing::random_load(s.layers, s.experts, seed);
     const Tensor b = c.zipf ? testing::zipf_load(s.layers, s.experts, 1.0, seed + 100)
                             : testing::random_load(s.layers, s.experts, seed + 100);
-    const Placement current = rebalance_experts(a, s.experts + c.extra_before * s.gpus, s.groups,
+    const int groups = c.global ? 1 : s.groups;
+    const Placement current = rebalance_experts(a, s.experts + c.extra_before * s.gpus, groups,
                                                 s.nodes, s.gpus, c.policy);
-    const Placement target = rebalance_experts(b, s.experts + c.extra_after * s.gpus, s.groups,
-                                               s.nodes, s.gpus, c.policy);
+    const Placement target =
+        rebalance_experts(b, s.experts + c.extra_after * s.gpus, groups, s.nodes, s.gpus, c.policy);
     const Migration m = migrate_experts(world(), current, target, local_weights(current), 60);
     check_migration(current, target, m);
     // Again from where we are: the matched placement is the current one now.
@@ -196,15 +210,16 @@ TEST_P(MigrateTest, ArrivesBitExact) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Placements, MigrateTest,
-                         ::testing::Values(Case{"random_balanced", false, 1, 1, Policy::balanced},
-                                           Case{"zipf_balanced", true, 2, 2, Policy::balanced},
-                                           Case{"zipf_eplb", true, 2, 2, Policy::eplb},
-                                           Case{"zipf_more_slots", true, 1, 3, Policy::balanced},
-                                           Case{"zipf_fewer_slots", true, 3, 0, Policy::balanced}),
-                         [](const ::testing::TestParamInfo<Case>& i) {
-                           return std::string(i.param.name);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Placements, MigrateTest,
+    ::testing::Values(Case{"random_balanced", false, 1, 1, Policy::balanced},
+                      Case{"zipf_balanced", true, 2, 2, Policy::balanced},
+                      Case{"zipf_eplb", true, 2, 2, Policy::eplb},
+                      Case{"zipf_more_slots", true, 1, 3, Policy::balanced},
+                      Case{"zipf_fewer_slots", true, 3, 0, Policy::balanced},
+                      Case{"zipf_global", true, 2, 2, Policy::balanced, true},
+                      Case{"random_global_eplb", false, 1, 2, Policy::eplb, true}),
+    [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 // A target that only permutes slots within GPUs moves nothing after
 // matching, while a naive re-placement refills every slot that changed.
