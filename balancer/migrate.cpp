@@ -178,12 +178,15 @@ Migration migrate_experts(Group& group, const Placement& current, const Placemen
   }
   core::Backoff backoff;
   std::vector<int> done(requests.size());
-  std::size_t left = requests.size();
+  // Count what is pending: a request may already be null (complete).
+  std::size_t left = static_cast<std::size_t>(std::count_if(
+      requests.begin(), requests.end(), [](MPI_Request r) { return r != MPI_REQUEST_NULL; }));
   while (left > 0) {
     int count = 0;
     MPI_Testsome(static_cast<int>(requests.size()), requests.data(), &count, done.data(),
                  MPI_STATUSES_IGNORE);
-    if (count > 0 && count != MPI_UNDEFINED) {
+    if (count == MPI_UNDEFINED) break;  // no active request left
+    if (count > 0) {
       left -= static_cast<std::size_t>(count);
       backoff.reset();
       continue;
