@@ -140,8 +140,9 @@ class EPX_API LoadTracker {
 //      target; only slot indices do.
 //   2. migrate_experts moves only what must move: GPU g receives expert e once
 //      when e is in g's new slots but in none of its current ones, from a rank
-//      that holds e now (one on g's node when there is one, else the one that
-//      has sent least so far). A second replica of e on g is a local copy.
+//      that holds e now (on g's node when one there does; among those, the one
+//      that has sent fewest copies so far). A second replica of e on g is a
+//      local copy; a replica that only changes slot index is not copied.
 //
 // Local slot i of GPU g is physical slot g * (P / num_gpus) + i. Placements
 // may differ in P (more or fewer redundant slots); E must be the same.
@@ -175,11 +176,11 @@ EPX_API MigrationVolume migration_volume(const Placement& current, const Placeme
                                          int num_gpus);
 
 struct MigrationStats {
-  std::uint64_t bytes_sent = 0;      // this rank, to other ranks
-  std::uint64_t bytes_received = 0;  // this rank, from other ranks
+  std::uint64_t bytes_sent = 0;            // this rank, to other ranks
+  std::uint64_t bytes_received = 0;        // this rank, from other ranks
   std::uint64_t internode_bytes_sent = 0;  // this rank, to ranks of other nodes
-  std::uint64_t moved_bytes = 0;     // whole group: sum of bytes_received over ranks
-  std::uint64_t naive_bytes = 0;     // whole group: MigrationVolume::naive in bytes
+  std::uint64_t moved_bytes = 0;           // whole group: sum of bytes_received over ranks
+  std::uint64_t naive_bytes = 0;           // whole group: MigrationVolume::naive in bytes
 };
 
 struct Migration {
@@ -201,7 +202,8 @@ struct Migration {
 // expert without a current replica) throws InvalidArgument on every rank
 // before any data moves. Every wait is bounded by timeout_s: a peer that does
 // not send or receive gives Timeout naming it and aborts the group (PeerFailure
-// if it was aborted already).
+// if it was aborted already). Messages are MPI point-to-point on group.comm()
+// with one tag (0x6d67), in an order both sides derive from the plan.
 EPX_API Migration migrate_experts(Group& group, const Placement& current, const Placement& target,
                                   std::vector<std::vector<SlotTensors>> weights,
                                   double timeout_s = 300);

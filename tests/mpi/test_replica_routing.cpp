@@ -104,8 +104,9 @@ TEST_P(ReplicaRouting, DispatchReachesReplicasEvenly) {
         on_src_node |=
             node_of_gpu(placement.log2phy.data<std::int64_t>()[e * placement.log2phy.dim(2) + c] /
                         S) == g.node_of(src);
-      if (on_src_node)
+      if (on_src_node) {
         EXPECT_EQ(g.node_of(me), g.node_of(src)) << "expert " << e << " from rank " << src;
+      }
     }
   }
   // Every token that had a replica here arrived once.
