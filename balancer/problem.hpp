@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include <epx/balancer.hpp>
 #include <epx/tensor.hpp>
 
 namespace epx::balancer::detail {
@@ -35,5 +36,10 @@ Shape check_problem(const Tensor& load, int num_replicas, int num_groups, int nu
 // (the precision EPLB computes in; i64 rounds to nearest).
 template <class T>
 std::vector<T> load_as(const Tensor& load);
+
+// phy2log [L,P] (values in [0,E), every expert present) -> the Placement
+// with logcnt [L,E] and log2phy [L,E,maxcnt] (slots ascending). Uses s.layers,
+// s.experts and s.replicas only.
+Placement assemble(Tensor phy2log, const Shape& s);
 
 }  // namespace epx::balancer::detail

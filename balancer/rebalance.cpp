@@ -11,36 +11,8 @@
 
 namespace epx::balancer {
 
-namespace {
-
 using detail::Shape;
-
-// phy2log [L,P] -> logcnt [L,E] and log2phy [L,E,maxcnt] (slots ascending).
-Placement assemble(Tensor phy2log, const Shape& s) {
-  Placement out;
-  out.phy2log = std::move(phy2log);
-  const std::int64_t* p2l = out.phy2log.data<std::int64_t>();
-  out.logcnt = Tensor::zeros({s.layers, s.experts}, DType::i64);
-  std::int64_t* cnt = out.logcnt.data<std::int64_t>();
-  for (std::int64_t i = 0; i < static_cast<std::int64_t>(s.layers) * s.replicas; ++i) {
-    ++cnt[(i / s.replicas) * s.experts + p2l[i]];
-  }
-  const std::int64_t maxcnt = *std::max_element(cnt, cnt + out.logcnt.numel());
-  out.log2phy = Tensor::empty({s.layers, s.experts, maxcnt}, DType::i64);
-  std::int64_t* l2p = out.log2phy.data<std::int64_t>();
-  std::fill(l2p, l2p + out.log2phy.numel(), std::int64_t{-1});
-  std::vector<std::int64_t> filled(s.experts);
-  for (int l = 0; l < s.layers; ++l) {
-    std::fill(filled.begin(), filled.end(), 0);
-    for (int p = 0; p < s.replicas; ++p) {
-      const std::int64_t e = p2l[static_cast<std::int64_t>(l) * s.replicas + p];
-      l2p[(static_cast<std::int64_t>(l) * s.experts + e) * maxcnt + filled[e]++] = p;
-    }
-  }
-  return out;
-}
-
-}  // namespace
+using detail::assemble;
 
 const char* policy_name(Policy policy) noexcept {
   switch (policy) {

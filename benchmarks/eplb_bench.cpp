@@ -3,8 +3,11 @@
 // 8 nodes, 32 and 64 GPUs, one global shape) and small ones, on Zipf-skewed
 // token counts for every layer: the max/mean GPU load of Policy::eplb and
 // Policy::balanced beside a lower bound no placement can beat
-// (eplb_bound.hpp), the same-GPU duplicate replicas, and the time per
-// rebalance_experts call (all layers, one thread). Runs on rank 0 only.
+// (eplb_bound.hpp), the same-GPU duplicate replicas, the time per
+// rebalance_experts call (all layers, one thread), and the bytes a live
+// rebalance would migrate when the loads drift (a placement for loads A, then
+// one for A with some experts' popularity swapped), with and without slot
+// matching (migration_volume). Runs on rank 0 only.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -29,7 +32,8 @@ namespace epx::bench {
 namespace {
 
 const char* const kSummary =
-    "expert placement: max/mean GPU load of eplb and balanced vs a lower bound, time per call";
+    "expert placement: max/mean GPU load of eplb and balanced vs a lower bound, time per call, "
+    "bytes migrated";
 
 OptionSet make_options() {
   OptionSet o("eplb");
@@ -40,14 +44,21 @@ OptionSet make_options() {
             "token-expert pairs per layer (before rounding)");
   o.add_int("iters", 5, 1, 100000, "timed calls per policy and shape; the median is reported");
   o.add_int("seed", 1, 0, INT64_MAX, "random seed of the loads");
+  o.add_int("drift-percent", 10, 0, 1000,
+            "migration: the second load swaps the popularity of this % of expert pairs per layer");
+  o.add_int("expert-bytes", 3LL * 7168 * 2048, 1, INT64_MAX / (1LL << 24),
+            "migration: bytes of one expert's tensors (default: DeepSeek-V3 FP8 FFN weights)");
   o.add_flag("json", "print one JSON object instead of the table");
   return o;
 }
 
 // Integer token counts: per layer, experts ranked in a random order, expert of
-// rank r gets tokens / r^s (normalised to the layer's total), rounded.
-Tensor zipf_counts(int layers, int experts, double s, std::int64_t tokens, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
+// rank r gets tokens / r^s (normalised to the layer's total), rounded. With
+// swaps > 0, that many random pairs of experts then trade ranks (the same
+// order as swaps = 0 before that: loads that drifted).
+Tensor zipf_counts(int layers, int experts, double s, std::int64_t tokens, std::uint64_t seed,
+                   int swaps = 0) {
+  std::mt19937_64 rng(seed), drift(seed ^ 0x9e3779b97f4a7c15ull);
   Tensor t = Tensor::empty({layers, experts}, DType::i64);
   std::vector<int> rank(experts);
   double norm = 0;
@@ -55,6 +66,7 @@ Tensor zipf_counts(int layers, int experts, double s, std::int64_t tokens, std::
   for (int l = 0; l < layers; ++l) {
     std::iota(rank.begin(), rank.end(), 1);
     std::shuffle(rank.begin(), rank.end(), rng);
+    for (int i = 0; i < swaps; ++i) std::swap(rank[drift() % experts], rank[drift() % experts]);
     for (int e = 0; e < experts; ++e) {
       t.data<std::int64_t>()[l * experts + e] =
           std::llround(static_cast<double>(tokens) * std::pow(rank[e], -s) / norm);
@@ -69,6 +81,9 @@ struct PolicyResult {
   std::int64_t duplicates = 0;
   double ms_per_call = 0;      // median wall time
   double cpu_ms_per_call = 0;  // median CPU time of the calling thread
+  balancer::Placement placement;
+  // Bytes moved adopting the placement of the drifted load, all layers.
+  double naive_bytes = 0, matched_bytes = 0;
 };
 
 struct ShapeResult {
@@ -104,6 +119,7 @@ PolicyResult measure(const Tensor& load, const BalanceShape& s, balancer::Policy
   PolicyResult r;
   r.ms_per_call = ms[ms.size() / 2];
   r.cpu_ms_per_call = cpu_ms[cpu_ms.size() / 2];
+  r.placement = p;
   for (std::size_t l = 0; l < q.gpu_max_over_mean.size(); ++l) {
     r.mean_ratio += q.gpu_max_over_mean[l] / q.gpu_max_over_mean.size();
     r.worst_ratio = std::max(r.worst_ratio, q.gpu_max_over_mean[l]);
@@ -112,13 +128,29 @@ PolicyResult measure(const Tensor& load, const BalanceShape& s, balancer::Policy
   return r;
 }
 
+// Migration from r.placement to the placement of `drifted`, as a live
+// rebalance would do it: naive (slots as rebalance_experts numbers them) and
+// with slot matching; expert_bytes per copy.
+void measure_migration(PolicyResult& r, const Tensor& drifted, const BalanceShape& s,
+                       balancer::Policy policy, double expert_bytes) {
+  const balancer::Placement next =
+      balancer::rebalance_experts(drifted, s.replicas, s.groups, s.nodes, s.gpus, policy);
+  const balancer::MigrationVolume v = balancer::migration_volume(r.placement, next, s.gpus);
+  r.naive_bytes = static_cast<double>(v.naive) * expert_bytes;
+  r.matched_bytes = static_cast<double>(v.matched) * expert_bytes;
+}
+
 ShapeResult run_shape(const BalanceShape& s, int layers, double zipf, std::int64_t tokens,
-                      std::uint64_t seed, int iters) {
+                      std::uint64_t seed, int iters, int drift_percent, double expert_bytes) {
   const Tensor load = zipf_counts(layers, s.experts, zipf, tokens, seed);
+  const Tensor drifted =
+      zipf_counts(layers, s.experts, zipf, tokens, seed, s.experts * drift_percent / 100);
   ShapeResult r;
   r.shape = s;
   r.eplb = measure(load, s, balancer::Policy::eplb, iters);
   r.balanced = measure(load, s, balancer::Policy::balanced, iters);
+  measure_migration(r.eplb, drifted, s, balancer::Policy::eplb, expert_bytes);
+  measure_migration(r.balanced, drifted, s, balancer::Policy::balanced, expert_bytes);
   std::vector<double> row(s.experts);
   for (int l = 0; l < layers; ++l) {
     for (int e = 0; e < s.experts; ++e)
@@ -139,21 +171,28 @@ std::string shape_name(const BalanceShape& s) {
   return os.str();
 }
 
-void print_table(const std::vector<ShapeResult>& rs, int layers, double zipf) {
+void print_table(const std::vector<ShapeResult>& rs, int layers, double zipf, int drift_percent,
+                 double expert_bytes) {
   std::cout << "epx-bench eplb: " << layers << " layers, Zipf " << zipf
             << " loads; max/mean GPU load (mean over layers / worst layer), same-GPU "
-               "duplicates, ms per call (median wall and thread CPU time, all layers)\n\n";
+               "duplicates, ms per call (median wall and thread CPU time, all layers), GB "
+               "migrated to adopt the placement of a drifted load ("
+            << drift_percent << "% of expert pairs swap popularity, " << expert_bytes / 1e6
+            << " MB per expert, all layers) without and with slot matching\n\n";
   std::cout << std::left << std::setw(34) << "shape" << std::setw(10) << "policy" << std::right
             << std::setw(9) << "mean" << std::setw(9) << "worst" << std::setw(7) << "dups"
-            << std::setw(10) << "ms/call" << std::setw(10) << "cpu ms"
+            << std::setw(10) << "ms/call" << std::setw(10) << "cpu ms" << std::setw(10)
+            << "GB naive" << std::setw(10) << "GB match"
             << "\n";
   std::cout << std::fixed;
   for (const ShapeResult& r : rs) {
     auto line = [&](const std::string& shape, const char* policy, double mean, double worst,
-                    const std::string& dups, const std::string& ms, const std::string& cpu) {
+                    const std::string& dups, const std::string& ms, const std::string& cpu,
+                    const std::string& naive = "", const std::string& matched = "") {
       std::cout << std::left << std::setw(34) << shape << std::setw(10) << policy << std::right
                 << std::setprecision(4) << std::setw(9) << mean << std::setw(9) << worst
-                << std::setw(7) << dups << std::setw(10) << ms << std::setw(10) << cpu << "\n";
+                << std::setw(7) << dups << std::setw(10) << ms << std::setw(10) << cpu
+                << std::setw(10) << naive << std::setw(10) << matched << "\n";
     };
     auto fmt = [](double v) {
       std::ostringstream os;
@@ -161,10 +200,12 @@ void print_table(const std::vector<ShapeResult>& rs, int layers, double zipf) {
       return os.str();
     };
     line(shape_name(r.shape), "eplb", r.eplb.mean_ratio, r.eplb.worst_ratio,
-         std::to_string(r.eplb.duplicates), fmt(r.eplb.ms_per_call), fmt(r.eplb.cpu_ms_per_call));
+         std::to_string(r.eplb.duplicates), fmt(r.eplb.ms_per_call), fmt(r.eplb.cpu_ms_per_call),
+         fmt(r.eplb.naive_bytes / 1e9), fmt(r.eplb.matched_bytes / 1e9));
     line("", "balanced", r.balanced.mean_ratio, r.balanced.worst_ratio,
          std::to_string(r.balanced.duplicates), fmt(r.balanced.ms_per_call),
-         fmt(r.balanced.cpu_ms_per_call));
+         fmt(r.balanced.cpu_ms_per_call), fmt(r.balanced.naive_bytes / 1e9),
+         fmt(r.balanced.matched_bytes / 1e9));
     line("", "bound", r.bound_mean, r.bound_worst, "", "", "");
     std::cout << std::left << std::setw(34) << ""
               << "balanced closes " << std::setprecision(0) << 100 * r.gap_closed
@@ -173,16 +214,21 @@ void print_table(const std::vector<ShapeResult>& rs, int layers, double zipf) {
   std::cout << "epx-bench eplb: OK\n";
 }
 
-void print_json(const std::vector<ShapeResult>& rs, int layers, double zipf, std::uint64_t seed) {
+void print_json(const std::vector<ShapeResult>& rs, int layers, double zipf, std::uint64_t seed,
+                int drift_percent, double expert_bytes) {
   auto policy = [](const PolicyResult& p) {
     std::ostringstream os;
     os << "{\"mean_max_over_mean\":" << p.mean_ratio << ",\"worst_max_over_mean\":" << p.worst_ratio
        << ",\"same_gpu_duplicates\":" << p.duplicates << ",\"ms_per_call\":" << p.ms_per_call
-       << ",\"cpu_ms_per_call\":" << p.cpu_ms_per_call << "}";
+       << ",\"cpu_ms_per_call\":" << p.cpu_ms_per_call
+       << ",\"migrated_bytes_naive\":" << static_cast<std::int64_t>(p.naive_bytes)
+       << ",\"migrated_bytes_matched\":" << static_cast<std::int64_t>(p.matched_bytes) << "}";
     return os.str();
   };
   std::cout << std::setprecision(6) << "{\"bench\":\"eplb\",\"layers\":" << layers
-            << ",\"zipf\":" << zipf << ",\"seed\":" << seed << ",\"shapes\":[";
+            << ",\"zipf\":" << zipf << ",\"seed\":" << seed
+            << ",\"drift_percent\":" << drift_percent
+            << ",\"expert_bytes\":" << static_cast<std::int64_t>(expert_bytes) << ",\"shapes\":[";
   for (std::size_t i = 0; i < rs.size(); ++i) {
     const ShapeResult& r = rs[i];
     const BalanceShape& s = r.shape;
@@ -207,6 +253,8 @@ int run_eplb(MPI_Comm comm, const std::vector<std::string>& args) {
   const std::int64_t tokens = o.get_int("tokens");
   const std::uint64_t seed = static_cast<std::uint64_t>(o.get_int("seed"));
   const int iters = static_cast<int>(o.get_int("iters"));
+  const int drift = static_cast<int>(o.get_int("drift-percent"));
+  const double expert_bytes = static_cast<double>(o.get_int("expert-bytes"));
   const BalanceShape shapes[] = {
       {12, 4, 16, 2, 8},                           // DeepSeek's published example shape
       {64, 8, 80, 2, 16},                          // small
@@ -217,11 +265,11 @@ int run_eplb(MPI_Comm comm, const std::vector<std::string>& args) {
   };
   std::vector<ShapeResult> results;
   for (const BalanceShape& s : shapes)
-    results.push_back(run_shape(s, layers, zipf, tokens, seed, iters));
+    results.push_back(run_shape(s, layers, zipf, tokens, seed, iters, drift, expert_bytes));
   if (o.flag("json"))
-    print_json(results, layers, zipf, seed);
+    print_json(results, layers, zipf, seed, drift, expert_bytes);
   else
-    print_table(results, layers, zipf);
+    print_table(results, layers, zipf, drift, expert_bytes);
   return 0;
 }
 

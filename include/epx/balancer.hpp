@@ -14,7 +14,7 @@
 //
 // The placement and routing functions are pure, single-threaded and
 // deterministic; they run on host tensors and talk to no other rank. Only
-// LoadTracker::end_step communicates.
+// LoadTracker::end_step and migrate_experts communicate.
 #pragma once
 
 #include <cstdint>
@@ -88,6 +88,12 @@ struct RoutingTarget {
 
 // topk_idx [T,K] i64 logical experts (-1: none) -> [T,K] i64 physical slots
 // (-1 where topk_idx is -1). Bad input: InvalidArgument naming the value.
+//
+// To dispatch to the replicas, give the result to comm::Buffer as topk_idx
+// with num_experts = P (the placement's slots) and one rank per GPU: the
+// Buffer sends slot p to rank p / (P/R), which is the GPU that holds it, and
+// the receiver's local expert ids are its local slots (p - rank * P/R), the
+// index into migrate_experts' weights[layer].
 EPX_API Tensor route_to_replicas(const Tensor& topk_idx, const Placement& placement,
                                  const RoutingTarget& target);
 
@@ -121,5 +127,85 @@ class EPX_API LoadTracker {
  private:
   std::shared_ptr<State> state_;
 };
+
+// --- Weight migration -------------------------------------------------------
+//
+// Adopting a new placement moves expert weights (and whatever else lives per
+// slot: optimizer moments, ...) to the GPUs that hold the new replicas. Two
+// steps, both deterministic so that every rank computes the same plan:
+//   1. match_slots relabels the target's slots *within each GPU* so that a
+//      replica of expert e already on GPU g keeps its local slot index (EPLB
+//      and rebalance_experts ignore where replicas are now). Which experts each
+//      GPU holds does not change, so balance and locality are those of the
+//      target; only slot indices do.
+//   2. migrate_experts moves only what must move: GPU g receives expert e once
+//      when e is in g's new slots but in none of its current ones, from a rank
+//      that holds e now (on g's node when one there does; among those, the one
+//      that has sent fewest copies so far). A second replica of e on g is a
+//      local copy; a replica that only changes slot index is not copied.
+//
+// Local slot i of GPU g is physical slot g * (P / num_gpus) + i. Placements
+// may differ in P (more or fewer redundant slots); E must be the same.
+
+// The tensors of one physical slot, e.g. {w1, w2, w3, adam_m, adam_v}.
+// Within one layer every slot has the same number of tensors, and tensor j
+// has the same shape and dtype in every slot of every rank.
+using SlotTensors = std::vector<Tensor>;
+
+// Pure. target with its slots relabelled within each GPU: for local slot
+// indices i < min(S_current, S_target) of GPU g, the current expert of slot i
+// stays there when the target gives g a replica of it that is not yet placed
+// (ascending i; this keeps the most replicas where they are), and the other
+// target replicas of g fill the remaining slots in their target order.
+// current and target: from rebalance_experts (same L and E, P a multiple of
+// num_gpus). InvalidArgument on bad input.
+EPX_API Placement match_slots(const Placement& current, const Placement& target, int num_gpus);
+
+// Expert copies that adopting `target` after `current` moves, over all
+// layers; multiply by an expert's bytes. Pure; checks as match_slots.
+struct MigrationVolume {
+  // Slots (g, i) whose expert changes when `target` is adopted as is: a
+  // naive re-placement refills each of them (i >= S_current counts too).
+  std::int64_t naive = 0;
+  // (layer, GPU, expert) with the expert in the GPU's target slots and in none
+  // of its current ones: what migrate_experts sends between ranks. Never more
+  // than `naive` of match_slots(current, target) or of target itself.
+  std::int64_t matched = 0;
+};
+EPX_API MigrationVolume migration_volume(const Placement& current, const Placement& target,
+                                         int num_gpus);
+
+struct MigrationStats {
+  std::uint64_t bytes_sent = 0;            // this rank, to other ranks
+  std::uint64_t bytes_received = 0;        // this rank, from other ranks
+  std::uint64_t internode_bytes_sent = 0;  // this rank, to ranks of other nodes
+  std::uint64_t moved_bytes = 0;           // whole group: sum of bytes_received over ranks
+  std::uint64_t naive_bytes = 0;           // whole group: MigrationVolume::naive in bytes
+};
+
+struct Migration {
+  // match_slots(current, target, group.size()): the placement to route with
+  // from now on (the target as given would send tokens to the wrong slots).
+  Placement placement;
+  // [layer][local slot] under `placement`. A slot whose replica stayed keeps
+  // the very Tensor objects passed in (no copy); received and locally copied
+  // replicas are new host tensors owned by the caller from now on.
+  std::vector<std::vector<SlotTensors>> weights;
+  MigrationStats stats;
+};
+
+// Collective over `group` (rank r = GPU r; nodes as the group sees them).
+// weights: [layer][local slot] under `current`, S_current = P_current /
+// group.size() slots per layer, host tensors. Taken by value: what this rank
+// no longer holds is released when the caller drops its own references.
+// Bad input on any rank (shapes, placements that differ between ranks, an
+// expert without a current replica) throws InvalidArgument on every rank
+// before any data moves. Every wait is bounded by timeout_s: a peer that does
+// not send or receive gives Timeout naming it and aborts the group (PeerFailure
+// if it was aborted already). Messages are MPI point-to-point on group.comm()
+// with one tag (0x6d67), in an order both sides derive from the plan.
+EPX_API Migration migrate_experts(Group& group, const Placement& current, const Placement& target,
+                                  std::vector<std::vector<SlotTensors>> weights,
+                                  double timeout_s = 300);
 
 }  // namespace epx::balancer

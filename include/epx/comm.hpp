@@ -150,6 +150,9 @@ class EPX_API Buffer {
   Buffer& operator=(const Buffer&) = delete;
 
   // topk_idx: i64 [T,K], -1 = no expert. Collective (ranks agree on validity).
+  // Expert e lives on rank e / (num_experts / R). With a balancer placement,
+  // pass the physical slots of balancer::route_to_replicas and num_experts =
+  // the placement's P: slot p is then on rank p / (P/R), where it was placed.
   Layout get_dispatch_layout(const Tensor& topk_idx, int num_experts);
 
   // x: f32/bf16 [T,H] (or e4m3 with options.x_scales), topk_weights: f32 [T,K].
