@@ -42,6 +42,9 @@ OptionSet make_options() {
   defaults.b = 4000;
   defaults.w = 2000;
   add_cost_options(o, defaults, " (microseconds; the stage sleeps this long)");
+  o.add_double("progress-us", 0, 0, 1e9,
+               "sleep in slices of this many microseconds, calling Stage::progress() between "
+               "them, as a stage that lets its messages move between layers (0: one sleep)");
   o.add_int("tokens", 16, 1, 1 << 20, "rows of each activation and gradient message");
   o.add_int("hidden", 256, 1, 1 << 20, "columns of each activation and gradient message (f32)");
   o.add_int("warmup", 1, 0, 1000, "untimed steps first");
@@ -58,29 +61,43 @@ void sleep_us(double us) {
 // shape. Costs are per chunk (already scaled for DualPipeV's half chunks).
 class SleepingStage : public pipeline::Stage {
  public:
-  SleepingStage(const pipeline::Costs& c, std::vector<std::int64_t> shape)
-      : c_(c), shape_(std::move(shape)) {}
-  Tensor forward(int, int, const Tensor&) override { return sleep_then_tensor(c_.f); }
-  Tensor backward(int, int, const Tensor&) override { return sleep_then_tensor(c_.b); }
+  SleepingStage(const pipeline::Costs& c, std::vector<std::int64_t> shape, double slice_us)
+      : c_(c), shape_(std::move(shape)), slice_us_(slice_us) {}
+  Tensor forward(int, int, const Tensor&) override { return work_then_tensor(c_.f); }
+  Tensor backward(int, int, const Tensor&) override { return work_then_tensor(c_.b); }
   Tensor backward_input(int, int, const Tensor&) override {
-    return sleep_then_tensor(c_.b - c_.w);
+    return work_then_tensor(c_.b - c_.w);
   }
-  void backward_weight(int, int) override { sleep_us(c_.w); }
+  void backward_weight(int, int) override { work(c_.w); }
   Tensor forward_backward(int, int, const Tensor&, int, int, const Tensor&,
                           Tensor& grad_input) override {
     // The simulator's FB cost: fb, or f + b when not given.
-    sleep_us(c_.fb < 0 ? c_.f + c_.b : c_.fb);
+    work(c_.fb < 0 ? c_.f + c_.b : c_.fb);
     grad_input = Tensor::zeros(shape_, DType::f32);
     return Tensor::zeros(shape_, DType::f32);
   }
 
  private:
-  Tensor sleep_then_tensor(double us) {
-    sleep_us(us);
+  // Lasts `us` in all (a sleep overshoots by some tens of microseconds, so
+  // the slices run to a deadline rather than adding up their lengths).
+  void work(double us) {
+    if (slice_us_ <= 0) return sleep_us(us);
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point end =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double, std::micro>(us));
+    for (Clock::time_point now = Clock::now(); now < end; now = Clock::now()) {
+      sleep_us(std::min(slice_us_, std::chrono::duration<double, std::micro>(end - now).count()));
+      progress();
+    }
+  }
+  Tensor work_then_tensor(double us) {
+    work(us);
     return Tensor::zeros(shape_, DType::f32);
   }
   pipeline::Costs c_;
   std::vector<std::int64_t> shape_;
+  double slice_us_;
 };
 
 struct Run {
@@ -107,7 +124,11 @@ void print_table(std::ostream& os, const std::vector<Run>& runs, const OptionSet
      << o.get_int("microbatches") << " micro-batches; sleeps per 1/P of the model: F " << c.f
      << " us, B " << c.b << " us, W " << c.w << " us, FB "
      << (c.fb < 0 ? "F+B" : std::to_string(c.fb) + " us") << "; messages f32[" << o.get_int("tokens")
-     << "," << o.get_int("hidden") << "]; median of " << o.get_int("iters") << " steps\n\n";
+     << "," << o.get_int("hidden") << "]; "
+     << (o.get_double("progress-us") > 0
+             ? "Stage::progress() every " + std::to_string(o.get_double("progress-us")) + " us; "
+             : std::string())
+     << "median of " << o.get_int("iters") << " steps\n\n";
   os << std::left << std::setw(11) << "schedule" << std::right << std::setw(14) << "simulated ms"
      << std::setw(13) << "measured ms" << std::setw(10) << "ratio" << std::setw(12)
      << "peak recvs" << "\n";
@@ -160,7 +181,7 @@ int run_pipeline_run(MPI_Comm comm, const std::vector<std::string>& args) {
       skipped.push_back(e.what());
       continue;
     }
-    r.stage = std::make_unique<SleepingStage>(r.costs, shape);
+    r.stage = std::make_unique<SleepingStage>(r.costs, shape, o.get_double("progress-us"));
     pipeline::ExecutorOptions eo;
     eo.activation_shape = shape;
     r.executor = std::make_unique<pipeline::Executor>(group, r.schedule, *r.stage, eo);

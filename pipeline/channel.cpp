@@ -58,6 +58,16 @@ void Channel::release_sent() {
   });
 }
 
+void Channel::progress() {
+  // A completed receive's request becomes MPI_REQUEST_NULL, which wait()
+  // then finds complete at once.
+  for (auto& [tag, p] : recvs_) {
+    int done = 0;
+    if (p.request != MPI_REQUEST_NULL) MPI_Test(&p.request, &done, MPI_STATUS_IGNORE);
+  }
+  release_sent();
+}
+
 void Channel::wait_sends(const std::string& what) {
   for (Pending& p : sends_) wait(p, what);
   sends_.clear();

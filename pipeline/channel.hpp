@@ -30,6 +30,8 @@ class Channel {
   void send(int tag, int to, Tensor data);
   // Drops the sends that completed (and their buffers); never waits.
   void release_sent();
+  // Lets MPI move every pending message a step further; never waits.
+  void progress();
   void wait_sends(const std::string& what);
   int posted_receives() const noexcept { return static_cast<int>(recvs_.size()); }
   int pending_sends() const noexcept { return static_cast<int>(sends_.size()); }

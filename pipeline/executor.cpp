@@ -43,6 +43,7 @@ struct Executor::Impl {
   Impl(Schedule s, Stage& st, ExecutorOptions o)
       : schedule(std::move(s)), stage(st), options(std::move(o)) {}
   ~Impl() {
+    stage.progress_ = nullptr;
     channel.reset();
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   }
@@ -127,6 +128,7 @@ Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOpt
   MPI_Comm_dup(pp_group.comm(), &s.comm);
   s.channel = std::make_unique<detail::Channel>(s.comm, s.options.timeout_s);
   s.plan_receives();
+  stage.progress_ = [channel = s.channel.get()] { channel->progress(); };
 }
 
 Executor::~Executor() = default;

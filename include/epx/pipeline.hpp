@@ -236,6 +236,20 @@ class EPX_API Stage {
   // when a stage has two copies (DualPipe): the executor sums each pair across
   // the two ranks that hold it, so both end with the gradient of the whole batch.
   virtual std::vector<Tensor> weight_grads(int chunk);
+
+ protected:
+  // Moves the executor's messages in flight. MPI moves a large message
+  // (beyond its eager limit) only while the sending and the receiving rank
+  // are inside an MPI call, so without this an activation sent just before a
+  // long compute waits for that compute to end, and the next rank idles. A
+  // stage whose forward or backward runs long calls it now and then (between
+  // layers or pieces); the default FB unit calls it between pieces. Cheap
+  // when nothing is pending; does nothing outside Executor::step.
+  void progress();
+
+ private:
+  friend class Executor;
+  std::function<void()> progress_;  // set by the Executor that runs this stage
 };
 
 // The loss at the last stage: sets grad_output (allocated like `output`) to
