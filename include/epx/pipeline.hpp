@@ -1,8 +1,9 @@
-// epx::pipeline: pipeline-parallel schedules as plain data, a validator and a
-// simulator. A Schedule lists, per rank, the ops that rank runs in order, and
-// says which (rank, chunk) holds which model stage; generators build the
-// published schedules (GPipe, 1F1B, ZB-H1, DualPipe, DualPipeV), validate()
-// proves one runs to the end, simulate() predicts its time and memory.
+// epx::pipeline: pipeline-parallel schedules as plain data, a validator, a
+// simulator and an executor. A Schedule lists, per rank, the ops that rank
+// runs in order, and says which (rank, chunk) holds which model stage;
+// generators build the published schedules (GPipe, 1F1B, ZB-H1, DualPipe,
+// DualPipeV), validate() proves one runs to the end, simulate() predicts its
+// time and memory, and Executor runs it over MPI with the user's Stage.
 #pragma once
 
 #include <cstdint>
@@ -59,7 +60,7 @@ EPX_API const char* to_string(ScheduleKind kind) noexcept;
 // Throws epx::Error(InvalidArgument) naming the accepted spellings.
 EPX_API ScheduleKind parse_schedule_kind(std::string_view name);
 
-// The IR that the validator, the simulator and (later) the executor consume.
+// The IR that the validator, the simulator and the executor consume.
 // Stage s of micro-batch m runs at paths[path_of[m]][s]; stage_of is the same
 // placement seen from a rank: stage_of[rank][chunk] = s.
 struct Schedule {

@@ -397,24 +397,30 @@ TEST(PipelineExecutor, EveryScheduleMatchesTheReferenceBitForBit) {
   run_and_compare(group, zb_h1(p, 2));
 }
 
+// Throws in the forward or the backward of micro-batch 1 on one rank.
 class FailingStage : public TinyStage<float> {
  public:
-  FailingStage(const Schedule& s, int rank, bool fail) : TinyStage<float>(s, rank), fail_(fail) {}
+  FailingStage(const Schedule& s, int rank, bool fail, bool in_backward)
+      : TinyStage<float>(s, rank), fail_(fail), in_backward_(in_backward) {}
   Tensor forward(int chunk, int mb, const Tensor& input) override {
-    if (fail_ && mb == 1) throw std::runtime_error("test stage: forward of micro-batch 1 failed");
+    if (fail_ && !in_backward_ && mb == 1)
+      throw std::runtime_error("test stage: forward of micro-batch 1 failed");
     return TinyStage<float>::forward(chunk, mb, input);
+  }
+  Tensor backward_input(int chunk, int mb, const Tensor& grad_output) override {
+    if (fail_ && in_backward_ && mb == 1)
+      throw std::runtime_error("test stage: backward of micro-batch 1 failed");
+    return TinyStage<float>::backward_input(chunk, mb, grad_output);
   }
 
  private:
-  bool fail_;
+  bool fail_, in_backward_;
 };
 
-TEST(PipelineExecutor, AFailingStageFailsEveryRank) {
-  Group group(MPI_COMM_WORLD);
-  const int p = group.size();
-  const Schedule s = one_f_one_b(p, 2 * p);
-  const int culprit = p - 1;
-  FailingStage stage(s, group.rank(), group.rank() == culprit);
+void expect_every_rank_fails(Group& group, const Schedule& s, int culprit, bool in_backward) {
+  SCOPED_TRACE(testing::Message() << to_string(s.kind) << ": rank " << culprit << " fails in its "
+                                  << (in_backward ? "backward" : "forward"));
+  FailingStage stage(s, group.rank(), group.rank() == culprit, in_backward);
   Executor executor(group, s, stage, options());
   std::vector<Tensor> inputs, labels;
   make_batch(s.microbatches, inputs, labels);
@@ -438,6 +444,14 @@ TEST(PipelineExecutor, AFailingStageFailsEveryRank) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::PeerFailure);
   }
+}
+
+TEST(PipelineExecutor, AFailingStageFailsEveryRank) {
+  Group group(MPI_COMM_WORLD);
+  const int p = group.size();
+  expect_every_rank_fails(group, one_f_one_b(p, 2 * p), p - 1, false);
+  // A middle rank's backward, inside DualPipeV's overlapped units.
+  expect_every_rank_fails(group, dualpipe_v(p, 2 * p), p / 2, true);
 }
 
 class StallingStage : public TinyStage<float> {
