@@ -11,6 +11,7 @@
 
 #include "benchmarks/collective.hpp"
 #include "benchmarks/options.hpp"
+#include "benchmarks/pipeline_costs.hpp"
 #include "benchmarks/pipeline_report.hpp"
 #include "benchmarks/registry.hpp"
 
@@ -28,16 +29,9 @@ OptionSet make_options() {
                "--memory-budget)");
   o.add_int("ranks", 4, 1, 4096, "pipeline ranks (P)");
   o.add_int("microbatches", 8, 1, 1 << 20, "micro-batches per step (M)");
-  // Costs describe 1/P of the model, so that every schedule is compared on
-  // the same model; DualPipeV's chunks hold half of that and cost half.
-  o.add_double("cost-f", 1, 0, 1e12, "forward time of 1/P of the model");
-  o.add_double("cost-b", 2, 0, 1e12, "full backward time (input and weight grads)");
-  o.add_double("cost-w", 1, 0, 1e12, "weight-grad part of the backward");
-  o.add_double("cost-fb", -1, 0, 1e12,
-               "overlapped forward + backward unit; the default -1 stands for cost-f + cost-b");
+  add_cost_options(o, pipeline::Costs{}, "");
   o.add_double("cost-comm", 0, 0, 1e12,
                "expert all-to-all inside each forward and each backward; FB units hide it");
-  o.add_double("cost-p2p", 0, 0, 1e12, "latency of one activation or gradient between ranks");
   o.add_double("memory-budget", 0, 0, 1e12,
                "per-rank activation limit for auto, in micro-batches x 1/P of the model "
                "(0: none)");
@@ -50,13 +44,8 @@ PipelineReport build_report(const OptionSet& o) {
   PipelineReport r;
   const int ranks = static_cast<int>(o.get_int("ranks"));
   const int microbatches = static_cast<int>(o.get_int("microbatches"));
-  pipeline::Costs per_stage;
-  per_stage.f = o.get_double("cost-f");
-  per_stage.b = o.get_double("cost-b");
-  per_stage.w = o.get_double("cost-w");
-  per_stage.fb = o.get_double("cost-fb");
+  pipeline::Costs per_stage = costs_from(o);
   per_stage.comm = o.get_double("cost-comm");
-  per_stage.p2p = o.get_double("cost-p2p");
   r.memory_budget = o.get_double("memory-budget");
   const std::string& name = o.get_string("schedule");
   if (name == "auto") {

@@ -13,7 +13,7 @@ std::size_t dtype_size(DType dtype) noexcept {
     case DType::f32: case DType::i32: return 4;
     case DType::bf16: case DType::f16: return 2;
     case DType::e4m3: case DType::e5m2: case DType::u8: case DType::boolean: return 1;
-    case DType::i64: return 8;
+    case DType::i64: case DType::f64: return 8;
   }
   return 0;
 }
@@ -29,6 +29,7 @@ const char* dtype_name(DType dtype) noexcept {
     case DType::i64: return "i64";
     case DType::u8: return "u8";
     case DType::boolean: return "boolean";
+    case DType::f64: return "f64";
   }
   return "unknown";
 }

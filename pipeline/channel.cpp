@@ -19,13 +19,21 @@ Channel::~Channel() {
   }
 }
 
-void Channel::post_recv(int tag, int from, Tensor buffer) {
+Channel::Pending Channel::start(bool receive, int tag, int peer, Tensor buffer) {
   Pending p;
-  p.peer = from;
+  p.peer = peer;
   p.buffer = std::move(buffer);
-  MPI_Irecv(p.buffer.raw(), static_cast<int>(p.buffer.nbytes()), MPI_BYTE, from, tag, comm_,
-            &p.request);
-  EPX_CHECK(recvs_.emplace(tag, std::move(p)).second, Internal,
+  const int bytes = static_cast<int>(p.buffer.nbytes());
+  if (receive) {
+    MPI_Irecv(p.buffer.raw(), bytes, MPI_BYTE, peer, tag, comm_, &p.request);
+  } else {
+    MPI_Isend(p.buffer.raw(), bytes, MPI_BYTE, peer, tag, comm_, &p.request);
+  }
+  return p;
+}
+
+void Channel::post_recv(int tag, int from, Tensor buffer) {
+  EPX_CHECK(recvs_.emplace(tag, start(true, tag, from, std::move(buffer))).second, Internal,
             "pipeline executor: two receives posted with tag ", tag);
 }
 
@@ -39,12 +47,25 @@ Tensor Channel::wait_recv(int tag, const std::string& what) {
 }
 
 void Channel::send(int tag, int to, Tensor data) {
-  Pending p;
-  p.peer = to;
-  p.buffer = std::move(data);
-  MPI_Isend(p.buffer.raw(), static_cast<int>(p.buffer.nbytes()), MPI_BYTE, to, tag, comm_,
-            &p.request);
-  sends_.push_back(std::move(p));
+  sends_.push_back(start(false, tag, to, std::move(data)));
+}
+
+void Channel::release_sent() {
+  std::erase_if(sends_, [](Pending& p) {
+    int done = 0;
+    MPI_Test(&p.request, &done, MPI_STATUS_IGNORE);
+    return done != 0;
+  });
+}
+
+void Channel::progress() {
+  // A completed receive's request becomes MPI_REQUEST_NULL, which wait()
+  // then finds complete at once.
+  for (auto& [tag, p] : recvs_) {
+    int done = 0;
+    if (p.request != MPI_REQUEST_NULL) MPI_Test(&p.request, &done, MPI_STATUS_IGNORE);
+  }
+  release_sent();
 }
 
 void Channel::wait_sends(const std::string& what) {

@@ -28,7 +28,13 @@ class Channel {
   // and the peer, or PeerFailure when a peer announced a failure.
   Tensor wait_recv(int tag, const std::string& what);
   void send(int tag, int to, Tensor data);
+  // Drops the sends that completed (and their buffers); never waits.
+  void release_sent();
+  // Lets MPI move every pending message a step further; never waits.
+  void progress();
   void wait_sends(const std::string& what);
+  int posted_receives() const noexcept { return static_cast<int>(recvs_.size()); }
+  int pending_sends() const noexcept { return static_cast<int>(sends_.size()); }
   // Tells every other rank that this one failed (non-blocking, best effort).
   void announce_failure(int rank, int ranks);
   bool peer_failed() const noexcept { return failed_peer_ >= 0; }
@@ -40,6 +46,8 @@ class Channel {
     int peer = -1;
     Tensor buffer;
   };
+  // MPI_Irecv (receive) or MPI_Isend of the whole buffer.
+  Pending start(bool receive, int tag, int peer, Tensor buffer);
   void wait(Pending& p, const std::string& what);
   void check_peers();
 

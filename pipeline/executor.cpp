@@ -1,8 +1,11 @@
 // Executor: runs a validated Schedule on an MPI group. Each rank walks its op
 // list in order; activations go forward and gradients backward as
-// non-blocking messages whose receives are all posted when the step starts;
+// non-blocking messages whose receives are posted a bounded window ahead;
 // a failure anywhere becomes an error on every rank (never a hang).
+#include <algorithm>
+#include <cstddef>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <map>
 #include <utility>
@@ -24,10 +27,23 @@ struct Executor::Impl {
   std::string tag;  // "[rank r/R]"
   bool failed = false;
   std::unique_ptr<detail::Channel> channel;
+  ExecutorStats stats;
+
+  // This rank's receives from other ranks, in the order its ops consume
+  // them (an FB unit: the forward's input, then the backward's), and for
+  // each op the number of receives consumed up to and including it.
+  struct Expected {
+    int tag;
+    int from;
+  };
+  std::vector<Expected> expected;
+  std::vector<std::size_t> consumed_through;  // [op]
+  std::size_t next_to_post = 0;
 
   Impl(Schedule s, Stage& st, ExecutorOptions o)
       : schedule(std::move(s)), stage(st), options(std::move(o)) {}
   ~Impl() {
+    stage.progress_ = nullptr;
     channel.reset();
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   }
@@ -50,7 +66,8 @@ struct Executor::Impl {
 
   Tensor activation() const { return Tensor::empty(options.activation_shape, options.dtype); }
 
-  void post_receives();
+  void plan_receives();
+  void post_ahead(std::size_t op_index);
   std::vector<double> run_ops(const std::vector<Tensor>& inputs, const std::vector<Tensor>& labels,
                               const LossFn& loss);
   Tensor forward(const detail::Piece& p, const std::vector<Tensor>& inputs);
@@ -81,6 +98,9 @@ Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOpt
     EPX_CHECK(!s.options.activation_shape.empty(), InvalidArgument,
               "pipeline Executor: options.activation_shape is empty; give the shape of the "
               "activations and gradients between stages");
+    EPX_CHECK(s.options.receive_window >= 1, InvalidArgument,
+              "pipeline Executor: options.receive_window = ", s.options.receive_window,
+              ", expected >= 1");
     int* tag_ub = nullptr;
     int has = 0;
     MPI_Comm_get_attr(pp_group.comm(), MPI_TAG_UB, &tag_ub, &has);
@@ -95,8 +115,20 @@ Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOpt
   }
   core::agree_on_error(pp_group.comm(), bad, ErrorCode::InvalidArgument,
                        core::Deadline(s.options.timeout_s), "pipeline Executor");
+  // Receive buffers are sized from the options: ranks that disagree would
+  // truncate messages (an MPI error that aborts), so compare them first.
+  const std::string format =
+      Tensor::empty(s.options.activation_shape, s.options.dtype).describe();
+  const int digest = static_cast<int>(std::hash<std::string>{}(format) & 0x3fffffff);
+  const core::Deadline deadline(s.options.timeout_s);
+  const int lo = core::allreduce_int(pp_group.comm(), digest, MPI_MIN, deadline, "pipeline Executor");
+  const int hi = core::allreduce_int(pp_group.comm(), digest, MPI_MAX, deadline, "pipeline Executor");
+  EPX_CHECK(lo == hi, InvalidArgument, "pipeline Executor: options.activation_shape and dtype "
+            "differ across the ranks (here ", format, "); every rank must give the same");
   MPI_Comm_dup(pp_group.comm(), &s.comm);
   s.channel = std::make_unique<detail::Channel>(s.comm, s.options.timeout_s);
+  s.plan_receives();
+  stage.progress_ = [channel = s.channel.get()] { channel->progress(); };
 }
 
 Executor::~Executor() = default;
@@ -105,7 +137,11 @@ const Schedule& Executor::schedule() const noexcept {
   return impl_->schedule;
 }
 
-void Executor::Impl::post_receives() {
+const ExecutorStats& Executor::last_step_stats() const noexcept {
+  return impl_->stats;
+}
+
+void Executor::Impl::plan_receives() {
   for (const Op& op : schedule.ops[rank]) {
     detail::Piece pieces[2];
     const int n = detail::pieces_of(op, pieces);
@@ -114,16 +150,30 @@ void Executor::Impl::post_receives() {
       const int s = stage_of(p.chunk);
       if (p.kind == OpKind::F && s > 0) {
         const Location from = where(p.mb, s - 1);
-        if (from.rank != rank)
-          channel->post_recv(message_tag(p.mb, s - 1, false), from.rank, activation());
+        if (from.rank != rank) expected.push_back({message_tag(p.mb, s - 1, false), from.rank});
       }
       if ((p.kind == OpKind::B || p.kind == OpKind::Bi) && s < last_stage()) {
         const Location from = where(p.mb, s + 1);
-        if (from.rank != rank)
-          channel->post_recv(message_tag(p.mb, s + 1, true), from.rank, activation());
+        if (from.rank != rank) expected.push_back({message_tag(p.mb, s + 1, true), from.rank});
       }
     }
+    consumed_through.push_back(expected.size());
   }
+}
+
+// Before op `op_index` waits for anything: its own receives, then later ones
+// in schedule order while fewer than receive_window are outstanding. Waits
+// run in the same order, so each one finds its receive posted; sends never
+// block, so holding receives back cannot stall a peer.
+void Executor::Impl::post_ahead(std::size_t op_index) {
+  const std::size_t consumed = op_index == 0 ? 0 : consumed_through[op_index - 1];
+  const std::size_t window = static_cast<std::size_t>(options.receive_window);
+  while (next_to_post < expected.size() &&
+         (next_to_post < consumed_through[op_index] || next_to_post - consumed < window)) {
+    const Expected& e = expected[next_to_post++];
+    channel->post_recv(e.tag, e.from, activation());
+  }
+  stats.peak_posted_receives = std::max(stats.peak_posted_receives, channel->posted_receives());
 }
 
 Tensor Executor::Impl::forward(const detail::Piece& p, const std::vector<Tensor>& inputs) {
@@ -195,7 +245,11 @@ void Executor::Impl::after_backward(const detail::Piece& p, Tensor grad_input) {
 std::vector<double> Executor::Impl::run_ops(const std::vector<Tensor>& inputs,
                                             const std::vector<Tensor>& labels, const LossFn& loss) {
   std::vector<double> losses(schedule.microbatches, std::numeric_limits<double>::quiet_NaN());
-  for (const Op& op : schedule.ops[rank]) {
+  next_to_post = 0;
+  const std::vector<Op>& ops = schedule.ops[rank];
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    const Op& op = ops[i];
+    post_ahead(i);
     switch (op.kind) {
       case OpKind::F: {
         const detail::Piece p{OpKind::F, op.mb, op.chunk};
@@ -227,9 +281,20 @@ std::vector<double> Executor::Impl::run_ops(const std::vector<Tensor>& inputs,
         break;
       }
     }
+    stats.peak_pending_sends = std::max(stats.peak_pending_sends, channel->pending_sends());
+    channel->release_sent();
   }
   return losses;
 }
+
+namespace {
+template <class T>
+void add_into(Tensor& mine, const Tensor& theirs) {
+  T* a = mine.data<T>();
+  const T* b = theirs.data<T>();
+  for (std::int64_t i = 0; i < mine.numel(); ++i) a[i] += b[i];
+}
+}  // namespace
 
 // DualPipe keeps two copies of each stage; each saw half the micro-batches.
 // Both ranks of a pair end with the sum (a + b == b + a in IEEE arithmetic,
@@ -259,10 +324,11 @@ void Executor::Impl::sum_weight_copies() {
               " weight-grad tensors, at most ", kMaxGradTensors);
     for (std::size_t k = 0; k < copy.grads.size(); ++k) {
       const Tensor& g = copy.grads[k];
-      EPX_CHECK(g.dtype() == DType::f32, Unsupported, "pipeline Executor: weight grad ", k,
-                " of stage ", s, " is ", g.describe(), "; the pair sum needs f32");
+      EPX_CHECK(g.dtype() == DType::f32 || g.dtype() == DType::f64, Unsupported,
+                "pipeline Executor: weight grad ", k, " of stage ", s, " is ", g.describe(),
+                "; the pair sum needs f32 or f64");
       const int tag = pair_tag(s, static_cast<int>(k));
-      channel->post_recv(tag, partner, Tensor::empty(g.shape(), DType::f32));
+      channel->post_recv(tag, partner, Tensor::empty(g.shape(), g.dtype()));
       channel->send(tag, partner, g.clone());
     }
     copies.push_back(std::move(copy));
@@ -272,9 +338,11 @@ void Executor::Impl::sum_weight_copies() {
       const Tensor other = channel->wait_recv(
           pair_tag(copy.stage, static_cast<int>(k)),
           core::concat("weight grad ", k, " of stage ", copy.stage, " from its other copy"));
-      float* mine = copy.grads[k].data<float>();
-      const float* theirs = other.data<float>();
-      for (std::int64_t i = 0; i < copy.grads[k].numel(); ++i) mine[i] += theirs[i];
+      if (other.dtype() == DType::f64) {
+        add_into<double>(copy.grads[k], other);
+      } else {
+        add_into<float>(copy.grads[k], other);
+      }
     }
   }
 }
@@ -302,8 +370,8 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
 
   std::vector<double> losses;
   std::exception_ptr own;
+  s.stats = {};
   try {
-    s.post_receives();
     losses = s.run_ops(inputs, labels, loss);
     s.sum_weight_copies();
     s.channel->wait_sends("pipeline step: sends");

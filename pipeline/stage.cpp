@@ -33,7 +33,9 @@ Tensor Stage::forward_backward(int f_chunk, int f_mb, const Tensor& input, int b
   bool b_more = b != nullptr;
   while (f_more || b_more) {
     if (f_more) f_more = f->run_next();
+    progress();
     if (b_more) b_more = b->run_next();
+    progress();
   }
   Tensor output = f ? f->result() : forward(f_chunk, f_mb, input);
   grad_input = b ? b->result() : backward(b_chunk, b_mb, grad_output);
@@ -42,6 +44,10 @@ Tensor Stage::forward_backward(int f_chunk, int f_mb, const Tensor& input, int b
 
 std::vector<Tensor> Stage::weight_grads(int) {
   return {};
+}
+
+void Stage::progress() {
+  if (progress_) progress_();
 }
 
 }  // namespace epx::pipeline

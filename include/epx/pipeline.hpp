@@ -1,8 +1,9 @@
-// epx::pipeline: pipeline-parallel schedules as plain data, a validator and a
-// simulator. A Schedule lists, per rank, the ops that rank runs in order, and
-// says which (rank, chunk) holds which model stage; generators build the
-// published schedules (GPipe, 1F1B, ZB-H1, DualPipe, DualPipeV), validate()
-// proves one runs to the end, simulate() predicts its time and memory.
+// epx::pipeline: pipeline-parallel schedules as plain data, a validator, a
+// simulator and an executor. A Schedule lists, per rank, the ops that rank
+// runs in order, and says which (rank, chunk) holds which model stage;
+// generators build the published schedules (GPipe, 1F1B, ZB-H1, DualPipe,
+// DualPipeV), validate() proves one runs to the end, simulate() predicts its
+// time and memory, and Executor runs it over MPI with the user's Stage.
 #pragma once
 
 #include <cstdint>
@@ -59,7 +60,7 @@ EPX_API const char* to_string(ScheduleKind kind) noexcept;
 // Throws epx::Error(InvalidArgument) naming the accepted spellings.
 EPX_API ScheduleKind parse_schedule_kind(std::string_view name);
 
-// The IR that the validator, the simulator and (later) the executor consume.
+// The IR that the validator, the simulator and the executor consume.
 // Stage s of micro-batch m runs at paths[path_of[m]][s]; stage_of is the same
 // placement seen from a rank: stage_of[rank][chunk] = s.
 struct Schedule {
@@ -232,10 +233,24 @@ class EPX_API Stage {
   // default) when the stage does not cut it. Used only inside FB units.
   virtual std::unique_ptr<Pieces> forward_pieces(int chunk, int mb, const Tensor& input);
   virtual std::unique_ptr<Pieces> backward_pieces(int chunk, int mb, const Tensor& grad_output);
-  // The chunk's weight gradients (f32, updated in place). Needed only when a
-  // stage has two copies (DualPipe): the executor sums each pair across the
-  // two ranks that hold it, so both end with the gradient of the whole batch.
+  // The chunk's weight gradients (f32 or f64, updated in place). Needed only
+  // when a stage has two copies (DualPipe): the executor sums each pair across
+  // the two ranks that hold it, so both end with the gradient of the whole batch.
   virtual std::vector<Tensor> weight_grads(int chunk);
+
+ protected:
+  // Moves the executor's messages in flight. MPI moves a large message
+  // (beyond its eager limit) only while the sending and the receiving rank
+  // are inside an MPI call, so without this an activation sent just before a
+  // long compute waits for that compute to end, and the next rank idles. A
+  // stage whose forward or backward runs long calls it now and then (between
+  // layers or pieces); the default FB unit calls it between pieces. Cheap
+  // when nothing is pending; does nothing outside Executor::step.
+  void progress();
+
+ private:
+  friend class Executor;
+  std::function<void()> progress_;  // set by the Executor that runs this stage
 };
 
 // The loss at the last stage: sets grad_output (allocated like `output`) to
@@ -244,11 +259,32 @@ using LossFn =
     std::function<double(int mb, const Tensor& output, const Tensor& label, Tensor& grad_output)>;
 
 struct ExecutorOptions {
-  // Shape and dtype of every activation and gradient between two stages
-  // (receives are posted before the data exists, so they must be known).
+  // Shape and dtype of every activation and gradient between two stages.
+  // Why fixed and given, not learned per message: a receive is posted before
+  // its data exists, so that the bytes land in place while this rank
+  // computes, and MPI needs the size for that. Probing each message
+  // (MPI_Improbe) learns the size only once the message is here: small ones
+  // would sit in MPI's unexpected queue and be copied again, large ones could
+  // not start moving until the receiver asked, which is the overlap lost.
+  // Between pipeline stages the shape is (tokens per micro-batch, hidden) and
+  // does not change; a model whose activations vary pads to the largest. The
+  // constructor checks that every rank gave the same shape and dtype.
   std::vector<std::int64_t> activation_shape;
   DType dtype = DType::f32;
   double timeout_s = 0.0;  // per wait on a peer; 0: EPX_TIMEOUT_S
+  // Most receives posted ahead (each holds one activation-sized buffer),
+  // counted from the op about to run and posted in the schedule's order: the
+  // receives of the next few ops are in place while the current op computes.
+  // An op whose own inputs exceed it (an FB unit needs two) still gets them.
+  // >= 1; 4 covers the next two FB units, or the next four F/B ops.
+  int receive_window = 4;
+};
+
+// What one step held at most, per rank: activation-sized receive buffers
+// posted ahead (bounded by receive_window), and sends not yet completed.
+struct ExecutorStats {
+  int peak_posted_receives = 0;
+  int peak_pending_sends = 0;
 };
 
 class EPX_API Executor {
@@ -262,14 +298,16 @@ class EPX_API Executor {
   // Collective. Runs one step of the schedule: inputs[mb] is read on the rank
   // where micro-batch mb's first stage runs, labels[mb] where its last stage
   // runs (elsewhere entries may be empty). Activations and gradients travel
-  // as MPI_Isend/Irecv, every receive posted at the start and waited for only
-  // when its op runs. Returns losses[mb] on the rank that computed it, NaN
+  // as MPI_Isend/Irecv: receives posted options.receive_window ahead in the
+  // schedule's order and waited for only when their op runs; sends waited
+  // for at the end of the step, their buffers released as they complete. Returns losses[mb] on the rank that computed it, NaN
   // elsewhere. If any rank fails (its stage throws, a wait times out), every
   // rank throws epx::Error and the executor refuses further steps.
   std::vector<double> step(const std::vector<Tensor>& inputs, const std::vector<Tensor>& labels,
                            const LossFn& loss);
 
   const Schedule& schedule() const noexcept;
+  const ExecutorStats& last_step_stats() const noexcept;
 
  private:
   struct Impl;

@@ -17,7 +17,9 @@ namespace epx {
 
 // FP8 is OCP E4M3FN (max 448, no infinities) and E5M2. bf16/f16 are read
 // as std::uint16_t bit patterns, FP8 as std::uint8_t, boolean (one byte) as bool.
-enum class DType : std::uint8_t { f32, bf16, f16, e4m3, e5m2, i32, i64, u8, boolean };
+// f64 (last, so that the older values keep their numbers) is for reference
+// models and gradients that must sum without f32 rounding (pipeline tests).
+enum class DType : std::uint8_t { f32, bf16, f16, e4m3, e5m2, i32, i64, u8, boolean, f64 };
 
 enum class Device : std::uint8_t { cpu, cuda };
 
@@ -31,6 +33,7 @@ template <class T>
 constexpr bool dtype_holds(DType d) noexcept {
   using U = std::remove_cv_t<T>;
   if constexpr (std::is_same_v<U, float>) return d == DType::f32;
+  else if constexpr (std::is_same_v<U, double>) return d == DType::f64;
   else if constexpr (std::is_same_v<U, std::int32_t>) return d == DType::i32;
   else if constexpr (std::is_same_v<U, std::int64_t>) return d == DType::i64;
   else if constexpr (std::is_same_v<U, std::uint16_t>) return d == DType::bf16 || d == DType::f16;
@@ -89,6 +92,7 @@ class EPX_API Tensor {
   static const char* type_label() noexcept {
     using U = std::remove_cv_t<T>;
     if constexpr (std::is_same_v<U, float>) return "float";
+    else if constexpr (std::is_same_v<U, double>) return "double";
     else if constexpr (std::is_same_v<U, std::int32_t>) return "int32_t";
     else if constexpr (std::is_same_v<U, std::int64_t>) return "int64_t";
     else if constexpr (std::is_same_v<U, std::uint16_t>) return "uint16_t";

@@ -1,8 +1,9 @@
 // The pipeline Executor against a one-process reference, DualPipe's own test
 // recipe: a small deterministic model (linear + tanh stages, f32, fixed
 // summation order) run without a pipeline, then with every schedule the rank
-// count allows. Losses and weight gradients must be bit-identical. Also: a
-// failing stage makes every rank throw (no hang), bad inputs fail together.
+// count allows. Losses and weight gradients must be bit-identical, in f32
+// and (for DualPipe's summed copies) f64. Also: a failing stage makes every
+// rank throw (no hang), bad inputs fail together, receives stay in a window.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -18,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace epx::pipeline {
@@ -26,46 +28,65 @@ namespace {
 constexpr int kRows = 3;    // tokens per micro-batch
 constexpr int kHidden = 8;  // width of every stage
 
-float value(int a, int b, int c) {
-  return 0.5f * std::sin(0.37f * a + 1.3f * b + 0.11f * c + 0.1f);
+template <class T>
+constexpr DType kDType = std::is_same_v<T, double> ? DType::f64 : DType::f32;
+
+// t.data<T>() where t's type depends on T (no `.template` needed).
+template <class T>
+T* ptr(Tensor& t) {
+  return t.data<T>();
+}
+template <class T>
+const T* ptr(const Tensor& t) {
+  return t.data<T>();
+}
+
+template <class T>
+T value(int a, int b, int c) {
+  return T(0.5) * std::sin(T(0.37) * a + T(1.3) * b + T(0.11) * c + T(0.1));
 }
 
 // The math of one stage, shared by the pipelined stage and the reference.
+template <class T>
 struct Weights {
-  std::vector<float> w = std::vector<float>(kHidden * kHidden);  // [out, in]
-  std::vector<float> b = std::vector<float>(kHidden);
+  std::vector<T> w = std::vector<T>(kHidden * kHidden);  // [out, in]
+  std::vector<T> b = std::vector<T>(kHidden);
   explicit Weights(int stage) {
-    for (int i = 0; i < kHidden * kHidden; ++i) w[i] = value(stage, i, 1);
-    for (int i = 0; i < kHidden; ++i) b[i] = value(stage, i, 2);
+    for (int i = 0; i < kHidden * kHidden; ++i) w[i] = value<T>(stage, i, 1);
+    for (int i = 0; i < kHidden; ++i) b[i] = value<T>(stage, i, 2);
   }
 };
 
-void linear(const Weights& p, const float* x, float* z) {
+template <class T>
+void linear(const Weights<T>& p, const T* x, T* z) {
   for (int r = 0; r < kRows; ++r) {
     for (int o = 0; o < kHidden; ++o) {
-      float sum = p.b[o];
+      T sum = p.b[o];
       for (int i = 0; i < kHidden; ++i) sum += p.w[o * kHidden + i] * x[r * kHidden + i];
       z[r * kHidden + o] = sum;
     }
   }
 }
 
-void activate(const float* z, float* y) {
+template <class T>
+void activate(const T* z, T* y) {
   for (int k = 0; k < kRows * kHidden; ++k) y[k] = std::tanh(z[k]);
 }
 
-void forward(const Weights& p, const float* x, float* y) {
-  std::vector<float> z(kRows * kHidden);
+template <class T>
+void forward(const Weights<T>& p, const T* x, T* y) {
+  std::vector<T> z(kRows * kHidden);
   linear(p, x, z.data());
   activate(z.data(), y);
 }
 
 // gz = gy * (1 - y^2); gx = gz W.
-void backward_input(const Weights& p, const float* y, const float* gy, float* gz, float* gx) {
-  for (int k = 0; k < kRows * kHidden; ++k) gz[k] = gy[k] * (1.0f - y[k] * y[k]);
+template <class T>
+void backward_input(const Weights<T>& p, const T* y, const T* gy, T* gz, T* gx) {
+  for (int k = 0; k < kRows * kHidden; ++k) gz[k] = gy[k] * (T(1) - y[k] * y[k]);
   for (int r = 0; r < kRows; ++r) {
     for (int i = 0; i < kHidden; ++i) {
-      float s = 0.0f;
+      T s = 0;
       for (int o = 0; o < kHidden; ++o) s += gz[r * kHidden + o] * p.w[o * kHidden + i];
       gx[r * kHidden + i] = s;
     }
@@ -74,50 +95,54 @@ void backward_input(const Weights& p, const float* y, const float* gy, float* gz
 
 // gW += gz^T x, gb += column sums of gz: each micro-batch's share summed
 // first, then added, in the order the backwards run.
-void add_weight_grad(const float* gz, const float* x, float* gw, float* gb) {
+template <class T>
+void add_weight_grad(const T* gz, const T* x, T* gw, T* gb) {
   for (int o = 0; o < kHidden; ++o) {
-    float sb = 0.0f;
+    T sb = 0;
     for (int r = 0; r < kRows; ++r) sb += gz[r * kHidden + o];
     gb[o] += sb;
     for (int i = 0; i < kHidden; ++i) {
-      float s = 0.0f;
+      T s = 0;
       for (int r = 0; r < kRows; ++r) s += gz[r * kHidden + o] * x[r * kHidden + i];
       gw[o * kHidden + i] += s;
     }
   }
 }
 
+template <class T>
 double mse(int, const Tensor& y, const Tensor& label, Tensor& grad) {
   double loss = 0.0;
   for (std::int64_t k = 0; k < y.numel(); ++k) {
-    const float d = y.data<float>()[k] - label.data<float>()[k];
-    grad.data<float>()[k] = d;
+    const T d = ptr<T>(y)[k] - ptr<T>(label)[k];
+    ptr<T>(grad)[k] = d;
     loss += 0.5 * static_cast<double>(d) * d;
   }
   return loss;
 }
 
+template <class T>
 Tensor sample(int mb, int which) {
-  Tensor t = Tensor::empty({kRows, kHidden}, DType::f32);
-  for (int k = 0; k < kRows * kHidden; ++k) t.data<float>()[k] = value(mb, k, 3 + which);
+  Tensor t = Tensor::empty({kRows, kHidden}, kDType<T>);
+  for (int k = 0; k < kRows * kHidden; ++k) ptr<T>(t)[k] = value<T>(mb, k, 3 + which);
   return t;
 }
 
 // One rank's chunks of the model.
+template <class T>
 class TinyStage : public Stage {
  public:
   // cut: forward and backward come in two Pieces each (linear | tanh;
   // input grad | weight grad), and every piece run is logged.
   explicit TinyStage(const Schedule& s, int rank, bool cut = false) : cut_(cut) {
     for (int c = 0; c < s.chunks_per_rank; ++c) {
-      chunks_.push_back(Chunk{Weights(s.stage_of[rank][c]),
-                              Tensor::zeros({kHidden, kHidden}, DType::f32),
-                              Tensor::zeros({kHidden}, DType::f32)});
+      chunks_.push_back(Chunk{Weights<T>(s.stage_of[rank][c]),
+                              Tensor::zeros({kHidden, kHidden}, kDType<T>),
+                              Tensor::zeros({kHidden}, kDType<T>)});
     }
   }
   Tensor forward(int chunk, int mb, const Tensor& input) override {
-    Tensor y = Tensor::empty({kRows, kHidden}, DType::f32);
-    pipeline::forward(chunks_[chunk].p, input.data<float>(), y.data<float>());
+    Tensor y = Tensor::empty({kRows, kHidden}, kDType<T>);
+    pipeline::forward(chunks_[chunk].p, ptr<T>(input), ptr<T>(y));
     saved_[{chunk, mb}] = Saved{input.clone(), y, Tensor()};
     return y;
   }
@@ -128,16 +153,16 @@ class TinyStage : public Stage {
   }
   Tensor backward_input(int chunk, int mb, const Tensor& grad_output) override {
     Saved& s = saved_.at({chunk, mb});
-    s.gz = Tensor::empty({kRows, kHidden}, DType::f32);
-    Tensor gx = Tensor::empty({kRows, kHidden}, DType::f32);
-    pipeline::backward_input(chunks_[chunk].p, s.y.data<float>(), grad_output.data<float>(),
-                             s.gz.data<float>(), gx.data<float>());
+    s.gz = Tensor::empty({kRows, kHidden}, kDType<T>);
+    Tensor gx = Tensor::empty({kRows, kHidden}, kDType<T>);
+    pipeline::backward_input(chunks_[chunk].p, ptr<T>(s.y), ptr<T>(grad_output),
+                             ptr<T>(s.gz), ptr<T>(gx));
     return gx;
   }
   void backward_weight(int chunk, int mb) override {
     Saved& s = saved_.at({chunk, mb});
-    add_weight_grad(s.gz.data<float>(), s.x.data<float>(), chunks_[chunk].gw.data<float>(),
-                    chunks_[chunk].gb.data<float>());
+    add_weight_grad(ptr<T>(s.gz), ptr<T>(s.x), ptr<T>(chunks_[chunk].gw),
+                    ptr<T>(chunks_[chunk].gb));
     saved_.erase({chunk, mb});
   }
   std::vector<Tensor> weight_grads(int chunk) override {
@@ -168,10 +193,10 @@ class TinyStage : public Stage {
         : s_(s), chunk_(chunk), mb_(mb), x_(x.clone()) {}
     bool run_next() override {
       if (next_ == 0) {
-        linear(s_.chunks_[chunk_].p, x_.data<float>(), z_.data());
+        linear(s_.chunks_[chunk_].p, ptr<T>(x_), z_.data());
       } else {
-        y_ = Tensor::empty({kRows, kHidden}, DType::f32);
-        activate(z_.data(), y_.data<float>());
+        y_ = Tensor::empty({kRows, kHidden}, kDType<T>);
+        activate(z_.data(), ptr<T>(y_));
         s_.saved_[{chunk_, mb_}] = Saved{x_, y_, Tensor()};
       }
       s_.log.push_back("F" + std::to_string(next_));
@@ -183,7 +208,7 @@ class TinyStage : public Stage {
     TinyStage& s_;
     int chunk_, mb_;
     Tensor x_, y_;
-    std::vector<float> z_ = std::vector<float>(kRows * kHidden);
+    std::vector<T> z_ = std::vector<T>(kRows * kHidden);
     int next_ = 0;
   };
   class BackwardPieces : public Pieces {
@@ -210,7 +235,7 @@ class TinyStage : public Stage {
 
   bool cut_ = false;
   struct Chunk {
-    Weights p;
+    Weights<T> p;
     Tensor gw, gb;
   };
   struct Saved {
@@ -223,35 +248,37 @@ class TinyStage : public Stage {
 // The whole model in one process, micro-batch after micro-batch. Weight
 // grads are kept per (stage, path) and the copies summed at the end, as the
 // executor sums DualPipe's two copies.
+template <class T>
 struct Reference {
   std::vector<double> losses;
-  std::vector<std::vector<float>> gw, gb;  // [stage]
+  std::vector<std::vector<T>> gw, gb;  // [stage]
 };
 
-Reference reference(const Schedule& s) {
-  Reference ref;
+template <class T>
+Reference<T> reference(const Schedule& s) {
+  Reference<T> ref;
   const int paths = static_cast<int>(s.paths.size());
-  std::vector<std::vector<float>> gw(s.stages * paths, std::vector<float>(kHidden * kHidden, 0.f));
-  std::vector<std::vector<float>> gb(s.stages * paths, std::vector<float>(kHidden, 0.f));
+  std::vector<std::vector<T>> gw(s.stages * paths, std::vector<T>(kHidden * kHidden, T(0)));
+  std::vector<std::vector<T>> gb(s.stages * paths, std::vector<T>(kHidden, T(0)));
   for (int mb = 0; mb < s.microbatches; ++mb) {
     std::vector<Tensor> xs, ys;
-    Tensor x = sample(mb, 0);
+    Tensor x = sample<T>(mb, 0);
     for (int st = 0; st < s.stages; ++st) {
-      Tensor y = Tensor::empty({kRows, kHidden}, DType::f32);
-      forward(Weights(st), x.data<float>(), y.data<float>());
+      Tensor y = Tensor::empty({kRows, kHidden}, kDType<T>);
+      forward(Weights<T>(st), ptr<T>(x), ptr<T>(y));
       xs.push_back(x);
       ys.push_back(y);
       x = y;
     }
-    Tensor g = Tensor::empty({kRows, kHidden}, DType::f32);
-    ref.losses.push_back(mse(mb, ys.back(), sample(mb, 1), g));
+    Tensor g = Tensor::empty({kRows, kHidden}, kDType<T>);
+    ref.losses.push_back(mse<T>(mb, ys.back(), sample<T>(mb, 1), g));
     for (int st = s.stages - 1; st >= 0; --st) {
-      Tensor gz = Tensor::empty({kRows, kHidden}, DType::f32);
-      Tensor gx = Tensor::empty({kRows, kHidden}, DType::f32);
-      backward_input(Weights(st), ys[st].data<float>(), g.data<float>(), gz.data<float>(),
-                     gx.data<float>());
+      Tensor gz = Tensor::empty({kRows, kHidden}, kDType<T>);
+      Tensor gx = Tensor::empty({kRows, kHidden}, kDType<T>);
+      backward_input(Weights<T>(st), ptr<T>(ys[st]), ptr<T>(g), ptr<T>(gz),
+                     ptr<T>(gx));
       const int acc = st * paths + s.path_of[mb];
-      add_weight_grad(gz.data<float>(), xs[st].data<float>(), gw[acc].data(), gb[acc].data());
+      add_weight_grad(ptr<T>(gz), ptr<T>(xs[st]), gw[acc].data(), gb[acc].data());
       g = gx;
     }
   }
@@ -266,28 +293,41 @@ Reference reference(const Schedule& s) {
   return ref;
 }
 
+template <class T = float>
 ExecutorOptions options() {
   ExecutorOptions o;
   o.activation_shape = {kRows, kHidden};
+  o.dtype = kDType<T>;
   o.timeout_s = 60;
   return o;
 }
 
-void run_and_compare(Group& group, const Schedule& s, bool cut = false) {
-  SCOPED_TRACE(testing::Message() << to_string(s.kind) << " on " << s.ranks << " ranks, "
-                                  << s.microbatches << " micro-batches");
-  const Reference ref = reference(s);
-  std::vector<Tensor> inputs, labels;
-  for (int mb = 0; mb < s.microbatches; ++mb) {
-    inputs.push_back(sample(mb, 0));
-    labels.push_back(sample(mb, 1));
+template <class T = float>
+void make_batch(int microbatches, std::vector<Tensor>& inputs, std::vector<Tensor>& labels) {
+  for (int mb = 0; mb < microbatches; ++mb) {
+    inputs.push_back(sample<T>(mb, 0));
+    labels.push_back(sample<T>(mb, 1));
   }
-  TinyStage stage(s, group.rank(), cut);
-  Executor executor(group, s, stage, options());
+}
+
+template <class T = float>
+void run_and_compare(Group& group, const Schedule& s, bool cut = false,
+                     ExecutorOptions o = options<T>()) {
+  SCOPED_TRACE(testing::Message() << to_string(s.kind) << " on " << s.ranks << " ranks, "
+                                  << s.microbatches << " micro-batches, " << dtype_name(o.dtype)
+                                  << ", receive window " << o.receive_window);
+  const Reference<T> ref = reference<T>(s);
+  std::vector<Tensor> inputs, labels;
+  make_batch<T>(s.microbatches, inputs, labels);
+  TinyStage<T> stage(s, group.rank(), cut);
+  Executor executor(group, s, stage, o);
   for (int round = 0; round < 2; ++round) {  // a second step reuses everything
     stage.zero_grads();
     std::vector<double> losses;
-    EXPECT_NO_THROW(losses = executor.step(inputs, labels, mse));
+    EXPECT_NO_THROW(losses = executor.step(inputs, labels, mse<T>));
+    // Receives posted ahead stay within the window (an FB unit's own two may
+    // exceed a window of 1).
+    EXPECT_LE(executor.last_step_stats().peak_posted_receives, std::max(o.receive_window, 2));
     ASSERT_EQ(losses.size(), static_cast<std::size_t>(s.microbatches));
     for (int mb = 0; mb < s.microbatches; ++mb) {
       const int last = s.paths[s.path_of[mb]][s.stages - 1].rank;
@@ -316,6 +356,24 @@ void run_and_compare(Group& group, const Schedule& s, bool cut = false) {
   }
 }
 
+TEST(PipelineExecutor, DualSchedulesSumTheirCopiesInF64) {
+  Group group(MPI_COMM_WORLD);
+  const int p = group.size();
+  if (p % 2 == 0) run_and_compare<double>(group, dualpipe(p, 2 * p + 2));
+  run_and_compare<double>(group, dualpipe_v(p, 2 * p));
+}
+
+TEST(PipelineExecutor, ASmallReceiveWindowStillMatches) {
+  // Window 1: each op's receives are posted only when it comes up (the
+  // slowest, least memory); the results must not change.
+  Group group(MPI_COMM_WORLD);
+  const int p = group.size();
+  ExecutorOptions o = options();
+  o.receive_window = 1;
+  run_and_compare(group, one_f_one_b(p, 2 * p + 1), false, o);
+  run_and_compare(group, dualpipe_v(p, 2 * p), true, o);
+}
+
 TEST(PipelineExecutor, EveryScheduleMatchesTheReferenceBitForBit) {
   Group group(MPI_COMM_WORLD);
   const int p = group.size();
@@ -339,35 +397,38 @@ TEST(PipelineExecutor, EveryScheduleMatchesTheReferenceBitForBit) {
   run_and_compare(group, zb_h1(p, 2));
 }
 
-class FailingStage : public TinyStage {
+// Throws in the forward or the backward of micro-batch 1 on one rank.
+class FailingStage : public TinyStage<float> {
  public:
-  FailingStage(const Schedule& s, int rank, bool fail) : TinyStage(s, rank), fail_(fail) {}
+  FailingStage(const Schedule& s, int rank, bool fail, bool in_backward)
+      : TinyStage<float>(s, rank), fail_(fail), in_backward_(in_backward) {}
   Tensor forward(int chunk, int mb, const Tensor& input) override {
-    if (fail_ && mb == 1) throw std::runtime_error("test stage: forward of micro-batch 1 failed");
-    return TinyStage::forward(chunk, mb, input);
+    if (fail_ && !in_backward_ && mb == 1)
+      throw std::runtime_error("test stage: forward of micro-batch 1 failed");
+    return TinyStage<float>::forward(chunk, mb, input);
+  }
+  Tensor backward_input(int chunk, int mb, const Tensor& grad_output) override {
+    if (fail_ && in_backward_ && mb == 1)
+      throw std::runtime_error("test stage: backward of micro-batch 1 failed");
+    return TinyStage<float>::backward_input(chunk, mb, grad_output);
   }
 
  private:
-  bool fail_;
+  bool fail_, in_backward_;
 };
 
-TEST(PipelineExecutor, AFailingStageFailsEveryRank) {
-  Group group(MPI_COMM_WORLD);
-  const int p = group.size();
-  const Schedule s = one_f_one_b(p, 2 * p);
-  const int culprit = p - 1;
-  FailingStage stage(s, group.rank(), group.rank() == culprit);
+void expect_every_rank_fails(Group& group, const Schedule& s, int culprit, bool in_backward) {
+  SCOPED_TRACE(testing::Message() << to_string(s.kind) << ": rank " << culprit << " fails in its "
+                                  << (in_backward ? "backward" : "forward"));
+  FailingStage stage(s, group.rank(), group.rank() == culprit, in_backward);
   Executor executor(group, s, stage, options());
   std::vector<Tensor> inputs, labels;
-  for (int mb = 0; mb < s.microbatches; ++mb) {
-    inputs.push_back(sample(mb, 0));
-    labels.push_back(sample(mb, 1));
-  }
+  make_batch(s.microbatches, inputs, labels);
   if (group.rank() == culprit) {
-    EXPECT_THROW(executor.step(inputs, labels, mse), std::runtime_error);
+    EXPECT_THROW(executor.step(inputs, labels, mse<float>), std::runtime_error);
   } else {
     try {
-      executor.step(inputs, labels, mse);
+      executor.step(inputs, labels, mse<float>);
       ADD_FAILURE() << "step returned although rank " << culprit << " failed";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::PeerFailure) << e.what();
@@ -378,19 +439,27 @@ TEST(PipelineExecutor, AFailingStageFailsEveryRank) {
   }
   // The executor refuses further steps on every rank, at once.
   try {
-    executor.step(inputs, labels, mse);
+    executor.step(inputs, labels, mse<float>);
     ADD_FAILURE() << "a failed executor ran another step";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::PeerFailure);
   }
 }
 
-class StallingStage : public TinyStage {
+TEST(PipelineExecutor, AFailingStageFailsEveryRank) {
+  Group group(MPI_COMM_WORLD);
+  const int p = group.size();
+  expect_every_rank_fails(group, one_f_one_b(p, 2 * p), p - 1, false);
+  // A middle rank's backward, inside DualPipeV's overlapped units.
+  expect_every_rank_fails(group, dualpipe_v(p, 2 * p), p / 2, true);
+}
+
+class StallingStage : public TinyStage<float> {
  public:
-  StallingStage(const Schedule& s, int rank, bool stall) : TinyStage(s, rank), stall_(stall) {}
+  StallingStage(const Schedule& s, int rank, bool stall) : TinyStage<float>(s, rank), stall_(stall) {}
   Tensor forward(int chunk, int mb, const Tensor& input) override {
     if (stall_ && mb == 0) std::this_thread::sleep_for(std::chrono::seconds(4));
-    return TinyStage::forward(chunk, mb, input);
+    return TinyStage<float>::forward(chunk, mb, input);
   }
 
  private:
@@ -410,12 +479,9 @@ TEST(PipelineExecutor, AStalledRankEndsInErrorsNotAHang) {
   o.timeout_s = 1;
   Executor executor(group, s, stage, o);
   std::vector<Tensor> inputs, labels;
-  for (int mb = 0; mb < s.microbatches; ++mb) {
-    inputs.push_back(sample(mb, 0));
-    labels.push_back(sample(mb, 1));
-  }
+  make_batch(s.microbatches, inputs, labels);
   try {
-    executor.step(inputs, labels, mse);
+    executor.step(inputs, labels, mse<float>);
     ADD_FAILURE() << "step returned although rank 0 stalled past the timeout";
   } catch (const Error& e) {
     EXPECT_TRUE(e.code() == ErrorCode::Timeout || e.code() == ErrorCode::PeerFailure) << e.what();
@@ -431,25 +497,25 @@ TEST(PipelineExecutor, MissingInputsFailOnEveryRank) {
   Group group(MPI_COMM_WORLD);
   const int p = group.size();
   const Schedule s = gpipe(p, 3);
-  TinyStage stage(s, group.rank());
+  TinyStage<float> stage(s, group.rank());
   Executor executor(group, s, stage, options());
   std::vector<Tensor> inputs(3), labels;
-  for (int mb = 0; mb < 3; ++mb) labels.push_back(sample(mb, 1));
+  for (int mb = 0; mb < 3; ++mb) labels.push_back(sample<float>(mb, 1));
   try {
-    executor.step(inputs, labels, mse);
+    executor.step(inputs, labels, mse<float>);
     ADD_FAILURE() << "no error for missing inputs";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
   }
   // Nothing moved: the same executor runs once the inputs are there.
-  for (int mb = 0; mb < 3; ++mb) inputs[mb] = sample(mb, 0);
-  EXPECT_NO_THROW(executor.step(inputs, labels, mse));
+  for (int mb = 0; mb < 3; ++mb) inputs[mb] = sample<float>(mb, 0);
+  EXPECT_NO_THROW(executor.step(inputs, labels, mse<float>));
 }
 
 TEST(PipelineExecutor, BadArgumentsOnOneRankFailEveryRank) {
   Group group(MPI_COMM_WORLD);
   const Schedule s = one_f_one_b(group.size(), 2);
-  TinyStage stage(s, group.rank());
+  TinyStage<float> stage(s, group.rank());
   ExecutorOptions o = options();
   if (group.rank() == group.size() - 1) o.activation_shape.clear();
   try {
@@ -457,6 +523,23 @@ TEST(PipelineExecutor, BadArgumentsOnOneRankFailEveryRank) {
     ADD_FAILURE() << "no error although the last rank gave no activation shape";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
+  }
+}
+
+TEST(PipelineExecutor, ActivationShapesThatDifferAcrossRanksFailEveryRank) {
+  Group group(MPI_COMM_WORLD);
+  if (group.size() < 2) GTEST_SKIP() << "needs two ranks to disagree";
+  const Schedule s = one_f_one_b(group.size(), 2);
+  TinyStage<float> stage(s, group.rank());
+  ExecutorOptions o = options();
+  if (group.rank() == 1) o.activation_shape = {kRows + 1, kHidden};
+  try {
+    Executor executor(group, s, stage, o);
+    ADD_FAILURE() << "no error although rank 1 gave another activation shape";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
+    EXPECT_NE(std::string(e.what()).find("differ across the ranks"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -77,6 +77,8 @@ TEST(DType, SizesAndNames) {
   EXPECT_EQ(dtype_size(DType::i64), 8u);
   EXPECT_EQ(dtype_size(DType::u8), 1u);
   EXPECT_EQ(dtype_size(DType::boolean), 1u);
+  EXPECT_EQ(dtype_size(DType::f64), 8u);
+  EXPECT_STREQ(dtype_name(DType::f64), "f64");
   EXPECT_STREQ(dtype_name(DType::e4m3), "e4m3");
 }
 
