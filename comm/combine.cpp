@@ -39,11 +39,29 @@ Tensor Buffer::combine_input(const Handle& handle, std::int64_t hidden, DType dt
   return Tensor::empty({M, hidden}, dtype);  // full: combine then pushes
 }
 
-void fill_call_fields(Message& m, const CombineCall& c) {
+void fill_call_fields(Message& m, const CombineCall& c, const transport::Fabric& fabric, int peer) {
   m.v[kCmbHidden] = c.hidden;
   m.v[kCmbDtype] = static_cast<std::int64_t>(c.y.dtype());
   m.v[kCmbHandle] = c.h ? static_cast<std::int64_t>(c.h->seq) : 0;
   m.v[kCmbPartialDtype] = static_cast<std::int64_t>(c.partial_dtype);
+  m.v[kCmbYRegion] = c.y_home ? c.y_home->region : -1;
+  m.v[kCmbYOffset] = c.y_home ? static_cast<std::int64_t>(c.y_home->offset) : 0;
+  m.v[kCmbYRow] = c.ok() ? c.h->recv_prefix[peer] : 0;
+  m.v[kCmbCanLoad] = fabric.caps(peer).load_store;
+}
+
+bool reads_peer_y(const transport::Fabric& fabric, const Message& in, int peer) {
+  return in.v[kCmbYRegion] >= 0 && fabric.caps(peer).load_store;
+}
+
+bool peer_reads_y(const CombineCall& c, const Message& in) {
+  return c.y_home.has_value() && in.v[kCmbCanLoad] != 0;
+}
+
+const std::byte* peer_y(transport::Fabric& fabric, const Message& in, int peer) {
+  return static_cast<const std::byte*>(fabric.to(peer).peer_ptr(
+      peer, static_cast<transport::RegionId>(in.v[kCmbYRegion]),
+      static_cast<std::size_t>(in.v[kCmbYOffset])));
 }
 
 void check_same_call(const std::vector<Message>& in, const CombineCall& c) {
@@ -76,16 +94,10 @@ Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline&
   const int R = I.group.size(), me = I.group.rank();
   const detail::HandleState* h = c.h;
   const std::size_t row_bytes = c.row_bytes;
-  const std::optional<Arena::Location>& y_home = c.y_home;
   std::vector<Message> out(R, I.control.stamp());
   for (int r = 0; r < R; ++r) {
-    std::int64_t* v = out[r].v;
-    fill_call_fields(out[r], c);
-    v[kCmbBack] = c.ok() ? h->send_prefix[r] : 0;
-    v[kCmbYRegion] = y_home ? y_home->region : -1;
-    v[kCmbYOffset] = y_home ? static_cast<std::int64_t>(y_home->offset) : 0;
-    v[kCmbYRow] = c.ok() ? h->recv_prefix[r] : 0;
-    v[kCmbCanLoad] = I.fabric.caps(r).load_store;
+    fill_call_fields(out[r], c, I.fabric, r);
+    out[r].v[kCmbBack] = c.ok() ? h->send_prefix[r] : 0;
   }
   // The block for pushed rows is sized for every row coming back; rows that
   // are pulled instead leave their part unused.
@@ -97,8 +109,8 @@ Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline&
   // pulls_from[r]: this rank reads its tokens' rows in r's y. pulled_by[s]: s reads from this y.
   std::vector<char> pulls_from(R), pulled_by(R);
   for (int r = 0; r < R; ++r) {
-    pulls_from[r] = res.in[r].v[kCmbYRegion] >= 0 && I.fabric.caps(r).load_store;
-    pulled_by[r] = y_home.has_value() && res.in[r].v[kCmbCanLoad] != 0;
+    pulls_from[r] = reads_peer_y(I.fabric, res.in[r], r);
+    pulled_by[r] = peer_reads_y(c, res.in[r]);
   }
 
   // Push: rows that came from rank s go back to it in one piece, unless s
@@ -128,14 +140,10 @@ Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline&
   // Where row c of the rows sent to rank r (c-th token in send_tokens[r]) is now.
   std::vector<const std::byte*> row_base(R);
   for (int r = 0; r < R; ++r) {
-    if (pulls_from[r]) {
-      const std::size_t at = static_cast<std::size_t>(res.in[r].v[kCmbYOffset]) +
-                             static_cast<std::size_t>(res.in[r].v[kCmbYRow]) * row_bytes;
-      row_base[r] = static_cast<const std::byte*>(I.fabric.to(r).peer_ptr(
-          r, static_cast<transport::RegionId>(res.in[r].v[kCmbYRegion]), at));
-    } else {
-      row_base[r] = res.block.ptr + static_cast<std::size_t>(h->send_prefix[r]) * row_bytes;
-    }
+    row_base[r] = pulls_from[r]
+                      ? peer_y(I.fabric, res.in[r], r) +
+                            static_cast<std::size_t>(res.in[r].v[kCmbYRow]) * row_bytes
+                      : res.block.ptr + static_cast<std::size_t>(h->send_prefix[r]) * row_bytes;
   }
 
   // Sum: token t adds, in rank order, the rows that ranks computed for it.

@@ -37,8 +37,18 @@ struct CombineCall {
   bool ok() const { return err.empty(); }
 };
 
-// Fields every request message carries, compared by check_same_call.
-void fill_call_fields(Message& m, const CombineCall& c);
+// The fields of the request to `peer` that both paths fill: the call's
+// (compared by check_same_call) and where this rank's y is, for a peer that
+// reads it in place.
+void fill_call_fields(Message& m, const CombineCall& c, const transport::Fabric& fabric, int peer);
+
+// Reading in place, from `peer`'s request `in`: this rank reads the peer's y
+// (it is in the peer's receive space and this rank can load from there), or
+// the peer reads this rank's y.
+bool reads_peer_y(const transport::Fabric& fabric, const Message& in, int peer);
+bool peer_reads_y(const CombineCall& c, const Message& in);
+// Where `peer`'s y starts, mapped here (reads_peer_y must hold).
+const std::byte* peer_y(transport::Fabric& fabric, const Message& in, int peer);
 // Throws AgreedError on every rank when ranks pass different y or handles.
 void check_same_call(const std::vector<Message>& in, const CombineCall& c);
 // [T, hidden] in y's dtype, in the receive space when it fits (its pages are

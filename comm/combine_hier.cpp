@@ -76,14 +76,10 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   std::vector<Message> out(R, I.control.stamp());
   for (int r = 0; r < R; ++r) {
     std::int64_t* v = out[r].v;
-    fill_call_fields(out[r], c);
+    fill_call_fields(out[r], c, I.fabric, r);
     if (topo.node_of(r) == node) {
       v[kCmbBack] = static_cast<std::int64_t>(back_at[r]);
       v[kCmbForward] = static_cast<std::int64_t>(forward_at[r]);
-      v[kCmbYRegion] = c.y_home ? c.y_home->region : -1;
-      v[kCmbYOffset] = c.y_home ? static_cast<std::int64_t>(c.y_home->offset) : 0;
-      v[kCmbYRow] = c.ok() ? h->recv_prefix[r] : 0;
-      v[kCmbCanLoad] = I.fabric.caps(r).load_store;
       if (c.ok() && in_place_ok) {
         std::vector<std::int64_t> first_rows;
         for (int src : topo.forwarded_sources(r)) first_rows.push_back(h->recv_prefix[src]);
@@ -105,17 +101,14 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   std::vector<char> pulls_from(R), pulled_by(R);
   for (int l = 0; l < L; ++l) {
     const int d = rank_in_node(l);
-    pulls_from[d] = in_place_ok && res.in[d].v[kCmbYRegion] >= 0 && I.fabric.caps(d).load_store;
-    pulled_by[d] = in_place_ok && c.y_home.has_value() && res.in[d].v[kCmbCanLoad] != 0;
+    pulls_from[d] = in_place_ok && reads_peer_y(I.fabric, res.in[d], d);
+    pulled_by[d] = in_place_ok && peer_reads_y(c, res.in[d]);
   }
   // Where holder d's y starts, for those read in place.
   std::vector<const std::byte*> y_of(R, nullptr);
   for (int l = 0; l < L; ++l) {
     const int d = rank_in_node(l);
-    if (pulls_from[d])
-      y_of[d] = static_cast<const std::byte*>(I.fabric.to(d).peer_ptr(
-          d, static_cast<transport::RegionId>(res.in[d].v[kCmbYRegion]),
-          static_cast<std::size_t>(res.in[d].v[kCmbYOffset])));
+    if (pulls_from[d]) y_of[d] = peer_y(I.fabric, res.in[d], d);
   }
   const auto* y = static_cast<const std::byte*>(c.y.raw());
   auto rows_from = [&](int s) {
