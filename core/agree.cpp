@@ -4,7 +4,8 @@
 
 namespace epx::core {
 
-int allreduce_int(MPI_Comm comm, int value, MPI_Op op, const Deadline& deadline, const char* what) {
+int allreduce_int(MPI_Comm comm, int value, MPI_Op op, const Deadline& deadline, const char* what,
+                  const std::function<void()>& poll) {
   int result = 0;
   MPI_Request request;
   MPI_Iallreduce(&value, &result, 1, MPI_INT, op, comm, &request);
@@ -17,6 +18,7 @@ int allreduce_int(MPI_Comm comm, int value, MPI_Op op, const Deadline& deadline,
     // which is what a timeout means for the object that owns it.
     EPX_CHECK(!deadline.expired(), Timeout, what, ": timed out after ", deadline.seconds(),
               " s waiting for every rank (a rank did not make the same call)");
+    if (poll) poll();
     backoff.pause();
   }
 }

@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <functional>
 #include <string>
 
 #include <epx/error.hpp>
@@ -15,7 +16,11 @@ namespace epx::core {
 
 // Collective. Waits (with back-off) for MPI_Iallreduce of `value` with `op`
 // on `comm` until `deadline`; throws Timeout naming `what` if it passes.
-int allreduce_int(MPI_Comm comm, int value, MPI_Op op, const Deadline& deadline, const char* what);
+// `poll`, when given, runs on every round of the wait (to drive progress or
+// to give up early by throwing); the request then stays pending, as after a
+// timeout.
+int allreduce_int(MPI_Comm comm, int value, MPI_Op op, const Deadline& deadline, const char* what,
+                  const std::function<void()>& poll = {});
 
 // Collective. If any rank's `own_error` is not empty, every rank throws:
 // that rank its own message, the others one naming it; both with `code`.

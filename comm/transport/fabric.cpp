@@ -78,30 +78,16 @@ Fabric::~Fabric() {
 bool Fabric::agree_to_free(bool& request_pending) {
   // Ranks that saw a failure do not come (they leak at once); the others stop
   // waiting when they find such a rank's abort mark, or at the timeout.
-  int failed = 0, any = 0;
-  MPI_Request request;
-  if (MPI_Iallreduce(&failed, &any, 1, MPI_INT, MPI_MAX, comm_, &request) != MPI_SUCCESS) return false;
-  const core::Deadline deadline(timeout_s_);
-  core::Backoff backoff;
-  for (;;) {
-    int done = 0;
-    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
-    if (done) return any == 0;
-    bool peer_failed = false;
-    try {
-      check_not_aborted();
-    } catch (const std::exception&) {
-      peer_failed = true;
-    }
-    if (peer_failed || deadline.expired()) {
-      EPX_LOG(Warn, Transport, "comm: freeing a buffer without ",
-              peer_failed ? "a failed peer" : "every rank (timed out)",
-              ": its one-sided windows are leaked");
-      request_pending = true;
-      return false;
-    }
-    for (auto& t : transports_) t->progress();
-    backoff.pause();
+  try {
+    return core::allreduce_int(comm_, 0, MPI_MAX, core::Deadline(timeout_s_),
+                               "comm: freeing a buffer", [this] {
+                                 check_not_aborted();
+                                 for (auto& t : transports_) t->progress();
+                               }) == 0;
+  } catch (const std::exception& e) {
+    EPX_LOG(Warn, Transport, "comm: its one-sided windows are leaked: ", e.what());
+    request_pending = true;
+    return false;
   }
 }
 
