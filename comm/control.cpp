@@ -1,6 +1,5 @@
 #include "comm/control.hpp"
 
-#include <atomic>
 #include <cstring>
 
 #include <epx/group.hpp>
@@ -118,8 +117,7 @@ void Control::signal(Round round, int peer) {
 }
 
 bool Control::arrived(Round round, int peer) const {
-  auto* word = reinterpret_cast<std::uint64_t*>(fabric_.local(region_).get() + signal_offset(round, peer));
-  return std::atomic_ref<std::uint64_t>(*word).load(std::memory_order_acquire) >= seq_;
+  return fabric_.reached(region_, signal_offset(round, peer), seq_);
 }
 
 void Control::wait(Round round, int peer, const core::Deadline& deadline, const char* phase) {

@@ -146,6 +146,11 @@ void Fabric::abort(const std::string& reason) {
   }
 }
 
+bool Fabric::reached(RegionId id, std::size_t offset, std::uint64_t want) const {
+  auto* word = reinterpret_cast<std::uint64_t*>(local_.at(id).get() + offset);
+  return std::atomic_ref<std::uint64_t>(*word).load(std::memory_order_acquire) >= want;
+}
+
 void Fabric::wait(RegionId id, std::size_t offset, std::uint64_t want,
                   const core::Deadline& deadline, const std::function<std::string()>& describe) {
   auto* word = reinterpret_cast<std::uint64_t*>(local_.at(id).get() + offset);

@@ -54,6 +54,8 @@ class Fabric {
   RegionId create_region(std::size_t bytes, const core::Deadline& deadline);
   const std::shared_ptr<std::byte>& local(RegionId id) const { return local_.at(id); }
 
+  // Whether the 8-byte word at `offset` of local region `id` is >= want (no wait).
+  bool reached(RegionId id, std::size_t offset, std::uint64_t want) const;
   // Waits until the 8-byte word at `offset` of local region `id` is >= want.
   // On timeout: aborts the group (peers fail fast) and throws Timeout with
   // describe()'s text; on a peer's abort throws PeerFailure.
