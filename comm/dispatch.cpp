@@ -19,7 +19,7 @@ namespace epx::comm {
 namespace {
 
 // Message fields of the request round (after reserve()'s fields).
-// kReqRows = 3 and kReqBatchRows = 11: forward.hpp.
+// kReqRows = 3 and kReqBatchRows = 11: dispatch_rows.hpp.
 constexpr int kReqHidden = 4;
 constexpr int kReqDtype = 5;    // payload dtype on the wire
 constexpr int kReqTopk = 6;
@@ -142,21 +142,12 @@ std::vector<Message> request_messages(const Buffer::Impl& I, const Plan& p,
 // itself (one node, or one rank per node).
 Arena::Block run_dispatch_flat(Buffer::Impl& I, const Plan& p,
                                const std::vector<std::vector<std::int32_t>>& send_tokens,
-                               const std::vector<Message>& requests, const RowSource& src,
-                               std::vector<std::int64_t>& recv_prefix,
+                               const RowSource& src, const std::vector<std::int64_t>& recv_prefix,
                                const core::Deadline& deadline) {
   const int R = I.group.size(), me = I.group.rank();
-  recv_prefix.assign(R + 1, 0);
-  for (int s = 0; s < R; ++s) recv_prefix[s + 1] = recv_prefix[s] + requests[s].v[kReqRows];
-  const std::int64_t M = recv_prefix[R];
-  const PayloadLayout L(M, p.row_bytes, p.num_scales, p.topk);
-
-  std::vector<Message> replies(R, I.control.stamp());
-  for (int s = 0; s < R; ++s) {
-    replies[s].v[kRepFirstRow] = recv_prefix[s];
-    replies[s].v[kRepRows] = M;
-  }
-  Buffer::Impl::Reserved res = I.reserve(Round::Reply, L.total, replies, "", deadline);
+  const PayloadLayout L(recv_prefix[R], p.row_bytes, p.num_scales, p.topk);
+  Buffer::Impl::Reserved res =
+      I.reserve(Round::Reply, L.total, reply_messages(I.control, recv_prefix), "", deadline);
 
   // Start with the next rank, not rank 0, so that senders spread over receivers.
   // Every peer's rows are issued before the first signal waits for its puts
@@ -253,7 +244,7 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const T
     check_same_payload(requests, p, op);
 
     quantize_once(p, send_tokens);
-    std::vector<std::int64_t> recv_prefix;
+    std::vector<std::int64_t> recv_prefix = receive_prefix(requests);
     std::vector<Route> routes;
     const RowSource src =
         row_source(p, true, topk_idx.data<std::int64_t>(), topk_weights.data<float>());
@@ -261,7 +252,7 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const T
         I.topo.hierarchical()
             ? run_dispatch_hierarchical(I, p, send_tokens, node_tokens, requests, src, recv_prefix,
                                         nullptr, &routes, deadline)
-            : run_dispatch_flat(I, p, send_tokens, requests, src, recv_prefix, deadline);
+            : run_dispatch_flat(I, p, send_tokens, src, recv_prefix, deadline);
     const std::int64_t M = recv_prefix[R];
     DispatchResult result = make_result(block, p, M, /*with_topk=*/true);
     result.num_recv_tokens_per_expert =
@@ -324,13 +315,13 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
                        "; all ranks must pass the handles of the same dispatch");
 
     quantize_once(p, *send_tokens);
-    std::vector<std::int64_t> recv_prefix;
+    const std::vector<std::int64_t> recv_prefix = receive_prefix(requests);
     const RowSource src = row_source(p, false, nullptr, nullptr);
     Arena::Block block =
         I.topo.hierarchical()
             ? run_dispatch_hierarchical(I, p, *send_tokens, *node_tokens, requests, src,
                                         recv_prefix, &handle.state()->routes, nullptr, deadline)
-            : run_dispatch_flat(I, p, *send_tokens, requests, src, recv_prefix, deadline);
+            : run_dispatch_flat(I, p, *send_tokens, src, recv_prefix, deadline);
     DispatchResult result = make_result(block, p, recv_prefix[R], /*with_topk=*/false);
     result.num_recv_tokens_per_expert = handle.state()->num_recv_tokens_per_expert;
     result.handle = handle;

@@ -8,6 +8,22 @@
 
 namespace epx::comm {
 
+std::vector<std::int64_t> receive_prefix(const std::vector<Message>& requests) {
+  std::vector<std::int64_t> prefix(requests.size() + 1, 0);
+  for (std::size_t s = 0; s < requests.size(); ++s) prefix[s + 1] = prefix[s] + requests[s].v[kReqRows];
+  return prefix;
+}
+
+std::vector<Message> reply_messages(const Control& control,
+                                    const std::vector<std::int64_t>& recv_prefix) {
+  std::vector<Message> replies(recv_prefix.size() - 1, control.stamp());
+  for (std::size_t s = 0; s < replies.size(); ++s) {
+    replies[s].v[kRepFirstRow] = recv_prefix[s];
+    replies[s].v[kRepRows] = recv_prefix.back();
+  }
+  return replies;
+}
+
 Target target_of(int peer, const Message& reply) {
   Target t;
   t.peer = peer;

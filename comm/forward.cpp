@@ -111,14 +111,12 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
                                        const std::vector<std::vector<std::int32_t>>& send_tokens,
                                        const std::vector<std::vector<std::int32_t>>& node_tokens,
                                        const std::vector<Message>& requests, const RowSource& src,
-                                       std::vector<std::int64_t>& recv_prefix,
+                                       const std::vector<std::int64_t>& recv_prefix,
                                        const std::vector<Route>* given, std::vector<Route>* computed,
                                        const core::Deadline& deadline) {
   const NodeTopology& topo = I.topo;
   const int R = I.group.size(), me = I.group.rank();
   const int N = topo.nodes(), L = topo.per_node(), node = topo.node_of(me), local = topo.local_of(me);
-  recv_prefix.assign(R + 1, 0);
-  for (int s = 0; s < R; ++s) recv_prefix[s + 1] = recv_prefix[s] + requests[s].v[kReqRows];
   const std::int64_t M = recv_prefix[R];
 
   // The block: the received rows, then one batch area per forwarded source.
@@ -129,12 +127,8 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
     batch_at[s] = need;
     need += BatchLayout(requests[s].v[kReqBatchRows], L, p).total;
   }
-  std::vector<Message> replies(R, I.control.stamp());
-  for (int s = 0; s < R; ++s) {
-    replies[s].v[kRepFirstRow] = recv_prefix[s];
-    replies[s].v[kRepRows] = M;
-    replies[s].v[kRepBatchAt] = static_cast<std::int64_t>(batch_at[s]);
-  }
+  std::vector<Message> replies = reply_messages(I.control, recv_prefix);
+  for (int s = 0; s < R; ++s) replies[s].v[kRepBatchAt] = static_cast<std::int64_t>(batch_at[s]);
   Buffer::Impl::Reserved res = I.reserve(Round::Reply, need, replies, "", deadline);
 
   // 1. One batch per remote node, first: the slow links start working at

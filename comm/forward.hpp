@@ -15,10 +15,6 @@
 
 namespace epx::comm {
 
-// Request-round fields this path reads (dispatch.cpp writes them).
-constexpr int kReqRows = 3;         // rows the sender sends to the receiver
-constexpr int kReqBatchRows = 11;   // rows of the sender's batch when the receiver forwards it
-
 // Per node, the tokens this rank sends to it (ascending); empty for its own node.
 std::vector<std::vector<std::int32_t>> tokens_per_node(
     const NodeTopology& topo, int me, const std::vector<std::vector<std::int32_t>>& send_tokens,
@@ -32,7 +28,7 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
                                        const std::vector<std::vector<std::int32_t>>& send_tokens,
                                        const std::vector<std::vector<std::int32_t>>& node_tokens,
                                        const std::vector<Message>& requests, const RowSource& src,
-                                       std::vector<std::int64_t>& recv_prefix,
+                                       const std::vector<std::int64_t>& recv_prefix,
                                        const std::vector<Route>* given, std::vector<Route>* computed,
                                        const core::Deadline& deadline);
 
