@@ -19,7 +19,10 @@ PACKAGES=(
   openmpi-bin       # mpirun, used by epxrun and the multi-rank tests
   libopenmpi-dev    # MPI headers and libraries
   libgtest-dev      # GoogleTest
-  nlohmann-json3-dev  # JSON for epx-eplb (load statistics in, placements out)
+  nlohmann-json3-dev  # JSON: epx-eplb, safetensors headers, metrics
+  libopenblas-dev   # sgemm for the model's kernels (epx-train)
+  libyaml-cpp-dev   # epx-train's YAML configs
+  vim-runtime       # configs/tiny.yaml trains on its help text (/usr/share/vim/vim90/doc)
   libibverbs-dev    # detected for the RDMA transport to come (EPX_WITH_IBVERBS=AUTO)
 )
 

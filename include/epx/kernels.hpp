@@ -6,6 +6,7 @@
 
 #include <epx/config.hpp>
 #include <epx/tensor.hpp>
+#include <epx/model_kernels.hpp>  // the model's ops (forward and backward)
 
 namespace epx::kernels {
 

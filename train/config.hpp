@@ -1,0 +1,100 @@
+// epx-train's configuration: the YAML file's sections as structs, parsed by
+// yaml-cpp and validated before any work (docs/train.md lists every key).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace epx::train {
+
+// model: the network (model/ reads it; names follow DeepSeek-V3's HF config).
+struct ModelConfig {
+  int vocab_size = 256;
+  int hidden_size = 64;
+  int num_layers = 2;             // L
+  int num_heads = 4;
+  int intermediate_size = 128;    // dense SwiGLU
+  int first_k_dense = 1;          // the first layers with a dense FFN
+  int num_experts = 8;            // routed experts per MoE layer (E)
+  int num_shared_experts = 1;     // S: one shared expert of size S * moe_intermediate_size
+  int moe_intermediate_size = 32;
+  int top_k = 2;
+  int n_group = 1;
+  int topk_group = 1;
+  std::string score_function = "sigmoid";  // sigmoid | softmax
+  double routed_scaling_factor = 1.0;
+  double bias_update_rate = 0.001;  // aux-loss-free bias step (0: off)
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  double init_std = 0.02;
+  std::string init_from;  // a safetensors file, or empty: initialise from train.seed
+  int head_dim() const { return hidden_size / num_heads; }
+};
+
+struct TrainConfig {
+  int seq_len = 64;
+  int micro_batch_size = 4;
+  int num_micro_batches = 1;
+  int max_steps = 100;
+  double lr = 3e-3;
+  double min_lr = 3e-4;
+  int warmup_steps = 10;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;  // 0: no clipping
+  std::uint64_t seed = 1234;
+  int eval_every = 0;      // 0: no eval during the run (one at the end)
+  int eval_batches = 4;
+  int checkpoint_every = 0;  // 0: only the final checkpoint
+  std::string checkpoint_dir = "checkpoints";
+  int threads = 1;
+};
+
+struct DataConfig {
+  std::string path;
+  std::string format = "bytes";  // bytes | u16 | u32
+  double val_fraction = 0.1;
+};
+
+struct ParallelConfig {
+  int dp = 1;  // data-parallel ranks (the world size in this release)
+  int ep = 1;  // ranks per EP group: consecutive ranks that together hold every expert
+  bool fp8_dispatch = false;
+};
+
+struct LogConfig {
+  std::string metrics;  // JSON-lines file, or empty: none
+  int every = 1;        // progress line every N steps
+  std::string report;   // SVG report written at the end, or empty: <checkpoint_dir>/report.svg
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  DataConfig data;
+  ParallelConfig parallel;
+  LogConfig log;
+};
+
+// Parses YAML text. `overrides` are "section.key=value" (the --set flags),
+// applied on top, value parsed as YAML. Unknown sections or keys, wrong
+// types and out-of-range values throw epx::Error(InvalidArgument) naming the
+// key and the value ("config: model.top_k = 9, expected <= 8 (experts in the
+// kept groups)"). Checks that need the world size or files are in validate().
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {});
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Every check that needs more than one key: ranges that depend on other keys
+// (top_k vs the experts of the kept groups, experts per group >= 2, hidden %
+// heads, even head_dim, dp % ep, E % ep, V == 256 with bytes), the world size
+// (dp must equal it) and the data file (exists, holds enough tokens).
+// Throws InvalidArgument naming the key(s) and value(s).
+void validate(const Config& config, int world_size);
+
+// The config back as YAML (state.json keeps it; --set values included).
+std::string to_yaml(const Config& config);
+
+}  // namespace epx::train
