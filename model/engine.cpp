@@ -1,0 +1,93 @@
+// The whole model on one micro-batch: embedding -> layers (attention, then
+// a dense or MoE FFN) -> final RMSNorm -> LM head -> cross-entropy, then the
+// same in reverse for the gradients.
+#include "model/engine.hpp"
+
+#include <chrono>
+
+#include <epx/model_kernels.hpp>
+
+#include "core/check.hpp"
+#include "model/saved.hpp"
+
+namespace epx::model {
+
+Engine::Engine(Model& model, comm::Buffer& buffer, EngineOptions options)
+    : model_(model), buffer_(buffer), options_(options), saved_(std::make_unique<Saved>()) {
+  EPX_CHECK_EQ(buffer.group().size(), model.ep_size(), InvalidArgument,
+               "Engine: the Buffer's group must be the EP group");
+  reset_expert_counts();
+}
+
+Engine::~Engine() = default;
+
+void Engine::reset_expert_counts() {
+  counts_.assign(static_cast<std::size_t>(model_.num_moe_layers()),
+                 std::vector<std::int64_t>(static_cast<std::size_t>(model_.config().num_experts), 0));
+}
+
+double Engine::forward_backward(const MicroBatch& mb, float loss_scale) {
+  return run(mb, loss_scale, true);
+}
+
+double Engine::forward_loss(const MicroBatch& mb) { return run(mb, 0.0f, false); }
+
+double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
+  const ModelConfig& c = model_.config();
+  ParamStore& P = model_.dense;
+  Saved& s = *saved_;
+  const std::int64_t H = c.hidden_size, V = c.vocab_size;
+  const int L = c.num_layers;
+  s.batch = mb.batch;
+  s.seq = mb.seq;
+  s.tokens = static_cast<std::int64_t>(mb.batch) * mb.seq;
+  const std::int64_t T = s.tokens;
+  s.positions.resize(static_cast<std::size_t>(T));
+  for (std::int64_t i = 0; i < T; ++i) s.positions[i] = static_cast<std::int32_t>(i % mb.seq);
+  s.attention.resize(static_cast<std::size_t>(L));
+  s.dense.resize(static_cast<std::size_t>(L));
+  s.moe.resize(static_cast<std::size_t>(L));
+
+  // Forward.
+  std::vector<float> h(static_cast<std::size_t>(T * H));
+  kernels::embedding_forward(h.data(), P.value(model_.embed), mb.inputs, T, H);
+  for (int l = 0; l < L; ++l) {
+    attention_forward(l, s, h);
+    if (model_.layers[l].moe) {
+      moe_forward(l, s, h, backward);
+    } else {
+      dense_ffn_forward(l, s, h);
+    }
+  }
+  norm_forward(s.final_norm, h, P.value(model_.final_norm), T, H,
+               static_cast<float>(c.rms_norm_eps));
+  float* logits = at_least(s.logits, T * V);
+  kernels::linear_forward(logits, s.final_norm.xn.data(), P.value(model_.lm_head), T, H, V);
+  std::vector<float> losses(static_cast<std::size_t>(T));
+  kernels::cross_entropy_forward(losses.data(), at_least(s.lse, T), logits, mb.targets, T, V);
+  double loss_sum = 0;
+  for (const float l : losses) loss_sum += l;
+  if (!backward) return loss_sum;
+
+  // Backward: the head, then the layers in reverse; dh is the gradient of the
+  // residual stream.
+  kernels::cross_entropy_backward(logits, logits, s.lse.data(), mb.targets, T, V, loss_scale);
+  std::vector<float> dhn(static_cast<std::size_t>(T * H));
+  kernels::linear_backward_input(dhn.data(), logits, P.value(model_.lm_head), T, H, V, false);
+  kernels::linear_backward_weight(P.grad(model_.lm_head), logits, s.final_norm.xn.data(), T, H, V);
+  std::vector<float> dh(static_cast<std::size_t>(T * H), 0.0f);
+  norm_backward(dh, P.grad(model_.final_norm), dhn.data(), s.final_norm,
+                P.value(model_.final_norm), T, H);
+  for (int l = L - 1; l >= 0; --l) {
+    if (model_.layers[l].moe) {
+      moe_backward(l, s, dh);
+    } else {
+      dense_ffn_backward(l, s, dh);
+    }
+    attention_backward(l, s, dh);
+  }
+  kernels::embedding_backward(P.grad(model_.embed), dh.data(), mb.inputs, T, H);
+  return loss_sum;
+}
+
+}  // namespace epx::model

@@ -1,0 +1,74 @@
+// Forward and backward of the model on one micro-batch, with the routed
+// experts of every MoE layer reached through comm::Buffer (dispatch ->
+// grouped expert GEMM -> combine; backward: cached dispatch of the gradient
+// -> expert backward -> combine). Gradients accumulate (+=) into the
+// model's ParamStores, so micro-batches add up.
+//
+// The ops are Megatron-Core's MoELayer pieces, one function each (route,
+// dispatch, experts, combine), so that a pipeline schedule can interleave the
+// pieces of two micro-batches later without touching the math.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <epx/comm.hpp>
+
+#include "model/model.hpp"
+
+namespace epx::model {
+
+struct MicroBatch {
+  const std::int32_t* inputs = nullptr;   // [batch, seq] token ids
+  const std::int32_t* targets = nullptr;  // [batch, seq]
+  int batch = 0;
+  int seq = 0;
+};
+
+struct EngineOptions {
+  bool fp8_dispatch = false;  // the forward dispatch's payload as e4m3 + per-128 scales
+};
+
+class Engine {
+ public:
+  // `buffer` spans this rank's EP group (model.ep_size() ranks, this one at
+  // model.ep_rank()); every rank of it runs the same micro-batches in step.
+  Engine(Model& model, comm::Buffer& buffer, EngineOptions options = {});
+  ~Engine();
+
+  // Forward and backward: parameter grads += d(loss_scale * sum of the
+  // per-position losses)/d(param). Returns the sum of the per-position
+  // cross-entropies (in position order, in double).
+  double forward_backward(const MicroBatch& mb, float loss_scale);
+  // Forward only (evaluation): the sum of the per-position cross-entropies.
+  double forward_loss(const MicroBatch& mb);
+
+  // Per MoE layer, the (token, expert) choices of this rank's tokens per
+  // logical expert since the last reset (forward_backward only).
+  const std::vector<std::vector<std::int64_t>>& expert_counts() const noexcept { return counts_; }
+  void reset_expert_counts();
+  // Seconds spent inside comm::Buffer calls since the last reset.
+  double ep_seconds() const noexcept { return ep_seconds_; }
+  void reset_ep_seconds() noexcept { ep_seconds_ = 0; }
+
+  struct Saved;  // one micro-batch's activations
+
+ private:
+  double run(const MicroBatch& mb, float loss_scale, bool backward);
+  void attention_forward(int layer, Saved& s, std::vector<float>& h);
+  void attention_backward(int layer, Saved& s, std::vector<float>& dh);
+  void dense_ffn_forward(int layer, Saved& s, std::vector<float>& h);
+  void dense_ffn_backward(int layer, Saved& s, std::vector<float>& dh);
+  void moe_forward(int layer, Saved& s, std::vector<float>& h, bool count);
+  void moe_backward(int layer, Saved& s, std::vector<float>& dh);
+
+  Model& model_;
+  comm::Buffer& buffer_;
+  EngineOptions options_;
+  std::vector<std::vector<std::int64_t>> counts_;
+  double ep_seconds_ = 0;
+  std::unique_ptr<Saved> saved_;
+};
+
+}  // namespace epx::model

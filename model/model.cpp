@@ -1,0 +1,119 @@
+#include "model/model.hpp"
+
+#include <cmath>
+
+#include "core/check.hpp"
+
+namespace epx::model {
+
+namespace {
+
+std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer) + "."; }
+
+}  // namespace
+
+std::string Model::expert_name(int layer, int e, const char* which) {
+  return layer_prefix(layer) + "mlp.experts." + std::to_string(e) + "." + which + ".weight";
+}
+
+std::string Model::bias_name(int moe_index) const {
+  for (int l = 0; l < static_cast<int>(layers.size()); ++l)
+    if (layers[l].moe_index == moe_index) return layer_prefix(l) + "mlp.gate.e_score_correction_bias";
+  EPX_THROW(Internal, "Model::bias_name: no MoE layer ", moe_index);
+}
+
+namespace {
+constexpr const char* kExpertWeights[] = {"gate_proj", "up_proj", "down_proj"};
+}  // namespace
+
+std::vector<std::string> Model::expert_names(int ep_rank) const {
+  std::vector<std::string> names;
+  for (int l = 0; l < static_cast<int>(layers.size()); ++l) {
+    if (!layers[l].moe) continue;
+    for (int j = 0; j < local_experts(); ++j)
+      for (const char* w : kExpertWeights) names.push_back(expert_name(l, ep_rank * local_experts() + j, w));
+  }
+  return names;
+}
+
+Model::Model(const ModelConfig& c, int ep_rank, int ep_size)
+    : config_(c), ep_rank_(ep_rank), ep_size_(ep_size) {
+  EPX_CHECK(ep_size >= 1 && c.num_experts % ep_size == 0 && ep_rank >= 0 && ep_rank < ep_size,
+            InvalidArgument, "Model: ep_rank ", ep_rank, " / ep_size ", ep_size,
+            " does not split num_experts ", c.num_experts);
+  const std::int64_t V = c.vocab_size, H = c.hidden_size, E = c.num_experts;
+  const std::int64_t I = c.intermediate_size, Im = c.moe_intermediate_size;
+  const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
+  embed = dense.add("model.embed_tokens.weight", {V, H});
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = layer_prefix(l);
+    LayerIndex li;
+    li.attn_norm = dense.add(p + "input_layernorm.weight", {H});
+    li.q = dense.add(p + "self_attn.q_proj.weight", {H, H});
+    li.k = dense.add(p + "self_attn.k_proj.weight", {H, H});
+    li.v = dense.add(p + "self_attn.v_proj.weight", {H, H});
+    li.o = dense.add(p + "self_attn.o_proj.weight", {H, H});
+    li.ffn_norm = dense.add(p + "post_attention_layernorm.weight", {H});
+    if (l < c.first_k_dense) {
+      li.mlp_gate = dense.add(p + "mlp.gate_proj.weight", {I, H});
+      li.mlp_up = dense.add(p + "mlp.up_proj.weight", {I, H});
+      li.mlp_down = dense.add(p + "mlp.down_proj.weight", {H, I});
+    } else {
+      li.moe = true;
+      li.moe_index = num_moe_layers_++;
+      li.router = dense.add(p + "mlp.gate.weight", {E, H});
+      if (Is > 0) {
+        li.shared_gate = dense.add(p + "mlp.shared_experts.gate_proj.weight", {Is, H});
+        li.shared_up = dense.add(p + "mlp.shared_experts.up_proj.weight", {Is, H});
+        li.shared_down = dense.add(p + "mlp.shared_experts.down_proj.weight", {H, Is});
+      }
+      for (int j = 0; j < local_experts(); ++j) {
+        const int e = first_local_expert() + j;
+        // In kExpertWeights' order (expert_names() lists them so).
+        li.expert_gate.push_back(experts.add(expert_name(l, e, kExpertWeights[0]), {Im, H}));
+        li.expert_up.push_back(experts.add(expert_name(l, e, kExpertWeights[1]), {Im, H}));
+        li.expert_down.push_back(experts.add(expert_name(l, e, kExpertWeights[2]), {H, Im}));
+      }
+    }
+    layers.push_back(std::move(li));
+  }
+  final_norm = dense.add("model.norm.weight", {H});
+  lm_head = dense.add("lm_head.weight", {V, H});
+  dense.allocate();
+  experts.allocate();
+  bias.assign(static_cast<std::size_t>(num_moe_layers_), std::vector<float>(E, 0.0f));
+}
+
+namespace {
+
+bool is_output_projection(const std::string& name) {
+  const auto ends_with = [&](const char* s) {
+    const std::string t = s;
+    return name.size() >= t.size() && name.compare(name.size() - t.size(), t.size(), t) == 0;
+  };
+  return ends_with("o_proj.weight") || ends_with("down_proj.weight");
+}
+
+void init_store(ParamStore& store, std::uint64_t seed, double std, double out_std) {
+  for (int i = 0; i < static_cast<int>(store.params().size()); ++i) {
+    const ParamInfo& p = store.info(i);
+    float* v = store.value(i);
+    if (p.shape.size() == 1) {
+      std::fill(v, v + p.numel, 1.0f);  // norm weights
+    } else {
+      init_normal(v, p.numel, seed, p.name, is_output_projection(p.name) ? out_std : std);
+    }
+  }
+}
+
+}  // namespace
+
+void Model::init_random(std::uint64_t seed) {
+  const double std = config_.init_std;
+  const double out_std = std / std::sqrt(2.0 * config_.num_layers);
+  init_store(dense, seed, std, out_std);
+  init_store(experts, seed, std, out_std);
+  for (auto& b : bias) std::fill(b.begin(), b.end(), 0.0f);
+}
+
+}  // namespace epx::model

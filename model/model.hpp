@@ -1,0 +1,65 @@
+// The MoE transformer's parameters: a pre-norm decoder of num_layers layers
+// (attention, then a dense SwiGLU FFN in the first first_k_dense layers and
+// an MoE FFN in the others), with DeepSeek-V3's HF tensor names. The dense
+// parameters (replicated on every data-parallel rank) and the routed experts
+// this rank holds are two ParamStores. docs/train.md gives every formula.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/model_config.hpp"
+#include "model/params.hpp"
+
+namespace epx::model {
+
+// Indices of one layer's parameters in Model::dense (and, for routed
+// experts, Model::experts). -1 where the layer has none.
+struct LayerIndex {
+  bool moe = false;
+  int moe_index = -1;  // among the MoE layers: bias and expert counts
+  int attn_norm = -1, q = -1, k = -1, v = -1, o = -1, ffn_norm = -1;
+  int mlp_gate = -1, mlp_up = -1, mlp_down = -1;  // dense FFN
+  int router = -1;                                 // mlp.gate.weight [E,H]
+  int shared_gate = -1, shared_up = -1, shared_down = -1;
+  std::vector<int> expert_gate, expert_up, expert_down;  // per local expert, in Model::experts
+};
+
+class Model {
+ public:
+  // This rank holds the routed experts [ep_rank * E/ep_size, (ep_rank+1) * E/ep_size).
+  Model(const ModelConfig& config, int ep_rank, int ep_size);
+
+  const ModelConfig& config() const noexcept { return config_; }
+  int num_moe_layers() const noexcept { return num_moe_layers_; }
+  int ep_rank() const noexcept { return ep_rank_; }
+  int ep_size() const noexcept { return ep_size_; }
+  int local_experts() const noexcept { return config_.num_experts / ep_size_; }
+  int first_local_expert() const noexcept { return ep_rank_ * local_experts(); }
+
+  // Random initialisation from `seed` (params.hpp): matrices normal(0, init_std),
+  // o_proj and down_proj normal(0, init_std / sqrt(2 L)), norms 1, biases 0.
+  void init_random(std::uint64_t seed);
+
+  // "model.layers.{i}.mlp.gate.e_score_correction_bias" of MoE layer `moe_index`.
+  std::string bias_name(int moe_index) const;
+  // HF name of expert `e` (logical)'s weight `which` ("gate_proj", ...) in `layer`.
+  static std::string expert_name(int layer, int e, const char* which);
+  // The names of the routed experts that EP rank `ep_rank` holds, in the
+  // order of its `experts` store (whose layout is the same on every rank).
+  std::vector<std::string> expert_names(int ep_rank) const;
+
+  ParamStore dense;    // replicated over data-parallel ranks
+  ParamStore experts;  // this rank's routed experts
+  std::vector<std::vector<float>> bias;  // [MoE layer][E]: the selection bias b (a buffer)
+  std::vector<LayerIndex> layers;
+  int embed = -1, final_norm = -1, lm_head = -1;
+
+ private:
+  ModelConfig config_;
+  int ep_rank_ = 0, ep_size_ = 1;
+  int num_moe_layers_ = 0;
+};
+
+}  // namespace epx::model

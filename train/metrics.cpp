@@ -1,0 +1,152 @@
+#include "train/metrics.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/check.hpp"
+
+namespace epx::train {
+
+double load_max_over_mean(const std::vector<std::int64_t>& counts) {
+  if (counts.empty()) return 0;
+  std::int64_t sum = 0, most = 0;
+  for (const std::int64_t c : counts) {
+    sum += c;
+    most = std::max(most, c);
+  }
+  if (sum == 0) return 0;
+  return static_cast<double>(most) * static_cast<double>(counts.size()) / static_cast<double>(sum);
+}
+
+std::string progress_line(const StepResult& r, std::int64_t max_steps) {
+  char buf[256];
+  const double ms = r.seconds * 1e3, ep = r.ep_seconds * 1e3, dp = r.dp_seconds * 1e3;
+  std::snprintf(buf, sizeof buf,
+                "step %lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | %.1f ms "
+                "(compute %.1f, ep %.1f, dp %.1f)",
+                static_cast<long long>(r.step), static_cast<long long>(max_steps), r.loss, r.lr,
+                r.grad_norm, r.tokens_per_s, ms, std::max(0.0, ms - ep - dp), ep, dp);
+  return buf;
+}
+
+void History::add(const StepResult& r) {
+  steps.push_back(r.step);
+  losses.push_back(r.loss);
+  std::vector<double> l;
+  for (const auto& c : r.expert_counts) l.push_back(load_max_over_mean(c));
+  load.push_back(std::move(l));
+}
+
+MetricsLog::MetricsLog(const std::string& path, bool append) {
+  if (path.empty()) return;
+  out_.open(path, append ? std::ios::app : std::ios::trunc);
+  EPX_CHECK(out_.good(), InvalidArgument, "config: log.metrics = '", path, "' cannot be written");
+}
+
+void MetricsLog::write(const StepResult& r, double eval_loss) {
+  if (!out_.is_open()) return;
+  nlohmann::json j;
+  j["step"] = r.step;
+  j["loss"] = r.loss;
+  j["lr"] = r.lr;
+  j["grad_norm"] = r.grad_norm;
+  j["tokens_per_s"] = r.tokens_per_s;
+  j["ms"] = {{"total", r.seconds * 1e3},
+             {"compute", std::max(0.0, (r.seconds - r.ep_seconds - r.dp_seconds) * 1e3)},
+             {"ep", r.ep_seconds * 1e3},
+             {"dp", r.dp_seconds * 1e3}};
+  j["expert_counts"] = r.expert_counts;
+  std::vector<double> load;
+  for (const auto& c : r.expert_counts) load.push_back(load_max_over_mean(c));
+  j["expert_load_max_over_mean"] = load;
+  if (eval_loss >= 0) j["eval_loss"] = eval_loss;
+  out_ << j.dump() << '\n';
+  out_.flush();
+}
+
+namespace {
+
+// One chart: x from x0 to x1, y from y0 to y1, into a box at (left, top).
+struct Chart {
+  double left, top, width, height, x0, x1, y0, y1;
+  double px(double x) const { return left + (x1 > x0 ? (x - x0) / (x1 - x0) : 0) * width; }
+  double py(double y) const { return top + height - (y1 > y0 ? (y - y0) / (y1 - y0) : 0) * height; }
+};
+
+void axes(std::ostringstream& s, const Chart& c, const std::string& title, const std::string& ylabel) {
+  s << "<rect x='" << c.left << "' y='" << c.top << "' width='" << c.width << "' height='"
+    << c.height << "' fill='none' stroke='#888'/>\n";
+  s << "<text x='" << c.left << "' y='" << c.top - 8 << "' font-size='14'>" << title << "</text>\n";
+  for (int i = 0; i <= 4; ++i) {
+    const double y = c.y0 + (c.y1 - c.y0) * i / 4, x = c.x0 + (c.x1 - c.x0) * i / 4;
+    s << "<text x='" << c.left - 6 << "' y='" << c.py(y) + 4
+      << "' font-size='11' text-anchor='end'>" << std::round(y * 100) / 100 << "</text>\n";
+    s << "<text x='" << c.px(x) << "' y='" << c.top + c.height + 16
+      << "' font-size='11' text-anchor='middle'>" << std::llround(x) << "</text>\n";
+  }
+  s << "<text x='" << c.left + c.width / 2 << "' y='" << c.top + c.height + 32
+    << "' font-size='12' text-anchor='middle'>step</text>\n";
+  s << "<text x='" << c.left - 44 << "' y='" << c.top + c.height / 2
+    << "' font-size='12' transform='rotate(-90 " << c.left - 44 << ' ' << c.top + c.height / 2
+    << ")' text-anchor='middle'>" << ylabel << "</text>\n";
+}
+
+void polyline(std::ostringstream& s, const Chart& c, const std::vector<std::int64_t>& x,
+              const std::vector<double>& y, const char* color) {
+  s << "<polyline fill='none' stroke='" << color << "' stroke-width='1.5' points='";
+  for (std::size_t i = 0; i < x.size(); ++i) s << c.px(static_cast<double>(x[i])) << ',' << c.py(y[i]) << ' ';
+  s << "'/>\n";
+}
+
+}  // namespace
+
+void write_report_svg(const std::string& path, const History& h, const std::string& title) {
+  static const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+                                  "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
+  std::ostringstream s;
+  const double W = 900, H = 720;
+  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
+    << "' font-family='sans-serif'>\n<rect width='100%' height='100%' fill='white'/>\n";
+  s << "<text x='20' y='28' font-size='16'>" << title << "</text>\n";
+  const double x0 = h.steps.empty() ? 0 : static_cast<double>(h.steps.front());
+  const double x1 = h.steps.empty() ? 1 : static_cast<double>(std::max<std::int64_t>(h.steps.back(), 1));
+  double lo = 1e300, hi = -1e300;
+  for (const double v : h.losses) lo = std::min(lo, v), hi = std::max(hi, v);
+  for (const double v : h.eval_losses) lo = std::min(lo, v), hi = std::max(hi, v);
+  if (h.unigram_entropy > 0) lo = std::min(lo, h.unigram_entropy), hi = std::max(hi, h.unigram_entropy);
+  if (lo > hi) lo = 0, hi = 1;
+  const Chart loss{90, 70, 760, 260, x0, x1, std::floor(lo * 4) / 4, std::ceil(hi * 4) / 4};
+  axes(s, loss, "loss (blue: train, red: eval, grey: unigram entropy)", "nats / token");
+  polyline(s, loss, h.steps, h.losses, kColors[0]);
+  for (std::size_t i = 0; i < h.eval_steps.size(); ++i)
+    s << "<circle cx='" << loss.px(static_cast<double>(h.eval_steps[i])) << "' cy='"
+      << loss.py(h.eval_losses[i]) << "' r='4' fill='" << kColors[1] << "'/>\n";
+  if (h.unigram_entropy > 0)
+    s << "<line x1='" << loss.left << "' x2='" << loss.left + loss.width << "' y1='"
+      << loss.py(h.unigram_entropy) << "' y2='" << loss.py(h.unigram_entropy)
+      << "' stroke='#999' stroke-dasharray='4 3'/>\n";
+
+  const std::size_t layers = h.load.empty() ? 0 : h.load.front().size();
+  double lhi = 1;
+  for (const auto& row : h.load)
+    for (const double v : row) lhi = std::max(lhi, v);
+  const Chart load{90, 420, 760, 230, x0, x1, 1.0, std::ceil(lhi * 2) / 2};
+  axes(s, load, "expert load, max / mean tokens per expert, per MoE layer", "max / mean");
+  for (std::size_t l = 0; l < layers; ++l) {
+    std::vector<double> y;
+    for (const auto& row : h.load) y.push_back(row[l]);
+    polyline(s, load, h.steps, y, kColors[l % 8]);
+    s << "<text x='" << load.left + load.width - 90 << "' y='" << load.top + 16 + 14 * l
+      << "' font-size='11' fill='" << kColors[l % 8] << "'>MoE layer " << l << "</text>\n";
+  }
+  s << "</svg>\n";
+  std::ofstream out(path, std::ios::trunc);
+  out << s.str();
+  EPX_CHECK(out.good(), InvalidArgument, "report: cannot write ", path);
+}
+
+}  // namespace epx::train

@@ -1,0 +1,49 @@
+// What epx-train tells the user: a progress line per step, metrics.jsonl
+// (one JSON object per step) and an SVG report of the run at the end.
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "train/trainer.hpp"
+
+namespace epx::train {
+
+// max/mean of one layer's tokens per expert (1 when perfectly even, 0 when none).
+double load_max_over_mean(const std::vector<std::int64_t>& counts);
+
+// "step 12/200 | loss 2.8412 | lr 2.40e-03 | gnorm 0.912 | 5210 tok/s | 98.1 ms
+//  (compute 80.2, ep 12.4, dp 5.5)"
+std::string progress_line(const StepResult& r, std::int64_t max_steps);
+
+// The run so far, for the report.
+struct History {
+  std::vector<std::int64_t> steps;
+  std::vector<double> losses;
+  std::vector<std::int64_t> eval_steps;
+  std::vector<double> eval_losses;
+  std::vector<std::vector<double>> load;  // [step][MoE layer] max/mean
+  double unigram_entropy = 0;
+  void add(const StepResult& r);
+};
+
+class MetricsLog {
+ public:
+  MetricsLog() = default;
+  // Appends to `path` when resuming (`append`), else truncates. Empty: no file.
+  MetricsLog(const std::string& path, bool append);
+  // One line: step, loss, lr, grad_norm, tokens_per_s, ms {total, compute, ep, dp},
+  // expert_counts, expert_load_max_over_mean, and eval_loss when given (>= 0).
+  void write(const StepResult& r, double eval_loss = -1);
+
+ private:
+  std::ofstream out_;
+};
+
+// An SVG with the train and eval loss against the step (the unigram entropy
+// as a reference line) and each MoE layer's expert load max/mean over time.
+void write_report_svg(const std::string& path, const History& h, const std::string& title);
+
+}  // namespace epx::train

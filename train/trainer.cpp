@@ -1,0 +1,169 @@
+#include "train/trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+
+#include <epx/model_kernels.hpp>
+
+#include "core/check.hpp"
+#include "core/config.hpp"
+#include "train/optimizer.hpp"
+
+namespace epx::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Receive space for one MoE layer's calls of one micro-batch: at most every
+// token to every rank of the EP group, as f32 rows of H (+ K in the backward).
+std::size_t buffer_bytes(const Config& c) {
+  const std::size_t T = static_cast<std::size_t>(c.train.micro_batch_size) * c.train.seq_len;
+  const std::size_t rows = T * static_cast<std::size_t>(c.parallel.ep);
+  const std::size_t cols = static_cast<std::size_t>(c.model.hidden_size + c.model.top_k);
+  return std::max<std::size_t>(std::size_t{8} << 20, 3 * rows * cols * sizeof(float) + (1u << 20));
+}
+
+}  // namespace
+
+Trainer::Trainer(const Config& config, Group& world, const std::string& resume_dir)
+    : config_(config), world_(world) {
+  rank_ = world.rank();
+  world_size_ = world.size();
+  timeout_s_ = core::params::timeout_s.get();
+  world_comm_ = Comm(world.comm(), timeout_s_);
+
+  // Every check before any work; one verdict for all ranks.
+  std::string error;
+  try {
+    validate(config_, world_size_);
+    data_ = std::make_unique<TokenData>(config_.data, config_.model.vocab_size);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  agree(world_comm_, error, "epx-train: checking the config");
+
+  const ParallelConfig& par = config_.parallel;
+  const TrainConfig& tc = config_.train;
+  global_batch_ = static_cast<std::int64_t>(tc.micro_batch_size) * tc.num_micro_batches * par.dp;
+  kernels::set_num_threads(tc.threads);
+
+  // The grid: EP groups of ep consecutive ranks; replicas of an expert are
+  // the ranks with the same r % ep.
+  ep_group_ = std::make_unique<Group>(world.split(rank_ / par.ep, rank_));
+  ep_comm_ = Comm(ep_group_->comm(), timeout_s_);
+  MPI_Comm replicas = MPI_COMM_NULL;
+  MPI_Comm_split(world_comm_.get(), rank_ % par.ep, rank_, &replicas);
+  replica_comm_ = Comm(replicas, timeout_s_);
+  MPI_Comm_free(&replicas);
+
+  comm::BufferOptions bo;
+  bo.num_bytes = buffer_bytes(config_);
+  buffer_ = std::make_unique<comm::Buffer>(*ep_group_, bo);
+  model_ = std::make_unique<model::Model>(config_.model, rank_ % par.ep, par.ep);
+  model::EngineOptions eo;
+  eo.fp8_dispatch = par.fp8_dispatch;
+  engine_ = std::make_unique<model::Engine>(*model_, *buffer_, eo);
+
+  error.clear();
+  try {
+    if (!resume_dir.empty()) {
+      load_checkpoint(resume_dir);
+    } else if (!config_.model.init_from.empty()) {
+      load_weights(config_.model.init_from, false);
+    } else {
+      model_->init_random(tc.seed);
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  agree(world_comm_, error, "epx-train: loading the weights");
+}
+
+Trainer::~Trainer() = default;
+
+StepResult Trainer::train_step() {
+  const TrainConfig& tc = config_.train;
+  const std::int64_t t = step_ + 1;
+  const auto t0 = Clock::now();
+  model_->dense.zero_grads();
+  model_->experts.zero_grads();
+  engine_->reset_expert_counts();
+  engine_->reset_ep_seconds();
+
+  // This rank's sequences of the global batch, micro_batch_size at a time.
+  const std::int64_t B = global_batch_, seq = tc.seq_len;
+  const std::int64_t first = rank_ * (B / world_size_);
+  const float scale = static_cast<float>(1.0 / static_cast<double>(B * seq));
+  inputs_.resize(static_cast<std::size_t>(tc.micro_batch_size * seq));
+  targets_.resize(inputs_.size());
+  double loss_sum = 0;
+  for (int mb = 0; mb < tc.num_micro_batches; ++mb) {
+    for (int i = 0; i < tc.micro_batch_size; ++i)
+      data_->train_sequence(step_, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
+                            inputs_.data() + i * seq, targets_.data() + i * seq);
+    loss_sum += engine_->forward_backward(
+        {inputs_.data(), targets_.data(), tc.micro_batch_size, tc.seq_len}, scale);
+  }
+
+  // Gradients: dense ones summed over every rank, experts over their replicas
+  // (each rank's loss term already carries 1 / (B seq), so sums are the mean).
+  const auto t1 = Clock::now();
+  ordered_sum(world_comm_, model_->dense.grads.data(), model_->dense.size(), scratch_,
+              "dp all-reduce of the dense gradients");
+  ordered_sum(replica_comm_, model_->experts.grads.data(), model_->experts.size(), scratch_,
+              "dp all-reduce of the expert gradients");
+  StepResult r;
+  r.step = t;
+  r.loss = sum_over_ranks(world_comm_, std::vector<double>{loss_sum}, "dp sum of the loss")[0] /
+           static_cast<double>(B * seq);
+  std::vector<std::int64_t> flat;
+  for (const auto& c : engine_->expert_counts()) flat.insert(flat.end(), c.begin(), c.end());
+  flat = sum_over_ranks(world_comm_, flat, "dp sum of the expert counts");
+  const double expert_sq =
+      sum_over_ranks(ep_comm_, std::vector<double>{grad_sq_sum(model_->experts)}, "ep sum of the gradient norm")[0];
+  r.dp_seconds = seconds_since(t1);
+
+  // Clip, step, update the selection bias.
+  r.grad_norm = std::sqrt(grad_sq_sum(model_->dense) + expert_sq);
+  const float coef = static_cast<float>(clip_coefficient(tc.grad_clip, r.grad_norm));
+  scale_grads(model_->dense, coef);
+  scale_grads(model_->experts, coef);
+  r.lr = learning_rate(tc, t);
+  adamw_update(model_->dense, tc, r.lr, t);
+  adamw_update(model_->experts, tc, r.lr, t);
+  const std::size_t E = static_cast<std::size_t>(config_.model.num_experts);
+  for (std::size_t l = 0; l < static_cast<std::size_t>(model_->num_moe_layers()); ++l)
+    r.expert_counts.emplace_back(flat.begin() + l * E, flat.begin() + (l + 1) * E);
+  update_bias(*model_, r.expert_counts, config_.model.bias_update_rate);
+
+  step_ = t;
+  r.seconds = seconds_since(t0);
+  r.ep_seconds = engine_->ep_seconds();
+  r.tokens_per_s = static_cast<double>(B * seq) / r.seconds;
+  return r;
+}
+
+double Trainer::eval_loss() {
+  const TrainConfig& tc = config_.train;
+  const std::int64_t B = global_batch_, seq = tc.seq_len;
+  const std::int64_t first = rank_ * (B / world_size_);
+  inputs_.resize(static_cast<std::size_t>(tc.micro_batch_size * seq));
+  targets_.resize(inputs_.size());
+  double sum = 0;
+  for (int b = 0; b < tc.eval_batches; ++b)
+    for (int mb = 0; mb < tc.num_micro_batches; ++mb) {
+      for (int i = 0; i < tc.micro_batch_size; ++i)
+        data_->val_sequence(b, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
+                            inputs_.data() + i * seq, targets_.data() + i * seq);
+      sum += engine_->forward_loss({inputs_.data(), targets_.data(), tc.micro_batch_size, tc.seq_len});
+    }
+  return sum_over_ranks(world_comm_, std::vector<double>{sum}, "dp sum of the eval loss")[0] /
+         static_cast<double>(tc.eval_batches * B * seq);
+}
+
+}  // namespace epx::train
