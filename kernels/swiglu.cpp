@@ -1,0 +1,94 @@
+// SwiGLU: the element-wise gate, the SwiGLU MLP built from three linears, and
+// the routed experts as one MLP per group of rows.
+#include <cmath>
+
+#include <epx/model_kernels.hpp>
+
+#include "core/check.hpp"
+
+namespace epx::kernels {
+
+void swiglu_forward(float* h, const float* g, const float* u, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+// With sig = 1 / (1 + e^-g): d silu/dg = sig (1 + g (1 - sig)).
+void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u,
+                     std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float sig = 1.0f / (1.0f + expf(-g[i]));
+    const float silu = g[i] * sig;
+    const float d = dh[i];  // read first: dg or du may alias dh
+    dg[i] = d * u[i] * (sig * (1.0f + g[i] * (1.0f - sig)));
+    du[i] = d * silu;
+  }
+}
+
+void mlp_forward(float* y, float* saved, const float* x, std::int64_t n, const MlpWeights& w,
+                 bool accumulate) {
+  const std::int64_t block = n * w.inter;
+  float* g = saved;
+  float* u = saved + block;
+  float* h = saved + 2 * block;
+  linear_forward(g, x, w.gate, n, w.hidden, w.inter);
+  linear_forward(u, x, w.up, n, w.hidden, w.inter);
+  swiglu_forward(h, g, u, block);
+  linear_forward(y, h, w.down, n, w.inter, w.hidden, accumulate);
+}
+
+void mlp_backward(float* dx, const MlpGrads& dw, const float* dy, const float* x,
+                  const float* saved, std::int64_t n, const MlpWeights& w, float* scratch,
+                  bool accumulate) {
+  const std::int64_t block = n * w.inter;
+  const float* g = saved;
+  const float* u = saved + block;
+  const float* h = saved + 2 * block;
+  float* dh = scratch;
+  float* dg = scratch + block;
+  float* du = scratch + 2 * block;
+  linear_backward_weight(dw.down, dy, h, n, w.inter, w.hidden);
+  linear_backward_input(dh, dy, w.down, n, w.inter, w.hidden, false);
+  swiglu_backward(dg, du, dh, g, u, block);
+  linear_backward_weight(dw.gate, dg, x, n, w.hidden, w.inter);
+  linear_backward_weight(dw.up, du, x, n, w.hidden, w.inter);
+  linear_backward_input(dx, dg, w.gate, n, w.hidden, w.inter, accumulate);
+  linear_backward_input(dx, du, w.up, n, w.hidden, w.inter, true);
+}
+
+namespace {
+
+void check_offsets(const std::int64_t* offsets, int num_groups, const char* op) {
+  EPX_CHECK_GE(num_groups, 0, InvalidArgument, op);
+  EPX_CHECK_EQ(offsets[0], std::int64_t{0}, InvalidArgument, op);
+  for (int e = 0; e < num_groups; ++e)
+    EPX_CHECK(offsets[e + 1] >= offsets[e], InvalidArgument, op, ": offsets[", e + 1,
+              "] = ", offsets[e + 1], ", expected >= offsets[", e, "] = ", offsets[e]);
+}
+
+}  // namespace
+
+void grouped_mlp_forward(float* y, float* saved, const float* x, const std::int64_t* offsets,
+                         int num_groups, const MlpWeights* w) {
+  check_offsets(offsets, num_groups, "grouped_mlp_forward");
+  for (int e = 0; e < num_groups; ++e) {
+    const std::int64_t row0 = offsets[e], rows = offsets[e + 1] - offsets[e];
+    if (rows == 0) continue;
+    const std::int64_t hidden = w[e].hidden, inter = w[e].inter;
+    mlp_forward(y + row0 * hidden, saved + row0 * 3 * inter, x + row0 * hidden, rows, w[e]);
+  }
+}
+
+void grouped_mlp_backward(float* dx, const MlpGrads* dw, const float* dy, const float* x,
+                          const float* saved, const std::int64_t* offsets, int num_groups,
+                          const MlpWeights* w, float* scratch, bool accumulate) {
+  check_offsets(offsets, num_groups, "grouped_mlp_backward");
+  for (int e = 0; e < num_groups; ++e) {
+    const std::int64_t row0 = offsets[e], rows = offsets[e + 1] - offsets[e];
+    if (rows == 0) continue;
+    const std::int64_t hidden = w[e].hidden, inter = w[e].inter;
+    mlp_backward(dx + row0 * hidden, dw[e], dy + row0 * hidden, x + row0 * hidden,
+                 saved + row0 * 3 * inter, rows, w[e], scratch, accumulate);
+  }
+}
+
+}  // namespace epx::kernels
