@@ -119,7 +119,7 @@ std::int64_t count_params(const model::Model& m) {
   return m.dense.size() + m.experts.size() * m.ep_size();
 }
 
-int train(const Args& a) {
+int run_training(const Args& a) {
   Group world(MPI_COMM_WORLD);
   const bool root = world.rank() == 0;
   train::Config cfg;
@@ -149,8 +149,17 @@ int train(const Args& a) {
   train::History history;
   history.unigram_entropy = t.data().unigram_entropy(cfg.model.vocab_size);
   train::MetricsLog metrics;
+  {
+    std::string error;
+    try {
+      if (root) metrics = train::MetricsLog(cfg.log.metrics, !resume_dir.empty());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    train::Comm c(world.comm(), t.timeout_s());
+    train::agree(c, error, "epx-train: opening log.metrics");
+  }
   if (root) {
-    metrics = train::MetricsLog(cfg.log.metrics, !resume_dir.empty());
     std::printf("epx-train: %lld parameters (%d layers, hidden %d, %d experts top-%d), dp %d x ep %d%s, "
                 "global batch %lld x %d tokens, %lld training tokens (unigram entropy %.3f)\n",
                 static_cast<long long>(count_params(t.model())), cfg.model.num_layers,
@@ -221,7 +230,7 @@ int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int rc = 0;
   try {
-    rc = train(a);
+    rc = run_training(a);
   } catch (const Error& e) {
     // Agreed errors (a bad config) reach every rank with the same words:
     // rank 0 prints them. Any other failure is printed where it happened and

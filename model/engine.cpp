@@ -26,6 +26,15 @@ void Engine::reset_expert_counts() {
                  std::vector<std::int64_t>(static_cast<std::size_t>(model_.config().num_experts), 0));
 }
 
+std::vector<std::int64_t> Engine::last_routing() const {
+  std::vector<std::int64_t> r;
+  const std::int64_t n = saved_->tokens * model_.config().top_k;
+  for (std::size_t l = 0; l < model_.layers.size(); ++l)
+    if (model_.layers[l].moe && l < saved_->moe.size())
+      r.insert(r.end(), saved_->moe[l].topk_idx.begin(), saved_->moe[l].topk_idx.begin() + n);
+  return r;
+}
+
 double Engine::forward_backward(const MicroBatch& mb, float loss_scale) {
   return run(mb, loss_scale, true);
 }

@@ -52,6 +52,10 @@ class Engine {
   double ep_seconds() const noexcept { return ep_seconds_; }
   void reset_ep_seconds() noexcept { ep_seconds_ = 0; }
 
+  // The routing of the last micro-batch: every MoE layer's topk_idx [T,K],
+  // concatenated (tests use it to tell a near-tie flip from a wrong gradient).
+  std::vector<std::int64_t> last_routing() const;
+
   struct Saved;  // one micro-batch's activations
 
  private:

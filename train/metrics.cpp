@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +44,9 @@ void History::add(const StepResult& r) {
 
 MetricsLog::MetricsLog(const std::string& path, bool append) {
   if (path.empty()) return;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   out_.open(path, append ? std::ios::app : std::ios::trunc);
   EPX_CHECK(out_.good(), InvalidArgument, "config: log.metrics = '", path, "' cannot be written");
 }
@@ -144,6 +148,9 @@ void write_report_svg(const std::string& path, const History& h, const std::stri
       << "' font-size='11' fill='" << kColors[l % 8] << "'>MoE layer " << l << "</text>\n";
   }
   s << "</svg>\n";
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   std::ofstream out(path, std::ios::trunc);
   out << s.str();
   EPX_CHECK(out.good(), InvalidArgument, "report: cannot write ", path);

@@ -2,6 +2,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
 
 #include <epx/model_kernels.hpp>
 
@@ -86,9 +89,23 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
 
 Trainer::~Trainer() = default;
 
+namespace {
+// Fault injection for the failure tests: EPX_TRAIN_STALL=RANK:STEP makes
+// that rank sleep for three timeouts at the start of that step, outside MPI.
+void stall_if_asked(int rank, std::int64_t step, double timeout_s) {
+  const char* v = std::getenv("EPX_TRAIN_STALL");
+  int r = -1;
+  long long s = -1;
+  if (!v || std::sscanf(v, "%d:%lld", &r, &s) != 2 || r != rank || s != step) return;
+  std::fprintf(stderr, "epx-train: rank %d stalls at step %lld (EPX_TRAIN_STALL)\n", rank, s);
+  std::this_thread::sleep_for(std::chrono::duration<double>(3 * timeout_s));
+}
+}  // namespace
+
 StepResult Trainer::train_step() {
   const TrainConfig& tc = config_.train;
   const std::int64_t t = step_ + 1;
+  stall_if_asked(rank_, t, timeout_s_);
   const auto t0 = Clock::now();
   model_->dense.zero_grads();
   model_->experts.zero_grads();

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# epx-train end to end, one scenario per ctest entry:
+#   run_train_test.sh BUILD_BIN_DIR SOURCE_DIR WORK_DIR SCENARIO
+# grid      every dp x ep grid (1, 2, 4 ranks; ep 1, 2, 4; 2 virtual nodes) against 1 rank
+# resume    a run resumed from its step-5 checkpoint repeats steps 6-10 bit for bit
+# crossgrid a dp 2 x ep 2 checkpoint resumed on dp 1 and on dp 4 x ep 4
+# badconfig each bad config fails on every rank with one clear line, before any work
+# falls     configs/tiny.yaml: the loss falls well below the unigram entropy in 100 steps
+# fp8       fp8 dispatch against the f32 run
+# stall     a rank that stalls makes the others fail within the timeout, naming it
+# export    --export writes one safetensors file with every tensor
+set -uo pipefail
+bin=$1 src=$2 work=$3 scenario=$4
+cfg=$src/tests/train/small.yaml
+compare=$src/tests/train/compare_metrics.py
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+
+fail() {
+  echo "train test $scenario: FAILED: $*"
+  exit 1
+}
+
+# train NAME RANKS [--set ...]...: a run into $work/NAME (metrics NAME.jsonl).
+train() {
+  local name=$1 n=$2
+  shift 2
+  timeout 300 "$bin/epxrun" -n "$n" -- "$bin/epx-train" "$cfg" --set "train.checkpoint_dir=$work/$name" \
+    --set "log.metrics=$work/$name.jsonl" "$@" >"$work/$name.log" 2>&1
+}
+
+case "$scenario" in
+grid)
+  train ref 1 || { cat ref.log; fail "the 1-rank run"; }
+  # The global batch stays 8 sequences: micro_batch_size x num_micro_batches x dp.
+  runs=("dp2_ep1 2 2 2 1" "dp2_ep2 2 2 2 2" "dp4_ep1 4 2 1 1" "dp4_ep2 4 1 2 2" "dp4_ep4 4 2 1 4")
+  for r in "${runs[@]}"; do
+    read -r name n mbs nmb ep <<<"$r"
+    train "$name" "$n" --set parallel.dp="$n" --set parallel.ep="$ep" --set train.micro_batch_size="$mbs" \
+      --set train.num_micro_batches="$nmb" || { cat "$name.log"; fail "$name"; }
+    echo "== $name against 1 rank"
+    python3 "$compare" ref.jsonl "$name.jsonl" --steps 1:10 || fail "$name differs from the 1-rank run"
+  done
+  # Two virtual nodes of 2: the hierarchical dispatch and combine.
+  EPX_RANKS_PER_NODE=2 OMPI_MCA_osc=ucx UCX_TLS=tcp,self train nodes2 4 --set parallel.dp=4 --set parallel.ep=4 \
+    --set train.micro_batch_size=2 --set train.num_micro_batches=1 || { cat nodes2.log; fail "2 virtual nodes"; }
+  echo "== 2 nodes x 2 ranks, ep 4, against 1 rank"
+  python3 "$compare" ref.jsonl nodes2.jsonl --steps 1:10 || fail "2 virtual nodes differ from the 1-rank run"
+  ;;
+resume)
+  train full 2 --set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=2 || { cat full.log; fail "the full run"; }
+  [[ -f full/step-5/model.safetensors && -f full/step-5/optimizer.safetensors && -f full/step-5/state.json ]] ||
+    fail "no complete checkpoint full/step-5"
+  [[ "$(cat full/latest)" == step-10 ]] || fail "latest is '$(cat full/latest)', expected step-10"
+  # As if the run had died after step 5's checkpoint (and mid-write of another).
+  cp -r full resumed && rm -rf resumed/step-10 && echo step-5 >resumed/latest && mkdir -p resumed/.tmp-step-10
+  train resumed 2 --set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=2 --resume auto ||
+    { cat resumed.log; fail "the resumed run"; }
+  grep -q "resumed from .*step-5 at step 5" resumed.log || { cat resumed.log; fail "the run did not resume at step 5"; }
+  python3 "$compare" full.jsonl resumed.jsonl --exact --steps 6:10 || fail "resumed losses are not bit-identical"
+  ;;
+crossgrid)
+  train full 2 --set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=2 || { cat full.log; fail "the full run"; }
+  train one 1 --resume "$work/full/step-5" || { cat one.log; fail "resume on 1 rank"; }
+  echo "== dp 2 x ep 2 checkpoint resumed on 1 rank"
+  python3 "$compare" full.jsonl one.jsonl --steps 6:10 || fail "1-rank resume differs"
+  train four 4 --set parallel.dp=4 --set parallel.ep=4 --set train.micro_batch_size=1 --resume "$work/full/step-5" ||
+    { cat four.log; fail "resume on dp 4 x ep 4"; }
+  echo "== dp 2 x ep 2 checkpoint resumed on dp 4 x ep 4"
+  python3 "$compare" full.jsonl four.jsonl --steps 6:10 || fail "dp 4 x ep 4 resume differs"
+  ;;
+badconfig)
+  # Each: an override, and the words the error must contain.
+  cases=(
+    "model.top_k=7|model.top_k = 7"
+    "model.n_group=8|experts per group"
+    "model.hidden_size=30|model.hidden_size = 30 is not a multiple of model.num_heads"
+    "model.num_heads=32|head_dim = model.hidden_size / model.num_heads = 1, expected an even number"
+    "parallel.ep=3|parallel.dp = 2 is not a multiple of parallel.ep = 3"
+    "model.num_experts=6|model.num_experts = 6 is not a multiple of parallel.ep = 4"
+    "data.path=/nonexistent/data.bin|data.path = '/nonexistent/data.bin'"
+    "model.vocab_size=300|model.vocab_size = 300, expected 256 with data.format = bytes"
+    "model.no_such_key=1|unknown key model.no_such_key"
+    "train.seq_len=abc|train.seq_len = 'abc', expected an integer"
+    "train.lr=-1|train.lr = -1"
+    "parallel.dp=3|parallel.dp = 3, expected the world size 2"
+  )
+  for c in "${cases[@]}"; do
+    set_arg=${c%%|*} want=${c#*|}
+    extra=(--set parallel.dp=2 --set parallel.ep=2)
+    [[ $set_arg == model.num_experts=* ]] && extra=(--set parallel.dp=4 --set parallel.ep=4)
+    n=2
+    [[ $set_arg == model.num_experts=* ]] && n=4
+    start=$SECONDS
+    if train bad "$n" "${extra[@]}" --set "$set_arg"; then
+      cat bad.log
+      fail "--set $set_arg was accepted"
+    fi
+    grep -q -- "$want" bad.log || { cat bad.log; fail "--set $set_arg: the error does not say '$want'"; }
+    lines=$(grep -c "epx-train: FAILED" bad.log)
+    [[ $lines == 1 ]] || { cat bad.log; fail "--set $set_arg: $lines error lines, expected one"; }
+    grep -q "^step " bad.log && fail "--set $set_arg: training started"
+    echo "ok: --set $set_arg -> $(grep 'epx-train: FAILED' bad.log) ($((SECONDS - start)) s)"
+  done
+  ;;
+falls)
+  cfg=$src/configs/tiny.yaml
+  train tiny 2 --set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=8 --set train.max_steps=100 \
+    --set train.eval_every=50 || { cat tiny.log; fail "tiny.yaml"; }
+  cat tiny.log
+  python3 - tiny.jsonl "$(grep -o 'unigram entropy [0-9.]*' tiny.log | cut -d' ' -f3)" <<'PY' || fail "the loss did not fall"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+h = float(sys.argv[2])
+first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-10:]) / 10
+print(f"loss: step 1 {first:.3f}, mean of the last 10 steps {last:.3f}, unigram entropy {h:.3f}")
+sys.exit(0 if len(rows) == 100 and last < first - 2.0 and last < h - 0.3 else 1)
+PY
+  ;;
+fp8)
+  cfg=$src/configs/tiny.yaml
+  args=(--set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=8 --set train.max_steps=200 --set train.eval_every=0
+        --set train.checkpoint_every=0 --set log.every=50)
+  train f32 2 "${args[@]}" || { cat f32.log; fail "the f32 run"; }
+  train fp8 2 "${args[@]}" --set parallel.fp8_dispatch=true || { cat fp8.log; fail "the fp8 run"; }
+  python3 - f32.jsonl fp8.jsonl <<'PY' || fail "fp8 dispatch is more than 2 % off"
+import json, sys
+a, b = ([json.loads(l) for l in open(p) if l.strip()] for p in sys.argv[1:3])
+ma, mb = (sum(r["loss"] for r in x[-10:]) / 10 for x in (a, b))
+print(f"loss after 200 steps (mean of the last 10): f32 {ma:.4f}, fp8 dispatch {mb:.4f}, {100 * (mb - ma) / ma:+.2f} %")
+sys.exit(0 if abs(mb - ma) <= 0.02 * ma else 1)
+PY
+  ;;
+stall)
+  start=$SECONDS
+  EPX_TIMEOUT_S=5 EPX_TRAIN_STALL=1:3 train stall 2 --set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=2 &&
+    { cat stall.log; fail "the run with a stalled rank succeeded"; }
+  took=$((SECONDS - start))
+  cat stall.log
+  grep -q "rank 1" stall.log || fail "no message names rank 1"
+  ((took < 40)) || fail "took $took s to fail, timeout 5 s"
+  [[ -d stall/step-5 ]] && fail "a checkpoint after the stall exists"
+  ls /dev/shm | grep -q '^epx-' && fail "epx segments left in /dev/shm: $(ls /dev/shm | grep '^epx-')"
+  echo "ok: failed in $took s, naming rank 1"
+  ;;
+export)
+  train run 2 --set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=2 || { cat run.log; fail "the run"; }
+  "$bin/epx-train" --export "$work/run" "$work/model.safetensors" || fail "--export"
+  python3 - model.safetensors <<'PY' || fail "the exported file"
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+h = json.loads(data[8:8 + n])
+names = [k for k in h if k != "__metadata__"]
+need = ["model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
+        "model.layers.0.mlp.gate_proj.weight", "model.layers.1.mlp.gate.weight",
+        "model.layers.2.mlp.gate.e_score_correction_bias",
+        "model.layers.2.mlp.experts.7.down_proj.weight", "model.layers.1.mlp.shared_experts.up_proj.weight"]
+missing = [x for x in need if x not in h]
+end = max(v["data_offsets"][1] for k, v in h.items() if k != "__metadata__")
+print(f"{len(names)} tensors, {end} data bytes, metadata {h.get('__metadata__')}")
+sys.exit(1 if missing or 8 + n + end != len(data) or h["__metadata__"].get("format") != "pt" else 0)
+PY
+  ;;
+*) fail "unknown scenario" ;;
+esac
+echo "train test $scenario: OK"
