@@ -1,5 +1,11 @@
 // The one place the model's kernels call BLAS: row-major cblas_sgemm with the
 // empty shapes cblas rejects (a zero leading dimension) handled here.
+//
+// Reproducibility: the same call (shapes, thread count) gives the same bits
+// run to run. Other shapes may not: with OpenBLAS 0.3.21 (Zen kernels) row i of
+// C differs in the last bits when the same row is multiplied within a call of
+// another m or at another row offset, and 2 threads round differently from 1
+// (measured; tests/unit/test_model_kernels_linear.cpp checks the repeatable part).
 #pragma once
 
 #include <cstdint>

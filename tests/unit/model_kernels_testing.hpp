@@ -36,11 +36,12 @@ inline std::vector<float> to_float(const std::vector<double>& v) {
   return out;
 }
 
-// |got - want| <= rtol (|want| + rms(want)) for every element: relative, with
-// the tensor's own scale as the floor for elements near zero.
+// |got - want| <= rtol (|want| + rms(want)) + atol for every element: relative,
+// with the tensor's own scale as the floor for elements near zero (atol for a
+// tensor that is zero in exact arithmetic).
 template <class G, class W>
 void expect_close(const std::vector<G>& got, const std::vector<W>& want, double rtol,
-                  const std::string& what) {
+                  const std::string& what, double atol = 0.0) {
   ASSERT_EQ(got.size(), want.size()) << what;
   double ss = 0.0;
   for (auto w : want) ss += double(w) * double(w);
@@ -48,7 +49,7 @@ void expect_close(const std::vector<G>& got, const std::vector<W>& want, double 
   int bad = 0;
   for (std::size_t i = 0; i < got.size(); ++i) {
     const double g = got[i], w = want[i];
-    const double tol = rtol * (std::fabs(w) + rms);
+    const double tol = rtol * (std::fabs(w) + rms) + atol;
     if (!(std::fabs(g - w) <= tol)) {
       ADD_FAILURE() << what << "[" << i << "] = " << g << ", expected " << w << " (tol " << tol
                     << ")";

@@ -99,6 +99,25 @@ TEST(ModelKernelsLinear, GradientsMatchFiniteDifferences) {
   }, wd), kGradRtol, "dw");
 }
 
+TEST(ModelKernelsLinear, ThreadCountIsKeptAndRunsRepeat) {
+  EXPECT_EQ(num_threads(), 1);  // the default, as the config's threads: 1
+  const std::int64_t n = 301, in = 257, out = 263;
+  const auto x = randn(n * in, 1), w = randn(out * in, 2);
+  std::vector<float> one(n * out), two(n * out), again(n * out);
+  linear_forward(one.data(), x.data(), w.data(), n, in, out);
+  set_num_threads(2);
+  EXPECT_EQ(num_threads(), 2);
+  linear_forward(two.data(), x.data(), w.data(), n, in, out);
+  linear_forward(again.data(), x.data(), w.data(), n, in, out);
+  set_num_threads(1);
+  // Bit for bit run to run at one thread count; OpenBLAS's threads take other
+  // micro-kernel paths at their block edges, so another count rounds differently.
+  expect_bits(again, two, "y, second run with 2 threads");
+  expect_close(two, to_double(one), kGemmRtol, "y with 2 threads against 1");
+  EXPECT_ANY_THROW(set_num_threads(0));
+  EXPECT_EQ(num_threads(), 1);
+}
+
 // ---------------------------------------------------------------- SwiGLU
 
 template <class T>
