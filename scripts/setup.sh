@@ -26,6 +26,15 @@ PACKAGES=(
   libibverbs-dev    # detected for the RDMA transport to come (EPX_WITH_IBVERBS=AUTO)
 )
 
+# With --all (the test suite): the scripts of the tests, and the PyTorch
+# reference that checks epx-train's losses (tests/reference).
+TEST_PACKAGES=(
+  python3           # tests/train/*.py
+  python3-yaml      # tests/reference reads the configs
+  python3-numpy     # torch's companion
+  python3-torch     # tests/reference/torch_moe.py: an independent implementation of the model
+)
+
 say() { echo "setup: $*"; }
 fail() {
   echo "setup: FAILED: $*" >&2
@@ -49,6 +58,7 @@ root=$(pwd)
 start=$SECONDS
 
 # 1. Packages: apt-get only runs when something is missing.
+((build_all)) && PACKAGES+=("${TEST_PACKAGES[@]}")
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

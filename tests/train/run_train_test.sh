@@ -9,6 +9,7 @@
 # fp8       fp8 dispatch against the f32 run
 # stall     a rank that stalls makes the others fail within the timeout, naming it
 # export    --export writes one safetensors file with every tensor
+# torch     an independent PyTorch implementation (tests/reference) gives the same losses
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
 cfg=$src/tests/train/small.yaml
@@ -87,7 +88,7 @@ badconfig)
   for c in "${cases[@]}"; do
     set_arg=${c%%|*} want=${c#*|}
     extra=(--set parallel.dp=2 --set parallel.ep=2)
-    [[ $set_arg == model.num_experts=* ]] && extra=(--set parallel.dp=4 --set parallel.ep=4)
+    [[ $set_arg == model.num_experts=* ]] && extra=(--set parallel.dp=4 --set parallel.ep=4 --set model.n_group=1 --set model.topk_group=1)
     n=2
     [[ $set_arg == model.num_experts=* ]] && n=4
     start=$SECONDS
@@ -160,6 +161,24 @@ end = max(v["data_offsets"][1] for k, v in h.items() if k != "__metadata__")
 print(f"{len(names)} tensors, {end} data bytes, metadata {h.get('__metadata__')}")
 sys.exit(1 if missing or 8 + n + end != len(data) or h["__metadata__"].get("format") != "pt" else 0)
 PY
+  ;;
+torch)
+  # The reference re-runs itself under the Debian python3 that has torch.
+  ref=$src/tests/reference
+  if ! /usr/bin/python3 -c 'import torch, yaml' 2>/dev/null; then
+    echo "train test torch: SKIPPED: python3-torch or python3-yaml is not installed"
+    exit 77
+  fi
+  /usr/bin/python3 "$ref/make_init.py" --config "$cfg" --seed 7 --out init.safetensors || fail "make_init.py"
+  /usr/bin/python3 "$ref/torch_moe.py" --config "$cfg" --init init.safetensors --steps 10 --out torch.jsonl \
+    >torch.log 2>&1 || { cat torch.log; fail "torch_moe.py"; }
+  train one 1 --set model.init_from="$work/init.safetensors" || { cat one.log; fail "epx-train on 1 rank"; }
+  train grid 4 --set model.init_from="$work/init.safetensors" --set parallel.dp=4 --set parallel.ep=2 \
+    --set train.micro_batch_size=1 || { cat grid.log; fail "epx-train on dp 4 x ep 2"; }
+  echo "== PyTorch against epx-train, 1 rank"
+  python3 "$ref/compare_losses.py" torch.jsonl one.jsonl --rtol 1e-5 --steps 10 || fail "1 rank differs from PyTorch"
+  echo "== PyTorch against epx-train, dp 4 x ep 2"
+  python3 "$ref/compare_losses.py" torch.jsonl grid.jsonl --rtol 1e-5 --steps 10 || fail "dp 4 x ep 2 differs from PyTorch"
   ;;
 *) fail "unknown scenario" ;;
 esac
