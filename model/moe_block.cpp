@@ -17,17 +17,15 @@
 
 #include <epx/kernels.hpp>
 
+#include "core/stopwatch.hpp"
 #include "model/saved.hpp"
 
 namespace epx::model {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using Clock = core::SteadyClock;
+using core::seconds_since;
 
 kernels::RouterParams router_params(const ModelConfig& c) {
   kernels::RouterParams p;

@@ -10,17 +10,15 @@
 
 #include "core/check.hpp"
 #include "core/config.hpp"
+#include "core/stopwatch.hpp"
 #include "train/optimizer.hpp"
 
 namespace epx::train {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using Clock = core::SteadyClock;
+using core::seconds_since;
 
 // Receive space for one MoE layer's calls of one micro-batch: at most every
 // token to every rank of the EP group, as f32 rows of H (+ K in the backward).

@@ -6,10 +6,12 @@
 // the gradient of its input with `accumulate` saying whether it adds (+=) or
 // overwrites, and always ADDS (+=) into parameter gradients, so that
 // micro-batches accumulate. No op allocates on the hot path except where its
-// comment says so. Every sum has a fixed order (the loops as written, or one
-// BLAS call whose order does not depend on other rows), so results are
-// reproducible run to run. GEMMs go through cblas_sgemm (OpenBLAS); its thread
-// count is set with set_num_threads().
+// comment says so. Every loop sums in the order written, and the same BLAS
+// call with the same shapes and thread count gives the same bits, so a run is
+// reproducible; OpenBLAS does round a row differently when the call has other
+// shapes or threads, so results on another grid or thread count agree only to
+// f32 rounding (docs/train.md). GEMMs go through cblas_sgemm (OpenBLAS); its
+// thread count is set with set_num_threads().
 #pragma once
 
 #include <cstdint>
