@@ -16,6 +16,7 @@
 #include <epx/group.hpp>
 
 #include "core/config.hpp"
+#include "launch/train_bench.hpp"
 #include "model/safetensors.hpp"
 #include "train/config.hpp"
 #include "train/metrics.hpp"
@@ -29,18 +30,25 @@ namespace {
 constexpr const char* kUsage =
     "usage: epx-train CONFIG.yaml [--set section.key=value]... [--resume auto|DIR]\n"
     "       epx-train --export CHECKPOINT_DIR OUT.safetensors\n"
+    "       epx-train CONFIG.yaml --bench [--bench-steps N] [--bench-warmup N] [--torch] [--json]\n"
     "Trains the MoE model of CONFIG (docs/train.md) on dp ranks (epxrun -n DP -- epx-train ...).\n"
     "  --set K=V      override a config key, e.g. --set train.max_steps=50 (repeatable)\n"
     "  --resume auto  continue from CHECKPOINT_DIR/latest if there is one, else start fresh\n"
     "  --resume DIR   continue from the checkpoint directory DIR (e.g. checkpoints/step-100)\n"
     "  --export DIR OUT  write the weights of checkpoint DIR (a step-N directory, or a\n"
-    "                 checkpoint_dir with a `latest`) as one safetensors file for PyTorch\n";
+    "                 checkpoint_dir with a `latest`) as one safetensors file for PyTorch\n"
+    "  --bench        time N steps (default 10, after 2 warm-up steps; no checkpoint): tokens/s,\n"
+    "                 the step split, model FLOP/s against a sgemm peak measured in the same run\n"
+    "  --torch        with --bench on one rank: also time PyTorch eager training of the same\n"
+    "                 model, batch and threads (tests/reference/torch_train_bench.py)\n";
 
 struct Args {
   std::string config;
   std::vector<std::string> sets;
   std::string resume;
   std::string export_dir, export_out;
+  bool bench = false, torch = false, json = false;
+  int bench_steps = 10, bench_warmup = 2;
 };
 
 bool is_rank0() {
@@ -71,6 +79,20 @@ Args parse_args(int argc, char** argv) {
       a.sets.push_back(s.substr(6));
     } else if (s == "--resume") {
       a.resume = value("--resume");
+    } else if (s == "--bench") {
+      a.bench = true;
+    } else if (s == "--torch") {
+      a.torch = true;
+    } else if (s == "--json") {
+      a.json = true;
+    } else if (s == "--bench-steps" || s == "--bench-warmup") {
+      const std::string v = value(s.c_str());
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < (s == "--bench-steps" ? 1 : 0) || n > 100000)
+        usage_error(s + " = '" + v + "', expected an integer in [" + (s == "--bench-steps" ? "1" : "0") +
+                    ", 100000]");
+      (s == "--bench-steps" ? a.bench_steps : a.bench_warmup) = static_cast<int>(n);
     } else if (s == "--export") {
       a.export_dir = value("--export");
       a.export_out = value("--export");
@@ -132,6 +154,17 @@ int run_training(const Args& a) {
   {
     train::Comm c(world.comm(), core::params::timeout_s.get());
     train::agree(c, error, "epx-train: reading " + a.config);
+  }
+
+  if (a.bench) {
+    launch::TrainBenchOptions o;
+    o.steps = a.bench_steps;
+    o.warmup = a.bench_warmup;
+    o.config_path = a.config;
+    o.sets = a.sets;
+    o.json = a.json;
+    if (a.torch) o.torch_script = EPX_SOURCE_DIR "/tests/reference/torch_train_bench.py";
+    return launch::run_train_bench(cfg, world, o);
   }
 
   std::string resume_dir;

@@ -87,6 +87,7 @@ double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
   std::vector<float> dh(static_cast<std::size_t>(T * H), 0.0f);
   norm_backward(dh, P.grad(model_.final_norm), dhn.data(), s.final_norm,
                 P.value(model_.final_norm), T, H);
+  if (hook_) hook_(L);
   for (int l = L - 1; l >= 0; --l) {
     if (model_.layers[l].moe) {
       moe_backward(l, s, dh);
@@ -94,8 +95,10 @@ double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
       dense_ffn_backward(l, s, dh);
     }
     attention_backward(l, s, dh);
+    if (hook_) hook_(l);
   }
   kernels::embedding_backward(P.grad(model_.embed), dh.data(), mb.inputs, T, H);
+  if (hook_) hook_(-1);
   return loss_sum;
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -52,6 +53,12 @@ class Engine {
   double ep_seconds() const noexcept { return ep_seconds_; }
   void reset_ep_seconds() noexcept { ep_seconds_ = 0; }
 
+  // Called inside forward_backward's backward as soon as a part's parameter
+  // gradients are final for this micro-batch, so their all-reduce can start
+  // while the backward goes on: part num_layers is the head (model.norm,
+  // lm_head), then each layer from the last down, then -1 the embedding.
+  void set_backward_hook(std::function<void(int part)> hook) { hook_ = std::move(hook); }
+
   // The routing of the last micro-batch: every MoE layer's topk_idx [T,K],
   // concatenated (tests use it to tell a near-tie flip from a wrong gradient).
   std::vector<std::int64_t> last_routing() const;
@@ -73,6 +80,7 @@ class Engine {
   std::vector<std::vector<std::int64_t>> counts_;
   double ep_seconds_ = 0;
   std::unique_ptr<Saved> saved_;
+  std::function<void(int)> hook_;
 };
 
 }  // namespace epx::model

@@ -1,5 +1,6 @@
 #include "model/model.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/check.hpp"
@@ -82,6 +83,38 @@ Model::Model(const ModelConfig& c, int ep_rank, int ep_size)
   dense.allocate();
   experts.allocate();
   bias.assign(static_cast<std::size_t>(num_moe_layers_), std::vector<float>(E, 0.0f));
+}
+
+namespace {
+
+// The smallest range holding the given parameters (they are declared together).
+std::pair<std::int64_t, std::int64_t> span_of(const ParamStore& store, const std::vector<int>& ids) {
+  std::int64_t b = store.size(), e = 0;
+  for (const int i : ids) {
+    if (i < 0) continue;
+    b = std::min(b, store.info(i).offset);
+    e = std::max(e, store.info(i).offset + store.info(i).numel);
+  }
+  return b < e ? std::pair{b, e} : std::pair<std::int64_t, std::int64_t>{0, 0};
+}
+
+}  // namespace
+
+std::pair<std::int64_t, std::int64_t> Model::dense_range(int part) const {
+  if (part < 0) return span_of(dense, {embed});
+  if (part >= static_cast<int>(layers.size())) return span_of(dense, {final_norm, lm_head});
+  const LayerIndex& l = layers[static_cast<std::size_t>(part)];
+  return span_of(dense, {l.attn_norm, l.q, l.k, l.v, l.o, l.ffn_norm, l.mlp_gate, l.mlp_up,
+                         l.mlp_down, l.router, l.shared_gate, l.shared_up, l.shared_down});
+}
+
+std::pair<std::int64_t, std::int64_t> Model::expert_range(int part) const {
+  if (part < 0 || part >= static_cast<int>(layers.size())) return {0, 0};
+  const LayerIndex& l = layers[static_cast<std::size_t>(part)];
+  std::vector<int> ids = l.expert_gate;
+  ids.insert(ids.end(), l.expert_up.begin(), l.expert_up.end());
+  ids.insert(ids.end(), l.expert_down.begin(), l.expert_down.end());
+  return span_of(experts, ids);
 }
 
 namespace {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/model_config.hpp"
@@ -49,6 +50,12 @@ class Model {
   // The names of the routed experts that EP rank `ep_rank` holds, in the
   // order of its `experts` store (whose layout is the same on every rank).
   std::vector<std::string> expert_names(int ep_rank) const;
+
+  // [begin, end) floats of part `part` (as Engine::set_backward_hook numbers
+  // them: num_layers = the head, 0..L-1 the layers, -1 the embedding) in the
+  // dense store, and in the experts store (empty for parts without experts).
+  std::pair<std::int64_t, std::int64_t> dense_range(int part) const;
+  std::pair<std::int64_t, std::int64_t> expert_range(int part) const;
 
   ParamStore dense;    // replicated over data-parallel ranks
   ParamStore experts;  // this rank's routed experts

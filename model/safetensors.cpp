@@ -1,38 +1,125 @@
 #include "model/safetensors.hpp"
 
-#include <algorithm>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
 
 namespace epx::model {
-
 namespace {
 
-// Headers past this size are not safetensors files we wrote or want to read.
-constexpr std::uint64_t kMaxHeaderBytes = std::uint64_t{100} << 20;
-constexpr int kMaxJsonDepth = 8;
+// The format is little-endian on disk; epx copies tensor bytes as they are.
+static_assert(std::endian::native == std::endian::little,
+              "safetensors I/O assumes a little-endian host");
 
+// HF's reader refuses headers above 100 MB; a larger length is a corrupt file.
+constexpr std::uint64_t kMaxHeaderBytes = 100u << 20;
+// Root object, tensor entry, shape / data_offsets array: 3 levels. Deeper
+// input is not a safetensors header, and refusing it early keeps a hostile
+// file from costing recursion or memory.
+constexpr int kMaxJsonDepth = 3;
+
+struct DepthExceeded {};
+
+// One file descriptor, closed on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  int release() {
+    int f = fd_;
+    fd_ = -1;
+    return f;
+  }
+
+ private:
+  int fd_;
+};
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+// The element size of a safetensors dtype name, 0 for an unknown one.
 std::size_t element_size(const std::string& dtype) {
-  if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
-  if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
-  if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
-  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" || dtype == "F8_E5M2")
-    return 1;
+  static const std::pair<const char*, std::size_t> kSizes[] = {
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E4M3", 1}, {"F8_E5M2", 1},
+      {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},
+      {"U32", 4},  {"F32", 4}, {"I64", 8}, {"U64", 8},     {"F64", 8}};
+  for (const auto& [name, size] : kSizes)
+    if (dtype == name) return size;
   return 0;
 }
 
-std::string shape_text(const std::vector<std::int64_t>& s) {
-  std::string t = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) t += (i ? "," : "") + std::to_string(s[i]);
-  return t + "]";
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+// A name from the file, shortened and made printable: error messages must not
+// carry a whole hostile header or control characters.
+std::string printable(const std::string& s, std::size_t max_len = 80) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size() && i < max_len; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
+  }
+  if (s.size() > max_len) out += "...";
+  return out;
+}
+
+void write_all(int fd, const void* data, std::size_t n, const std::string& tmp) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, std::min<std::size_t>(n, std::size_t{1} << 30));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      EPX_THROW(InvalidArgument, "save_safetensors: cannot write ", tmp, ": ", errno_text());
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+// Reads exactly n bytes at `offset`; false when the file is shorter.
+bool read_at(int fd, void* data, std::size_t n, std::uint64_t offset) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r =
+        ::pread(fd, p, std::min<std::size_t>(n, std::size_t{1} << 30), static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<std::size_t>(r);
+    offset += static_cast<std::uint64_t>(r);
+  }
+  return true;
+}
+
+std::string directory_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
 }
 
 }  // namespace
@@ -40,183 +127,232 @@ std::string shape_text(const std::vector<std::int64_t>& s) {
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
-  nlohmann::ordered_json header;
-  if (!metadata.empty()) header["__metadata__"] = metadata;
+  // ordered_json keeps the header in the order given (metadata first, as HF
+  // writes it), so the file is the same bytes for the same input.
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : metadata) meta[k] = v;
+    header["__metadata__"] = std::move(meta);
+  }
+  std::set<std::string> seen;
   std::uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
+    EPX_CHECK(!name.empty() && name != "__metadata__", InvalidArgument, "save_safetensors: ", path,
+              ": tensor name '", name, "' is reserved or empty");
+    EPX_CHECK(seen.insert(name).second, InvalidArgument, "save_safetensors: ", path, ": tensor ",
+              name, " given twice");
+    EPX_CHECK(t.defined(), InvalidArgument, "save_safetensors: ", path, ": tensor ", name,
+              " is undefined");
     EPX_CHECK(t.dtype() == DType::f32 && t.device() == Device::cpu, InvalidArgument,
-              "save_safetensors: ", name, " is ", t.describe(), ", expected f32 on the host");
-    EPX_CHECK(!header.contains(name) && name != "__metadata__", InvalidArgument,
-              "save_safetensors: tensor name '", name, "' given twice");
-    header[name] = {{"dtype", "F32"}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
-    offset += t.nbytes();
+              "save_safetensors: ", path, ": tensor ", name, " is ", t.describe(),
+              ", expected f32 on the cpu");
+    const std::uint64_t end = offset + t.nbytes();
+    header[name] = {{"dtype", "F32"}, {"shape", t.shape()}, {"data_offsets", {offset, end}}};
+    offset = end;
   }
   std::string text = header.dump();
+  // Padding to 8 bytes keeps the data section aligned for readers that map it.
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    EPX_CHECK(out.good(), InvalidArgument, "save_safetensors: cannot create ", tmp);
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  EPX_CHECK(fd.get() >= 0, InvalidArgument, "save_safetensors: cannot create ", tmp, ": ",
+            errno_text());
+  try {
+    unsigned char len[8];
     std::uint64_t n = text.size();
-    unsigned char le[8];
-    for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>(n >> (8 * i));
-    out.write(reinterpret_cast<const char*>(le), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& [name, t] : tensors)
-      out.write(static_cast<const char*>(t.raw()), static_cast<std::streamsize>(t.nbytes()));
-    out.flush();
-    EPX_CHECK(out.good(), InvalidArgument, "save_safetensors: writing ", tmp, " failed (disk full?)");
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
+    write_all(fd.get(), len, 8, tmp);
+    write_all(fd.get(), text.data(), text.size(), tmp);
+    for (const auto& [name, t] : tensors) write_all(fd.get(), t.raw(), t.nbytes(), tmp);
+    // Data on disk before the rename: otherwise a crash can leave the new name
+    // pointing at a file of holes.
+    EPX_CHECK(::fsync(fd.get()) == 0, InvalidArgument, "save_safetensors: cannot fsync ", tmp, ": ",
+              errno_text());
+    EPX_CHECK(::close(fd.release()) == 0, InvalidArgument, "save_safetensors: cannot close ", tmp,
+              ": ", errno_text());
+    EPX_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, InvalidArgument,
+              "save_safetensors: cannot rename ", tmp, " to ", path, ": ", errno_text());
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
   }
-  const int fd = ::open(tmp.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  EPX_CHECK(!ec, InvalidArgument, "save_safetensors: renaming ", tmp, " to ", path, ": ", ec.message());
+  // The rename itself is durable once the directory is synced. A failure here
+  // leaves a complete file under one name or the other, so it is not fatal.
+  Fd dir(::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() >= 0) ::fsync(dir.get());
 }
 
 SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
-  std::ifstream in(path, std::ios::binary);
-  EPX_CHECK(in.good(), InvalidArgument, path, ": cannot be opened");
-  in.seekg(0, std::ios::end);
-  const auto file_size = static_cast<std::uint64_t>(in.tellg());
-  in.seekg(0);
-  unsigned char le[8] = {};
-  in.read(reinterpret_cast<char*>(le), 8);
-  EPX_CHECK(in.good() && file_size >= 8, InvalidArgument, path, ": ", file_size,
-            " bytes, too short for a safetensors file");
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  EPX_CHECK(fd.get() >= 0, InvalidArgument, path, ": cannot open: ", errno_text());
+  struct stat st {};
+  EPX_CHECK(::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode), InvalidArgument, path,
+            ": not a regular file");
+  const auto file_size = static_cast<std::uint64_t>(st.st_size);
+  EPX_CHECK(file_size >= 8, InvalidArgument, path, ": ", file_size,
+            " bytes, too short for a safetensors file (8-byte header length first)");
+  unsigned char len[8];
+  EPX_CHECK(read_at(fd.get(), len, 8, 0), InvalidArgument, path, ": cannot read the header length");
   std::uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= std::uint64_t{le[i]} << (8 * i);
-  EPX_CHECK(n <= file_size - 8 && n <= kMaxHeaderBytes, InvalidArgument, path,
-            ": header length ", n, " does not fit the file's ", file_size, " bytes");
+  for (int i = 0; i < 8; ++i) n |= std::uint64_t{len[i]} << (8 * i);
+  EPX_CHECK(n >= 2 && n <= kMaxHeaderBytes && n <= file_size - 8, InvalidArgument, path,
+            ": header length ", n, " is not in [2, min(", kMaxHeaderBytes, ", file size ",
+            file_size, " - 8)]: not a safetensors file, or a truncated one");
   std::string text(n, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(n));
+  EPX_CHECK(read_at(fd.get(), text.data(), n, 8), InvalidArgument, path, ": cannot read the ", n,
+            "-byte header");
   data_start_ = 8 + n;
-  const std::uint64_t data_bytes = file_size - data_start_;
+  const std::uint64_t data_size = file_size - data_start_;
 
-  // Parse with a depth limit: a header is two levels deep; nesting past that
-  // is refused before it can exhaust the stack.
-  int depth = 0;
-  bool too_deep = false;
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(
-        text, [&](int d, nlohmann::json::parse_event_t event, nlohmann::json&) {
-          if (event == nlohmann::json::parse_event_t::object_start ||
-              event == nlohmann::json::parse_event_t::array_start) {
-            depth = d;
-            if (d > kMaxJsonDepth) too_deep = true;
-          }
-          return !too_deep;
+    header =
+        nlohmann::json::parse(text, [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+          if (depth > kMaxJsonDepth) throw DepthExceeded{};
+          return true;
         });
-  } catch (const std::exception& e) {
-    EPX_THROW(InvalidArgument, path, ": the header is not valid JSON (", e.what(), ")");
+  } catch (const DepthExceeded&) {
+    EPX_THROW(InvalidArgument, path, ": header JSON nests deeper than ", kMaxJsonDepth,
+              " levels: not a safetensors header");
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.byte locates the fault without echoing the (untrusted) header.
+    EPX_THROW(InvalidArgument, path, ": header is not valid JSON (at byte ", e.byte, " of ", n,
+              ")");
   }
-  EPX_CHECK(!too_deep, InvalidArgument, path, ": the header nests deeper than ", kMaxJsonDepth, " levels");
-  EPX_CHECK(header.is_object(), InvalidArgument, path, ": the header is not a JSON object");
+  EPX_CHECK(header.is_object(), InvalidArgument, path, ": header is not a JSON object");
 
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+  // (begin, end, name) of every tensor, to check that they tile the data section.
+  std::vector<std::tuple<std::uint64_t, std::uint64_t, std::string>> spans;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
+    const std::string shown = printable(name);
     const nlohmann::json& v = it.value();
     if (name == "__metadata__") {
-      EPX_CHECK(v.is_object(), InvalidArgument, path, ": __metadata__ is not an object");
+      EPX_CHECK(v.is_object(), InvalidArgument, path, ": __metadata__ is not a JSON object");
       for (auto m = v.begin(); m != v.end(); ++m) {
-        EPX_CHECK(m.value().is_string(), InvalidArgument, path, ": __metadata__ value of '",
-                  m.key(), "' is not a string");
+        EPX_CHECK(m.value().is_string(), InvalidArgument, path, ": __metadata__[",
+                  printable(m.key()), "] is not a string");
         metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    const bool well_formed = v.is_object() && v.contains("dtype") && v["dtype"].is_string() &&
-                             v.contains("shape") && v["shape"].is_array() &&
-                             v.contains("data_offsets") && v["data_offsets"].is_array() &&
-                             v["data_offsets"].size() == 2 && v["data_offsets"][0].is_number_unsigned() &&
-                             v["data_offsets"][1].is_number_unsigned();
-    EPX_CHECK(well_formed, InvalidArgument, path, ": tensor '", name,
-              "' needs dtype, shape and two data_offsets");
+    EPX_CHECK(v.is_object(), InvalidArgument, path, ": tensor ", shown, " is not a JSON object");
+    EPX_CHECK(v.contains("dtype") && v["dtype"].is_string(), InvalidArgument, path, ": tensor ",
+              shown, " has no string \"dtype\"");
+    EPX_CHECK(v.contains("shape") && v["shape"].is_array(), InvalidArgument, path, ": tensor ",
+              shown, " has no array \"shape\"");
+    EPX_CHECK(
+        v.contains("data_offsets") && v["data_offsets"].is_array() && v["data_offsets"].size() == 2,
+        InvalidArgument, path, ": tensor ", shown, " has no [begin, end] \"data_offsets\"");
     Entry e;
     e.dtype = v["dtype"].get<std::string>();
+    const std::size_t esize = element_size(e.dtype);
+    EPX_CHECK(esize > 0, InvalidArgument, path, ": tensor ", shown, " has unknown dtype ",
+              printable(e.dtype, 16));
+    // numel and its byte count, refusing anything that overflows 64 bits.
     std::uint64_t numel = 1;
+    bool overflow = false;
     for (const auto& d : v["shape"]) {
-      EPX_CHECK(d.is_number_unsigned() && d.get<std::uint64_t>() < (std::uint64_t{1} << 40),
-                InvalidArgument, path, ": tensor '", name, "' has a bad dimension");
-      e.shape.push_back(d.get<std::int64_t>());
-      numel *= d.get<std::uint64_t>();
+      EPX_CHECK(d.is_number_unsigned(), InvalidArgument, path, ": tensor ", shown,
+                ": shape entries must be non-negative integers");
+      const std::uint64_t dim = d.get<std::uint64_t>();
+      EPX_CHECK(dim <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()),
+                InvalidArgument, path, ": tensor ", shown, ": shape entry ", dim, " is too large");
+      if (dim != 0 && numel > std::numeric_limits<std::uint64_t>::max() / dim) overflow = true;
+      numel *= dim;
+      e.shape.push_back(static_cast<std::int64_t>(dim));
     }
-    e.begin = v["data_offsets"][0].get<std::uint64_t>();
-    e.end = v["data_offsets"][1].get<std::uint64_t>();
-    const std::size_t es = element_size(e.dtype);
-    EPX_CHECK(es > 0, InvalidArgument, path, ": tensor '", name, "' has unknown dtype ", e.dtype);
-    EPX_CHECK(e.begin <= e.end && e.end <= data_bytes, InvalidArgument, path, ": tensor '", name,
-              "' data_offsets [", e.begin, ", ", e.end, ") are outside the ", data_bytes,
-              " data bytes");
-    EPX_CHECK(e.end - e.begin == numel * es, InvalidArgument, path, ": tensor '", name, "' has ",
-              e.end - e.begin, " bytes, expected ", numel * es, " for ", e.dtype, " ",
-              shape_text(e.shape));
-    if (e.end > e.begin) ranges.emplace_back(e.begin, e.end);
-    entries_[name] = std::move(e);
+    if (numel > std::numeric_limits<std::uint64_t>::max() / esize) overflow = true;
+    EPX_CHECK(!overflow, InvalidArgument, path, ": tensor ", shown, " shape ", shape_text(e.shape),
+              " overflows 64 bits");
+    const auto& off = v["data_offsets"];
+    EPX_CHECK(off[0].is_number_unsigned() && off[1].is_number_unsigned(), InvalidArgument, path,
+              ": tensor ", shown, ": data_offsets must be non-negative integers");
+    e.begin = off[0].get<std::uint64_t>();
+    e.end = off[1].get<std::uint64_t>();
+    EPX_CHECK(e.begin <= e.end && e.end <= data_size, InvalidArgument, path, ": tensor ", shown,
+              " data_offsets [", e.begin, ", ", e.end, "] out of range of the ", data_size,
+              "-byte data section");
+    EPX_CHECK(e.end - e.begin == numel * esize, InvalidArgument, path, ": tensor ", shown, " has ",
+              e.end - e.begin, " bytes, expected ", numel * esize, " (", e.dtype, " x shape ",
+              shape_text(e.shape), ")");
+    spans.emplace_back(e.begin, e.end, name);
+    entries_.emplace(name, std::move(e));
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (std::size_t i = 1; i < ranges.size(); ++i)
-    EPX_CHECK(ranges[i].first >= ranges[i - 1].second, InvalidArgument, path,
-              ": two tensors overlap at data byte ", ranges[i].first);
+  // As HF's reader: the tensors tile the data section exactly, which rules out
+  // overlaps (two names aliasing bytes) and unaccounted bytes.
+  std::sort(spans.begin(), spans.end());
+  std::uint64_t at = 0;
+  for (const auto& [begin, end, name] : spans) {
+    EPX_CHECK(begin >= at, InvalidArgument, path, ": tensor ", printable(name), " [", begin, ", ",
+              end, "] overlaps the previous tensor (which ends at ", at, ")");
+    EPX_CHECK(begin == at, InvalidArgument, path, ": gap of ", begin - at, " bytes before tensor ",
+              printable(name), " at data offset ", at);
+    at = end;
+  }
+  EPX_CHECK(at == data_size, InvalidArgument, path, ": the tensors cover ", at, " of the ",
+            data_size, " data bytes");
 }
 
-bool SafetensorsReader::contains(const std::string& name) const { return entries_.count(name) > 0; }
+bool SafetensorsReader::contains(const std::string& name) const {
+  return entries_.count(name) != 0;
+}
 
 std::vector<std::string> SafetensorsReader::names() const {
-  std::vector<std::string> n;
-  for (const auto& [k, v] : entries_) n.push_back(k);
-  return n;
+  std::vector<std::string> out;
+  out.reserve(entries_.size());
+  for (const auto& [name, e] : entries_) out.push_back(name);
+  return out;  // std::map: already sorted
 }
 
 std::vector<std::int64_t> SafetensorsReader::shape(const std::string& name) const {
-  const auto it = entries_.find(name);
-  EPX_CHECK(it != entries_.end(), InvalidArgument, path_, ": no tensor '", name, "'");
+  auto it = entries_.find(name);
+  EPX_CHECK(it != entries_.end(), InvalidArgument, path_, ": no tensor ", name);
   return it->second.shape;
 }
 
 std::string SafetensorsReader::dtype(const std::string& name) const {
-  const auto it = entries_.find(name);
-  EPX_CHECK(it != entries_.end(), InvalidArgument, path_, ": no tensor '", name, "'");
+  auto it = entries_.find(name);
+  EPX_CHECK(it != entries_.end(), InvalidArgument, path_, ": no tensor ", name);
   return it->second.dtype;
 }
 
 Tensor SafetensorsReader::load_f32(const std::string& name) const {
-  const auto it = entries_.find(name);
-  EPX_CHECK(it != entries_.end(), InvalidArgument, path_, ": no tensor '", name, "'");
+  auto it = entries_.find(name);
+  EPX_CHECK(it != entries_.end(), InvalidArgument, path_, ": no tensor ", name);
   const Entry& e = it->second;
-  EPX_CHECK(e.dtype == "F32" || e.dtype == "BF16", InvalidArgument, path_, ": tensor '", name,
-            "' is ", e.dtype, ", expected F32 or BF16");
-  std::ifstream in(path_, std::ios::binary);
-  in.seekg(static_cast<std::streamoff>(data_start_ + e.begin));
-  std::vector<char> bytes(e.end - e.begin);
-  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  EPX_CHECK(in.good() || bytes.empty(), InvalidArgument, path_, ": reading tensor '", name, "' failed");
+  EPX_CHECK(e.dtype == "F32" || e.dtype == "BF16", InvalidArgument, path_, ": ", name,
+            " has dtype ", e.dtype, ", expected F32 or BF16");
+  EPX_CHECK(e.shape.size() <= static_cast<std::size_t>(Tensor::kMaxDims), InvalidArgument, path_,
+            ": ", name, " has shape ", shape_text(e.shape), ", more than ", Tensor::kMaxDims,
+            " dimensions");
   Tensor t = Tensor::empty(e.shape, DType::f32);
-  float* out = t.data<float>();
+  const std::size_t bytes = e.end - e.begin;
+  Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  EPX_CHECK(fd.get() >= 0, InvalidArgument, path_, ": cannot open: ", errno_text());
   if (e.dtype == "F32") {
-    std::memcpy(out, bytes.data(), bytes.size());
+    EPX_CHECK(read_at(fd.get(), t.raw(), bytes, data_start_ + e.begin), InvalidArgument, path_,
+              ": cannot read ", name, " (file changed or truncated since it was opened?)");
   } else {
-    for (std::size_t i = 0; i < bytes.size() / 2; ++i) {
-      const std::uint32_t lo = static_cast<unsigned char>(bytes[2 * i]);
-      const std::uint32_t hi = static_cast<unsigned char>(bytes[2 * i + 1]);
-      const std::uint32_t bits = (lo | (hi << 8)) << 16;  // bf16 is the top half of an f32
-      std::memcpy(out + i, &bits, 4);
-    }
+    std::vector<std::uint16_t> raw(static_cast<std::size_t>(t.numel()));
+    EPX_CHECK(read_at(fd.get(), raw.data(), bytes, data_start_ + e.begin), InvalidArgument, path_,
+              ": cannot read ", name, " (file changed or truncated since it was opened?)");
+    // bf16 is the top half of an f32: widening is exact.
+    float* out = t.data<float>();
+    for (std::size_t i = 0; i < raw.size(); ++i)
+      out[i] = std::bit_cast<float>(static_cast<std::uint32_t>(raw[i]) << 16);
   }
   return t;
 }
 
 Tensor SafetensorsReader::load_f32(const std::string& name,
                                    const std::vector<std::int64_t>& expected_shape) const {
-  const std::vector<std::int64_t> s = shape(name);
-  EPX_CHECK(s == expected_shape, InvalidArgument, path_, ": ", name, " has shape ", shape_text(s),
-            ", expected ", shape_text(expected_shape));
+  // The shape first: a mismatch is the common error and needs no read.
+  const std::vector<std::int64_t> have = shape(name);
+  EPX_CHECK(have == expected_shape, InvalidArgument, path_, ": ", name, " has shape ",
+            shape_text(have), ", expected ", shape_text(expected_shape));
   return load_f32(name);
 }
 

@@ -1,318 +1,609 @@
-// The config's keys as one table (section, key, type, range), so that
-// parsing, --set overrides, range checks and to_yaml() read the same list.
 #include "train/config.hpp"
 
-#include <cmath>
-#include <fstream>
-#include <functional>
-#include <limits>
-#include <sstream>
 #include <sys/stat.h>
-#include <variant>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
 
 #include <yaml-cpp/yaml.h>
 
 #include "core/check.hpp"
 
 namespace epx::train {
-
 namespace {
 
-using Target = std::variant<int*, double*, bool*, std::string*, std::uint64_t*>;
+[[noreturn]] void fail(const std::string& msg) {
+  EPX_THROW(InvalidArgument, "config: ", msg);
+}
 
-struct Key {
-  const char* section;
-  const char* name;
-  Target target;
-  double min = -std::numeric_limits<double>::infinity();
-  double max = std::numeric_limits<double>::infinity();
-  bool min_open = false;  // min itself is out of range
-  bool max_open = false;
-  std::vector<std::string> choices;  // for strings: the allowed values (empty: any)
+// One YAML key: its C++ member, its type and the range it must lie in. The
+// tables below are the single list of keys, so that parsing, the per-key
+// checks and to_yaml() cannot disagree on a name.
+enum class Kind { Int, UInt64, Double, String, Bool };
+
+struct Range {
+  double lo = -std::numeric_limits<double>::infinity();
+  double hi = std::numeric_limits<double>::infinity();
+  bool lo_open = false, hi_open = false;  // true: the bound itself is excluded
 };
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
+struct Field {
+  const char* key;
+  Kind kind;
+  void* (*ref)(Config&);               // the member this key sets
+  Range range{};                       // Int / Double
+  std::vector<std::string> choices{};  // String: allowed values (empty: any)
+};
 
-std::vector<Key> keys_of(Config& c) {
-  ModelConfig& m = c.model;
-  TrainConfig& t = c.train;
-  return {
-      {"model", "vocab_size", &m.vocab_size, 2, 1 << 30},
-      {"model", "hidden_size", &m.hidden_size, 1, 1 << 20},
-      {"model", "num_layers", &m.num_layers, 1, 4096},
-      {"model", "num_heads", &m.num_heads, 1, 4096},
-      {"model", "intermediate_size", &m.intermediate_size, 1, 1 << 22},
-      {"model", "first_k_dense", &m.first_k_dense, 0, 4096},
-      {"model", "num_experts", &m.num_experts, 1, 1 << 16},
-      {"model", "num_shared_experts", &m.num_shared_experts, 0, 64},
-      {"model", "moe_intermediate_size", &m.moe_intermediate_size, 1, 1 << 22},
-      {"model", "top_k", &m.top_k, 1, 1 << 16},
-      {"model", "n_group", &m.n_group, 1, 1 << 16},
-      {"model", "topk_group", &m.topk_group, 1, 1 << 16},
-      {"model", "score_function", &m.score_function, 0, 0, false, false, {"sigmoid", "softmax"}},
-      {"model", "routed_scaling_factor", &m.routed_scaling_factor, 0, kInf, true},
-      {"model", "bias_update_rate", &m.bias_update_rate, 0, kInf},
-      {"model", "rms_norm_eps", &m.rms_norm_eps, 0, 1, true},
-      {"model", "rope_theta", &m.rope_theta, 1, kInf},
-      {"model", "init_std", &m.init_std, 0, kInf, true},
-      {"model", "init_from", &m.init_from},
-      {"train", "seq_len", &t.seq_len, 1, 1 << 20},
-      {"train", "micro_batch_size", &t.micro_batch_size, 1, 1 << 20},
-      {"train", "num_micro_batches", &t.num_micro_batches, 1, 1 << 20},
-      {"train", "max_steps", &t.max_steps, 0, 1 << 30},
-      {"train", "lr", &t.lr, 0, kInf},
-      {"train", "min_lr", &t.min_lr, 0, kInf},
-      {"train", "warmup_steps", &t.warmup_steps, 0, 1 << 30},
-      {"train", "weight_decay", &t.weight_decay, 0, kInf},
-      {"train", "beta1", &t.beta1, 0, 1, false, true},
-      {"train", "beta2", &t.beta2, 0, 1, false, true},
-      {"train", "eps", &t.eps, 0, kInf, true},
-      {"train", "grad_clip", &t.grad_clip, 0, kInf},
-      {"train", "seed", &t.seed},
-      {"train", "eval_every", &t.eval_every, 0, 1 << 30},
-      {"train", "eval_batches", &t.eval_batches, 0, 1 << 20},
-      {"train", "checkpoint_every", &t.checkpoint_every, 0, 1 << 30},
-      {"train", "checkpoint_dir", &t.checkpoint_dir},
-      {"train", "threads", &t.threads, 1, 1024},
-      {"data", "path", &c.data.path},
-      {"data", "format", &c.data.format, 0, 0, false, false, {"bytes", "u16", "u32"}},
-      {"data", "val_fraction", &c.data.val_fraction, 0, 1, false, true},
-      {"parallel", "dp", &c.parallel.dp, 1, 1 << 20},
-      {"parallel", "ep", &c.parallel.ep, 1, 1 << 20},
-      {"parallel", "fp8_dispatch", &c.parallel.fp8_dispatch},
-      {"log", "metrics", &c.log.metrics},
-      {"log", "every", &c.log.every, 1, 1 << 30},
-      {"log", "report", &c.log.report},
+struct Section {
+  const char* name;
+  std::vector<Field> fields;
+};
+
+// One key a line: the table reads as the list of keys it is.
+// clang-format off
+Range at_least(double lo) { return Range{lo}; }
+Range above(double lo) { return Range{lo, std::numeric_limits<double>::infinity(), true}; }
+Range unit_open() { return Range{0.0, 1.0, false, true}; }  // [0, 1)
+
+#define EPX_KEY(sec, name, kind, ...) \
+  Field { #name, Kind::kind, [](Config& c) -> void* { return &c.sec.name; }, __VA_ARGS__ }
+
+const std::vector<Section>& sections() {
+  static const std::vector<Section> kSections = {
+      {"model",
+       {EPX_KEY(model, vocab_size, Int, at_least(1)),
+        EPX_KEY(model, hidden_size, Int, at_least(1)),
+        EPX_KEY(model, num_layers, Int, at_least(1)),
+        EPX_KEY(model, num_heads, Int, at_least(1)),
+        EPX_KEY(model, intermediate_size, Int, at_least(1)),
+        EPX_KEY(model, first_k_dense, Int, at_least(0)),
+        EPX_KEY(model, num_experts, Int, at_least(1)),
+        EPX_KEY(model, num_shared_experts, Int, at_least(0)),
+        EPX_KEY(model, moe_intermediate_size, Int, at_least(1)),
+        EPX_KEY(model, top_k, Int, at_least(1)),
+        EPX_KEY(model, n_group, Int, at_least(1)),
+        EPX_KEY(model, topk_group, Int, at_least(1)),
+        EPX_KEY(model, score_function, String, {}, {"sigmoid", "softmax"}),
+        EPX_KEY(model, routed_scaling_factor, Double, above(0)),
+        EPX_KEY(model, bias_update_rate, Double, at_least(0)),
+        EPX_KEY(model, rms_norm_eps, Double, above(0)),
+        EPX_KEY(model, rope_theta, Double, above(0)),
+        EPX_KEY(model, init_std, Double, above(0)),
+        EPX_KEY(model, init_from, String)}},
+      {"train",
+       {EPX_KEY(train, seq_len, Int, at_least(1)),
+        EPX_KEY(train, micro_batch_size, Int, at_least(1)),
+        EPX_KEY(train, num_micro_batches, Int, at_least(1)),
+        EPX_KEY(train, max_steps, Int, at_least(1)),
+        EPX_KEY(train, lr, Double, at_least(0)),
+        EPX_KEY(train, min_lr, Double, at_least(0)),
+        EPX_KEY(train, warmup_steps, Int, at_least(0)),
+        EPX_KEY(train, weight_decay, Double, at_least(0)),
+        EPX_KEY(train, beta1, Double, unit_open()),
+        EPX_KEY(train, beta2, Double, unit_open()),
+        EPX_KEY(train, eps, Double, above(0)),
+        EPX_KEY(train, grad_clip, Double, at_least(0)),
+        EPX_KEY(train, seed, UInt64),
+        EPX_KEY(train, eval_every, Int, at_least(0)),
+        EPX_KEY(train, eval_batches, Int, at_least(0)),
+        EPX_KEY(train, checkpoint_every, Int, at_least(0)),
+        EPX_KEY(train, checkpoint_dir, String),
+        EPX_KEY(train, threads, Int, at_least(1))}},
+      {"data",
+       {EPX_KEY(data, path, String),
+        EPX_KEY(data, format, String, {}, {"bytes", "u16", "u32"}),
+        EPX_KEY(data, val_fraction, Double, unit_open())}},
+      {"parallel",
+       {EPX_KEY(parallel, dp, Int, at_least(1)),
+        EPX_KEY(parallel, ep, Int, at_least(1)),
+        EPX_KEY(parallel, fp8_dispatch, Bool)}},
+      {"log",
+       {EPX_KEY(log, metrics, String),
+        EPX_KEY(log, every, Int, at_least(1)),
+        EPX_KEY(log, report, String)}},
   };
+  return kSections;
 }
 
-std::string full(const Key& k) { return std::string(k.section) + "." + k.name; }
+// clang-format on
+#undef EPX_KEY
 
-const char* type_name(const Target& t) {
-  switch (t.index()) {
-    case 0: return "an integer";
-    case 1: return "a number";
-    case 2: return "true or false";
-    case 3: return "a string";
-    default: return "a non-negative integer";
+// The shortest text that reads back as the same double (to_yaml must
+// round-trip), as a person writes it: 0.0003 rather than 3e-04, 1e-6 rather
+// than 0.000001.
+std::string number_text(double v) {
+  char buf[400];
+  auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
+  std::string sci(buf, r.ptr);
+  // "1e-06" -> "1e-6": the padded exponent is to_chars's habit, not YAML's.
+  const auto e = sci.find('e');
+  if (e != std::string::npos) {
+    std::size_t digits = e + 2;
+    while (digits + 1 < sci.size() && sci[digits] == '0') sci.erase(digits, 1);
   }
+  if (std::fabs(v) >= 1e16) return sci;
+  r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed);
+  std::string fixed(buf, r.ptr);
+  return fixed.size() <= sci.size() + 2 ? fixed : sci;
 }
 
-std::string node_text(const YAML::Node& n) {
-  if (n.IsScalar()) return "'" + n.Scalar() + "'";
-  if (n.IsSequence()) return "a list";
-  if (n.IsMap()) return "a mapping";
-  return "null";
+std::string range_text(const Range& r, Kind kind) {
+  auto num = [&](double v) {
+    return kind == Kind::Int ? std::to_string(static_cast<long long>(v)) : number_text(v);
+  };
+  const bool has_lo = std::isfinite(r.lo), has_hi = std::isfinite(r.hi);
+  if (has_lo && has_hi)
+    return std::string("in ") + (r.lo_open ? "(" : "[") + num(r.lo) + ", " + num(r.hi) +
+           (r.hi_open ? ")" : "]");
+  if (has_lo) return (r.lo_open ? "> " : ">= ") + num(r.lo);
+  if (has_hi) return (r.hi_open ? "< " : "<= ") + num(r.hi);
+  return "any value";
 }
 
-void check_range(const Key& k, double v, const std::string& text) {
-  const bool low = k.min_open ? !(v > k.min) : !(v >= k.min);
-  const bool high = k.max_open ? !(v < k.max) : !(v <= k.max);
-  if (!std::isfinite(v) && k.max == kInf && v > 0 && !k.max_open) return;
-  if (low || high || std::isnan(v)) {
-    std::ostringstream range;
-    range << (k.min_open ? "(" : "[") << k.min << ", " << k.max << (k.max_open ? ")" : "]");
-    EPX_THROW(InvalidArgument, "config: ", full(k), " = ", text, ", expected a value in ", range.str());
+bool in_range(double v, const Range& r) {
+  if (r.lo_open ? !(v > r.lo) : !(v >= r.lo)) return false;
+  if (r.hi_open ? !(v < r.hi) : !(v <= r.hi)) return false;
+  return true;
+}
+
+std::string joined(const std::vector<std::string>& v, const char* sep) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) s += sep;
+    s += v[i];
   }
+  return s;
 }
 
-void assign(const Key& k, const YAML::Node& n) {
-  const std::string text = node_text(n);
-  if (!n.IsScalar())
-    EPX_THROW(InvalidArgument, "config: ", full(k), " = ", text, ", expected ", type_name(k.target));
-  const std::string s = n.Scalar();
-  std::visit(
-      [&](auto* p) {
-        using T = std::remove_pointer_t<decltype(p)>;
-        try {
-          if constexpr (std::is_same_v<T, std::string>) {
-            *p = s;
-            if (!k.choices.empty() && std::find(k.choices.begin(), k.choices.end(), s) == k.choices.end()) {
-              std::string all;
-              for (const auto& c : k.choices) all += (all.empty() ? "" : " | ") + c;
-              EPX_THROW(InvalidArgument, "config: ", full(k), " = '", s, "', expected ", all);
-            }
-          } else if constexpr (std::is_same_v<T, bool>) {
-            *p = n.as<bool>();
-          } else if constexpr (std::is_same_v<T, std::uint64_t>) {
-            if (!s.empty() && s[0] == '-') throw YAML::BadConversion(n.Mark());
-            *p = n.as<std::uint64_t>();
-          } else if constexpr (std::is_same_v<T, int>) {
-            const long long v = n.as<long long>();
-            check_range(k, static_cast<double>(v), s);
-            *p = static_cast<int>(v);
-          } else {
-            const double v = n.as<double>();
-            check_range(k, v, s);
-            *p = v;
-          }
-        } catch (const YAML::BadConversion&) {
-          EPX_THROW(InvalidArgument, "config: ", full(k), " = ", text, ", expected ",
-                    type_name(k.target));
-        }
-      },
-      k.target);
+// A YAML value as the user wrote it, short enough for one error line.
+std::string shown(const YAML::Node& node) {
+  std::string s;
+  if (node.IsNull()) return "null (empty)";
+  if (node.IsScalar()) {
+    s = node.Scalar();
+    if (node.Tag() == "!") s = "\"" + s + "\"";
+  } else {
+    YAML::Emitter e;
+    e << YAML::Flow << node;
+    s = e.c_str();
+  }
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  if (node.IsSequence()) s += " (a list)";
+  if (node.IsMap()) s += " (a map)";
+  return s;
 }
 
-// The known key closest to `name` (edit distance), for "did you mean".
-std::string closest(const std::vector<Key>& keys, const std::string& name) {
-  const auto distance = [](const std::string& a, const std::string& b) {
-    std::vector<std::size_t> d(b.size() + 1);
-    for (std::size_t j = 0; j <= b.size(); ++j) d[j] = j;
-    for (std::size_t i = 1; i <= a.size(); ++i) {
-      std::size_t prev = d[0];
-      d[0] = i;
-      for (std::size_t j = 1; j <= b.size(); ++j) {
-        const std::size_t cur = d[j];
-        d[j] = std::min({d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1)});
-        prev = cur;
-      }
+// A quoted scalar ("64", '64') or one tagged !!str is a string to YAML, whatever it spells.
+bool is_string_scalar(const YAML::Node& node) {
+  return node.IsScalar() && (node.Tag() == "!" || node.Tag() == "tag:yaml.org,2002:str");
+}
+
+const char* kind_text(Kind kind) {
+  switch (kind) {
+    case Kind::Int:
+      return "an integer";
+    case Kind::UInt64:
+      return "a non-negative integer";
+    case Kind::Double:
+      return "a number";
+    case Kind::String:
+      return "a string";
+    case Kind::Bool:
+      return "true or false";
+  }
+  return "?";
+}
+
+[[noreturn]] void wrong_type(const std::string& name, const YAML::Node& node, Kind kind) {
+  fail(name + " = " + shown(node) + ", expected " + kind_text(kind));
+}
+
+// YAML plain integers in decimal: [-+]?[0-9]+.
+bool parse_integer(const std::string& text, long long* out) {
+  const char* b = text.data();
+  const char* e = b + text.size();
+  if (b != e && *b == '+') ++b;
+  if (b == e || (*b == '-' && b + 1 == e)) return false;
+  for (const char* p = (*b == '-') ? b + 1 : b; p != e; ++p)
+    if (*p < '0' || *p > '9') return false;
+  auto r = std::from_chars(b, e, *out);
+  return r.ec == std::errc() && r.ptr == e;
+}
+
+bool parse_unsigned(const std::string& text, std::uint64_t* out, bool* overflow) {
+  const char* b = text.data();
+  const char* e = b + text.size();
+  if (b != e && *b == '+') ++b;
+  if (b == e) return false;
+  for (const char* p = b; p != e; ++p)
+    if (*p < '0' || *p > '9') return false;
+  auto r = std::from_chars(b, e, *out);
+  *overflow = r.ec == std::errc::result_out_of_range;
+  return r.ec == std::errc() && r.ptr == e;
+}
+
+bool parse_double(const std::string& text, double* out) {
+  const char* b = text.data();
+  const char* e = b + text.size();
+  if (b != e && *b == '+') ++b;
+  if (b == e) return false;
+  // from_chars also reads "inf" and "nan"; no key of the config takes them.
+  for (const char* p = b; p != e; ++p)
+    if (!((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' || *p == '-' ||
+          *p == '+'))
+      return false;
+  auto r = std::from_chars(b, e, *out);
+  return r.ec == std::errc() && r.ptr == e && std::isfinite(*out);
+}
+
+// The per-key check of a value already stored in `config`.
+void check_value(const std::string& name, const Field& f, Config& config) {
+  void* p = f.ref(config);
+  switch (f.kind) {
+    case Kind::Int: {
+      const int v = *static_cast<int*>(p);
+      if (!in_range(v, f.range))
+        fail(name + " = " + std::to_string(v) + ", expected " + range_text(f.range, f.kind));
+      break;
     }
-    return d[b.size()];
-  };
-  std::string best;
-  std::size_t bd = 4;
-  for (const Key& k : keys) {
-    const std::size_t dd = distance(name, full(k));
-    if (dd < bd) bd = dd, best = full(k);
+    case Kind::Double: {
+      const double v = *static_cast<double*>(p);
+      if (!std::isfinite(v) || !in_range(v, f.range))
+        fail(name + " = " + number_text(v) + ", expected " + range_text(f.range, f.kind));
+      break;
+    }
+    case Kind::String: {
+      const auto& v = *static_cast<std::string*>(p);
+      if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), v) == f.choices.end())
+        fail(name + " = " + v + ", expected one of " + joined(f.choices, ", "));
+      break;
+    }
+    case Kind::UInt64:
+    case Kind::Bool:
+      break;
   }
-  return best.empty() ? "" : " (did you mean " + best + "?)";
 }
 
-void apply(Config& c, const std::string& section, const std::string& name, const YAML::Node& n) {
-  const std::vector<Key> keys = keys_of(c);
-  for (const Key& k : keys)
-    if (section == k.section && name == k.name) return assign(k, n);
-  EPX_THROW(InvalidArgument, "config: unknown key ", section, ".", name,
-            closest(keys, section + "." + name));
+// Sets one key from a YAML node, with the type and per-key range checks.
+void set_value(const std::string& name, const Field& f, const YAML::Node& node, Config& config) {
+  void* p = f.ref(config);
+  if (f.kind == Kind::String) {
+    // An empty value (`init_from:`) is the empty string, as the defaults are.
+    if (node.IsNull())
+      *static_cast<std::string*>(p) = "";
+    else if (node.IsScalar())
+      *static_cast<std::string*>(p) = node.Scalar();
+    else
+      wrong_type(name, node, f.kind);
+    check_value(name, f, config);
+    return;
+  }
+  if (!node.IsScalar() || is_string_scalar(node)) wrong_type(name, node, f.kind);
+  const std::string& text = node.Scalar();
+  switch (f.kind) {
+    case Kind::Int: {
+      long long v = 0;
+      if (!parse_integer(text, &v)) wrong_type(name, node, f.kind);
+      if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+        fail(name + " = " + text + ", expected a 32-bit integer " + range_text(f.range, f.kind));
+      *static_cast<int*>(p) = static_cast<int>(v);
+      break;
+    }
+    case Kind::UInt64: {
+      std::uint64_t v = 0;
+      bool overflow = false;
+      if (!parse_unsigned(text, &v, &overflow)) {
+        if (overflow)
+          fail(name + " = " + text +
+               ", expected <= " + std::to_string(std::numeric_limits<std::uint64_t>::max()));
+        wrong_type(name, node, f.kind);
+      }
+      *static_cast<std::uint64_t*>(p) = v;
+      break;
+    }
+    case Kind::Double: {
+      double v = 0;
+      if (!parse_double(text, &v)) wrong_type(name, node, f.kind);
+      // The value as written ("beta1 = 1.0"), not as re-printed.
+      if (!in_range(v, f.range))
+        fail(name + " = " + text + ", expected " + range_text(f.range, f.kind));
+      *static_cast<double*>(p) = v;
+      break;
+    }
+    case Kind::Bool: {
+      bool v = false;
+      if (!YAML::convert<bool>::decode(node, v)) wrong_type(name, node, f.kind);
+      *static_cast<bool*>(p) = v;
+      break;
+    }
+    case Kind::String:
+      break;
+  }
+  check_value(name, f, config);
+}
+
+// Edit distance, for "did you mean" on a misspelt key.
+std::size_t distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1] ? 1u : 0u)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string closest(const std::string& word, const std::vector<std::string>& options) {
+  std::string best;
+  std::size_t best_d = std::max<std::size_t>(2, word.size() / 3) + 1;
+  for (const auto& o : options) {
+    const std::size_t d = distance(word, o);
+    if (d < best_d) best_d = d, best = o;
+  }
+  return best;
+}
+
+const Section* find_section(const std::string& name) {
+  for (const auto& s : sections())
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+const Section& section_or_fail(const std::string& name, const std::string& where) {
+  if (const Section* s = find_section(name)) return *s;
+  std::vector<std::string> names;
+  for (const auto& s : sections()) names.push_back(s.name);
+  const std::string guess = closest(name, names);
+  fail("unknown section " + name + where + (guess.empty() ? "" : " (did you mean " + guess + "?)") +
+       "; the sections are " + joined(names, ", "));
+}
+
+const Field& field_or_fail(const Section& sec, const std::string& key, const std::string& where) {
+  for (const auto& f : sec.fields)
+    if (key == f.key) return f;
+  std::vector<std::string> keys;
+  for (const auto& f : sec.fields) keys.push_back(f.key);
+  std::string hint;
+  const std::string guess = closest(key, keys);
+  if (!guess.empty()) hint = " (did you mean " + std::string(sec.name) + "." + guess + "?)";
+  // A right key in the wrong section is a common slip: say where it lives.
+  for (const auto& other : sections())
+    for (const auto& f : other.fields)
+      if (key == f.key && &other != &sec) hint = " (" + key + " belongs to " + other.name + ":)";
+  fail("unknown key " + std::string(sec.name) + "." + key + where + hint);
+}
+
+std::string scalar_key(const YAML::Node& key, const std::string& context) {
+  if (!key.IsScalar()) fail(context + " has a key that is not a name: " + shown(key));
+  return key.Scalar();
+}
+
+void apply_document(const YAML::Node& root, Config& config) {
+  if (!root || root.IsNull()) return;  // an empty file: every default
+  if (!root.IsMap())
+    fail("the top level is " + shown(root) + ", expected a map of sections (model:, train:, ...)");
+  std::set<std::string> seen_sections;
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    const std::string sname = scalar_key(it->first, "the top level");
+    const Section& sec = section_or_fail(sname, "");
+    if (!seen_sections.insert(sname).second) fail("section " + sname + " appears twice");
+    const YAML::Node body = it->second;  // a copy: the iterator yields temporaries
+    if (body.IsNull()) continue;         // `log:` with nothing under it
+    if (!body.IsMap()) fail(sname + " = " + shown(body) + ", expected a map of keys");
+    std::set<std::string> seen;
+    for (auto kt = body.begin(); kt != body.end(); ++kt) {
+      const std::string key = scalar_key(kt->first, "section " + sname);
+      const Field& f = field_or_fail(sec, key, "");
+      const std::string name = sname + "." + key;
+      if (!seen.insert(key).second) fail(name + " appears twice");
+      set_value(name, f, kt->second, config);
+    }
+  }
+}
+
+void apply_override(const std::string& text, Config& config) {
+  const std::string where = " in --set " + text;
+  const auto eq = text.find('=');
+  const auto dot = text.find('.');
+  if (eq == std::string::npos || dot == std::string::npos || dot > eq)
+    fail("--set " + text + ": expected section.key=value");
+  const std::string sname = text.substr(0, dot);
+  const std::string key = text.substr(dot + 1, eq - dot - 1);
+  const Section& sec = section_or_fail(sname, where);
+  const Field& f = field_or_fail(sec, key, where);
+  YAML::Node value;
+  try {
+    value = YAML::Load(text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    fail("--set " + text + ": the value is not YAML (" + e.msg + ")");
+  }
+  set_value(sname + "." + key, f, value, config);
+}
+
+Config parse_named(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                   const std::string& source) {
+  Config config;
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(yaml_text);
+  } catch (const YAML::Exception& e) {
+    fail(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+         ": YAML syntax error: " + e.msg);
+  }
+  if (docs.size() > 1)
+    fail(source + " holds " + std::to_string(docs.size()) + " YAML documents, expected one");
+  if (!docs.empty()) apply_document(docs[0], config);
+  for (const auto& o : overrides) apply_override(o, config);
+  return config;
+}
+
+std::string shape_of_groups(const ModelConfig& m) {
+  return "topk_group " + std::to_string(m.topk_group) + " x " +
+         std::to_string(m.num_experts / m.n_group) + " experts per group";
+}
+
+void check_data_file(const Config& c, bool eval_used) {
+  const std::string& path = c.data.path;
+  if (path.empty()) fail("data.path is empty, expected a token file");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail("data.path = " + path + ": no such file");
+  if (!S_ISREG(st.st_mode)) fail("data.path = " + path + " is not a regular file");
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail("data.path = " + path + " cannot be read");
+  }
+  const auto bytes = static_cast<std::uint64_t>(st.st_size);
+  const int tb = token_bytes(c.data.format);
+  if (bytes % static_cast<std::uint64_t>(tb) != 0)
+    fail("data.path = " + path + " has " + std::to_string(bytes) +
+         " bytes, expected a multiple of " + std::to_string(tb) +
+         " (data.format = " + c.data.format + ")");
+  const DataSplit split = data_split(bytes / static_cast<std::uint64_t>(tb), c.data.val_fraction);
+  const auto seq = static_cast<std::uint64_t>(c.train.seq_len);
+  if (split.train <= seq + 1)
+    fail("data.path = " + path + " gives a training split of " + std::to_string(split.train) +
+         " tokens (" + std::to_string(split.total) +
+         " in all, data.val_fraction = " + number_text(c.data.val_fraction) +
+         "), expected more than train.seq_len + 1 = " + std::to_string(seq + 1));
+  if (eval_used && split.val < seq + 1)
+    fail("data.val_fraction = " + number_text(c.data.val_fraction) +
+         " gives a validation split of " + std::to_string(split.val) + " tokens of data.path = " +
+         path + ", expected at least train.seq_len + 1 = " + std::to_string(seq + 1) +
+         " (or data.val_fraction = 0 / train.eval_batches = 0 for no eval)");
 }
 
 }  // namespace
 
+int token_bytes(const std::string& format) {
+  if (format == "bytes") return 1;
+  if (format == "u16") return 2;
+  if (format == "u32") return 4;
+  fail("data.format = " + format + ", expected one of bytes, u16, u32");
+}
+
+DataSplit data_split(std::uint64_t total_tokens, double val_fraction) {
+  DataSplit s;
+  s.total = total_tokens;
+  s.val = static_cast<std::uint64_t>(std::floor(static_cast<double>(total_tokens) * val_fraction));
+  s.val = std::min(s.val, total_tokens);
+  s.train = total_tokens - s.val;
+  return s;
+}
+
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides) {
-  Config c;
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    EPX_THROW(InvalidArgument, "config: not valid YAML: ", e.what());
-  }
-  if (root.IsDefined() && !root.IsNull()) {
-    EPX_CHECK(root.IsMap(), InvalidArgument, "config: the top level must be a mapping of sections");
-    static const char* kSections[] = {"model", "train", "data", "parallel", "log"};
-    for (const auto& sec : root) {
-      const std::string s = sec.first.as<std::string>();
-      if (std::find(std::begin(kSections), std::end(kSections), s) == std::end(kSections))
-        EPX_THROW(InvalidArgument, "config: unknown section '", s,
-                  "', expected model, train, data, parallel or log");
-      if (sec.second.IsNull()) continue;
-      EPX_CHECK(sec.second.IsMap(), InvalidArgument, "config: section ", s, " must be a mapping");
-      for (const auto& kv : sec.second) apply(c, s, kv.first.as<std::string>(), kv.second);
-    }
-  }
-  for (const std::string& o : overrides) {
-    const auto eq = o.find('=');
-    const auto dot = o.find('.');
-    EPX_CHECK(eq != std::string::npos && dot != std::string::npos && dot < eq, InvalidArgument,
-              "config: --set '", o, "', expected section.key=value");
-    YAML::Node v;
-    try {
-      v = YAML::Load(o.substr(eq + 1));
-    } catch (const YAML::Exception&) {
-      v = YAML::Node(o.substr(eq + 1));
-    }
-    if (v.IsNull()) v = YAML::Node(std::string());
-    apply(c, o.substr(0, dot), o.substr(dot + 1, eq - dot - 1), v);
-  }
-  return c;
+  return parse_named(yaml_text, overrides, "<text>");
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  EPX_CHECK(in.good(), InvalidArgument, "config: cannot read '", path, "'");
-  std::stringstream s;
-  s << in.rdbuf();
-  return parse_config(s.str(), overrides);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot read " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) fail("cannot read " + path);
+  return parse_named(text.str(), overrides, path);
 }
 
-void validate(const Config& c, int world_size) {
-  const ModelConfig& m = c.model;
-  const TrainConfig& t = c.train;
-  EPX_CHECK(m.hidden_size % m.num_heads == 0, InvalidArgument, "config: model.hidden_size = ",
-            m.hidden_size, " is not a multiple of model.num_heads = ", m.num_heads);
-  EPX_CHECK(m.head_dim() % 2 == 0, InvalidArgument, "config: head_dim = model.hidden_size / ",
-            "model.num_heads = ", m.head_dim(), ", expected an even number (RoPE turns pairs)");
-  EPX_CHECK(m.first_k_dense <= m.num_layers, InvalidArgument, "config: model.first_k_dense = ",
-            m.first_k_dense, ", expected <= model.num_layers = ", m.num_layers);
-  EPX_CHECK(m.num_experts % m.n_group == 0, InvalidArgument, "config: model.num_experts = ",
-            m.num_experts, " is not a multiple of model.n_group = ", m.n_group);
+void validate(const Config& config_in, int world_size) {
+  // The per-key ranges again: a Config built in code never went through parse.
+  Config config = config_in;
+  for (const auto& sec : sections())
+    for (const auto& f : sec.fields) check_value(std::string(sec.name) + "." + f.key, f, config);
+
+  const ModelConfig& m = config.model;
+  const auto s = [](long long v) { return std::to_string(v); };
+  if (m.hidden_size % m.num_heads != 0)
+    fail("model.hidden_size = " + s(m.hidden_size) +
+         " is not a multiple of model.num_heads = " + s(m.num_heads));
+  if (m.head_dim() % 2 != 0)
+    fail("model.hidden_size / model.num_heads = " + s(m.hidden_size) + " / " + s(m.num_heads) +
+         " = head_dim " + s(m.head_dim()) + ", expected even (RoPE turns pairs)");
+  if (m.first_k_dense > m.num_layers)
+    fail("model.first_k_dense = " + s(m.first_k_dense) +
+         ", expected <= model.num_layers = " + s(m.num_layers));
+  // The router's keys matter only where there is a MoE layer, but a config
+  // that names an impossible router is wrong either way: check always.
+  if (m.num_experts % m.n_group != 0)
+    fail("model.n_group = " + s(m.n_group) +
+         " does not divide model.num_experts = " + s(m.num_experts));
   const int per_group = m.num_experts / m.n_group;
-  EPX_CHECK(m.n_group == 1 || per_group >= 2, InvalidArgument, "config: model.num_experts / ",
-            "model.n_group = ", per_group, " experts per group, expected >= 2 (a group scores ",
-            "its two best)");
-  EPX_CHECK(m.topk_group <= m.n_group, InvalidArgument, "config: model.topk_group = ", m.topk_group,
-            ", expected <= model.n_group = ", m.n_group);
-  const int kept = m.n_group == 1 ? m.num_experts : m.topk_group * per_group;
-  EPX_CHECK(m.top_k <= kept, InvalidArgument, "config: model.top_k = ", m.top_k, ", expected <= ",
-            kept, " (experts in the kept groups: topk_group ", m.topk_group, " x ", per_group,
-            " experts per group)");
-  EPX_CHECK(t.min_lr <= t.lr, InvalidArgument, "config: train.min_lr = ", t.min_lr,
-            ", expected <= train.lr = ", t.lr);
-  EPX_CHECK(c.data.format != "bytes" || m.vocab_size == 256, InvalidArgument,
-            "config: model.vocab_size = ", m.vocab_size, ", expected 256 with data.format = bytes");
-  const ParallelConfig& p = c.parallel;
-  EPX_CHECK(p.dp == world_size, InvalidArgument, "config: parallel.dp = ", p.dp,
-            ", expected the world size ", world_size, " (epxrun -n ", p.dp, ")");
-  EPX_CHECK(p.dp % p.ep == 0, InvalidArgument, "config: parallel.dp = ", p.dp,
-            " is not a multiple of parallel.ep = ", p.ep);
-  EPX_CHECK(m.num_experts % p.ep == 0, InvalidArgument, "config: model.num_experts = ",
-            m.num_experts, " is not a multiple of parallel.ep = ", p.ep);
-  EPX_CHECK(!p.fp8_dispatch || m.hidden_size % 128 == 0, InvalidArgument,
-            "config: parallel.fp8_dispatch needs model.hidden_size % 128 == 0, got ", m.hidden_size);
-  EPX_CHECK(!c.data.path.empty(), InvalidArgument, "config: data.path is not set");
-  struct stat st {};
-  EPX_CHECK(::stat(c.data.path.c_str(), &st) == 0 && S_ISREG(st.st_mode), InvalidArgument,
-            "config: data.path = '", c.data.path, "' is missing or not a file");
-  const std::int64_t width = c.data.format == "u16" ? 2 : c.data.format == "u32" ? 4 : 1;
-  const std::int64_t total = static_cast<std::int64_t>(st.st_size) / width;
-  const auto val = static_cast<std::int64_t>(std::floor(static_cast<double>(total) * c.data.val_fraction));
-  EPX_CHECK(total - val > t.seq_len + 1, InvalidArgument, "config: data.path = '", c.data.path,
-            "' gives ", total - val, " training tokens, expected more than train.seq_len + 1 = ",
-            t.seq_len + 1);
-  EPX_CHECK(t.eval_batches == 0 || val > t.seq_len + 1, InvalidArgument, "config: data.val_fraction = ",
-            c.data.val_fraction, " gives ", val, " validation tokens, expected more than train.seq_len + 1 = ",
-            t.seq_len + 1, " (or train.eval_batches = 0)");
+  if (m.n_group > 1 && per_group < 2)
+    fail("model.n_group = " + s(m.n_group) + " gives " + s(per_group) +
+         " expert per group (model.num_experts = " + s(m.num_experts) +
+         "), expected >= 2 (a group scores by its two highest experts)");
+  if (m.topk_group > m.n_group)
+    fail("model.topk_group = " + s(m.topk_group) + ", expected <= model.n_group = " + s(m.n_group));
+  const int kept = m.topk_group * per_group;
+  if (m.top_k > kept) {
+    if (m.n_group == 1)
+      fail("model.top_k = " + s(m.top_k) + ", expected <= model.num_experts = " + s(m.num_experts));
+    fail("model.top_k = " + s(m.top_k) + ", expected <= " + s(kept) + " (" + shape_of_groups(m) +
+         ")");
+  }
+
+  const TrainConfig& t = config.train;
+  if (t.min_lr > t.lr)
+    fail("train.min_lr = " + number_text(t.min_lr) +
+         ", expected <= train.lr = " + number_text(t.lr));
+
+  const ParallelConfig& p = config.parallel;
+  if (world_size < 1) fail("world size " + s(world_size) + ", expected >= 1");
+  if (p.dp != world_size)
+    fail("parallel.dp = " + s(p.dp) + ", expected the world size " + s(world_size) +
+         " (the ranks epxrun started)");
+  if (p.dp % p.ep != 0)
+    fail("parallel.ep = " + s(p.ep) + " does not divide parallel.dp = " + s(p.dp));
+  if (m.num_experts % p.ep != 0)
+    fail("parallel.ep = " + s(p.ep) + " does not divide model.num_experts = " + s(m.num_experts));
+
+  if (config.data.format == "bytes" && m.vocab_size != 256)
+    fail("model.vocab_size = " + s(m.vocab_size) + ", expected 256 with data.format = bytes");
+  // Eval reads the validation split: it must hold one sequence when used.
+  const bool eval_used = t.eval_batches > 0 && config.data.val_fraction > 0;
+  check_data_file(config, eval_used);
 }
 
-std::string to_yaml(const Config& config) {
-  Config c = config;
+std::string to_yaml(const Config& config_in) {
+  Config config = config_in;
   YAML::Emitter out;
   out << YAML::BeginMap;
-  std::string section;
-  for (const Key& k : keys_of(c)) {
-    if (section != k.section) {
-      if (!section.empty()) out << YAML::EndMap;
-      section = k.section;
-      out << YAML::Key << section << YAML::Value << YAML::BeginMap;
+  for (const auto& sec : sections()) {
+    out << YAML::Key << sec.name << YAML::Value << YAML::BeginMap;
+    for (const auto& f : sec.fields) {
+      out << YAML::Key << f.key << YAML::Value;
+      void* p = f.ref(config);
+      switch (f.kind) {
+        case Kind::Int:
+          out << *static_cast<int*>(p);
+          break;
+        case Kind::UInt64:
+          out << *static_cast<std::uint64_t*>(p);
+          break;
+        case Kind::Double:
+          out << number_text(*static_cast<double*>(p));
+          break;
+        // Quoted, so that a path such as "123" or "true" reads back as a string.
+        case Kind::String:
+          out << YAML::DoubleQuoted << *static_cast<std::string*>(p);
+          break;
+        case Kind::Bool:
+          out << *static_cast<bool*>(p);
+          break;
+      }
     }
-    out << YAML::Key << k.name << YAML::Value;
-    std::visit(
-        [&](auto* p) {
-          using T = std::remove_pointer_t<decltype(p)>;
-          if constexpr (std::is_same_v<T, double>) {
-            std::ostringstream s;
-            s.precision(17);
-            s << *p;
-            out << s.str();
-          } else if constexpr (std::is_same_v<T, std::string>) {
-            out << YAML::DoubleQuoted << *p;
-          } else {
-            out << *p;
-          }
-        },
-        k.target);
+    out << YAML::EndMap;
   }
-  if (!section.empty()) out << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -75,6 +75,17 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 // Throws InvalidArgument naming the key(s) and value(s).
 void validate(const Config& config, int world_size);
 
+// The data file's split (docs/train.md): the last floor(total *
+// val_fraction) tokens are the validation split, the `train` tokens before
+// them the training split. validate() and the data loader both use it, so
+// that they agree on N.
+struct DataSplit {
+  std::uint64_t total = 0, train = 0, val = 0;
+};
+DataSplit data_split(std::uint64_t total_tokens, double val_fraction);
+// Bytes per token of data.format: bytes 1, u16 2, u32 4 (throws for another).
+int token_bytes(const std::string& format);
+
 // The config back as YAML (state.json keeps it; --set values included).
 std::string to_yaml(const Config& config);
 

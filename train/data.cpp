@@ -13,7 +13,7 @@ TokenData::TokenData(const DataConfig& data, int vocab_size) {
   EPX_CHECK(in.good(), InvalidArgument, "config: data.path = '", data.path, "' cannot be read");
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
                                          std::istreambuf_iterator<char>());
-  const std::size_t width = data.format == "u16" ? 2 : data.format == "u32" ? 4 : 1;
+  const auto width = static_cast<std::size_t>(token_bytes(data.format));
   EPX_CHECK(bytes.size() % width == 0, InvalidArgument, "config: data.path = '", data.path,
             "' has ", bytes.size(), " bytes, not a multiple of ", width, " (format ", data.format,
             ")");
@@ -25,9 +25,7 @@ TokenData::TokenData(const DataConfig& data, int vocab_size) {
               " of '", data.path, "' is ", v, ", expected < model.vocab_size = ", vocab_size);
     tokens_[i] = static_cast<std::int32_t>(v);
   }
-  const auto val = static_cast<std::int64_t>(
-      std::floor(static_cast<double>(tokens_.size()) * data.val_fraction));
-  train_ = total() - val;
+  train_ = static_cast<std::int64_t>(data_split(tokens_.size(), data.val_fraction).train);
 }
 
 void TokenData::copy(std::int64_t start, int seq_len, std::int32_t* inputs,

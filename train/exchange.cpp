@@ -72,50 +72,83 @@ void wait_all(const Comm& comm, std::vector<MPI_Request>& requests, const std::v
             missing.str(), " (stalled, dead, or not making the same call)");
 }
 
-void ordered_sum(const Comm& comm, float* data, std::int64_t n, std::vector<float>& scratch,
-                 const std::string& phase) {
-  const int P = comm.size(), r = comm.rank();
-  if (P == 1 || n == 0) return;
-  const auto begin = [&](int q) { return n * q / P; };
+OrderedSum::OrderedSum(const Comm& comm, float* data, std::int64_t n, int bucket, std::string phase)
+    : comm_(&comm), data_(data), n_(n), bucket_(bucket), phase_(std::move(phase)) {}
+
+void OrderedSum::post(bool second) {
+  const int P = comm_->size(), r = comm_->rank();
   const std::int64_t mine = begin(r + 1) - begin(r);
-  scratch.resize(static_cast<std::size_t>(mine * P));
-  std::vector<MPI_Request> req;
-  std::vector<int> peers;
-  // 1. Chunk q of my data to rank q; chunk r of everyone's data to me.
+  const int tag = (second ? kTagGather : kTagReduce) + 16 * bucket_;
+  req_.clear();
+  peers_.clear();
   for (int q = 0; q < P; ++q) {
     if (q == r) continue;
-    req.emplace_back();
-    MPI_Irecv(scratch.data() + mine * q, static_cast<int>(mine), MPI_FLOAT, q, kTagReduce,
-              comm.get(), &req.back());
-    peers.push_back(q);
-    req.emplace_back();
-    MPI_Isend(data + begin(q), static_cast<int>(begin(q + 1) - begin(q)), MPI_FLOAT, q, kTagReduce,
-              comm.get(), &req.back());
-    peers.push_back(q);
+    const auto count = static_cast<int>(begin(q + 1) - begin(q));
+    req_.emplace_back();
+    if (second) {  // every summed chunk to every rank
+      MPI_Irecv(data_ + begin(q), count, MPI_FLOAT, q, tag, comm_->get(), &req_.back());
+    } else {  // chunk q of my data to rank q; chunk r of everyone's data to me
+      MPI_Irecv(scratch_.data() + mine * q, static_cast<int>(mine), MPI_FLOAT, q, tag, comm_->get(),
+                &req_.back());
+    }
+    peers_.push_back(q);
+    req_.emplace_back();
+    if (second) {
+      MPI_Isend(data_ + begin(r), static_cast<int>(mine), MPI_FLOAT, q, tag, comm_->get(), &req_.back());
+    } else {
+      MPI_Isend(data_ + begin(q), count, MPI_FLOAT, q, tag, comm_->get(), &req_.back());
+    }
+    peers_.push_back(q);
   }
-  wait_all(comm, req, peers, phase);
-  std::memcpy(scratch.data() + mine * r, data + begin(r), sizeof(float) * mine);
-  // 2. Sum in rank order: ((x_0 + x_1) + x_2) + ...
-  float* out = data + begin(r);
-  std::memcpy(out, scratch.data(), sizeof(float) * mine);
+}
+
+void OrderedSum::start() {
+  if (comm_->size() == 1 || n_ == 0) {
+    stage_ = 3;
+    return;
+  }
+  const int r = comm_->rank();
+  scratch_.resize(static_cast<std::size_t>((begin(r + 1) - begin(r)) * comm_->size()));
+  post(false);
+  stage_ = 1;
+}
+
+bool OrderedSum::progress() {
+  if (stage_ == 3) return true;
+  EPX_CHECK(stage_ != 0, Internal, phase_, ": progress() before start()");
+  int done = 0;
+  MPI_Testall(static_cast<int>(req_.size()), req_.data(), &done, MPI_STATUSES_IGNORE);
+  if (!done) return false;
+  if (stage_ == 2) {
+    stage_ = 3;
+    return true;
+  }
+  // Sum my chunk in rank order, ((x_0 + x_1) + x_2) + ..., x_r being my own.
+  const int P = comm_->size(), r = comm_->rank();
+  const std::int64_t mine = begin(r + 1) - begin(r);
+  std::memcpy(scratch_.data() + mine * r, data_ + begin(r), sizeof(float) * mine);
+  float* out = data_ + begin(r);
+  std::memcpy(out, scratch_.data(), sizeof(float) * mine);
   for (int q = 1; q < P; ++q) {
-    const float* x = scratch.data() + mine * q;
+    const float* x = scratch_.data() + mine * q;
     for (std::int64_t i = 0; i < mine; ++i) out[i] += x[i];
   }
-  // 3. Every summed chunk to every rank.
-  req.clear();
-  peers.clear();
-  for (int q = 0; q < P; ++q) {
-    if (q == r) continue;
-    req.emplace_back();
-    MPI_Irecv(data + begin(q), static_cast<int>(begin(q + 1) - begin(q)), MPI_FLOAT, q, kTagGather,
-              comm.get(), &req.back());
-    peers.push_back(q);
-    req.emplace_back();
-    MPI_Isend(out, static_cast<int>(mine), MPI_FLOAT, q, kTagGather, comm.get(), &req.back());
-    peers.push_back(q);
+  post(true);
+  stage_ = 2;
+  return false;
+}
+
+void OrderedSum::finish() {
+  if (stage_ == 0) start();
+  while (!progress()) {
+    wait_all(*comm_, req_, peers_, phase_);  // bounded; returns once this exchange is in
   }
-  wait_all(comm, req, peers, phase);
+}
+
+void ordered_sum(const Comm& comm, float* data, std::int64_t n, const std::string& phase) {
+  OrderedSum s(comm, data, n, 0, phase);
+  s.start();
+  s.finish();
 }
 
 namespace {

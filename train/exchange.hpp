@@ -47,9 +47,37 @@ void wait_all(const Comm& comm, std::vector<MPI_Request>& requests, const std::v
 
 // data [n] := sum over ranks of data, identical on every rank: rank r sums
 // chunk r ([r n / P, (r+1) n / P)) of every rank's data in rank order, then
-// every rank gets every chunk. scratch is reused between calls.
-void ordered_sum(const Comm& comm, float* data, std::int64_t n, std::vector<float>& scratch,
-                 const std::string& phase);
+// every rank gets every chunk. A bucket runs in the background of other
+// work: start() posts the first exchange, progress() moves it on without
+// blocking (summing and posting the second exchange once the first is in),
+// finish() waits for the end, bounded. Buckets in flight together need
+// distinct `bucket` numbers (their messages' tags), the same on every rank.
+class OrderedSum {
+ public:
+  OrderedSum(const Comm& comm, float* data, std::int64_t n, int bucket, std::string phase);
+  OrderedSum(const OrderedSum&) = delete;
+  OrderedSum& operator=(const OrderedSum&) = delete;
+  OrderedSum(OrderedSum&&) = default;
+  void start();
+  bool progress();  // true when done
+  void finish();
+
+ private:
+  void post(bool second);
+  std::int64_t begin(int q) const { return n_ * q / comm_->size(); }
+  const Comm* comm_;
+  float* data_;
+  std::int64_t n_;
+  int bucket_;
+  std::string phase_;
+  int stage_ = 0;  // 0 not started, 1 first exchange posted, 2 second posted, 3 done
+  std::vector<float> scratch_;
+  std::vector<MPI_Request> req_;
+  std::vector<int> peers_;
+};
+
+// OrderedSum start to finish.
+void ordered_sum(const Comm& comm, float* data, std::int64_t n, const std::string& phase);
 
 // Every rank's values, concatenated by rank: [P * mine.size()]. Each rank
 // must pass the same count.

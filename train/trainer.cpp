@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -89,13 +90,25 @@ Trainer::~Trainer() = default;
 
 namespace {
 // Fault injection for the failure tests: EPX_TRAIN_STALL=RANK:STEP makes
-// that rank sleep for three timeouts at the start of that step, outside MPI.
-void stall_if_asked(int rank, std::int64_t step, double timeout_s) {
-  const char* v = std::getenv("EPX_TRAIN_STALL");
+// that rank sleep for three timeouts at the start of that step, outside MPI;
+// EPX_TRAIN_KILL=RANK:STEP kills it there with SIGKILL.
+bool fault_asked(const char* env, int rank, std::int64_t step) {
+  const char* v = std::getenv(env);
   int r = -1;
   long long s = -1;
-  if (!v || std::sscanf(v, "%d:%lld", &r, &s) != 2 || r != rank || s != step) return;
-  std::fprintf(stderr, "epx-train: rank %d stalls at step %lld (EPX_TRAIN_STALL)\n", rank, s);
+  return v && std::sscanf(v, "%d:%lld", &r, &s) == 2 && r == rank && s == step;
+}
+
+void inject_faults(int rank, std::int64_t step, double timeout_s) {
+  if (fault_asked("EPX_TRAIN_KILL", rank, step)) {
+    std::fprintf(stderr, "epx-train: rank %d kills itself at step %lld (EPX_TRAIN_KILL)\n", rank,
+                 static_cast<long long>(step));
+    std::fflush(stderr);
+    std::raise(SIGKILL);
+  }
+  if (!fault_asked("EPX_TRAIN_STALL", rank, step)) return;
+  std::fprintf(stderr, "epx-train: rank %d stalls at step %lld (EPX_TRAIN_STALL)\n", rank,
+               static_cast<long long>(step));
   std::this_thread::sleep_for(std::chrono::duration<double>(3 * timeout_s));
 }
 }  // namespace
@@ -103,7 +116,7 @@ void stall_if_asked(int rank, std::int64_t step, double timeout_s) {
 StepResult Trainer::train_step() {
   const TrainConfig& tc = config_.train;
   const std::int64_t t = step_ + 1;
-  stall_if_asked(rank_, t, timeout_s_);
+  inject_faults(rank_, t, timeout_s_);
   const auto t0 = Clock::now();
   model_->dense.zero_grads();
   model_->experts.zero_grads();
@@ -116,22 +129,37 @@ StepResult Trainer::train_step() {
   const float scale = static_cast<float>(1.0 / static_cast<double>(B * seq));
   inputs_.resize(static_cast<std::size_t>(tc.micro_batch_size * seq));
   targets_.resize(inputs_.size());
+  // The gradient sums start part by part during the last micro-batch's
+  // backward (head, layers from the last, embedding) and finish after it.
+  std::vector<OrderedSum> sums;
+  sums.reserve(2 * static_cast<std::size_t>(config_.model.num_layers + 2));
+  const auto start_part = [&](int part) {
+    const auto [db, de] = model_->dense_range(part);
+    const auto [xb, xe] = model_->expert_range(part);
+    const int id = static_cast<int>(sums.size());
+    sums.emplace_back(world_comm_, model_->dense.grads.data() + db, de - db, id,
+                      "dp all-reduce of the dense gradients");
+    sums.back().start();
+    sums.emplace_back(replica_comm_, model_->experts.grads.data() + xb, xe - xb, id + 1,
+                      "dp all-reduce of the expert gradients");
+    sums.back().start();
+    for (OrderedSum& s : sums) s.progress();
+  };
   double loss_sum = 0;
   for (int mb = 0; mb < tc.num_micro_batches; ++mb) {
     for (int i = 0; i < tc.micro_batch_size; ++i)
       data_->train_sequence(step_, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
                             inputs_.data() + i * seq, targets_.data() + i * seq);
+    if (mb + 1 == tc.num_micro_batches) engine_->set_backward_hook(start_part);
     loss_sum += engine_->forward_backward(
         {inputs_.data(), targets_.data(), tc.micro_batch_size, tc.seq_len}, scale);
+    engine_->set_backward_hook({});
   }
 
   // Gradients: dense ones summed over every rank, experts over their replicas
   // (each rank's loss term already carries 1 / (B seq), so sums are the mean).
   const auto t1 = Clock::now();
-  ordered_sum(world_comm_, model_->dense.grads.data(), model_->dense.size(), scratch_,
-              "dp all-reduce of the dense gradients");
-  ordered_sum(replica_comm_, model_->experts.grads.data(), model_->experts.size(), scratch_,
-              "dp all-reduce of the expert gradients");
+  for (OrderedSum& s : sums) s.finish();
   StepResult r;
   r.step = t;
   r.loss = sum_over_ranks(world_comm_, std::vector<double>{loss_sum}, "dp sum of the loss")[0] /

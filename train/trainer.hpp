@@ -66,7 +66,6 @@ class Trainer {
   std::unique_ptr<model::Model> model_;
   std::unique_ptr<model::Engine> engine_;
   std::unique_ptr<TokenData> data_;
-  std::vector<float> scratch_;
   std::vector<std::int32_t> inputs_, targets_;
 };
 

@@ -8,6 +8,7 @@
 # falls     configs/tiny.yaml: the loss falls well below the unigram entropy in 100 steps
 # fp8       fp8 dispatch against the f32 run
 # stall     a rank that stalls makes the others fail within the timeout, naming it
+# kill      a rank killed mid-run: every rank exits non-zero, the last checkpoint resumes
 # export    --export writes one safetensors file with every tensor
 # torch     an independent PyTorch implementation (tests/reference) gives the same losses
 set -uo pipefail
@@ -68,21 +69,27 @@ crossgrid)
     { cat four.log; fail "resume on dp 4 x ep 4"; }
   echo "== dp 2 x ep 2 checkpoint resumed on dp 4 x ep 4"
   python3 "$compare" full.jsonl four.jsonl --steps 6:10 || fail "dp 4 x ep 4 resume differs"
+  # dp 4 x ep 2 to dp 2 x ep 1.
+  train big 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 || { cat big.log; fail "dp 4 x ep 2"; }
+  train small 2 --set parallel.dp=2 --set parallel.ep=1 --set train.micro_batch_size=2 --resume "$work/big/step-5" ||
+    { cat small.log; fail "resume on dp 2 x ep 1"; }
+  echo "== dp 4 x ep 2 checkpoint resumed on dp 2 x ep 1"
+  python3 "$compare" big.jsonl small.jsonl --steps 6:10 || fail "dp 2 x ep 1 resume differs"
   ;;
 badconfig)
   # Each: an override, and the words the error must contain.
   cases=(
     "model.top_k=7|model.top_k = 7"
-    "model.n_group=8|experts per group"
+    "model.n_group=8|model.n_group = 8 gives 1 expert per group"
     "model.hidden_size=30|model.hidden_size = 30 is not a multiple of model.num_heads"
-    "model.num_heads=32|head_dim = model.hidden_size / model.num_heads = 1, expected an even number"
-    "parallel.ep=3|parallel.dp = 2 is not a multiple of parallel.ep = 3"
-    "model.num_experts=6|model.num_experts = 6 is not a multiple of parallel.ep = 4"
-    "data.path=/nonexistent/data.bin|data.path = '/nonexistent/data.bin'"
+    "model.num_heads=32|head_dim 1, expected even"
+    "parallel.ep=3|parallel.ep = 3 does not divide parallel.dp = 2"
+    "model.num_experts=6|parallel.ep = 4 does not divide model.num_experts = 6"
+    "data.path=/nonexistent/data.bin|data.path = /nonexistent/data.bin: no such file"
     "model.vocab_size=300|model.vocab_size = 300, expected 256 with data.format = bytes"
     "model.no_such_key=1|unknown key model.no_such_key"
-    "train.seq_len=abc|train.seq_len = 'abc', expected an integer"
-    "train.lr=-1|train.lr = -1"
+    "train.seq_len=abc|train.seq_len = abc, expected an integer"
+    "train.lr=-1|train.lr = -1, expected >= 0"
     "parallel.dp=3|parallel.dp = 3, expected the world size 2"
   )
   for c in "${cases[@]}"; do
@@ -142,6 +149,21 @@ stall)
   [[ -d stall/step-5 ]] && fail "a checkpoint after the stall exists"
   ls /dev/shm | grep -q '^epx-' && fail "epx segments left in /dev/shm: $(ls /dev/shm | grep '^epx-')"
   echo "ok: failed in $took s, naming rank 1"
+  ;;
+kill)
+  start=$SECONDS
+  EPX_TIMEOUT_S=20 EPX_TRAIN_KILL=1:8 train kill 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 &&
+    { cat kill.log; fail "the run with a killed rank succeeded"; }
+  took=$((SECONDS - start))
+  cat kill.log
+  ((took < 60)) || fail "took $took s to end after the kill"
+  grep -q "rank 1 kills itself" kill.log || fail "the fault was not injected"
+  [[ "$(cat kill/latest)" == step-5 && -f kill/step-5/model.safetensors ]] || fail "the step-5 checkpoint is not the latest"
+  ls /dev/shm | grep -q '^epx-' && fail "epx segments left in /dev/shm: $(ls /dev/shm | grep '^epx-')"
+  train kill 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 --resume auto ||
+    { cat kill.log; fail "resuming after the kill"; }
+  grep -q "resumed from .*step-5 at step 5" kill.log || { cat kill.log; fail "did not resume at step 5"; }
+  echo "ok: ended $took s after the kill; resumed from step-5"
   ;;
 export)
   train run 2 --set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=2 || { cat run.log; fail "the run"; }

@@ -1,0 +1,137 @@
+#include "launch/train_bench.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <cblas.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/stopwatch.hpp"
+#include "train/exchange.hpp"
+#include "train/trainer.hpp"
+
+namespace epx::launch {
+
+double model_flops_per_token(const train::ModelConfig& m, int seq_len) {
+  const double H = m.hidden_size, V = m.vocab_size;
+  double active = 0;
+  for (int l = 0; l < m.num_layers; ++l) {
+    active += 4 * H * H;  // q, k, v, o
+    if (l < m.first_k_dense) {
+      active += 3 * H * m.intermediate_size;
+    } else {
+      active += m.num_experts * H;                                      // router
+      active += 3 * H * m.moe_intermediate_size * (m.num_shared_experts + m.top_k);
+    }
+  }
+  active += V * H;  // the LM head
+  return 6 * active + 12.0 * m.num_layers * H * seq_len;
+}
+
+namespace {
+
+// GFLOP/s of one thread's sgemm on n x n x n, best of a few (every rank at once).
+double sgemm_gflops(int n) {
+  std::vector<float> a(static_cast<std::size_t>(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size());
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto t0 = core::SteadyClock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+    best = std::max(best, 2.0 * n * n * n / core::seconds_since(t0) / 1e9);
+  }
+  return best;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Runs the PyTorch reference and returns its tokens/s (0 on failure, with a note).
+double torch_tokens_per_s(const TrainBenchOptions& o, int threads) {
+  std::string cmd = "/usr/bin/python3 '" + o.torch_script + "' --config '" + o.config_path +
+                    "' --steps " + std::to_string(o.steps) + " --threads " + std::to_string(threads);
+  for (const std::string& s : o.sets) cmd += " --set '" + s + "'";
+  cmd += " 2>/dev/null";
+  std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
+  if (!p) return 0;
+  std::string out;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p.get())) out += buf;
+  const auto brace = out.rfind('{');
+  if (brace == std::string::npos) return 0;
+  try {
+    return nlohmann::json::parse(out.substr(brace)).at("tokens_per_s").get<double>();
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+}  // namespace
+
+int run_train_bench(const train::Config& config, Group& world, const TrainBenchOptions& o) {
+  train::Config c = config;
+  c.train.max_steps = std::max(c.train.max_steps, o.steps + o.warmup);
+  train::Trainer t(c, world);
+  std::vector<double> total, ep, dp;
+  for (int i = 0; i < o.steps + o.warmup; ++i) {
+    const train::StepResult r = t.train_step();
+    if (i < o.warmup) continue;
+    total.push_back(r.seconds);
+    ep.push_back(r.ep_seconds);
+    dp.push_back(r.dp_seconds);
+  }
+  // The slowest rank sets the step: take each rank's medians, then the max.
+  train::Comm comm(world.comm(), t.timeout_s());
+  const std::vector<double> mine = {median(total), median(ep), median(dp)};
+  const std::vector<double> all = train::allgather(comm, mine, "bench: step times");
+  double step = 0, ep_s = 0, dp_s = 0;
+  for (int q = 0; q < world.size(); ++q)
+    if (all[3 * q] > step) step = all[3 * q], ep_s = all[3 * q + 1], dp_s = all[3 * q + 2];
+  const double peak_mine = sgemm_gflops(1024);
+  const std::vector<double> peaks = train::allgather(comm, std::vector<double>{peak_mine}, "bench: sgemm");
+  double peak = 0;
+  for (const double p : peaks) peak += p / static_cast<double>(peaks.size());
+
+  const double tokens = static_cast<double>(t.global_batch()) * c.train.seq_len;
+  const double tps = tokens / step;
+  const double fpt = model_flops_per_token(c.model, c.train.seq_len);
+  const double per_rank = tps * fpt / world.size() / 1e9;
+  double torch_tps = 0;
+  if (world.rank() == 0 && world.size() == 1 && !o.torch_script.empty())
+    torch_tps = torch_tokens_per_s(o, c.train.threads);
+  if (world.rank() != 0) return 0;
+
+  std::printf("epx-train --bench: %s, dp %d x ep %d, %d thread(s) per rank, %d timed steps of %.0f tokens\n",
+              o.config_path.c_str(), c.parallel.dp, c.parallel.ep, c.train.threads, o.steps, tokens);
+  std::printf("  %.0f tokens/s, %.1f ms/step (compute %.1f, ep %.1f, dp %.1f), slowest rank's median\n",
+              tps, step * 1e3, (step - ep_s - dp_s) * 1e3, ep_s * 1e3, dp_s * 1e3);
+  std::printf("  %.2f MFLOP/token (6 x active params + 12 L H seq): %.2f GFLOP/s per rank\n", fpt / 1e6,
+              per_rank);
+  std::printf("  sgemm peak, 1 thread, 1024^3, every rank at once: %.2f GFLOP/s per rank -> %.0f %% of peak\n",
+              peak, 100 * per_rank / peak);
+  if (torch_tps > 0)
+    std::printf("  PyTorch eager, same model, batch and threads: %.0f tokens/s -> epx %.2fx\n", torch_tps,
+                tps / torch_tps);
+  else if (!o.torch_script.empty() && world.size() == 1)
+    std::printf("  PyTorch eager: not measured (%s did not run; is python3-torch installed?)\n",
+                o.torch_script.c_str());
+  if (o.json) {
+    nlohmann::json j = {{"config", o.config_path}, {"dp", c.parallel.dp}, {"ep", c.parallel.ep},
+                        {"threads", c.train.threads}, {"tokens_per_s", tps}, {"ms_per_step", step * 1e3},
+                        {"ms_ep", ep_s * 1e3}, {"ms_dp", dp_s * 1e3}, {"flops_per_token", fpt},
+                        {"gflops_per_rank", per_rank}, {"sgemm_peak_gflops", peak},
+                        {"fraction_of_peak", per_rank / peak}};
+    if (torch_tps > 0) j["torch_tokens_per_s"] = torch_tps, j["speedup_vs_torch"] = tps / torch_tps;
+    std::printf("%s\n", j.dump().c_str());
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace epx::launch
