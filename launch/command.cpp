@@ -37,6 +37,14 @@ RankEnv rank_env(const LaunchOptions& o, const HostFacts& h) {
     // over the point-to-point transports) works everywhere.
     env.set.emplace_back("OMPI_MCA_osc", "pt2pt");
   }
+  if (!h.blas_threads_chosen && !named.count("OPENBLAS_NUM_THREADS") && !named.count("OMP_NUM_THREADS")) {
+    // One BLAS thread per rank unless asked (as torchrun sets OMP_NUM_THREADS=1):
+    // OpenBLAS otherwise starts a thread per core in every rank at load, and
+    // those threads spin against the ranks for the cores. A program that wants
+    // more (epx-train's `threads:`) raises the count itself.
+    env.set.emplace_back("OPENBLAS_NUM_THREADS", "1");
+    env.set.emplace_back("OMP_NUM_THREADS", "1");
+  }
   return env;
 }
 

@@ -211,6 +211,8 @@ HostFacts probe_host() {
   facts.is_root = geteuid() == 0;
   facts.cma_works = cma_works();
   facts.osc_chosen = std::getenv("OMPI_MCA_osc") != nullptr;
+  facts.blas_threads_chosen =
+      std::getenv("OPENBLAS_NUM_THREADS") != nullptr || std::getenv("OMP_NUM_THREADS") != nullptr;
   const char* job = std::getenv("SLURM_JOB_ID");
   facts.under_slurm = job != nullptr && *job != '\0';
   for (char** e = environ; e && *e; ++e) {

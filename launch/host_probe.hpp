@@ -15,6 +15,7 @@ struct HostFacts {
   bool cma_works = true;     // process_vm_readv between two processes succeeds
   bool under_slurm = false;  // SLURM_JOB_ID is set
   bool osc_chosen = false;   // OMPI_MCA_osc is set: the user picked Open MPI's one-sided component
+  bool blas_threads_chosen = false;  // OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set
   std::vector<std::pair<std::string, std::string>> epx_env;  // EPX_* variables, sorted by name
 };
 

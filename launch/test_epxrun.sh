@@ -42,7 +42,9 @@ expect_in "-x EPX_FROM_ENV" "EPX_* forwarded"
 expect_in "-x EPX_RANKS_PER_NODE=1" "--ranks-per-node exported"
 expect_in "-x 'FOO=a b'" "-x NAME=VALUE, quoted"
 run "$epxrun" -n 2 --launcher srun -x A=1 --dry-run -- true
-expect_in "epxrun: srun -n 2 --export=ALL,A=1 " "srun command"
+expect_in "epxrun: srun -n 2 --export=ALL,A=1,OPENBLAS_NUM_THREADS=1,OMP_NUM_THREADS=1 " "srun command"
+OPENBLAS_NUM_THREADS=3 run "$epxrun" --dry-run -n 2 -- true
+expect_not_in "OPENBLAS_NUM_THREADS=1" "a user's OPENBLAS_NUM_THREADS is kept"
 
 # Program resolution: absolute paths; a bare name found next to epxrun.
 run env PATH=/usr/bin:/bin "$epxrun" -n 1 --dry-run -- epxrun

@@ -54,7 +54,10 @@ double median(std::vector<double> v) {
 
 // Runs the PyTorch reference and returns its tokens/s (0 on failure, with a note).
 double torch_tokens_per_s(const TrainBenchOptions& o, int threads) {
-  std::string cmd = "/usr/bin/python3 '" + o.torch_script + "' --config '" + o.config_path +
+  // OpenBLAS under torch keeps its own thread pool: pin it to the same count.
+  const std::string t = std::to_string(threads);
+  std::string cmd = "OPENBLAS_NUM_THREADS=" + t + " OMP_NUM_THREADS=" + t + " /usr/bin/python3 '" +
+                    o.torch_script + "' --config '" + o.config_path +
                     "' --steps " + std::to_string(o.steps) + " --threads " + std::to_string(threads);
   for (const std::string& s : o.sets) cmd += " --set '" + s + "'";
   cmd += " 2>/dev/null";

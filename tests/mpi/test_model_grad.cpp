@@ -150,14 +150,15 @@ TEST(ModelGradient, AccumulatesOverMicroBatches) {
   s.engine.forward_backward(s.mb, 1.0f);
   const std::vector<float> once_d = s.model.dense.grads, once_x = s.model.experts.grads;
   s.engine.forward_backward(s.mb, 1.0f);
-  // The same micro-batch twice: twice the gradient (BLAS may split its sums
-  // differently when it adds into a non-zero output, hence not bit for bit).
+  // The same micro-batch twice: twice the gradient, to f32 rounding (ops that
+  // add row by row into a gradient, and BLAS adding into a non-zero output,
+  // round (g + a) + b, not 2 g).
   int bad = 0;
   for (std::size_t i = 0; i < once_d.size() && bad < 5; ++i)
-    if (std::abs(s.model.dense.grads[i] - 2 * once_d[i]) > 1e-6f * std::abs(2 * once_d[i]) + 1e-12f)
+    if (std::abs(s.model.dense.grads[i] - 2 * once_d[i]) > 1e-5f * std::abs(2 * once_d[i]) + 1e-9f)
       ADD_FAILURE() << "dense grad " << i << ": " << s.model.dense.grads[i] << " vs 2 x " << once_d[i], ++bad;
   for (std::size_t i = 0; i < once_x.size() && bad < 5; ++i)
-    if (std::abs(s.model.experts.grads[i] - 2 * once_x[i]) > 1e-6f * std::abs(2 * once_x[i]) + 1e-12f)
+    if (std::abs(s.model.experts.grads[i] - 2 * once_x[i]) > 1e-5f * std::abs(2 * once_x[i]) + 1e-9f)
       ADD_FAILURE() << "expert grad " << i << ": " << s.model.experts.grads[i] << " vs 2 x " << once_x[i], ++bad;
 }
 
