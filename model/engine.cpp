@@ -58,7 +58,8 @@ double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
   s.moe.resize(static_cast<std::size_t>(L));
 
   // Forward.
-  std::vector<float> h(static_cast<std::size_t>(T * H));
+  std::vector<float>& h = s.h;
+  h.resize(static_cast<std::size_t>(T * H));
   kernels::embedding_forward(h.data(), P.value(model_.embed), mb.inputs, T, H);
   for (int l = 0; l < L; ++l) {
     attention_forward(l, s, h);
@@ -72,7 +73,8 @@ double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
                static_cast<float>(c.rms_norm_eps));
   float* logits = at_least(s.logits, T * V);
   kernels::linear_forward(logits, s.final_norm.xn.data(), P.value(model_.lm_head), T, H, V);
-  std::vector<float> losses(static_cast<std::size_t>(T));
+  std::vector<float>& losses = s.losses;
+  losses.resize(static_cast<std::size_t>(T));
   kernels::cross_entropy_forward(losses.data(), at_least(s.lse, T), logits, mb.targets, T, V);
   double loss_sum = 0;
   for (const float l : losses) loss_sum += l;
@@ -81,11 +83,12 @@ double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
   // Backward: the head, then the layers in reverse; dh is the gradient of the
   // residual stream.
   kernels::cross_entropy_backward(logits, logits, s.lse.data(), mb.targets, T, V, loss_scale);
-  std::vector<float> dhn(static_cast<std::size_t>(T * H));
-  kernels::linear_backward_input(dhn.data(), logits, P.value(model_.lm_head), T, H, V, false);
+  float* dhn = at_least(s.dhn, T * H);
+  kernels::linear_backward_input(dhn, logits, P.value(model_.lm_head), T, H, V, false);
   kernels::linear_backward_weight(P.grad(model_.lm_head), logits, s.final_norm.xn.data(), T, H, V);
-  std::vector<float> dh(static_cast<std::size_t>(T * H), 0.0f);
-  norm_backward(dh, P.grad(model_.final_norm), dhn.data(), s.final_norm,
+  std::vector<float>& dh = s.dh;
+  dh.assign(static_cast<std::size_t>(T * H), 0.0f);
+  norm_backward(dh, P.grad(model_.final_norm), dhn, s.final_norm,
                 P.value(model_.final_norm), T, H);
   if (hook_) hook_(L);
   for (int l = L - 1; l >= 0; --l) {

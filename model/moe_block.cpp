@@ -57,10 +57,10 @@ void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count
   // Route.
   norm_forward(s.norm, h, P.value(li.ffn_norm), T, H, static_cast<float>(c.rms_norm_eps));
   float* xn = s.norm.xn.data();
-  std::vector<float> logits(static_cast<std::size_t>(T * E));
-  kernels::linear_forward(logits.data(), xn, P.value(li.router), T, H, E);
+  float* logits = at_least(sv.logits_e, T * E);
+  kernels::linear_forward(logits, xn, P.value(li.router), T, H, E);
   kernels::router_forward(at_least(s.topk_idx, T * K), at_least(s.topk_weights, T * K),
-                          at_least(s.scores, T * E), logits.data(),
+                          at_least(s.scores, T * E), logits,
                           model_.bias[li.moe_index].data(), T, router_params(c));
   if (count) {
     auto& cnt = counts_[li.moe_index];
@@ -140,7 +140,8 @@ void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count
   const float* r = routed.data<float>();
   if (li.shared_gate >= 0) {
     const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
-    std::vector<float> out(r, r + T * H);
+    std::vector<float>& out = sv.out;
+    out.assign(r, r + T * H);
     kernels::mlp_forward(out.data(), at_least(s.shared, T * 3 * Is), xn, T, shared_mlp(P, li, c),
                          /*accumulate=*/true);
     for (std::int64_t i = 0; i < T * H; ++i) h[i] += out[i];
@@ -161,13 +162,14 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
   const float* xn = s.norm.xn.data();
 
   // dxn from the shared expert (written), the routed path and the router (added).
-  std::vector<float> dxn(static_cast<std::size_t>(T * H), 0.0f);
+  std::vector<float>& dxn = sv.dxn;
+  dxn.assign(static_cast<std::size_t>(T * H), 0.0f);
   if (li.shared_gate >= 0) {
     const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
-    std::vector<float> scratch(static_cast<std::size_t>(3 * T * Is));
+    float* scratch = at_least(sv.shared_scratch, 3 * T * Is);
     const kernels::MlpGrads g{P.grad(li.shared_gate), P.grad(li.shared_up), P.grad(li.shared_down)};
     kernels::mlp_backward(dxn.data(), g, dh.data(), xn, s.shared.data(), T, shared_mlp(P, li, c),
-                          scratch.data(), false);
+                          scratch, false);
   }
 
   // The output gradient at every received row (combine's backward).
@@ -177,8 +179,9 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
   const float* dy = got.x.data<float>();
 
   // Per pair: d(out) = w * dy_m, dw = dy_m . out.
-  std::vector<float> doutp(static_cast<std::size_t>(pairs * H));
-  std::vector<float> dw(static_cast<std::size_t>(M * K), 0.0f);
+  float* doutp = at_least(sv.doutp, pairs * H);
+  std::vector<float>& dw = sv.dw;
+  dw.assign(static_cast<std::size_t>(M * K), 0.0f);
   for (std::int64_t m = 0; m < M; ++m)
     for (std::int64_t k = 0; k < K; ++k) {
       const std::int64_t p = s.pair_of[m * K + k];
@@ -186,7 +189,7 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
       const float wk = s.recv_weights[m * K + k];
       const float* g = dy + m * H;
       const float* o = s.outp.data() + p * H;
-      float* d = doutp.data() + p * H;
+      float* d = doutp + p * H;
       float dot = 0.0f;
       for (std::int64_t j = 0; j < H; ++j) {
         d[j] = wk * g[j];
@@ -207,10 +210,10 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
             model_.experts.grad(li.expert_down[e])};
     most = std::max(most, s.offsets[e + 1] - s.offsets[e]);
   }
-  std::vector<float> dxp(static_cast<std::size_t>(pairs * H));
-  std::vector<float> scratch(static_cast<std::size_t>(3 * most * Im));
-  kernels::grouped_mlp_backward(dxp.data(), g.data(), doutp.data(), s.xp.data(), s.mlp.data(),
-                                s.offsets.data(), El, w.data(), scratch.data(), false);
+  float* dxp = at_least(sv.dxp, pairs * H);
+  float* scratch = at_least(sv.expert_scratch, 3 * most * Im);
+  kernels::grouped_mlp_backward(dxp, g.data(), doutp, s.xp.data(), s.mlp.data(),
+                                s.offsets.data(), El, w.data(), scratch, false);
 
   // [dx | dw] per received row back to the token owners.
   const std::int64_t Z = H + K;
@@ -221,7 +224,7 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
     for (std::int64_t k = 0; k < K; ++k) {
       const std::int64_t p = s.pair_of[m * K + k];
       if (p < 0) continue;
-      const float* d = dxp.data() + p * H;
+      const float* d = dxp + p * H;
       float* zm = zd + m * Z;
       for (std::int64_t j = 0; j < H; ++j) zm[j] += d[j];
       zm[H + k] = dw[m * K + k];
@@ -234,16 +237,16 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
   const float* bd = back.data<float>();
 
   // Router: d(logits) from d(weights), then its weight and input gradients.
-  std::vector<float> dweights(static_cast<std::size_t>(T * K));
+  float* dweights = at_least(sv.dweights, T * K);
   for (std::int64_t t = 0; t < T; ++t) {
     for (std::int64_t j = 0; j < H; ++j) dxn[t * H + j] += bd[t * Z + j];
     for (std::int64_t k = 0; k < K; ++k) dweights[t * K + k] = bd[t * Z + H + k];
   }
-  std::vector<float> dlogits(static_cast<std::size_t>(T * E));
-  kernels::router_backward(dlogits.data(), dweights.data(), s.scores.data(), s.topk_idx.data(), T,
+  float* dlogits = at_least(sv.dlogits_e, T * E);
+  kernels::router_backward(dlogits, dweights, s.scores.data(), s.topk_idx.data(), T,
                            router_params(c));
-  kernels::linear_backward_weight(P.grad(li.router), dlogits.data(), xn, T, H, E);
-  kernels::linear_backward_input(dxn.data(), dlogits.data(), P.value(li.router), T, H, E, true);
+  kernels::linear_backward_weight(P.grad(li.router), dlogits, xn, T, H, E);
+  kernels::linear_backward_input(dxn.data(), dlogits, P.value(li.router), T, H, E, true);
   norm_backward(dh, P.grad(li.ffn_norm), dxn.data(), s.norm, P.value(li.ffn_norm), T, H);
 }
 

@@ -57,6 +57,11 @@ struct Engine::Saved {
   std::vector<float> logits;  // [T,V] (the gradient, in place, in the backward)
   std::vector<float> lse;     // [T]
   std::vector<float> scratch;
+  // Work arrays reused from call to call: a fresh large std::vector is a
+  // fresh mmap, page-faulted and zeroed on every micro-batch.
+  std::vector<float> h, dh, dhn, losses;
+  std::vector<float> logits_e, out, dxn, shared_scratch, doutp, dw, dxp, expert_scratch,
+      dweights, dlogits_e;
 };
 
 // Grows `v` to at least n elements (never shrinks: the buffers are reused).

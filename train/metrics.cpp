@@ -144,7 +144,7 @@ void write_report_svg(const std::string& path, const History& h, const std::stri
     std::vector<double> y;
     for (const auto& row : h.load) y.push_back(row[l]);
     polyline(s, load, h.steps, y, kColors[l % 8]);
-    s << "<text x='" << load.left + load.width - 90 << "' y='" << load.top + 16 + 14 * l
+    s << "<text x='" << load.left + 10 << "' y='" << load.top + 16 + 14 * l
       << "' font-size='11' fill='" << kColors[l % 8] << "'>MoE layer " << l << "</text>\n";
   }
   s << "</svg>\n";
