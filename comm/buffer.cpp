@@ -101,7 +101,9 @@ Buffer::Buffer(Group& group, BufferOptions options) {
     if (options.low_latency) check_low_latency_options(options, group.size());
     check_node_shape(group);
   });
-  const core::Deadline deadline(timeout_s > 0 ? timeout_s : core::params::timeout_s.get());
+  // A bad timeout must not bound the agreement that reports it (-1 would time
+  // out at once and hide the reason): that bound falls back to the default.
+  const core::Deadline deadline(timeout_s > 0 ? timeout_s : core::agreement_timeout_s(0));
   core::agree_on_error(group.comm(), err, ErrorCode::InvalidArgument, deadline,
                        "Buffer construction");
   agree_on_shapes(group, options, deadline);
