@@ -117,9 +117,8 @@ template class Param<std::string>;
 namespace params {
 // !(v > 0) also refuses nan, which would make every deadline pass at once.
 Param<double> timeout_s("EPX_TIMEOUT_S", 300.0,
-                        "Bound of every wait on a peer, seconds (BufferOptions::timeout_s "
-                        "overrides it when set to another value than 300; ExecutorOptions's "
-                        "when not 0)",
+                        "Bound of every wait on a peer, seconds (a timeout_s argument or "
+                        "options field overrides it when not 0)",
                         {[](const double& v) { return v > 0; },
                          "a number of seconds > 0 (inf: no limit)"});
 Param<int> ranks_per_node("EPX_RANKS_PER_NODE", 0,
