@@ -11,6 +11,7 @@
 
 #include "core/agree.hpp"
 #include "core/check.hpp"
+#include "core/config.hpp"
 #include "core/wait.hpp"
 
 namespace epx::balancer {
@@ -76,8 +77,7 @@ LoadTracker::LoadTracker(Group group, int num_layers, int num_experts, int windo
   EPX_CHECK_GE(num_layers, 1, InvalidArgument, "LoadTracker");
   EPX_CHECK_GE(num_experts, 1, InvalidArgument, "LoadTracker");
   EPX_CHECK_GE(window, 1, InvalidArgument, "LoadTracker");
-  EPX_CHECK(timeout_s > 0, InvalidArgument, "LoadTracker: timeout_s = ", timeout_s,
-            ", expected > 0");
+  timeout_s = core::resolve_timeout_s(timeout_s, "LoadTracker: timeout_s");
   EPX_CHECK(static_cast<std::int64_t>(num_layers) * num_experts <= INT32_MAX, InvalidArgument,
             "LoadTracker: num_layers x num_experts = ",
             static_cast<std::int64_t>(num_layers) * num_experts, ", expected <= 2^31 - 1");

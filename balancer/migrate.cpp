@@ -16,6 +16,7 @@
 #include "balancer/problem.hpp"
 #include "core/agree.hpp"
 #include "core/check.hpp"
+#include "core/config.hpp"
 #include "core/wait.hpp"
 
 namespace epx::balancer {
@@ -119,7 +120,8 @@ SlotTensors clone(const SlotTensors& slot) {
 
 Migration migrate_experts(Group& group, const Placement& current, const Placement& target,
                           std::vector<std::vector<SlotTensors>> weights, double timeout_s) {
-  const core::Deadline deadline(timeout_s > 0 ? timeout_s : 1);
+  // Bounded by a valid timeout even when the given one is the bad input.
+  const core::Deadline deadline(core::agreement_timeout_s(timeout_s));
   const int me = group.rank(), R = group.size();
   MPI_Comm comm = group.comm();
 
@@ -127,7 +129,7 @@ Migration migrate_experts(Group& group, const Placement& current, const Placemen
   detail::PlacementPair pair;
   std::string error;
   try {
-    EPX_CHECK(timeout_s > 0, InvalidArgument, kOp, ": timeout_s = ", timeout_s, ", expected > 0");
+    core::resolve_timeout_s(timeout_s, "migrate_experts: timeout_s");
     pair = detail::check_pair(kOp, current, target, R);
     check_weights(pair, weights);
   } catch (const Error& e) {

@@ -4,6 +4,7 @@
 // time, optionally with an SVG timeline. Pure computation: rank 0 does it all.
 #include <epx/error.hpp>
 #include <epx/pipeline.hpp>
+#include <cstdint>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -28,7 +29,7 @@ OptionSet make_options() {
                "gpipe, 1f1b, zb-h1, dualpipe, dualpipev, or auto (least makespan that fits "
                "--memory-budget)");
   o.add_int("ranks", 4, 1, 4096, "pipeline ranks (P)");
-  o.add_int("microbatches", 8, 1, 1 << 20, "micro-batches per step (M)");
+  o.add_int("microbatches", 8, 1, 1 << 20, "micro-batches per step (M); P x M at most 2^18");
   add_cost_options(o, pipeline::Costs{}, "");
   o.add_double("cost-comm", 0, 0, 1e12,
                "expert all-to-all inside each forward and each backward; FB units hide it");
@@ -40,10 +41,23 @@ OptionSet make_options() {
   return o;
 }
 
+// Each option alone is in range, but a schedule holds a few ops per rank and
+// micro-batch, and the simulator and `auto` (every schedule) walk them all:
+// 4096 x 2^20 would take hours and terabytes. The product is bounded instead
+// (2^18: `auto` then takes under 10 s on a busy 2-core machine).
+constexpr std::int64_t kMaxRankMicrobatches = std::int64_t{1} << 18;
+
 PipelineReport build_report(const OptionSet& o) {
   PipelineReport r;
   const int ranks = static_cast<int>(o.get_int("ranks"));
   const int microbatches = static_cast<int>(o.get_int("microbatches"));
+  if (std::int64_t{ranks} * microbatches > kMaxRankMicrobatches) {
+    throw UsageError("epx-bench pipeline: --ranks x --microbatches = " + std::to_string(ranks) +
+                     " x " + std::to_string(microbatches) + " = " +
+                     std::to_string(std::int64_t{ranks} * microbatches) + ", expected at most " +
+                     std::to_string(kMaxRankMicrobatches) +
+                     " (the bound on the simulated schedule's size)");
+  }
   pipeline::Costs per_stage = costs_from(o);
   per_stage.comm = o.get_double("cost-comm");
   r.memory_budget = o.get_double("memory-budget");

@@ -15,14 +15,6 @@ namespace {
 std::atomic<std::uint64_t> g_next_buffer_id{1};
 constexpr std::size_t kMaxBytes = std::size_t{1} << 48;  // far beyond any machine, and no overflow
 
-double effective_timeout(const BufferOptions& o) {
-  // The struct's default leaves the choice to EPX_TIMEOUT_S.
-  const bool from_env = o.timeout_s == BufferOptions{}.timeout_s;
-  const double t = from_env ? core::params::timeout_s.get() : o.timeout_s;
-  EPX_CHECK(t > 0, InvalidArgument, "Buffer: ", from_env ? "EPX_TIMEOUT_S" : "options.timeout_s",
-            " = ", t, ", expected > 0 seconds (inf or >= 1e9: no limit)");
-  return t;
-}
 void check_low_latency_options(const BufferOptions& o, int ranks) {
   EPX_CHECK(o.max_tokens_per_rank > 0 && o.max_tokens_per_rank <= (1 << 24), InvalidArgument,
             "Buffer: options.max_tokens_per_rank = ", o.max_tokens_per_rank,
@@ -95,13 +87,15 @@ Buffer::Buffer(Group& group, BufferOptions options) {
   // Bad options on one rank fail every rank here, before any set-up collective.
   double timeout_s = 0;
   const std::string err = validation_error([&] {
-    timeout_s = effective_timeout(options);
+    timeout_s = core::resolve_timeout_s(options.timeout_s, "Buffer: options.timeout_s");
     EPX_CHECK(options.num_bytes <= kMaxBytes, InvalidArgument, "Buffer: options.num_bytes = ",
               options.num_bytes, ", expected <= ", kMaxBytes);
     if (options.low_latency) check_low_latency_options(options, group.size());
     check_node_shape(group);
   });
-  const core::Deadline deadline(timeout_s > 0 ? timeout_s : core::params::timeout_s.get());
+  // A bad timeout must not bound the agreement that reports it (-1 would time
+  // out at once and hide the reason): that bound falls back to the default.
+  const core::Deadline deadline(core::agreement_timeout_s(options.timeout_s));
   core::agree_on_error(group.comm(), err, ErrorCode::InvalidArgument, deadline,
                        "Buffer construction");
   agree_on_shapes(group, options, deadline);

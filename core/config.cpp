@@ -1,6 +1,8 @@
 #include "core/config.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <iomanip>
 #include <sstream>
@@ -24,6 +26,12 @@ std::vector<const ParamBase*>& registry() {
 void register_param(const ParamBase* param) {
   std::lock_guard<std::mutex> lock(registry_mutex());
   registry().push_back(param);
+}
+
+void unregister_param(const ParamBase* param) noexcept {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  std::vector<const ParamBase*>& r = registry();
+  r.erase(std::remove(r.begin(), r.end(), param), r.end());
 }
 
 std::vector<ParamInfo> list_params() {
@@ -92,6 +100,8 @@ void Param<T>::load() const {
   if (s == nullptr || *s == '\0') return;
   T v{};
   parse_param(env_, s, &v);
+  EPX_CHECK(check_.ok == nullptr || check_.ok(v), InvalidArgument, env_, "=", s, ": expected ",
+            check_.expected);
   value_ = v;
   from_env_ = true;
   // The log parameters configure the logger itself: logging them here would recurse.
@@ -105,11 +115,15 @@ template class Param<double>;
 template class Param<std::string>;
 
 namespace params {
+// !(v > 0) also refuses nan, which would make every deadline pass at once.
 Param<double> timeout_s("EPX_TIMEOUT_S", 300.0,
-                        "Bound of every wait on a peer, seconds (BufferOptions::timeout_s "
-                        "overrides it when set to another value than 300)");
+                        "Bound of every wait on a peer, seconds (a timeout_s argument or "
+                        "options field overrides it when not 0)",
+                        {[](const double& v) { return v > 0; },
+                         "a number of seconds > 0 (inf: no limit)"});
 Param<int> ranks_per_node("EPX_RANKS_PER_NODE", 0,
-                          "Ranks per virtual node (0: one node per shared-memory host)");
+                          "Ranks per virtual node (0: one node per shared-memory host)",
+                          {[](const int& v) { return v >= 0; }, "0 or a number of ranks >= 1"});
 Param<std::string> log_level("EPX_LOG_LEVEL", "WARN", "Log level: WARN, INFO, DEBUG or TRACE");
 Param<std::string> log_subsys("EPX_LOG_SUBSYS", "ALL",
                               "Comma list of subsystems to log: CORE,COMM,TRANSPORT,KERNELS,"
@@ -120,5 +134,20 @@ Param<bool> shm_direct("EPX_SHM_DIRECT", true,
                        "shm transport: write peers' memory with direct stores (0: use the "
                        "put path every transport has, for testing)");
 }  // namespace params
+
+double resolve_timeout_s(double requested, const char* what) {
+  if (requested == 0) return params::timeout_s.get();
+  EPX_CHECK(requested > 0, InvalidArgument, what, " = ", requested,
+            ", expected > 0 seconds (inf: no limit), or 0 for EPX_TIMEOUT_S");
+  return requested;
+}
+
+double agreement_timeout_s(double requested) noexcept {
+  try {
+    return resolve_timeout_s(requested, "timeout_s");
+  } catch (...) {
+    return params::timeout_s.default_value();
+  }
+}
 
 }  // namespace epx::core

@@ -25,7 +25,10 @@ class ParamBase {
   virtual ParamInfo info() const = 0;
 };
 
+// Every Param registers itself when built and unregisters when destroyed, so
+// the list never holds a Param that is gone (one on the stack, in a test).
 void register_param(const ParamBase* param);
+void unregister_param(const ParamBase* param) noexcept;
 std::vector<ParamInfo> list_params();
 // One line per parameter: NAME=value (source) - doc.
 void print_params(std::ostream& os);
@@ -40,17 +43,31 @@ std::string param_text(int v);
 std::string param_text(double v);
 std::string param_text(const std::string& v);
 
+// A constraint beyond the type: a value from the environment that fails
+// `ok` is an InvalidArgument "NAME=text: expected <expected>", like a value
+// that does not parse.
+template <class T>
+struct ParamCheck {
+  bool (*ok)(const T&) = nullptr;
+  const char* expected = nullptr;
+};
+
 template <class T>
 class Param final : public ParamBase {
  public:
-  Param(const char* env, T def, const char* doc) : env_(env), default_(std::move(def)), doc_(doc) {
+  Param(const char* env, T def, const char* doc, ParamCheck<T> check = {})
+      : env_(env), default_(std::move(def)), doc_(doc), check_(check) {
     register_param(this);
   }
+  ~Param() override { unregister_param(this); }
+  Param(const Param&) = delete;
+  Param& operator=(const Param&) = delete;
   // The value: the environment's if set and valid, else the default. Read once.
   const T& get() const {
     std::call_once(once_, [this] { load(); });
     return value_;
   }
+  const T& default_value() const noexcept { return default_; }
   bool from_env() const {
     get();
     return from_env_;
@@ -64,6 +81,7 @@ class Param final : public ParamBase {
   const char* env_;
   T default_;
   const char* doc_;
+  ParamCheck<T> check_;
   mutable std::once_flag once_;
   mutable T value_{};
   mutable bool from_env_ = false;
@@ -82,5 +100,16 @@ extern Param<std::string> log_subsys;    // EPX_LOG_SUBSYS
 extern Param<std::string> log_file;      // EPX_LOG_FILE
 extern Param<bool> shm_direct;           // EPX_SHM_DIRECT
 }  // namespace params
+
+// One timeout convention for every options struct (BufferOptions,
+// ExecutorOptions, ...): 0 means unset, and then EPX_TIMEOUT_S (or its
+// default) applies; any other value must be > 0 seconds (inf: no limit).
+// Throws InvalidArgument naming `what` (e.g. "Buffer: options.timeout_s") or
+// EPX_TIMEOUT_S, with the value given.
+double resolve_timeout_s(double requested, const char* what);
+// A bound that is always valid, for the agreement that reports a bad timeout
+// to every rank: resolve_timeout_s's answer when there is one, else the
+// default of EPX_TIMEOUT_S. Never throws.
+double agreement_timeout_s(double requested) noexcept;
 
 }  // namespace epx::core

@@ -34,6 +34,7 @@ const char* const kHelp =
     "                     eplb: DeepSeek EPLB exactly\n"
     "  --output OUT.json  where to write the placement (default: stdout)\n"
     "  --help, -h         this text\n"
+    "P, G, N and K are at most 65536 each.\n"
     "\n"
     "Output, one line of JSON: phy2log [L][P], log2phy [L][E][maxcnt] (slots ascending,\n"
     "-1 padded), logcnt [L][E], gpu_max_over_mean [L], same_gpu_duplicates [L], policy.\n";
@@ -48,9 +49,17 @@ struct Options {
   epx::balancer::Policy policy = epx::balancer::Policy::balanced;
 };
 
+// The sizes are bounded: the planner's time grows faster than linearly in the
+// slots (1M replicas ran past a minute), and 65536 slots per layer is far
+// beyond any deployment (DeepSeek-V3 plans 288 on 256 GPUs).
+constexpr int kMaxSize = 1 << 16;
+
 int parse_int(const std::string& flag, const std::string& text) {
   int value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec == std::errc::result_out_of_range || (ec == std::errc() && value > kMaxSize))
+    throw UsageError(flag + " = '" + text + "', expected at most " + std::to_string(kMaxSize) +
+                     " (epx-eplb's bound on every size)");
   if (ec != std::errc() || end != text.data() + text.size() || value < 1)
     throw UsageError(flag + " = '" + text + "', expected a positive integer");
   return value;

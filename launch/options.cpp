@@ -138,6 +138,22 @@ LaunchOptions parse_options(const std::vector<std::string>& args) {
     throw UsageError("bad --ranks-per-node value '" + std::to_string(o.ranks_per_node) +
                      "': more than the " + std::to_string(o.num_ranks) + " ranks of -n");
   }
+  // epx needs nodes of one size (the hierarchical path pairs ranks of the same
+  // local index): refused here, not later inside every rank of the program.
+  int rpn = o.ranks_per_node;
+  std::string rpn_from = "--ranks-per-node";
+  for (const auto& [name, v] : o.env_set) {
+    if (name == "EPX_RANKS_PER_NODE") {
+      rpn = parse_count("-x EPX_RANKS_PER_NODE", v, 0, kMaxRanks, "ranks per node (0: hosts)");
+      rpn_from = "-x EPX_RANKS_PER_NODE";
+    }
+  }
+  if (rpn > 0 && o.num_ranks % rpn != 0) {
+    throw UsageError("bad " + rpn_from + " value '" + std::to_string(rpn) + "': the " +
+                     std::to_string(o.num_ranks) + " ranks of -n do not split into nodes of " +
+                     std::to_string(rpn) + "; every node needs the same number of ranks (give a "
+                     "divisor of " + std::to_string(o.num_ranks) + ")");
+  }
   return o;
 }
 
@@ -152,7 +168,7 @@ options:
   -n, -np, --np N       number of ranks (required with a program)
   --ranks-per-node n    split the ranks into virtual nodes of n consecutive ranks
                         (exports EPX_RANKS_PER_NODE=n), so inter-node paths run on
-                        one host
+                        one host; n must divide N
   --hostfile F          Open MPI hostfile ("host slots=K" lines) for runs over
                         several hosts; not used under Slurm
   -x NAME=VALUE         set NAME in every rank's environment (repeatable)

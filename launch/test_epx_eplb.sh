@@ -66,6 +66,42 @@ run "$eplb" --input "$dir/example.json" --replicas 16
 expect_status 2 "missing flags"
 expect_in "missing --groups" "missing flags"
 
+# 5. Hostile input: one short line and exit 1, never a crash or the input echoed.
+expect_short() { ((${#out} < 400)) || fail "$1: ${#out} characters of message"; }
+{ printf '{"weight": '; head -c 100000 /dev/zero | tr '\0' '['; } >"$dir/deep.json"
+run "$eplb" --input "$dir/deep.json" --replicas 4 --groups 1 --nodes 1 --gpus 1
+expect_status 1 "100000 deep"; expect_in "input: nested deeper than" "100000 deep"
+expect_one_line "100000 deep"; expect_short "100000 deep"
+{ printf '{"weight": [[1, "'; head -c 100000 /dev/zero | tr '\0' 'x'; printf '"]]}'; } >"$dir/long.json"
+run "$eplb" --input "$dir/long.json" --replicas 2 --groups 1 --nodes 1 --gpus 1
+expect_status 1 "long string"; expect_in "weight[0][1] is string, not a number" "long string"
+expect_short "long string"
+{ printf '{"weight": [[1, "'; head -c 100000 /dev/zero | tr '\0' 'x'; } >"$dir/unterminated.json"
+run "$eplb" --input "$dir/unterminated.json" --replicas 2 --groups 1 --nodes 1 --gpus 1
+expect_status 1 "unterminated"; expect_in "input: not JSON" "unterminated"
+expect_one_line "unterminated"; expect_short "unterminated"
+echo '{"weight": [[1, 18446744073709551615]]}' >"$dir/u64.json"
+run "$eplb" --input "$dir/u64.json" --replicas 2 --groups 1 --nodes 1 --gpus 1
+expect_status 1 "2^64-1"; expect_in "input: weight[0][1] = 18446744073709551615" "2^64-1"
+expect_not_in "= -1" "2^64-1"; expect_one_line "2^64-1"
+echo '{"weight": [[1.5, 1e308]]}' >"$dir/big.json"
+run "$eplb" --input "$dir/big.json" --replicas 2 --groups 1 --nodes 1 --gpus 1
+expect_status 1 "1e308"; expect_in "input: weight[0][1] = 1e+308" "1e308"
+expect_not_in "inf" "1e308"; expect_one_line "1e308"
+echo '{"weight": [[1, 1e309]]}' >"$dir/huge.json"
+run "$eplb" --input "$dir/huge.json" --replicas 2 --groups 1 --nodes 1 --gpus 1
+expect_status 1 "1e309"; expect_in "input: not JSON" "1e309"; expect_in "1e309" "1e309"
+expect_one_line "1e309"
+
+# 6. Sizes are bounded, and the error says by what.
+for flag in --replicas --groups --nodes --gpus; do
+  args=("${example[@]}")
+  for i in "${!args[@]}"; do [[ ${args[$i]} == "$flag" ]] && args[i + 1]=1000000; done
+  run "$eplb" "${args[@]}"
+  expect_status 2 "$flag 1000000"; expect_in "$flag = '1000000', expected" "$flag 1000000"
+  expect_in "65536" "$flag 1000000"; expect_one_line "$flag 1000000"
+done
+
 if ((failures > 0)); then
   echo "test_epx_eplb: $failures failure(s)"
   exit 1

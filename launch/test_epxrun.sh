@@ -25,6 +25,11 @@ run "$epxrun" --bogus -n 2 -- true; expect_status 2 "unknown option"; expect_in 
 run "$epxrun" -n 2 prog -- true; expect_status 2 "word before --"; expect_in "unexpected argument 'prog'" "word before --"
 run "$epxrun" -n 2 -x 9X=1 -- true; expect_status 2 "bad -x"; expect_in "bad -x value '9X=1'" "bad -x"
 run "$epxrun" -n 2 --ranks-per-node 4 -- true; expect_status 2 "rpn > n"; expect_in "bad --ranks-per-node" "rpn > n"
+run "$epxrun" -n 4 --ranks-per-node 3 -- true; expect_status 2 "rpn does not divide n"
+expect_in "bad --ranks-per-node value '3': the 4 ranks of -n do not split into nodes of 3" "rpn does not divide n"
+run "$epxrun" -n 4 -x EPX_RANKS_PER_NODE=3 -- true; expect_status 2 "-x rpn does not divide n"
+expect_in "bad -x EPX_RANKS_PER_NODE value '3'" "-x rpn does not divide n"
+run "$epxrun" -n 6 --ranks-per-node 3 --dry-run -- true; expect_status 0 "rpn divides n"
 run "$epxrun" -n 2 --hostfile /nonexistent/hosts -- true; expect_status 2 "missing hostfile"
 expect_in "cannot read --hostfile /nonexistent/hosts" "missing hostfile"
 
@@ -61,6 +66,14 @@ run "$epxrun" --print-config -x EPX_TIMEOUT_S=7
 expect_status 0 "--print-config"; expect_in "EPX_TIMEOUT_S" "--print-config"; expect_in "= 7 " "--print-config -x"
 run env EPX_TIMEOUT_S=soon "$epxrun" --print-config
 expect_status 2 "--print-config with a bad value"; expect_in "EPX_TIMEOUT_S=soon" "bad value named"
+# Values that parse but cannot bound a wait: refused, naming the variable.
+for bad in -1 0 nan -inf; do
+  run "$epxrun" --print-config -x EPX_TIMEOUT_S=$bad
+  expect_status 2 "--print-config EPX_TIMEOUT_S=$bad"
+  expect_in "EPX_TIMEOUT_S=$bad: expected a number of seconds > 0" "--print-config EPX_TIMEOUT_S=$bad"
+done
+run "$epxrun" --print-config -x EPX_TIMEOUT_S=inf
+expect_status 0 "--print-config EPX_TIMEOUT_S=inf (no limit)"
 
 # Real launches: ranks start (oversubscribed too), see -x, and the status comes back.
 run "$epxrun" -n 3 -x EPX_PROBE=42 -- /bin/sh -c 'test "$EPX_PROBE" = 42 && test -n "$OMPI_COMM_WORLD_RANK"'

@@ -85,13 +85,15 @@ struct Executor::Impl {
 Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOptions options)
     : impl_(std::make_unique<Impl>(std::move(schedule), stage, std::move(options))) {
   Impl& s = *impl_;
-  if (s.options.timeout_s <= 0) s.options.timeout_s = core::params::timeout_s.get();
+  const double requested_timeout_s = s.options.timeout_s;
   s.rank = pp_group.rank();
   s.tag = pp_group.tag();
   // Checked on every rank and agreed before the collective dup, so that one
   // rank's bad arguments fail every rank instead of leaving them waiting.
   std::string bad;
   try {
+    s.options.timeout_s =
+        core::resolve_timeout_s(requested_timeout_s, "pipeline Executor: options.timeout_s");
     validate(s.schedule);
     EPX_CHECK_EQ(pp_group.size(), s.schedule.ranks, InvalidArgument,
                  "pipeline Executor: the group's size must be the schedule's rank count");
@@ -113,8 +115,10 @@ Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOpt
   } catch (const Error& e) {
     bad = e.what();
   }
+  // Bounded by a valid timeout even when the given one is the bad input.
   core::agree_on_error(pp_group.comm(), bad, ErrorCode::InvalidArgument,
-                       core::Deadline(s.options.timeout_s), "pipeline Executor");
+                       core::Deadline(core::agreement_timeout_s(requested_timeout_s)),
+                       "pipeline Executor");
   // Receive buffers are sized from the options: ranks that disagree would
   // truncate messages (an MPI error that aborts), so compare them first.
   const std::string format =

@@ -33,6 +33,7 @@ TEST_PACKAGES=(
   python3-yaml      # tests/reference reads the configs
   python3-numpy     # torch's companion
   python3-torch     # tests/reference/torch_moe.py: an independent implementation of the model
+  pkgconf           # the install test builds a consumer with pkg-config (epx.pc)
 )
 
 say() { echo "setup: $*"; }

@@ -104,8 +104,9 @@ EPX_API Tensor route_to_replicas(const Tensor& topk_idx, const Placement& placem
 // every rank.
 class EPX_API LoadTracker {
  public:
-  // No communication. window >= 1 steps; timeout_s bounds end_step's wait.
-  LoadTracker(Group group, int num_layers, int num_experts, int window, double timeout_s = 300);
+  // No communication. window >= 1 steps; timeout_s bounds end_step's wait
+  // (0: EPX_TIMEOUT_S, as everywhere in epx).
+  LoadTracker(Group group, int num_layers, int num_experts, int window, double timeout_s = 0);
 
   // Adds this rank's counts of one layer to the current step:
   // num_tokens_per_expert [num_experts] i32 or i64, >= 0, on the host. Bad
@@ -200,12 +201,12 @@ struct Migration {
 // no longer holds is released when the caller drops its own references.
 // Bad input on any rank (shapes, placements that differ between ranks, an
 // expert without a current replica) throws InvalidArgument on every rank
-// before any data moves. Every wait is bounded by timeout_s: a peer that does
+// before any data moves. Every wait is bounded by timeout_s (0: EPX_TIMEOUT_S): a peer that does
 // not send or receive gives Timeout naming it and aborts the group (PeerFailure
 // if it was aborted already). Messages are MPI point-to-point on group.comm()
 // with one tag (0x6d67), in an order both sides derive from the plan.
 EPX_API Migration migrate_experts(Group& group, const Placement& current, const Placement& target,
                                   std::vector<std::vector<SlotTensors>> weights,
-                                  double timeout_s = 300);
+                                  double timeout_s = 0);
 
 }  // namespace epx::balancer

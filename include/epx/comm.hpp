@@ -23,8 +23,9 @@ struct BufferOptions {
   // (no copy out) until the last reference to them is dropped; a dispatch that
   // needs more grows the space (logged at WARN) rather than failing.
   std::size_t num_bytes = std::size_t{256} << 20;
-  // Bound of every wait on a peer, seconds. Left at 300, EPX_TIMEOUT_S applies.
-  double timeout_s = 300;
+  // Bound of every wait on a peer, seconds (inf: no limit). 0, the default:
+  // EPX_TIMEOUT_S, or its default of 300. Negative or nan: InvalidArgument.
+  double timeout_s = 0;
 
   // Low-latency mode (decode): fixed buffers registered once, double-buffered,
   // sized for these shapes (all ranks must pass the same values) on top of
@@ -138,8 +139,9 @@ struct DispatchResult {
 
 class EPX_API Buffer {
  public:
-  // Collective. The group must outlive the buffer.
-  Buffer(Group& group, BufferOptions options = {});
+  // Collective. The group must outlive the buffer. Explicit: a Group is not
+  // a Buffer (a stray conversion would be a collective construction).
+  explicit Buffer(Group& group, BufferOptions options = {});
   // Collective when the group spans several nodes (the one-sided windows of
   // the inter-node transport are freed together): each rank waits, up to
   // timeout_s, for the others to destroy their Buffer too. A rank that saw a

@@ -271,7 +271,7 @@ struct ExecutorOptions {
   // constructor checks that every rank gave the same shape and dtype.
   std::vector<std::int64_t> activation_shape;
   DType dtype = DType::f32;
-  double timeout_s = 0.0;  // per wait on a peer; 0: EPX_TIMEOUT_S
+  double timeout_s = 0.0;  // per wait on a peer, > 0 (inf: no limit); 0: EPX_TIMEOUT_S
   // Most receives posted ahead (each holds one activation-sized buffer),
   // counted from the op about to run and posted in the schedule's order: the
   // receives of the next few ops are in place while the current op computes.
