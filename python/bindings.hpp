@@ -9,5 +9,6 @@ namespace epx::python {
 
 void register_errors(pybind11::module_& m);    // epx.Error, epx.ErrorCode
 void register_group(pybind11::module_& m);     // MPI set-up, epx.Group
+void register_comm(pybind11::module_& m);      // epx.Buffer and its results
 
 }  // namespace epx::python

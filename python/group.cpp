@@ -16,10 +16,14 @@ bool g_initialized_mpi = false;
 // Registered with Py_AtExit: it runs after the interpreter has torn down its
 // modules, so the Buffers and Groups of a script (whose destructors free MPI
 // windows and communicators) are gone before MPI is.
+// The barrier first: a rank whose peers already left MPI_Finalize times out
+// flushing the UCX endpoints of the one-sided windows to them.
 void finalize_mpi() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (finalized) return;
+  MPI_Barrier(MPI_COMM_WORLD);
+  MPI_Finalize();
 }
 
 // A script should not have to call MPI_Init: the module does, on import, when

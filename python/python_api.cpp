@@ -9,4 +9,5 @@ PYBIND11_MODULE(_epx, m) {
   m.attr("__version__") = EPX_VERSION_STRING;
   epx::python::register_errors(m);
   epx::python::register_group(m);
+  epx::python::register_comm(m);
 }
