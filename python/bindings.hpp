@@ -10,5 +10,7 @@ namespace epx::python {
 void register_errors(pybind11::module_& m);    // epx.Error, epx.ErrorCode
 void register_group(pybind11::module_& m);     // MPI set-up, epx.Group
 void register_comm(pybind11::module_& m);      // epx.Buffer and its results
+void register_balancer(pybind11::module_& m);  // epx._epx.balancer
+void register_pipeline(pybind11::module_& m);  // epx._epx.pipeline
 
 }  // namespace epx::python

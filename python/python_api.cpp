@@ -10,4 +10,6 @@ PYBIND11_MODULE(_epx, m) {
   epx::python::register_errors(m);
   epx::python::register_group(m);
   epx::python::register_comm(m);
+  epx::python::register_balancer(m);
+  epx::python::register_pipeline(m);
 }
