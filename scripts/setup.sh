@@ -26,13 +26,16 @@ PACKAGES=(
   libibverbs-dev    # detected for the RDMA transport to come (EPX_WITH_IBVERBS=AUTO)
 )
 
-# With --all (the test suite): the scripts of the tests, and the PyTorch
-# reference that checks epx-train's losses (tests/reference).
+# With --all (the test suite): the scripts of the tests, the PyTorch
+# reference that checks epx-train's losses (tests/reference), and what the
+# Python module needs (EPX_BUILD_PYTHON=AUTO builds it when they are there).
 TEST_PACKAGES=(
   python3           # tests/train/*.py
   python3-yaml      # tests/reference reads the configs
   python3-numpy     # torch's companion
-  python3-torch     # tests/reference/torch_moe.py: an independent implementation of the model
+  python3-torch     # tests/reference/torch_moe.py, and the Python module's tests (tests/python)
+  python3-dev       # Python headers: the module `epx` (python/)
+  pybind11-dev      # the module's bindings
   pkgconf           # the install test builds a consumer with pkg-config (epx.pc)
 )
 
