@@ -22,6 +22,17 @@ fail() {
   exit 1
 }
 
+# epx's shm names are unlinked right after a Buffer's set-up, so a name that
+# appeared during a run and is still there seconds after it is a leak (other
+# tests' set-ups, running at the same time, come and go).
+shm_before() { ls /dev/shm | grep '^epx-' | sort >"$work/shm.before"; }
+shm_leaked() {
+  sleep 3
+  comm -13 "$work/shm.before" <(ls /dev/shm | grep '^epx-' | sort) >"$work/shm.new"
+  sleep 3
+  comm -12 "$work/shm.new" <(ls /dev/shm | grep '^epx-' | sort)
+}
+
 # train NAME RANKS [--set ...]...: a run into $work/NAME (metrics NAME.jsonl).
 train() {
   local name=$1 n=$2
@@ -140,6 +151,7 @@ PY
   ;;
 stall)
   start=$SECONDS
+  shm_before
   EPX_TIMEOUT_S=5 EPX_TRAIN_STALL=1:3 train stall 2 --set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=2 &&
     { cat stall.log; fail "the run with a stalled rank succeeded"; }
   took=$((SECONDS - start))
@@ -147,11 +159,13 @@ stall)
   grep -q "rank 1" stall.log || fail "no message names rank 1"
   ((took < 40)) || fail "took $took s to fail, timeout 5 s"
   [[ -d stall/step-5 ]] && fail "a checkpoint after the stall exists"
-  ls /dev/shm | grep -q '^epx-' && fail "epx segments left in /dev/shm: $(ls /dev/shm | grep '^epx-')"
+  leaked=$(shm_leaked)
+  [[ -z $leaked ]] || fail "epx segments left in /dev/shm: $leaked"
   echo "ok: failed in $took s, naming rank 1"
   ;;
 kill)
   start=$SECONDS
+  shm_before
   EPX_TIMEOUT_S=20 EPX_TRAIN_KILL=1:8 train kill 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 &&
     { cat kill.log; fail "the run with a killed rank succeeded"; }
   took=$((SECONDS - start))
@@ -159,7 +173,8 @@ kill)
   ((took < 60)) || fail "took $took s to end after the kill"
   grep -q "rank 1 kills itself" kill.log || fail "the fault was not injected"
   [[ "$(cat kill/latest)" == step-5 && -f kill/step-5/model.safetensors ]] || fail "the step-5 checkpoint is not the latest"
-  ls /dev/shm | grep -q '^epx-' && fail "epx segments left in /dev/shm: $(ls /dev/shm | grep '^epx-')"
+  leaked=$(shm_leaked)
+  [[ -z $leaked ]] || fail "epx segments left in /dev/shm: $leaked"
   train kill 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 --resume auto ||
     { cat kill.log; fail "resuming after the kill"; }
   grep -q "resumed from .*step-5 at step 5" kill.log || { cat kill.log; fail "did not resume at step 5"; }
