@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what epx needs on Debian 12 (run as root; safe to run again), then
 # configures and builds epx into build/. Without arguments it builds what the
-# main job needs (the library, epxrun, epx-bench); with --all it builds every
+# main job needs (the library, epxrun, epx-train, epx-bench); with --all it builds every
 # target, tests included. The last line says OK or FAILED; the exit status too.
 #
 #   bash scripts/setup.sh [--all]
@@ -101,10 +101,10 @@ if ((build_all)); then
   say "build: all targets, $jobs jobs"
   cmake --build build -j "$jobs" || fail "build (see the compiler errors above)"
 else
-  say "build: epx, epxrun, epx-bench, $jobs jobs"
-  cmake --build build -j "$jobs" --target epx epxrun epx-bench || fail "build (see the compiler errors above)"
+  say "build: epx, epxrun, epx-train, epx-bench, $jobs jobs"
+  cmake --build build -j "$jobs" --target epx epxrun epx-train epx-bench || fail "build (see the compiler errors above)"
 fi
-for exe in epxrun epx-bench; do
+for exe in epxrun epx-train epx-bench; do
   [[ -x build/bin/$exe ]] || fail "build/bin/$exe was not produced"
 done
 
