@@ -185,7 +185,7 @@ int run_training(const Args& a) {
   {
     std::string error;
     try {
-      if (root) metrics = train::MetricsLog(cfg.log.metrics, !resume_dir.empty());
+      if (root) metrics = train::MetricsLog(cfg.log.metrics, t.step(), history);
     } catch (const std::exception& e) {
       error = e.what();
     }

@@ -43,6 +43,22 @@ kernels::MlpWeights shared_mlp(ParamStore& P, const LayerIndex& li, const ModelC
           static_cast<std::int64_t>(c.num_shared_experts) * c.moe_intermediate_size};
 }
 
+// Routed expert e's weights (or their gradients) of this rank, in local order.
+std::vector<kernels::MlpWeights> expert_weights(ParamStore& X, const LayerIndex& li,
+                                                std::int64_t H, std::int64_t Im) {
+  std::vector<kernels::MlpWeights> w;
+  for (std::size_t e = 0; e < li.expert_gate.size(); ++e)
+    w.push_back({X.value(li.expert_gate[e]), X.value(li.expert_up[e]), X.value(li.expert_down[e]), H, Im});
+  return w;
+}
+
+std::vector<kernels::MlpGrads> expert_grads(ParamStore& X, const LayerIndex& li) {
+  std::vector<kernels::MlpGrads> g;
+  for (std::size_t e = 0; e < li.expert_gate.size(); ++e)
+    g.push_back({X.grad(li.expert_gate[e]), X.grad(li.expert_up[e]), X.grad(li.expert_down[e])});
+  return g;
+}
+
 }  // namespace
 
 void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count) {
@@ -110,10 +126,7 @@ void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count
   got = comm::DispatchResult();  // frees the receive rows; the handle stays in s
 
   // Experts.
-  std::vector<kernels::MlpWeights> w(static_cast<std::size_t>(El));
-  for (int e = 0; e < El; ++e)
-    w[e] = {model_.experts.value(li.expert_gate[e]), model_.experts.value(li.expert_up[e]),
-            model_.experts.value(li.expert_down[e]), H, Im};
+  const std::vector<kernels::MlpWeights> w = expert_weights(model_.experts, li, H, Im);
   float* outp = at_least(s.outp, pairs * H);
   kernels::grouped_mlp_forward(outp, at_least(s.mlp, pairs * 3 * Im), xp, s.offsets.data(), El,
                                w.data());
@@ -200,16 +213,10 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
   got = comm::DispatchResult();
 
   // The experts' backward.
-  std::vector<kernels::MlpWeights> w(static_cast<std::size_t>(El));
-  std::vector<kernels::MlpGrads> g(static_cast<std::size_t>(El));
+  const std::vector<kernels::MlpWeights> w = expert_weights(model_.experts, li, H, Im);
+  const std::vector<kernels::MlpGrads> g = expert_grads(model_.experts, li);
   std::int64_t most = 0;
-  for (int e = 0; e < El; ++e) {
-    w[e] = {model_.experts.value(li.expert_gate[e]), model_.experts.value(li.expert_up[e]),
-            model_.experts.value(li.expert_down[e]), H, Im};
-    g[e] = {model_.experts.grad(li.expert_gate[e]), model_.experts.grad(li.expert_up[e]),
-            model_.experts.grad(li.expert_down[e])};
-    most = std::max(most, s.offsets[e + 1] - s.offsets[e]);
-  }
+  for (int e = 0; e < El; ++e) most = std::max(most, s.offsets[e + 1] - s.offsets[e]);
   float* dxp = at_least(sv.dxp, pairs * H);
   float* scratch = at_least(sv.expert_scratch, 3 * most * Im);
   kernels::grouped_mlp_backward(dxp, g.data(), doutp, s.xp.data(), s.mlp.data(),

@@ -42,13 +42,35 @@ void History::add(const StepResult& r) {
   load.push_back(std::move(l));
 }
 
-MetricsLog::MetricsLog(const std::string& path, bool append) {
+MetricsLog::MetricsLog(const std::string& path, std::int64_t resume_step, History& history) {
   if (path.empty()) return;
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   std::error_code ec;
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  out_.open(path, append ? std::ios::app : std::ios::trunc);
+  std::vector<std::string> kept;
+  if (resume_step > 0) {
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
+      const std::int64_t step = j["step"].get<std::int64_t>();
+      if (step > resume_step) continue;
+      kept.push_back(line);
+      StepResult r;
+      r.step = step;
+      r.loss = j.value("loss", 0.0);
+      if (j.contains("expert_counts")) r.expert_counts = j["expert_counts"].get<std::vector<std::vector<std::int64_t>>>();
+      history.add(r);
+      if (j.contains("eval_loss")) {
+        history.eval_steps.push_back(step);
+        history.eval_losses.push_back(j["eval_loss"].get<double>());
+      }
+    }
+  }
+  out_.open(path, std::ios::trunc);
   EPX_CHECK(out_.good(), InvalidArgument, "config: log.metrics = '", path, "' cannot be written");
+  for (const std::string& line : kept) out_ << line << '\n';
+  out_.flush();
 }
 
 void MetricsLog::write(const StepResult& r, double eval_loss) {

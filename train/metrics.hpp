@@ -32,8 +32,11 @@ struct History {
 class MetricsLog {
  public:
   MetricsLog() = default;
-  // Appends to `path` when resuming (`append`), else truncates. Empty: no file.
-  MetricsLog(const std::string& path, bool append);
+  // Opens `path` (empty: no file). Resumed at `resume_step` > 0, it keeps the
+  // lines of steps <= resume_step (a run that died after its checkpoint
+  // wrote later steps that are about to run again), adds them to `history`,
+  // and appends; else it starts the file afresh.
+  MetricsLog(const std::string& path, std::int64_t resume_step, History& history);
   // One line: step, loss, lr, grad_norm, tokens_per_s, ms {total, compute, ep, dp},
   // expert_counts, expert_load_max_over_mean, and eval_loss when given (>= 0).
   void write(const StepResult& r, double eval_loss = -1);

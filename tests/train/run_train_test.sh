@@ -178,6 +178,9 @@ kill)
   train kill 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 --resume auto ||
     { cat kill.log; fail "resuming after the kill"; }
   grep -q "resumed from .*step-5 at step 5" kill.log || { cat kill.log; fail "did not resume at step 5"; }
+  # The metrics keep steps 1-5 of the killed run and 6-10 of the resumed one, each once.
+  steps=$(python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["step"]) for l in open(sys.argv[1])))' kill.jsonl)
+  [[ $steps == "1 2 3 4 5 6 7 8 9 10" ]] || fail "metrics after the resume list steps '$steps'"
   echo "ok: ended $took s after the kill; resumed from step-5"
   ;;
 export)
