@@ -18,8 +18,11 @@
 namespace epx::train {
 namespace {
 
+// A config error is about the user's file, not a line of epx: no file:line
+// suffix (it would always name this function).
 [[noreturn]] void fail(const std::string& msg) {
-  EPX_THROW(InvalidArgument, "config: ", msg);
+  const std::string prefix = core::rank_prefix();
+  throw Error(ErrorCode::InvalidArgument, (prefix.empty() ? "" : prefix + " ") + "config: " + msg);
 }
 
 // One YAML key: its C++ member, its type and the range it must lie in. The
