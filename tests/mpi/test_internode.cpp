@@ -129,9 +129,12 @@ TEST(Internode, EmptyRankWithNullTensors) {
   comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
   DispatchResult d = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
   const ExpectedDispatch want = expected_dispatch(s, me, false, false, 1);
-  ASSERT_EQ(d.x.dim(0), want.rows);
-  expect_rows_equal(static_cast<const std::uint8_t*>(d.x.raw()), want.x.data(), want.rows,
-                    s.hidden * 2, "x bytes");
+  // No ASSERT before the collectives below (see test_combine.cpp).
+  const bool rows_ok = d.x.dim(0) == want.rows;
+  EXPECT_TRUE(rows_ok) << "dispatch returned " << d.x.dim(0) << " rows, expected " << want.rows;
+  if (rows_ok)
+    expect_rows_equal(static_cast<const std::uint8_t*>(d.x.raw()), want.x.data(), want.rows,
+                      s.hidden * 2, "x bytes");
   DispatchResult again = buffer.dispatch(in.x, d.handle);
   EXPECT_EQ(again.x.dim(0), want.rows);
   Tensor y = make_expert_outputs(kernels::cast(d.x, DType::f32), DType::bf16);
