@@ -41,7 +41,12 @@ struct Op {
   static Op overlapped(int f_mb, int f_chunk, int b_mb, int b_chunk) {
     return {OpKind::FB, f_mb, f_chunk, b_mb, b_chunk};
   }
-  bool operator==(const Op&) const = default;
+  // Spelled out, not `= default`: the public headers stay C++17.
+  friend bool operator==(const Op& a, const Op& b) {
+    return a.kind == b.kind && a.mb == b.mb && a.chunk == b.chunk && a.b_mb == b.b_mb &&
+           a.b_chunk == b.b_chunk;
+  }
+  friend bool operator!=(const Op& a, const Op& b) { return !(a == b); }
 };
 
 // "F(3,0)", "FB(5,1|2,0)": the forms used in error messages and pictures.
@@ -50,7 +55,10 @@ EPX_API std::string to_string(const Op& op);
 struct Location {
   int rank = 0;
   int chunk = 0;
-  bool operator==(const Location&) const = default;
+  friend bool operator==(const Location& a, const Location& b) {
+    return a.rank == b.rank && a.chunk == b.chunk;
+  }
+  friend bool operator!=(const Location& a, const Location& b) { return !(a == b); }
 };
 
 enum class ScheduleKind { gpipe, one_f_one_b, zb_h1, dualpipe, dualpipe_v };
