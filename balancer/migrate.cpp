@@ -16,6 +16,7 @@
 #include "balancer/problem.hpp"
 #include "core/agree.hpp"
 #include "core/check.hpp"
+#include "core/log.hpp"
 #include "core/config.hpp"
 #include "core/wait.hpp"
 
@@ -269,6 +270,9 @@ Migration migrate_experts(Group& group, const Placement& current, const Placemen
       }
     }
   }
+  EPX_LOG(Info, Balancer, "migrate_experts: ", out.stats.moved_bytes, " bytes moved in the group (",
+          out.stats.naive_bytes, " without slot matching); this rank sent ", out.stats.bytes_sent,
+          " (", out.stats.internode_bytes_sent, " to other nodes), received ", out.stats.bytes_received);
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include "balancer/problem.hpp"
 #include "balancer/score.hpp"
 #include "core/check.hpp"
+#include "core/log.hpp"
 
 namespace epx::balancer {
 
@@ -50,6 +51,9 @@ Placement rebalance_experts(const Tensor& load, int num_replicas, int num_groups
     detail::balanced_layer(load_f64.data() + static_cast<std::size_t>(l) * s.experts, row, s,
                            eplb.data(), dst);
   }
+  EPX_LOG(Debug, Balancer, "rebalance_experts: ", s.layers, " layers, ", s.experts, " experts -> ",
+          s.replicas, " slots on ", num_gpus, " GPUs of ", num_nodes, " nodes (",
+          policy == Policy::eplb ? "eplb" : "balanced", ")");
   return assemble(std::move(phy2log), s);
 }
 

@@ -8,6 +8,7 @@
 #include <epx/model_kernels.hpp>
 
 #include "core/check.hpp"
+#include "core/log.hpp"
 #include "kernels/gemm.hpp"
 
 namespace epx::kernels {
@@ -31,6 +32,7 @@ void set_num_threads(int threads) {
   apply_threads_once();
   g_threads.store(threads);
   openblas_set_num_threads(threads);
+  EPX_LOG(Debug, Kernels, "kernels: ", threads, " BLAS thread(s) per rank");
 }
 
 int num_threads() noexcept { return g_threads.load(); }

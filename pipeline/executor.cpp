@@ -13,6 +13,7 @@
 #include "core/agree.hpp"
 #include "core/check.hpp"
 #include "core/config.hpp"
+#include "core/log.hpp"
 #include "pipeline/channel.hpp"
 #include "pipeline/replay.hpp"
 
@@ -133,6 +134,10 @@ Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOpt
   s.channel = std::make_unique<detail::Channel>(s.comm, s.options.timeout_s);
   s.plan_receives();
   stage.progress_ = [channel = s.channel.get()] { channel->progress(); };
+  EPX_LOG(Info, Pipeline, "executor: ", to_string(s.schedule.kind), " on ", s.schedule.ranks,
+          " ranks, ", s.schedule.microbatches, " micro-batches, ", s.schedule.stages, " stages; ",
+          s.schedule.ops[static_cast<std::size_t>(s.rank)].size(), " ops here, receive window ",
+          s.options.receive_window, ", timeout ", s.options.timeout_s, " s");
 }
 
 Executor::~Executor() = default;

@@ -59,6 +59,13 @@ Fabric::Fabric(Group& group, double timeout_s) : group_(group), timeout_s_(timeo
   core::agree_on_error(comm_, err, ErrorCode::Unsupported, deadline, "comm: transport set-up");
   abort_region_ = create_region(kAbortTextOffset + kAbortTextBytes * group.size(), deadline);
   EPX_LOG(Info, Transport, "fabric over ", group.size(), " ranks with ", names);
+  if (core::log_enabled(core::LogLevel::Debug, core::Subsys::Transport)) {
+    std::string peers;
+    for (int peer = 0; peer < group.size(); ++peer)
+      peers += core::concat(peer ? ", " : "", "rank ", peer, " (node ", group.node_of(peer), "): ",
+                            route_[peer] ? route_[peer]->name() : "none");
+    EPX_LOG(Debug, Transport, "transport per peer: ", peers);
+  }
 }
 
 Fabric::~Fabric() {
