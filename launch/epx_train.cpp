@@ -189,8 +189,7 @@ int run_training(const Args& a) {
     } catch (const std::exception& e) {
       error = e.what();
     }
-    train::Comm c(world.comm(), t.timeout_s());
-    train::agree(c, error, "epx-train: opening log.metrics");
+    train::agree(t.world_comm(), error, "epx-train: opening log.metrics");
   }
   if (root) {
     std::printf("epx-train: %lld parameters (%d layers, hidden %d, %d experts top-%d), dp %d x ep %d%s, "

@@ -90,7 +90,7 @@ int run_train_bench(const train::Config& config, Group& world, const TrainBenchO
     dp.push_back(r.dp_seconds);
   }
   // The slowest rank sets the step: take each rank's medians, then the max.
-  train::Comm comm(world.comm(), t.timeout_s());
+  const train::Comm& comm = t.world_comm();
   const std::vector<double> mine = {median(total), median(ep), median(dp)};
   const std::vector<double> all = train::allgather(comm, mine, "bench: step times");
   double step = 0, ep_s = 0, dp_s = 0;

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
+#include "core/file_io.hpp"
 
 namespace epx::model {
 namespace {
@@ -31,29 +32,8 @@ constexpr int kMaxJsonDepth = 3;
 
 struct DepthExceeded {};
 
-// One file descriptor, closed on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  int release() {
-    int f = fd_;
-    fd_ = -1;
-    return f;
-  }
-
- private:
-  int fd_;
-};
-
-std::string errno_text() {
-  return std::strerror(errno);
-}
+using core::errno_text;
+using core::Fd;
 
 // The element size of a safetensors dtype name, 0 for an unknown one.
 std::size_t element_size(const std::string& dtype) {
@@ -87,19 +67,6 @@ std::string printable(const std::string& s, std::size_t max_len = 80) {
   return out;
 }
 
-void write_all(int fd, const void* data, std::size_t n, const std::string& tmp) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, std::min<std::size_t>(n, std::size_t{1} << 30));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      EPX_THROW(InvalidArgument, "save_safetensors: cannot write ", tmp, ": ", errno_text());
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
 // Reads exactly n bytes at `offset`; false when the file is shorter.
 bool read_at(int fd, void* data, std::size_t n, std::uint64_t offset) {
   char* p = static_cast<char*>(data);
@@ -115,12 +82,6 @@ bool read_at(int fd, void* data, std::size_t n, std::uint64_t offset) {
   return true;
 }
 
-std::string directory_of(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
 
 }  // namespace
 
@@ -155,33 +116,12 @@ void save_safetensors(const std::string& path,
   // Padding to 8 bytes keeps the data section aligned for readers that map it.
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  EPX_CHECK(fd.get() >= 0, InvalidArgument, "save_safetensors: cannot create ", tmp, ": ",
-            errno_text());
-  try {
-    unsigned char len[8];
-    std::uint64_t n = text.size();
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
-    write_all(fd.get(), len, 8, tmp);
-    write_all(fd.get(), text.data(), text.size(), tmp);
-    for (const auto& [name, t] : tensors) write_all(fd.get(), t.raw(), t.nbytes(), tmp);
-    // Data on disk before the rename: otherwise a crash can leave the new name
-    // pointing at a file of holes.
-    EPX_CHECK(::fsync(fd.get()) == 0, InvalidArgument, "save_safetensors: cannot fsync ", tmp, ": ",
-              errno_text());
-    EPX_CHECK(::close(fd.release()) == 0, InvalidArgument, "save_safetensors: cannot close ", tmp,
-              ": ", errno_text());
-    EPX_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, InvalidArgument,
-              "save_safetensors: cannot rename ", tmp, " to ", path, ": ", errno_text());
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // The rename itself is durable once the directory is synced. A failure here
-  // leaves a complete file under one name or the other, so it is not fatal.
-  Fd dir(::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.get() >= 0) ::fsync(dir.get());
+  unsigned char len[8];
+  const std::uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
+  std::vector<std::pair<const void*, std::size_t>> pieces{{len, 8}, {text.data(), text.size()}};
+  for (const auto& [name, t] : tensors) pieces.emplace_back(t.raw(), t.nbytes());
+  core::write_file_atomically(path, pieces, "save_safetensors");
 }
 
 SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {

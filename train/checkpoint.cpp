@@ -8,12 +8,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
+#include "core/file_io.hpp"
 #include "model/safetensors.hpp"
 #include "train/trainer.hpp"
 
@@ -28,24 +26,8 @@ constexpr int kTagExpAvg = 7202;
 constexpr int kTagExpAvgSq = 7203;
 constexpr const char* kFormat = "epx-train checkpoint 1";
 
-void fsync_path(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 void write_file_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    EPX_CHECK(out.good(), Internal, "checkpoint: cannot write ", tmp.string());
-  }
-  fsync_path(tmp);
-  fs::rename(tmp, path);
-  fsync_path(path.parent_path());
+  core::write_file_atomically(path.string(), {{text.data(), text.size()}}, "checkpoint");
 }
 
 Tensor slice(std::vector<float>& array, const model::ParamInfo& p) {
@@ -131,7 +113,7 @@ std::string Trainer::save_checkpoint() {
       state["grid"] = {{"dp", config_.parallel.dp}, {"ep", ep}};
       state["config"] = to_yaml(config_);
       write_file_atomic(tmp / "state.json", state.dump(2) + "\n");
-      fsync_path(tmp);
+      core::sync_directory(tmp.string());
       const fs::path final_dir = root / name;
       const fs::path old = root / (".old-" + name);
       if (fs::exists(final_dir)) {
@@ -139,7 +121,7 @@ std::string Trainer::save_checkpoint() {
         fs::rename(final_dir, old);
       }
       fs::rename(tmp, final_dir);
-      fsync_path(root);
+      core::sync_directory(root.string());
       write_file_atomic(root / "latest", name + "\n");
       fs::remove_all(old);
     } catch (const std::exception& e) {

@@ -50,6 +50,8 @@ class Trainer {
   std::int64_t global_batch() const noexcept { return global_batch_; }
   const TokenData& data() const noexcept { return *data_; }
   double timeout_s() const noexcept { return timeout_s_; }
+  // The trainer's communicator over the world, for agreements and gathers.
+  const Comm& world_comm() const noexcept { return world_comm_; }
 
  private:
   void load_checkpoint(const std::string& dir);
