@@ -199,6 +199,14 @@ int run_training(const Args& a) {
                 cfg.parallel.ep, cfg.parallel.fp8_dispatch ? ", fp8 dispatch" : "",
                 static_cast<long long>(t.global_batch()), tc.seq_len,
                 static_cast<long long>(t.data().train_tokens()), history.unigram_entropy);
+    const train::BalancerConfig& bc = cfg.balancer;
+    if (bc.enabled)
+      std::printf(
+          "epx-train: balancer on: %d slots per MoE layer (%d redundant) over each EP group "
+          "of %d ranks, a new placement every %d steps from the last %d steps' loads, "
+          "policy %s\n",
+          cfg.model.num_experts + bc.redundant_experts, bc.redundant_experts, cfg.parallel.ep,
+          bc.every, bc.window, bc.policy.c_str());
     if (!resume_dir.empty())
       std::printf("epx-train: resumed from %s at step %lld\n", resume_dir.c_str(),
                   static_cast<long long>(t.step()));
@@ -223,9 +231,12 @@ int run_training(const Args& a) {
       metrics.write(r, eval);
       if (r.step % cfg.log.every == 0 || r.step == tc.max_steps) {
         std::printf("%s\n", train::progress_line(r, tc.max_steps).c_str());
-        if (eval >= 0) std::printf("eval step %lld | loss %.4f\n", static_cast<long long>(r.step), eval);
-        std::fflush(stdout);
+        if (eval >= 0)
+          std::printf("eval step %lld | loss %.4f\n", static_cast<long long>(r.step), eval);
       }
+      for (const train::RebalanceReport& b : r.rebalances)
+        std::printf("%s\n", train::rebalance_line(b).c_str());
+      std::fflush(stdout);
     }
     if (tc.checkpoint_every > 0 && r.step % tc.checkpoint_every == 0) {
       checkpoint = t.save_checkpoint();

@@ -21,6 +21,19 @@ Engine::Engine(Model& model, comm::Buffer& buffer, EngineOptions options)
 
 Engine::~Engine() = default;
 
+void Engine::set_placement(const balancer::Placement* placement, int num_nodes) {
+  if (placement) {
+    const std::int64_t slots = static_cast<std::int64_t>(model_.ep_size()) * model_.local_experts();
+    EPX_CHECK(
+        placement->phy2log.dim(0) == model_.num_moe_layers() && placement->phy2log.dim(1) == slots,
+        InvalidArgument, "Engine::set_placement: a placement of ", placement->phy2log.dim(0),
+        " layers x ", placement->phy2log.dim(1), " slots, expected ", model_.num_moe_layers(),
+        " x ", slots, " (EP size x the model's slots per rank)");
+  }
+  placement_ = placement;
+  placement_nodes_ = num_nodes;
+}
+
 void Engine::reset_expert_counts() {
   counts_.assign(static_cast<std::size_t>(model_.num_moe_layers()),
                  std::vector<std::int64_t>(static_cast<std::size_t>(model_.config().num_experts), 0));

@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include <epx/balancer.hpp>
 #include <epx/comm.hpp>
 
 #include "model/model.hpp"
@@ -49,9 +50,21 @@ class Engine {
   // logical expert since the last reset (forward_backward only).
   const std::vector<std::vector<std::int64_t>>& expert_counts() const noexcept { return counts_; }
   void reset_expert_counts();
-  // Seconds spent inside comm::Buffer calls since the last reset.
+  // Seconds spent inside comm::Buffer calls since the last reset, and in the
+  // routed experts' GEMMs (forward and backward) with the (row, expert)
+  // pairs they computed: what a balancer evens out between ranks.
   double ep_seconds() const noexcept { return ep_seconds_; }
-  void reset_ep_seconds() noexcept { ep_seconds_ = 0; }
+  double expert_seconds() const noexcept { return expert_seconds_; }
+  std::int64_t expert_pairs() const noexcept { return expert_pairs_; }
+  void reset_ep_seconds() noexcept { ep_seconds_ = expert_seconds_ = 0, expert_pairs_ = 0; }
+
+  // Redundant experts: with a placement (balancer::rebalance_experts over the
+  // EP group, model.expert_slots() this rank's share of it), each (token,
+  // logical expert) goes to one of the expert's replicas
+  // (balancer::route_to_replicas; num_nodes as the placement was planned)
+  // and the dispatch addresses physical slots. nullptr: slot = expert, the
+  // contiguous layout. The placement must outlive its use.
+  void set_placement(const balancer::Placement* placement, int num_nodes);
 
   // Called inside forward_backward's backward as soon as a part's parameter
   // gradients are final for this micro-batch, so their all-reduce can start
@@ -78,7 +91,10 @@ class Engine {
   comm::Buffer& buffer_;
   EngineOptions options_;
   std::vector<std::vector<std::int64_t>> counts_;
-  double ep_seconds_ = 0;
+  double ep_seconds_ = 0, expert_seconds_ = 0;
+  std::int64_t expert_pairs_ = 0;
+  const balancer::Placement* placement_ = nullptr;
+  int placement_nodes_ = 1;
   std::unique_ptr<Saved> saved_;
   std::function<void(int)> hook_;
 };

@@ -27,21 +27,36 @@ namespace {
 constexpr const char* kExpertWeights[] = {"gate_proj", "up_proj", "down_proj"};
 }  // namespace
 
-std::vector<std::string> Model::expert_names(int ep_rank) const {
+std::vector<std::string> Model::expert_names(const ExpertSlots& slots) const {
   std::vector<std::string> names;
+  int moe = 0;
   for (int l = 0; l < static_cast<int>(layers.size()); ++l) {
     if (!layers[l].moe) continue;
-    for (int j = 0; j < local_experts(); ++j)
-      for (const char* w : kExpertWeights) names.push_back(expert_name(l, ep_rank * local_experts() + j, w));
+    for (const int e : slots.at(static_cast<std::size_t>(moe)))
+      for (const char* w : kExpertWeights) names.push_back(expert_name(l, e, w));
+    ++moe;
   }
   return names;
 }
 
-Model::Model(const ModelConfig& c, int ep_rank, int ep_size)
-    : config_(c), ep_rank_(ep_rank), ep_size_(ep_size) {
+ExpertSlots Model::contiguous_slots(const ModelConfig& c, int ep_rank, int ep_size) {
   EPX_CHECK(ep_size >= 1 && c.num_experts % ep_size == 0 && ep_rank >= 0 && ep_rank < ep_size,
             InvalidArgument, "Model: ep_rank ", ep_rank, " / ep_size ", ep_size,
             " does not split num_experts ", c.num_experts);
+  const int El = c.num_experts / ep_size;
+  std::vector<int> mine(static_cast<std::size_t>(El));
+  for (int j = 0; j < El; ++j) mine[j] = ep_rank * El + j;
+  const int moe_layers = std::max(0, c.num_layers - c.first_k_dense);
+  return ExpertSlots(static_cast<std::size_t>(moe_layers), mine);
+}
+
+Model::Model(const ModelConfig& c, int ep_rank, int ep_size)
+    : Model(c, ep_rank, ep_size, contiguous_slots(c, ep_rank, ep_size)) {}
+
+Model::Model(const ModelConfig& c, int ep_rank, int ep_size, ExpertSlots slots)
+    : config_(c), ep_rank_(ep_rank), ep_size_(ep_size) {
+  EPX_CHECK(ep_size >= 1 && ep_rank >= 0 && ep_rank < ep_size, InvalidArgument, "Model: ep_rank ",
+            ep_rank, " / ep_size ", ep_size);
   const std::int64_t V = c.vocab_size, H = c.hidden_size, E = c.num_experts;
   const std::int64_t I = c.intermediate_size, Im = c.moe_intermediate_size;
   const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
@@ -68,21 +83,62 @@ Model::Model(const ModelConfig& c, int ep_rank, int ep_size)
         li.shared_up = dense.add(p + "mlp.shared_experts.up_proj.weight", {Is, H});
         li.shared_down = dense.add(p + "mlp.shared_experts.down_proj.weight", {H, Is});
       }
-      for (int j = 0; j < local_experts(); ++j) {
-        const int e = first_local_expert() + j;
-        // In kExpertWeights' order (expert_names() lists them so).
-        li.expert_gate.push_back(experts.add(expert_name(l, e, kExpertWeights[0]), {Im, H}));
-        li.expert_up.push_back(experts.add(expert_name(l, e, kExpertWeights[1]), {Im, H}));
-        li.expert_down.push_back(experts.add(expert_name(l, e, kExpertWeights[2]), {H, Im}));
-      }
     }
     layers.push_back(std::move(li));
   }
   final_norm = dense.add("model.norm.weight", {H});
   lm_head = dense.add("lm_head.weight", {V, H});
   dense.allocate();
-  experts.allocate();
+  replace_expert_slots(std::move(slots));
   bias.assign(static_cast<std::size_t>(num_moe_layers_), std::vector<float>(E, 0.0f));
+}
+
+ParamStore Model::replace_expert_slots(ExpertSlots slots) {
+  const auto L = static_cast<std::size_t>(num_moe_layers_);
+  EPX_CHECK(slots.size() == L, InvalidArgument, "Model: a slot table of ", slots.size(),
+            " MoE layers, expected ", L);
+  const std::size_t S = L > 0 ? slots[0].size() : 0;
+  for (std::size_t l = 0; l < L; ++l) {
+    EPX_CHECK(slots[l].size() == S && S > 0, InvalidArgument, "Model: MoE layer ", l, " has ",
+              slots[l].size(), " expert slots, expected ", S, " (> 0, the same in every layer)");
+    for (const int e : slots[l])
+      EPX_CHECK(e >= 0 && e < config_.num_experts, InvalidArgument, "Model: MoE layer ", l,
+                " slot holds expert ", e, ", outside [0, ", config_.num_experts, ")");
+  }
+  slots_ = std::move(slots);
+  slots_per_rank_ = L > 0 ? static_cast<int>(S) : config_.num_experts / ep_size_;
+  ParamStore old = std::move(experts);
+  experts = ParamStore();
+  declare_experts();
+  experts.allocate();
+  return old;
+}
+
+// A store name is unique: the logical name, with "#slot" appended to a
+// second replica of an expert on this rank (expert_names() gives the
+// logical names for files and initialisation).
+void Model::declare_experts() {
+  const std::int64_t H = config_.hidden_size, Im = config_.moe_intermediate_size;
+  for (LayerIndex& li : layers) {
+    li.expert_gate.clear();
+    li.expert_up.clear();
+    li.expert_down.clear();
+    if (!li.moe) continue;
+    const std::vector<int>& mine = slots_[static_cast<std::size_t>(li.moe_index)];
+    const int l = static_cast<int>(&li - layers.data());
+    for (std::size_t j = 0; j < mine.size(); ++j) {
+      const bool repeat = std::find(mine.begin(), mine.begin() + j, mine[j]) != mine.begin() + j;
+      std::string tag;
+      if (repeat) tag.append("#").append(std::to_string(j));
+      // In kExpertWeights' order (expert_names() lists them so).
+      li.expert_gate.push_back(
+          experts.add(expert_name(l, mine[j], kExpertWeights[0]) + tag, {Im, H}));
+      li.expert_up.push_back(
+          experts.add(expert_name(l, mine[j], kExpertWeights[1]) + tag, {Im, H}));
+      li.expert_down.push_back(
+          experts.add(expert_name(l, mine[j], kExpertWeights[2]) + tag, {H, Im}));
+    }
+  }
 }
 
 namespace {
@@ -127,16 +183,26 @@ bool is_output_projection(const std::string& name) {
   return ends_with("o_proj.weight") || ends_with("down_proj.weight");
 }
 
-void init_store(ParamStore& store, std::uint64_t seed, double std, double out_std) {
+// names[i]: the name parameter i draws its stream from (a replica its
+// expert's, so that replicas start identical).
+void init_store(ParamStore& store, const std::vector<std::string>& names, std::uint64_t seed,
+                double std, double out_std) {
   for (int i = 0; i < static_cast<int>(store.params().size()); ++i) {
     const ParamInfo& p = store.info(i);
     float* v = store.value(i);
     if (p.shape.size() == 1) {
       std::fill(v, v + p.numel, 1.0f);  // norm weights
     } else {
-      init_normal(v, p.numel, seed, p.name, is_output_projection(p.name) ? out_std : std);
+      const std::string& name = names[static_cast<std::size_t>(i)];
+      init_normal(v, p.numel, seed, name, is_output_projection(name) ? out_std : std);
     }
   }
+}
+
+std::vector<std::string> names_of(const ParamStore& store) {
+  std::vector<std::string> names;
+  for (const ParamInfo& p : store.params()) names.push_back(p.name);
+  return names;
 }
 
 }  // namespace
@@ -144,8 +210,8 @@ void init_store(ParamStore& store, std::uint64_t seed, double std, double out_st
 void Model::init_random(std::uint64_t seed) {
   const double std = config_.init_std;
   const double out_std = std / std::sqrt(2.0 * config_.num_layers);
-  init_store(dense, seed, std, out_std);
-  init_store(experts, seed, std, out_std);
+  init_store(dense, names_of(dense), seed, std, out_std);
+  init_store(experts, expert_names(), seed, std, out_std);
   for (auto& b : bias) std::fill(b.begin(), b.end(), 0.0f);
 }
 

@@ -27,17 +27,32 @@ struct LayerIndex {
   std::vector<int> expert_gate, expert_up, expert_down;  // per local expert, in Model::experts
 };
 
+// The logical expert each local slot of a rank holds, per MoE layer:
+// [MoE layer][local slot]. Every rank of an EP group has the same number of
+// slots; a logical expert may sit in several slots (replicas, on several
+// ranks or, rarely, twice on one).
+using ExpertSlots = std::vector<std::vector<int>>;
+
 class Model {
  public:
   // This rank holds the routed experts [ep_rank * E/ep_size, (ep_rank+1) * E/ep_size).
   Model(const ModelConfig& config, int ep_rank, int ep_size);
+  // This rank holds `slots` (a balancer placement's share of this rank).
+  Model(const ModelConfig& config, int ep_rank, int ep_size, ExpertSlots slots);
+  // Without a placement: EP rank `ep_rank` holds [ep_rank E/ep_size, ...), in order.
+  static ExpertSlots contiguous_slots(const ModelConfig& config, int ep_rank, int ep_size);
 
   const ModelConfig& config() const noexcept { return config_; }
   int num_moe_layers() const noexcept { return num_moe_layers_; }
   int ep_rank() const noexcept { return ep_rank_; }
   int ep_size() const noexcept { return ep_size_; }
-  int local_experts() const noexcept { return config_.num_experts / ep_size_; }
-  int first_local_expert() const noexcept { return ep_rank_ * local_experts(); }
+  int local_experts() const noexcept { return slots_per_rank_; }  // slots per MoE layer
+  const ExpertSlots& expert_slots() const noexcept { return slots_; }
+
+  // Rebuilds the experts store for a new slot table (same slots per layer on
+  // every rank, any count); the values and moments of the new store are
+  // zero. Returns the old store, for the caller to copy from.
+  ParamStore replace_expert_slots(ExpertSlots slots);
 
   // Random initialisation from `seed` (params.hpp): matrices normal(0, init_std),
   // o_proj and down_proj normal(0, init_std / sqrt(2 L)), norms 1, biases 0.
@@ -47,9 +62,11 @@ class Model {
   std::string bias_name(int moe_index) const;
   // HF name of expert `e` (logical)'s weight `which` ("gate_proj", ...) in `layer`.
   static std::string expert_name(int layer, int e, const char* which);
-  // The names of the routed experts that EP rank `ep_rank` holds, in the
-  // order of its `experts` store (whose layout is the same on every rank).
-  std::vector<std::string> expert_names(int ep_rank) const;
+  // The logical HF names of the parameters of an `experts` store holding
+  // `slots`, in store order: gate, up, down of each slot (a replica repeats
+  // its expert's names). The layout is the same on every rank of the group.
+  std::vector<std::string> expert_names(const ExpertSlots& slots) const;
+  std::vector<std::string> expert_names() const { return expert_names(slots_); }
 
   // [begin, end) floats of part `part` (as Engine::set_backward_hook numbers
   // them: num_layers = the head, 0..L-1 the layers, -1 the embedding) in the
@@ -64,9 +81,12 @@ class Model {
   int embed = -1, final_norm = -1, lm_head = -1;
 
  private:
+  void declare_experts();
   ModelConfig config_;
   int ep_rank_ = 0, ep_size_ = 1;
   int num_moe_layers_ = 0;
+  ExpertSlots slots_;
+  int slots_per_rank_ = 0;
 };
 
 }  // namespace epx::model

@@ -84,12 +84,17 @@ void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count
       if (s.topk_idx[i] >= 0) ++cnt[s.topk_idx[i]];
   }
 
-  // Dispatch.
+  // Dispatch, to physical slots: slot = expert without a placement, else the
+  // replica route_to_replicas picks (s.topk_idx stays logical for the router).
   auto t0 = Clock::now();
   const Tensor x_t = Tensor::wrap(xn, {T, H}, DType::f32);
-  const Tensor idx_t = Tensor::wrap(s.topk_idx.data(), {T, K}, DType::i64);
+  Tensor idx_t = Tensor::wrap(s.topk_idx.data(), {T, K}, DType::i64);
   const Tensor w_t = Tensor::wrap(s.topk_weights.data(), {T, K}, DType::f32);
-  const comm::Layout layout = buffer_.get_dispatch_layout(idx_t, static_cast<int>(E));
+  if (placement_)
+    idx_t = balancer::route_to_replicas(
+        idx_t, *placement_, {li.moe_index, model_.ep_rank(), model_.ep_size(), placement_nodes_});
+  const comm::Layout layout =
+      buffer_.get_dispatch_layout(idx_t, model_.ep_size() * model_.local_experts());
   comm::DispatchOptions dopt;
   dopt.fp8 = options_.fp8_dispatch;
   comm::DispatchResult got = buffer_.dispatch(x_t, idx_t, w_t, layout, dopt);
@@ -126,10 +131,13 @@ void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count
   got = comm::DispatchResult();  // frees the receive rows; the handle stays in s
 
   // Experts.
+  t0 = Clock::now();
   const std::vector<kernels::MlpWeights> w = expert_weights(model_.experts, li, H, Im);
   float* outp = at_least(s.outp, pairs * H);
   kernels::grouped_mlp_forward(outp, at_least(s.mlp, pairs * 3 * Im), xp, s.offsets.data(), El,
                                w.data());
+  expert_seconds_ += seconds_since(t0);
+  expert_pairs_ += pairs;
 
   // y_m = sum over local k (in k order) of w_mk * out, straight into combine's input.
   Tensor y = buffer_.combine_input(s.handle, H, DType::f32);
@@ -219,8 +227,10 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
   for (int e = 0; e < El; ++e) most = std::max(most, s.offsets[e + 1] - s.offsets[e]);
   float* dxp = at_least(sv.dxp, pairs * H);
   float* scratch = at_least(sv.expert_scratch, 3 * most * Im);
+  t0 = Clock::now();
   kernels::grouped_mlp_backward(dxp, g.data(), doutp, s.xp.data(), s.mlp.data(),
                                 s.offsets.data(), El, w.data(), scratch, false);
+  expert_seconds_ += seconds_since(t0);
 
   // [dx | dw] per received row back to the token owners.
   const std::int64_t Z = H + K;

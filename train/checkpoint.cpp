@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -87,9 +88,12 @@ std::string Trainer::save_checkpoint() {
         weights.emplace_back(model_->bias_name(l),
                              Tensor::wrap(model_->bias[l].data(), {config_.model.num_experts},
                                           DType::f32));
+      // Each logical expert once, from its first replica in rank order.
+      std::set<std::string> seen;
       for (int q = 0; q < ep; ++q) {
-        const std::vector<std::string> names = model_->expert_names(q);
+        const std::vector<std::string> names = model_->expert_names(slots_of(q));
         for (std::size_t i = 0; i < names.size(); ++i) {
+          if (!seen.insert(names[i]).second) continue;
           const model::ParamInfo& p = X.info(static_cast<int>(i));
           weights.emplace_back(names[i], slice(vals[q], p));
           moments.emplace_back(names[i] + ".exp_avg", slice(avg[q], p));
@@ -142,7 +146,7 @@ void Trainer::load_weights(const std::string& path, bool with_optimizer) {
     std::copy(t.data<float>(), t.data<float>() + p.numel, array.begin() + p.offset);
   };
   for (const model::ParamInfo& p : D.params()) load_into(w, p.name, p, D.values);
-  const std::vector<std::string> names = model_->expert_names(model_->ep_rank());
+  const std::vector<std::string> names = model_->expert_names();
   for (std::size_t i = 0; i < names.size(); ++i)
     load_into(w, names[i], X.info(static_cast<int>(i)), X.values);
   for (int l = 0; l < model_->num_moe_layers(); ++l) {

@@ -107,6 +107,12 @@ const std::vector<Section>& sections() {
        {EPX_KEY(parallel, dp, Int, at_least(1)),
         EPX_KEY(parallel, ep, Int, at_least(1)),
         EPX_KEY(parallel, fp8_dispatch, Bool)}},
+      {"balancer",
+       {EPX_KEY(balancer, enabled, Bool),
+        EPX_KEY(balancer, redundant_experts, Int, at_least(0)),
+        EPX_KEY(balancer, every, Int, at_least(1)),
+        EPX_KEY(balancer, window, Int, at_least(1)),
+        EPX_KEY(balancer, policy, String, {}, {"balanced", "eplb"})}},
       {"log",
        {EPX_KEY(log, metrics, String),
         EPX_KEY(log, every, Int, at_least(1)),
@@ -567,8 +573,18 @@ void validate(const Config& config_in, int world_size) {
          " (the ranks epxrun started)");
   if (p.dp % p.ep != 0)
     fail("parallel.ep = " + s(p.ep) + " does not divide parallel.dp = " + s(p.dp));
-  if (m.num_experts % p.ep != 0)
+  if (!config.balancer.enabled && m.num_experts % p.ep != 0)
     fail("parallel.ep = " + s(p.ep) + " does not divide model.num_experts = " + s(m.num_experts));
+
+  const BalancerConfig& b = config.balancer;
+  if (b.enabled && (m.num_experts + b.redundant_experts) % p.ep != 0)
+    fail("balancer.redundant_experts = " + s(b.redundant_experts) + " gives " +
+         s(m.num_experts + b.redundant_experts) + " expert slots per layer (model.num_experts = " +
+         s(m.num_experts) + " + it), expected a multiple of parallel.ep = " + s(p.ep) +
+         " (every rank of an EP group holds the same number of slots)");
+  if (b.enabled && m.num_layers <= m.first_k_dense)
+    fail("balancer.enabled = true, but the model has no MoE layer (model.first_k_dense = " +
+         s(m.first_k_dense) + " >= model.num_layers = " + s(m.num_layers) + ")");
 
   if (config.data.format == "bytes" && m.vocab_size != 256)
     fail("model.vocab_size = " + s(m.vocab_size) + ", expected 256 with data.format = bytes");

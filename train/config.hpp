@@ -46,6 +46,19 @@ struct ParallelConfig {
   bool fp8_dispatch = false;
 };
 
+// The live expert balancer (docs/train.md): every `every` steps, the expert
+// loads of the last `window` steps give a new placement of num_experts +
+// redundant_experts slots per MoE layer over each EP group, and the expert
+// weights and AdamW moments migrate to it. It changes where experts live,
+// not the numbers.
+struct BalancerConfig {
+  bool enabled = false;
+  int redundant_experts = 0;        // extra slots per MoE layer; E + this a multiple of parallel.ep
+  int every = 50;                   // steps between rebalances
+  int window = 50;                  // steps of load statistics a plan looks at
+  std::string policy = "balanced";  // balanced | eplb (include/epx/balancer.hpp)
+};
+
 struct LogConfig {
   std::string metrics;  // JSON-lines file, or empty: none
   int every = 1;        // progress line every N steps
@@ -57,6 +70,7 @@ struct Config {
   TrainConfig train;
   DataConfig data;
   ParallelConfig parallel;
+  BalancerConfig balancer;
   LogConfig log;
 };
 

@@ -34,12 +34,33 @@ std::string progress_line(const StepResult& r, std::int64_t max_steps) {
   return buf;
 }
 
+std::string rebalance_line(const RebalanceReport& r) {
+  std::ostringstream s;
+  char buf[64];
+  s << "rebalance at step " << r.step << ": max/mean GPU load per MoE layer ";
+  for (std::size_t l = 0; l < r.before.size(); ++l) {
+    std::snprintf(buf, sizeof buf, "%s%.2f -> %.2f (EPLB %.2f)", l ? ", " : "", r.before[l],
+                  r.after[l], r.eplb[l]);
+    s << buf;
+  }
+  std::snprintf(buf, sizeof buf, "; moved %.2f MiB (%.2f MiB without slot matching) in %.1f ms",
+                static_cast<double>(r.moved_bytes) / (1 << 20),
+                static_cast<double>(r.naive_bytes) / (1 << 20), r.seconds * 1e3);
+  s << buf;
+  if (r.checked)
+    s << "; replicas checked: every copy of every expert bit-identical, weights and moments, "
+         "as before the migration";
+  return s.str();
+}
+
 void History::add(const StepResult& r) {
   steps.push_back(r.step);
   losses.push_back(r.loss);
   std::vector<double> l;
   for (const auto& c : r.expert_counts) l.push_back(load_max_over_mean(c));
   load.push_back(std::move(l));
+  rank_load.push_back(r.rank_pairs_max_over_mean);
+  for (const RebalanceReport& b : r.rebalances) rebalance_steps.push_back(b.step);
 }
 
 MetricsLog::MetricsLog(const std::string& path, std::int64_t resume_step, History& history) {
@@ -59,6 +80,11 @@ MetricsLog::MetricsLog(const std::string& path, std::int64_t resume_step, Histor
       StepResult r;
       r.step = step;
       r.loss = j.value("loss", 0.0);
+      r.rank_pairs_max_over_mean = j.value("rank_pairs_max_over_mean", 0.0);
+      if (j.contains("rebalance")) {
+        r.rebalances.emplace_back();
+        r.rebalances.back().step = step;
+      }
       if (j.contains("expert_counts")) r.expert_counts = j["expert_counts"].get<std::vector<std::vector<std::int64_t>>>();
       history.add(r);
       if (j.contains("eval_loss")) {
@@ -89,6 +115,15 @@ void MetricsLog::write(const StepResult& r, double eval_loss) {
   std::vector<double> load;
   for (const auto& c : r.expert_counts) load.push_back(load_max_over_mean(c));
   j["expert_load_max_over_mean"] = load;
+  j["rank_pairs_max_over_mean"] = r.rank_pairs_max_over_mean;
+  j["expert_ms"] = {{"max", r.expert_seconds_max * 1e3}, {"mean", r.expert_seconds_mean * 1e3}};
+  for (const RebalanceReport& b : r.rebalances)
+    j["rebalance"] = {{"gpu_load_max_over_mean_before", b.before},
+                      {"gpu_load_max_over_mean_after", b.after},
+                      {"gpu_load_max_over_mean_eplb", b.eplb},
+                      {"moved_bytes", b.moved_bytes},
+                      {"naive_bytes", b.naive_bytes},
+                      {"ms", b.seconds * 1e3}};
   if (eval_loss >= 0) j["eval_loss"] = eval_loss;
   out_ << j.dump() << '\n';
   out_.flush();
@@ -160,8 +195,17 @@ void write_report_svg(const std::string& path, const History& h, const std::stri
   double lhi = 1;
   for (const auto& row : h.load)
     for (const double v : row) lhi = std::max(lhi, v);
+  for (const double v : h.rank_load) lhi = std::max(lhi, v);
   const Chart load{90, 420, 760, 230, x0, x1, 1.0, std::ceil(lhi * 2) / 2};
-  axes(s, load, "expert load, max / mean tokens per expert, per MoE layer", "max / mean");
+  axes(s, load,
+       "expert load, max / mean: tokens per expert per MoE layer, and (black) expert rows per rank",
+       "max / mean");
+  for (const std::int64_t b : h.rebalance_steps)
+    s << "<line x1='" << load.px(static_cast<double>(b)) << "' x2='"
+      << load.px(static_cast<double>(b)) << "' y1='" << load.top << "' y2='"
+      << load.top + load.height << "' stroke='#bbb' stroke-dasharray='3 3'/>\n";
+  if (!h.rank_load.empty() && h.rank_load.size() == h.steps.size())
+    polyline(s, load, h.steps, h.rank_load, "#000");
   for (std::size_t l = 0; l < layers; ++l) {
     std::vector<double> y;
     for (const auto& row : h.load) y.push_back(row[l]);

@@ -13,6 +13,7 @@
 #include "core/config.hpp"
 #include "core/stopwatch.hpp"
 #include "train/optimizer.hpp"
+#include "train/replica_check.hpp"
 
 namespace epx::train {
 
@@ -66,10 +67,14 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
   comm::BufferOptions bo;
   bo.num_bytes = buffer_bytes(config_);
   buffer_ = std::make_unique<comm::Buffer>(*ep_group_, bo);
-  model_ = std::make_unique<model::Model>(config_.model, rank_ % par.ep, par.ep);
+  if (config_.balancer.enabled)
+    balancer_ = std::make_unique<ExpertBalancer>(config_, world, *ep_group_, ep_comm_);
+  model_ = std::make_unique<model::Model>(config_.model, rank_ % par.ep, par.ep,
+                                          slots_of(rank_ % par.ep));
   model::EngineOptions eo;
   eo.fp8_dispatch = par.fp8_dispatch;
   engine_ = std::make_unique<model::Engine>(*model_, *buffer_, eo);
+  if (balancer_) engine_->set_placement(&balancer_->placement(), balancer_->num_nodes());
 
   error.clear();
   try {
@@ -88,15 +93,30 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
 
 Trainer::~Trainer() = default;
 
+model::ExpertSlots Trainer::slots_of(int ep_rank) const {
+  if (balancer_) return balancer_->slots_of(ep_rank);
+  return model::Model::contiguous_slots(config_.model, ep_rank, config_.parallel.ep);
+}
+
 namespace {
 // Fault injection for the failure tests: EPX_TRAIN_STALL=RANK:STEP makes
 // that rank sleep for three timeouts at the start of that step, outside MPI;
-// EPX_TRAIN_KILL=RANK:STEP kills it there with SIGKILL.
+// EPX_TRAIN_KILL=RANK:STEP kills it there with SIGKILL;
+// EPX_TRAIN_KILL_MIGRATION and EPX_TRAIN_STALL_MIGRATION do the same as
+// that step's rebalance begins, while the others plan and wait in the
+// migration.
 bool fault_asked(const char* env, int rank, std::int64_t step) {
   const char* v = std::getenv(env);
   int r = -1;
   long long s = -1;
   return v && std::sscanf(v, "%d:%lld", &r, &s) == 2 && r == rank && s == step;
+}
+
+// EPX_TRAIN_CHECK_REPLICAS=1: check every replica after every step
+// (train/replica_check.hpp).
+bool replica_check_asked() {
+  const char* v = std::getenv("EPX_TRAIN_CHECK_REPLICAS");
+  return v && std::string(v) == "1";
 }
 
 void inject_faults(int rank, std::int64_t step, double timeout_s) {
@@ -109,6 +129,41 @@ void inject_faults(int rank, std::int64_t step, double timeout_s) {
   if (!fault_asked("EPX_TRAIN_STALL", rank, step)) return;
   std::fprintf(stderr, "epx-train: rank %d stalls at step %lld (EPX_TRAIN_STALL)\n", rank,
                static_cast<long long>(step));
+  std::this_thread::sleep_for(std::chrono::duration<double>(3 * timeout_s));
+}
+}  // namespace
+
+void Trainer::record_expert_work(StepResult& r) const {
+  const std::vector<double> all = allgather(
+      world_comm_,
+      std::vector<double>{static_cast<double>(engine_->expert_pairs()), engine_->expert_seconds()},
+      "gathering the ranks' expert work");
+  double pairs_max = 0, pairs_sum = 0, sec_sum = 0;
+  for (int q = 0; q < world_size_; ++q) {
+    pairs_max = std::max(pairs_max, all[2 * q]);
+    pairs_sum += all[2 * q];
+    r.expert_seconds_max = std::max(r.expert_seconds_max, all[2 * q + 1]);
+    sec_sum += all[2 * q + 1];
+  }
+  r.rank_pairs_max_over_mean = pairs_sum > 0 ? pairs_max * world_size_ / pairs_sum : 0;
+  r.expert_seconds_mean = sec_sum / world_size_;
+}
+
+namespace {
+void inject_migration_faults(int rank, std::int64_t step, double timeout_s) {
+  if (fault_asked("EPX_TRAIN_KILL_MIGRATION", rank, step)) {
+    std::fprintf(stderr,
+                 "epx-train: rank %d kills itself before the migration of step %lld "
+                 "(EPX_TRAIN_KILL_MIGRATION)\n",
+                 rank, static_cast<long long>(step));
+    std::fflush(stderr);
+    std::raise(SIGKILL);
+  }
+  if (!fault_asked("EPX_TRAIN_STALL_MIGRATION", rank, step)) return;
+  std::fprintf(stderr,
+               "epx-train: rank %d stalls before the migration of step %lld "
+               "(EPX_TRAIN_STALL_MIGRATION)\n",
+               rank, static_cast<long long>(step));
   std::this_thread::sleep_for(std::chrono::duration<double>(3 * timeout_s));
 }
 }  // namespace
@@ -160,6 +215,7 @@ StepResult Trainer::train_step() {
   // (each rank's loss term already carries 1 / (B seq), so sums are the mean).
   const auto t1 = Clock::now();
   for (OrderedSum& s : sums) s.finish();
+  if (balancer_) balancer_->sum_replica_gradients(*model_);
   StepResult r;
   r.step = t;
   r.loss = sum_over_ranks(world_comm_, std::vector<double>{loss_sum}, "dp sum of the loss")[0] /
@@ -167,9 +223,11 @@ StepResult Trainer::train_step() {
   std::vector<std::int64_t> flat;
   for (const auto& c : engine_->expert_counts()) flat.insert(flat.end(), c.begin(), c.end());
   flat = sum_over_ranks(world_comm_, flat, "dp sum of the expert counts");
+  const double mine_sq = balancer_ ? balancer_->grad_sq_sum(*model_) : grad_sq_sum(model_->experts);
   const double expert_sq =
-      sum_over_ranks(ep_comm_, std::vector<double>{grad_sq_sum(model_->experts)}, "ep sum of the gradient norm")[0];
+      sum_over_ranks(ep_comm_, std::vector<double>{mine_sq}, "ep sum of the gradient norm")[0];
   r.dp_seconds = seconds_since(t1);
+  record_expert_work(r);
 
   // Clip, step, update the selection bias.
   r.grad_norm = std::sqrt(grad_sq_sum(model_->dense) + expert_sq);
@@ -183,6 +241,26 @@ StepResult Trainer::train_step() {
   for (std::size_t l = 0; l < static_cast<std::size_t>(model_->num_moe_layers()); ++l)
     r.expert_counts.emplace_back(flat.begin() + l * E, flat.begin() + (l + 1) * E);
   update_bias(*model_, r.expert_counts, config_.model.bias_update_rate);
+  if (balancer_) {
+    balancer_->observe(engine_->expert_counts());
+    const bool check = replica_check_asked();
+    if (balancer_->due(t)) {
+      inject_migration_faults(rank_, t, timeout_s_);
+      // Point-to-point first, so that a rank that does not come is named
+      // (the migration's own agreement can only say that one is missing).
+      agree(ep_comm_, "", "the rebalance at step " + std::to_string(t));
+      ExpertFingerprints before;
+      if (check) before = check_replicas(world_comm_, *model_);
+      r.rebalances.push_back(balancer_->rebalance(*model_, t));
+      if (check) {
+        check_unchanged(before, check_replicas(world_comm_, *model_),
+                        "the migration at step " + std::to_string(t));
+        r.rebalances.back().checked = true;
+      }
+    } else if (check) {
+      check_replicas(world_comm_, *model_);
+    }
+  }
 
   step_ = t;
   r.seconds = seconds_since(t0);

@@ -1,7 +1,8 @@
 // epx-train's engine: the DP x EP grid, the step loop (micro-batches,
 // gradient sums, clipping, AdamW, bias update), evaluation, checkpoints and
 // metrics. World rank r is data-parallel rank r; EP group g = r / ep holds
-// every expert, rank r the experts [(r % ep) E/ep, (r % ep + 1) E/ep).
+// every expert, rank r the experts [(r % ep) E/ep, (r % ep + 1) E/ep), or,
+// with the balancer, the slots [(r % ep) P/ep, ...) of its placement.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include "train/config.hpp"
 #include "train/data.hpp"
 #include "train/exchange.hpp"
+#include "train/expert_balancer.hpp"
 
 namespace epx::train {
 
@@ -28,6 +30,11 @@ struct StepResult {
   double seconds = 0, ep_seconds = 0, dp_seconds = 0;
   double tokens_per_s = 0;
   std::vector<std::vector<std::int64_t>> expert_counts;  // [MoE layer][E], the global batch
+  // The ranks' routed-expert work: (row, expert) pairs computed, max over
+  // ranks / mean, and the slowest and the mean rank's seconds in expert GEMMs.
+  double rank_pairs_max_over_mean = 0;
+  double expert_seconds_max = 0, expert_seconds_mean = 0;
+  std::vector<RebalanceReport> rebalances;  // the balancer's, at the end of this step
 };
 
 class Trainer {
@@ -55,6 +62,8 @@ class Trainer {
 
  private:
   void load_checkpoint(const std::string& dir);
+  model::ExpertSlots slots_of(int ep_rank) const;  // what EP rank `ep_rank` holds now
+  void record_expert_work(StepResult& r) const;    // collective: the rank_* / expert_* fields
   void load_weights(const std::string& path, bool with_optimizer_dir);
   Config config_;
   Group& world_;
@@ -65,6 +74,7 @@ class Trainer {
   Comm world_comm_, ep_comm_, replica_comm_;
   std::unique_ptr<Group> ep_group_;
   std::unique_ptr<comm::Buffer> buffer_;
+  std::unique_ptr<ExpertBalancer> balancer_;  // null: balancer.enabled false
   std::unique_ptr<model::Model> model_;
   std::unique_ptr<model::Engine> engine_;
   std::unique_ptr<TokenData> data_;

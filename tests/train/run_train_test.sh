@@ -11,6 +11,11 @@
 # kill      a rank killed mid-run: every rank exits non-zero, the last checkpoint resumes
 # export    --export writes one safetensors file with every tensor
 # torch     an independent PyTorch implementation (tests/reference) gives the same losses
+# balancer  the live balancer with redundant experts (both policies, 1 and 2 virtual nodes):
+#           losses as without it, every replica bit-identical after every step and
+#           migration, logical checkpoints that resume on any grid
+# killmigrate a rank killed as a migration begins: every rank exits non-zero, naming it,
+#           and the last checkpoint resumes
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
 cfg=$src/tests/train/small.yaml
@@ -102,11 +107,15 @@ badconfig)
     "train.seq_len=abc|train.seq_len = abc, expected an integer"
     "train.lr=-1|train.lr = -1, expected >= 0"
     "parallel.dp=3|parallel.dp = 3, expected the world size 2"
+    "balancer.redundant_experts=1|balancer.redundant_experts = 1 gives 9 expert slots per layer"
+    "balancer.policy=greedy|balancer.policy = greedy, expected one of balanced, eplb"
+    "balancer.every=0|balancer.every = 0, expected >= 1"
   )
   for c in "${cases[@]}"; do
     set_arg=${c%%|*} want=${c#*|}
     extra=(--set parallel.dp=2 --set parallel.ep=2)
     [[ $set_arg == model.num_experts=* ]] && extra=(--set parallel.dp=4 --set parallel.ep=4 --set model.n_group=1 --set model.topk_group=1)
+    [[ $set_arg == balancer.* ]] && extra+=(--set balancer.enabled=true)
     n=2
     [[ $set_arg == model.num_experts=* ]] && n=4
     start=$SECONDS
@@ -219,6 +228,85 @@ torch)
   python3 "$ref/compare_losses.py" torch.jsonl one.jsonl --rtol 1e-5 --steps 10 || fail "1 rank differs from PyTorch"
   echo "== PyTorch against epx-train, dp 4 x ep 2"
   python3 "$ref/compare_losses.py" torch.jsonl grid.jsonl --rtol 1e-5 --steps 10 || fail "dp 4 x ep 2 differs from PyTorch"
+  ;;
+balancer)
+  check=$src/tests/train/compare_checkpoints.py
+  bal=(--set balancer.enabled=true)
+  train ref 1 || { cat ref.log; fail "the 1-rank run"; }
+  train plain 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 || { cat plain.log; fail "dp 4 x ep 2"; }
+  # name ranks balancer-settings...: each run checks its replicas after every step.
+  runs=("dp4ep2 4 1 2 1 4 2 2 balanced" "dp2ep2 2 2 2 1 2 3 5 balanced" "dp4ep4eplb 4 1 4 1 4 3 5 eplb")
+  for r in "${runs[@]}"; do
+    read -r name n mbs ep nodes red every window policy <<<"$r"
+    EPX_TRAIN_CHECK_REPLICAS=1 train "$name" "$n" --set parallel.dp="$n" --set parallel.ep="$ep" \
+      --set train.micro_batch_size="$mbs" "${bal[@]}" --set balancer.redundant_experts="$red" \
+      --set balancer.every="$every" --set balancer.window="$window" --set balancer.policy="$policy" ||
+      { cat "$name.log"; fail "$name with the balancer"; }
+    want=$((10 / every))
+    got=$(grep -c "^rebalance at step .*replicas checked" "$name.log")
+    [[ $got == "$want" ]] || { cat "$name.log"; fail "$name: $got checked rebalances, expected $want"; }
+    grep "^rebalance at step" "$name.log" | tail -n 1
+    echo "== $name ($red redundant, every $every, $policy) against 1 rank"
+    python3 "$compare" ref.jsonl "$name.jsonl" --steps 1:10 || fail "$name differs from the 1-rank run"
+  done
+  python3 - dp4ep2.jsonl <<'PY' || fail "metrics.jsonl lacks the rebalance figures"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+reb = [r["rebalance"] for r in rows if "rebalance" in r]
+need = ("gpu_load_max_over_mean_before", "gpu_load_max_over_mean_after", "gpu_load_max_over_mean_eplb",
+        "moved_bytes", "naive_bytes", "ms")
+ok = len(reb) == 5 and all(all(k in b for k in need) for b in reb)
+ok = ok and all(0 < b["moved_bytes"] <= b["naive_bytes"] for b in reb)
+ok = ok and all("rank_pairs_max_over_mean" in r and "expert_ms" in r for r in rows)
+print(f"{len(reb)} rebalances in metrics.jsonl, bytes moved {[b['moved_bytes'] for b in reb]}")
+sys.exit(0 if ok else 1)
+PY
+  # Two virtual nodes of 2: hierarchical placement, replicas routed on the token's node.
+  EPX_RANKS_PER_NODE=2 OMPI_MCA_osc=ucx UCX_TLS=tcp,self EPX_TRAIN_CHECK_REPLICAS=1 train nodes2 4 \
+    --set parallel.dp=4 --set parallel.ep=4 --set train.micro_batch_size=1 "${bal[@]}" \
+    --set balancer.redundant_experts=4 --set balancer.every=3 || { cat nodes2.log; fail "2 virtual nodes"; }
+  echo "== 2 nodes x 2 ranks, ep 4, 4 redundant, against 1 rank"
+  python3 "$compare" ref.jsonl nodes2.jsonl --steps 1:10 || fail "2 virtual nodes differ from the 1-rank run"
+  # The checkpoint holds logical experts: the same names as the plain run's,
+  # and values as close to them as any change of grid gives.
+  echo "== the dp 4 x ep 2 checkpoints with and without the balancer"
+  python3 "$check" plain/step-10 dp4ep2/step-10 --rtol 1e-4 || fail "the balancer's checkpoint differs"
+  # A balancer checkpoint resumes without it, and a plain one with it.
+  train back 1 --resume "$work/dp4ep2/step-5" || { cat back.log; fail "resume of a balancer checkpoint on 1 rank"; }
+  python3 "$compare" dp4ep2.jsonl back.jsonl --steps 6:10 || fail "the 1-rank resume differs"
+  EPX_TRAIN_CHECK_REPLICAS=1 train forth 2 --set parallel.dp=2 --set parallel.ep=2 --set train.micro_batch_size=2 \
+    "${bal[@]}" --set balancer.redundant_experts=2 --set balancer.every=2 --resume "$work/ref/step-5" ||
+    { cat forth.log; fail "resume of a plain checkpoint with the balancer"; }
+  python3 "$compare" ref.jsonl forth.jsonl --steps 6:10 || fail "the balancer resume differs"
+  ;;
+killmigrate)
+  # A stalled rank: its EP group peer waits in the migration and names it.
+  start=$SECONDS
+  EPX_TIMEOUT_S=5 EPX_TRAIN_STALL_MIGRATION=1:6 train stall 4 --set parallel.dp=4 --set parallel.ep=2 \
+    --set train.micro_batch_size=1 --set balancer.enabled=true --set balancer.redundant_experts=4 --set balancer.every=3 &&
+    { cat stall.log; fail "the run with a stalled rank succeeded"; }
+  took=$((SECONDS - start))
+  grep -v '^step' stall.log
+  grep -q "rank 1 stalls before the migration of step 6" stall.log || fail "the stall was not injected"
+  grep -q "FAILED.*the rebalance at step 6.*waiting for rank 1" stall.log || fail "no error names rank 1 and the rebalance"
+  ((took < 40)) || fail "took $took s to fail, timeout 5 s"
+  # A killed rank.
+  start=$SECONDS
+  shm_before
+  EPX_TIMEOUT_S=10 EPX_TRAIN_KILL_MIGRATION=2:6 train kill 4 --set parallel.dp=4 --set parallel.ep=2 \
+    --set train.micro_batch_size=1 --set balancer.enabled=true --set balancer.redundant_experts=4 --set balancer.every=3 &&
+    { cat kill.log; fail "the run with a killed rank succeeded"; }
+  took=$((SECONDS - start))
+  cat kill.log
+  grep -q "rank 2 kills itself before the migration of step 6" kill.log || fail "the fault was not injected"
+  ((took < 60)) || fail "took $took s to end after the kill"
+  [[ "$(cat kill/latest)" == step-5 && -f kill/step-5/model.safetensors ]] || fail "the step-5 checkpoint is not the latest"
+  leaked=$(shm_leaked)
+  [[ -z $leaked ]] || fail "epx segments left in /dev/shm: $leaked"
+  train kill 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 --set balancer.enabled=true \
+    --set balancer.redundant_experts=4 --set balancer.every=3 --resume auto || { cat kill.log; fail "resuming after the kill"; }
+  grep -q "resumed from .*step-5 at step 5" kill.log || { cat kill.log; fail "did not resume at step 5"; }
+  echo "ok: ended $took s after the kill; resumed from step-5"
   ;;
 *) fail "unknown scenario" ;;
 esac
