@@ -1,6 +1,6 @@
 // rebalance_experts with a current placement (include/epx/balancer.hpp):
 // check the input, build each layer's options (the local search's path from
-// the current placement, and the from-scratch placement matched to it),
+// the current placement, and the from-scratch placement),
 // spend the copy budget over the layers (budget.hpp), and assemble the
 // chosen rows.
 #include <cmath>
@@ -78,8 +78,8 @@ Placement rebalance_experts(const Tensor& load, const Placement& current, int nu
       detail::checked_phy2log(kOp, "current", current, s.layers, s.experts);
   check_locality(cur_p2l, s);
 
-  // The from-scratch plan, slot-matched to current: one option per layer, and
-  // the measure of the budget.
+  // The from-scratch plan: one option per layer, and the measure of the budget
+  // (its copies do not depend on slot order within GPUs).
   const Placement scratch =
       rebalance_experts(load, s.replicas, num_groups, num_nodes, num_gpus, Policy::balanced);
   detail::PlacementPair pair;
@@ -89,7 +89,6 @@ Placement rebalance_experts(const Tensor& load, const Placement& current, int nu
   pair.current_slots = pair.target_slots = s.replicas;
   pair.current = cur_p2l;
   pair.target = scratch.phy2log.data<std::int64_t>();
-  const Tensor scratch_rows = detail::match_phy2log(pair);
   const std::vector<MigrationVolume> scratch_volume = detail::volume_per_layer(pair);
   std::int64_t scratch_copies = 0;
   for (const MigrationVolume& v : scratch_volume) scratch_copies += v.matched;
@@ -97,7 +96,7 @@ Placement rebalance_experts(const Tensor& load, const Placement& current, int nu
       std::floor(options.max_migration * static_cast<double>(scratch_copies)));
 
   const std::vector<double> w = detail::load_as<double>(load);
-  const std::int64_t* scratch_p2l = scratch_rows.data<std::int64_t>();
+  const std::int64_t* scratch_p2l = scratch.phy2log.data<std::int64_t>();
   std::vector<detail::SearchPath> paths(s.layers);
   std::vector<std::vector<detail::LayerOption>> menus(s.layers);
   std::vector<int> scratch_count;
@@ -133,7 +132,10 @@ Placement rebalance_experts(const Tensor& load, const Placement& current, int nu
   EPX_LOG(Debug, Balancer, "rebalance_experts (incremental): ", s.layers, " layers, ", copies,
           " expert copies of a budget of ", budget, " (", options.max_migration, " x ",
           scratch_copies, " from scratch)");
-  return detail::assemble(std::move(phy2log), s);
+  // Replicas that stay keep their slot index (the most that can, as
+  // match_slots does), whichever option a layer took.
+  pair.target = phy2log.data<std::int64_t>();
+  return detail::assemble(detail::match_phy2log(pair), s);
 }
 
 }  // namespace epx::balancer

@@ -85,10 +85,12 @@ struct IncrementalOptions {
 // per node). The result has the same P (a different P is not supported: give
 // it to rebalance_experts and migrate from scratch), the same locality (in
 // hierarchical mode each group stays on its current node or moves with a
-// from-scratch re-placement of the nodes' layer), every expert with >= 1
-// replica and no more same-GPU duplicates than it needs; replicas that stay
-// keep their slot index, so match_slots(current, result) moves only the
-// counted copies. Pure and deterministic.
+// from-scratch re-placement of its layer), every expert with >= 1 replica,
+// per layer no more same-GPU duplicates than `current` or the from-scratch
+// placement has, and a max GPU load no higher than `current` has under
+// `load` (here and below: up to the rounding of GPU sums in another order). Replicas that stay keep
+// their slot index (the result is slot-matched to `current`, as match_slots does). Pure and
+// deterministic.
 //
 // Per layer the options are the points of a local search from `current`
 // (each step lightens the heaviest GPU by a swap of two replicas or by
