@@ -1,8 +1,8 @@
 // The search behind search_layer: each step lightens the heaviest GPU h with
 // the move that buys the most load off h per expert copy (a move that needs
 // no new copy first), among
-//   - swaps of a replica on h with a lighter replica on another GPU of h's
-//     node (up to two copies), and
+//   - swaps of a replica on h with a lighter replica on one of the 8
+//     lightest other GPUs of h's node (up to two copies), and
 //   - reassignments of one slot from an expert with several replicas to
 //     another expert of the node (one copy at most): a new replica for an
 //     expert on h, in a slot of another GPU, or a slot of h given to an expert
@@ -20,8 +20,11 @@ namespace epx::balancer::detail {
 
 namespace {
 
-// Gains below this fraction of the mean GPU load are rounding, not progress.
-constexpr double kProgress = 1e-6;
+// Steps that lighten the heaviest GPU by less than this fraction of the mean
+// GPU load are not worth a copy (1e-4 of max/mean), and in global mode,
+// where balance is nearly perfect, they would make the path long.
+constexpr double kProgress = 1e-4;
+constexpr std::size_t kPartners = 8;
 
 struct Move {
   bool swap = false;  // swap slots i and j; else slot j gets expert y
@@ -145,15 +148,31 @@ class LayerSearch {
   void propose(int h, Offer&& offer) {
     const int first = node(h) * gpus_per_node_ * per_gpu_;
     const int last = first + gpus_per_node_ * per_gpu_;
+    // Swap partners: the node's lightest GPUs (as in node_search.cpp), which
+    // can take the most off h; a swap with a heavier one rarely helps, and
+    // in global mode all GPUs would make every step slow.
+    partners_.clear();
+    for (int g = first / per_gpu_; g < last / per_gpu_; ++g)
+      if (g != h) partners_.push_back(g);
+    const std::size_t keep = std::min(partners_.size(), kPartners);
+    std::partial_sort(
+        partners_.begin(), partners_.begin() + keep, partners_.end(),
+        [&](int a, int b) { return load_[a] != load_[b] ? load_[a] < load_[b] : a < b; });
+    partners_.resize(keep);
+    // Only a slot whose expert has another replica can change expert.
+    donors_.clear();
+    for (int j = first; j < last; ++j)
+      if (count_[slot_[j]] >= 2) donors_.push_back(j);
     for (int i = h * per_gpu_; i < (h + 1) * per_gpu_; ++i) {
       const std::int64_t x = slot_[i];
-      for (int j = first; j < last; ++j) {
-        if (gpu(j) != h) offer(swap(h, i, j));
-        // A new replica of x (on h) in slot j.
+      for (const int o : partners_)
+        for (int j = o * per_gpu_; j < (o + 1) * per_gpu_; ++j) offer(swap(h, i, j));
+      // A new replica of x (on h) in a donor slot of another GPU.
+      for (const int j : donors_)
         if (gpu(j) != h) offer(reassign(h, j, x));
-      }
       // Slot i to an expert of the node that h lacks.
-      for (const int y : node_experts_[node(h)]) offer(reassign(h, i, y));
+      if (count_[x] >= 2)
+        for (const int y : node_experts_[node(h)]) offer(reassign(h, i, y));
     }
   }
 
@@ -217,6 +236,7 @@ class LayerSearch {
   std::vector<double> load_;   // [G]
   std::vector<double> delta_;  // [G] scratch of reassign(), zero between calls
   std::vector<int> touched_;
+  std::vector<int> partners_, donors_;
 };
 
 }  // namespace
