@@ -1,6 +1,7 @@
 // rebalance_experts with a current placement (include/epx/balancer.hpp):
 // check the input, build each layer's options (the local search's path from
-// the current placement, and the from-scratch placement),
+// the current placement, from placements with groups traded between nodes
+// when the node split limits it, and the from-scratch placement),
 // spend the copy budget over the layers (budget.hpp), and assemble the
 // chosen rows.
 #include <cmath>
@@ -8,6 +9,7 @@
 #include <set>
 
 #include "balancer/budget.hpp"
+#include "balancer/group_moves.hpp"
 #include "balancer/incremental_search.hpp"
 #include "balancer/migrate_plan.hpp"
 #include "balancer/problem.hpp"
@@ -62,6 +64,24 @@ double ratio(double max_load, double mean) {
   return mean > 0 ? max_load / mean : 1.0;
 }
 
+// A search ending within this fraction of its node floor is limited by the
+// group -> node split.
+constexpr double kAtFloor = 1e-3;
+// Group trades tried per layer (each a search of its own).
+constexpr int kMaxGroupTrades = 2;
+
+struct LayerPath {
+  std::vector<std::int64_t> start;  // [P]
+  detail::SearchPath path;
+};
+
+// Where a menu option comes from: step `step` of paths[path], or the
+// from-scratch placement (path -1).
+struct Source {
+  int path = -1;
+  std::size_t step = 0;
+};
+
 }  // namespace
 
 Placement rebalance_experts(const Tensor& load, const Placement& current, int num_groups,
@@ -97,23 +117,44 @@ Placement rebalance_experts(const Tensor& load, const Placement& current, int nu
 
   const std::vector<double> w = detail::load_as<double>(load);
   const std::int64_t* scratch_p2l = scratch.phy2log.data<std::int64_t>();
-  std::vector<detail::SearchPath> paths(s.layers);
+  std::vector<std::vector<LayerPath>> paths(s.layers);
   std::vector<std::vector<detail::LayerOption>> menus(s.layers);
+  std::vector<std::vector<Source>> sources(s.layers);
   std::vector<int> scratch_count;
   for (int l = 0; l < s.layers; ++l) {
     const double* row = w.data() + static_cast<std::size_t>(l) * s.experts;
     const std::int64_t off = static_cast<std::int64_t>(l) * s.replicas;
+    const std::int64_t* cur_row = cur_p2l + off;
+    const std::int64_t cap = scratch_volume[l].matched;
     double total = 0;
     for (int e = 0; e < s.experts; ++e) total += row[e];
     const double mean = total / s.gpus;
-    // Steps that cost more than re-placing the layer from scratch never pay.
-    paths[l] =
-        detail::search_layer({row, cur_p2l + off, cur_p2l + off, scratch_volume[l].matched}, s);
-    for (std::size_t k = 0; k < paths[l].copies.size(); ++k)
-      menus[l].push_back({paths[l].copies[k], ratio(paths[l].max_load[k], mean)});
+    auto add_path = [&](std::vector<std::int64_t> start) {
+      LayerPath lp;
+      lp.start = std::move(start);
+      // Steps that cost more than re-placing the layer from scratch never pay.
+      lp.path = detail::search_layer({row, cur_row, lp.start.data(), cap}, s);
+      const int index = static_cast<int>(paths[l].size());
+      for (std::size_t k = 0; k < lp.path.copies.size(); ++k) {
+        if (lp.path.copies[k] > cap) continue;
+        menus[l].push_back({lp.path.copies[k], ratio(lp.path.max_load[k], mean)});
+        sources[l].push_back({index, k});
+      }
+      paths[l].push_back(std::move(lp));
+    };
+    add_path(std::vector<std::int64_t>(cur_row, cur_row + s.replicas));
+    // When the search ended at its node's floor, only other group -> node
+    // splits can do better.
+    const detail::SearchPath& stay = paths[l][0].path;
+    if (stay.max_load.back() <= detail::node_floor(row, cur_row, s) * (1 + kAtFloor)) {
+      for (std::vector<std::int64_t>& start :
+           detail::group_trade_starts(row, cur_row, s, kMaxGroupTrades))
+        add_path(std::move(start));
+    }
     const detail::LayerScore score =
         detail::score_layer(row, s.experts, scratch_p2l + off, s.replicas, s.gpus, scratch_count);
-    menus[l].push_back({scratch_volume[l].matched, score.max_over_mean()});
+    menus[l].push_back({cap, score.max_over_mean()});
+    sources[l].push_back({-1, 0});
   }
   const std::vector<int> chosen = detail::allocate_budget(menus, budget, options.min_gain_per_copy);
 
@@ -122,12 +163,14 @@ Placement rebalance_experts(const Tensor& load, const Placement& current, int nu
   std::int64_t copies = 0;
   for (int l = 0; l < s.layers; ++l) {
     const std::int64_t off = static_cast<std::int64_t>(l) * s.replicas;
-    const std::size_t pick = static_cast<std::size_t>(chosen[l]);
-    copies += menus[l][pick].copies;
-    if (pick < paths[l].copies.size())
-      detail::replay(cur_p2l + off, paths[l], pick, s.replicas, out + off);
-    else
+    copies += menus[l][chosen[l]].copies;
+    const Source src = sources[l][chosen[l]];
+    if (src.path >= 0) {
+      const LayerPath& lp = paths[l][src.path];
+      detail::replay(lp.start.data(), lp.path, src.step, s.replicas, out + off);
+    } else {
       std::copy(scratch_p2l + off, scratch_p2l + off + s.replicas, out + off);
+    }
   }
   EPX_LOG(Debug, Balancer, "rebalance_experts (incremental): ", s.layers, " layers, ", copies,
           " expert copies of a budget of ", budget, " (", options.max_migration, " x ",

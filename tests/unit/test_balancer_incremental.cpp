@@ -12,6 +12,7 @@
 #include <string>
 
 #include "balancer/budget.hpp"
+#include "balancer/group_moves.hpp"
 #include "tests/unit/balancer_testing.hpp"
 
 namespace epx::balancer::testing {
@@ -284,6 +285,29 @@ TEST(IncrementalRebalance, CurrentWithoutLocality) {
   std::copy(rows.begin(), rows.end(), mixed.phy2log.data<std::int64_t>());
   expect_invalid([&] { rebalance_experts(load, mixed, 4, 2, 4); },
                  {"current layer 0: group 2 has replicas on nodes 0 and 1"});
+}
+
+// Two heavy groups on node 0: one trade (group 0 for group 2) evens the
+// nodes; the arriving experts take the freed slots, the rest stays.
+TEST(GroupTrades, WorkedExample) {
+  detail::Shape s;
+  s.layers = 1;
+  s.experts = 8;
+  s.replicas = 8;
+  s.groups = 4;
+  s.nodes = 2;
+  s.gpus = 4;
+  s.hierarchical = true;
+  const double load[8] = {10, 10, 10, 10, 1, 1, 1, 1};       // groups of 2 experts
+  const std::int64_t current[8] = {0, 2, 1, 3, 4, 6, 5, 7};  // node 0: groups 0, 1
+  EXPECT_EQ(detail::node_floor(load, current, s), 40.0 / 2);
+  const auto starts = detail::group_trade_starts(load, current, s, 2);
+  ASSERT_EQ(starts.size(), 1u) << "a second trade cannot lower the heavier node";
+  // Group 2 (experts 4, 5) leaves slots 4 and 6 of node 1 to experts 0, 1,
+  // heaviest first onto the lightest GPU; node 0 gives slots 0, 2 to 4, 5.
+  const std::vector<std::int64_t> want{4, 2, 5, 3, 0, 6, 1, 7};
+  EXPECT_EQ(starts[0], want);
+  EXPECT_EQ(detail::node_floor(load, starts[0].data(), s), 22.0 / 2);
 }
 
 // allocate_budget on menus whose best choice is known.
