@@ -147,9 +147,17 @@ Placement rebalance_experts(const Tensor& load, const Placement& current, int nu
     // splits can do better.
     const detail::SearchPath& stay = paths[l][0].path;
     if (stay.max_load.back() <= detail::node_floor(row, cur_row, s) * (1 + kAtFloor)) {
+      const std::int64_t dups =
+          detail::score_layer(row, s.experts, cur_row, s.replicas, s.gpus, scratch_count)
+              .duplicates;
       for (std::vector<std::int64_t>& start :
-           detail::group_trade_starts(row, cur_row, s, kMaxGroupTrades))
-        add_path(std::move(start));
+           detail::group_trade_starts(row, cur_row, s, kMaxGroupTrades)) {
+        // A refill that the freed slots forced into same-GPU duplicates
+        // would break the promise of no more duplicates than `current`.
+        if (detail::score_layer(row, s.experts, start.data(), s.replicas, s.gpus, scratch_count)
+                .duplicates <= dups)
+          add_path(std::move(start));
+      }
     }
     const detail::LayerScore score =
         detail::score_layer(row, s.experts, scratch_p2l + off, s.replicas, s.gpus, scratch_count);

@@ -83,22 +83,24 @@ struct IncrementalOptions {
 // experts in [0,E), every expert with a replica in every layer; in
 // hierarchical mode every group's replicas on one node, groups/nodes groups
 // per node). The result has the same P (a different P is not supported: give
-// it to rebalance_experts and migrate from scratch), the same locality (in
-// hierarchical mode each group stays on its current node or moves with a
-// from-scratch re-placement of its layer), every expert with >= 1 replica,
-// per layer no more same-GPU duplicates than `current` or the from-scratch
-// placement has, and a max GPU load no higher than `current` has under
-// `load` (here and below: up to the rounding of GPU sums in another order). Replicas that stay keep
-// their slot index (the result is slot-matched to `current`, as match_slots does). Pure and
-// deterministic.
+// it to rebalance_experts and migrate from scratch) and the same locality
+// rule, every expert with >= 1 replica, per layer no more same-GPU
+// duplicates than `current` or the from-scratch placement has, and a max GPU
+// load no higher than `current` has under `load` (here and above: up to the
+// rounding of GPU sums taken in another order). Replicas that stay keep their
+// slot index (the result is slot-matched to `current`, as match_slots does).
+// Pure and deterministic.
 //
-// Per layer the options are the points of a local search from `current`
-// (each step lightens the heaviest GPU by a swap of two replicas or by
-// giving one slot to another expert, choosing the most load per copy) and
-// the from-scratch placement (slot-matched); the budget goes to the layers
-// and steps with the largest gain in max/mean per copy first. InvalidArgument
-// (naming the argument and the value) for a bad load, shape, current
-// placement or option, as rebalance_experts.
+// Per layer the options are: the points of a local search from `current`
+// (each step lightens the heaviest GPU by a swap of two replicas or by giving
+// one slot to another expert, whichever takes the most load off it per copy;
+// experts stay on their node); when that search ends at the floor of its
+// group -> node split, the same search after one or two trades of whole
+// groups between nodes (which cost the slots of both groups); and the
+// from-scratch placement. The budget goes to the layers and steps with the
+// largest gain in max/mean per copy first. InvalidArgument (naming the
+// argument and the value) for a bad load, shape, current placement or option,
+// as rebalance_experts.
 EPX_API Placement rebalance_experts(const Tensor& load, const Placement& current, int num_groups,
                                     int num_nodes, int num_gpus,
                                     const IncrementalOptions& options = {});
