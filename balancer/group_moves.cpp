@@ -101,6 +101,36 @@ std::vector<std::int64_t> refill(const double* load, const std::int64_t* current
 
 }  // namespace
 
+bool trade_heaviest(std::vector<int>& node_of, const std::vector<double>& group_load,
+                    std::vector<double>& node_load, double tol) {
+  const int groups = static_cast<int>(node_of.size());
+  const int h =
+      static_cast<int>(std::max_element(node_load.begin(), node_load.end()) - node_load.begin());
+  double best = node_load[h] - tol;
+  int bu = -1, bv = -1;
+  for (int u = 0; u < groups; ++u) {
+    if (node_of[u] != h) continue;
+    for (int v = 0; v < groups; ++v) {
+      const int o = node_of[v];
+      if (o == h) continue;
+      const double d = group_load[u] - group_load[v];
+      const double pair_max = std::max(node_load[h] - d, node_load[o] + d);
+      if (pair_max < best) {
+        best = pair_max;
+        bu = u;
+        bv = v;
+      }
+    }
+  }
+  if (bu < 0) return false;
+  const int o = node_of[bv];
+  const double d = group_load[bu] - group_load[bv];
+  node_load[h] -= d;
+  node_load[o] += d;
+  std::swap(node_of[bu], node_of[bv]);
+  return true;
+}
+
 double node_floor(const double* load, const std::int64_t* placement, const Shape& s) {
   if (!s.hierarchical) return 0;
   std::vector<double> group_load;
@@ -119,30 +149,7 @@ std::vector<std::vector<std::int64_t>> group_trade_starts(const double* load,
   const double tol =
       kProgress * std::accumulate(split.node_load.begin(), split.node_load.end(), 0.0) / s.nodes;
   for (int t = 0; t < max_swaps; ++t) {
-    std::vector<double>& node = split.node_load;
-    const int h = static_cast<int>(std::max_element(node.begin(), node.end()) - node.begin());
-    double best = node[h] - tol;
-    int bu = -1, bv = -1;
-    for (int u = 0; u < s.groups; ++u) {
-      if (split.node_of[u] != h) continue;
-      for (int v = 0; v < s.groups; ++v) {
-        const int o = split.node_of[v];
-        if (o == h) continue;
-        const double d = group_load[u] - group_load[v];
-        const double pair_max = std::max(node[h] - d, node[o] + d);
-        if (pair_max < best) {
-          best = pair_max;
-          bu = u;
-          bv = v;
-        }
-      }
-    }
-    if (bu < 0) break;
-    const int o = split.node_of[bv];
-    const double d = group_load[bu] - group_load[bv];
-    node[h] -= d;
-    node[o] += d;
-    std::swap(split.node_of[bu], split.node_of[bv]);
+    if (!trade_heaviest(split.node_of, group_load, split.node_load, tol)) break;
     out.push_back(refill(load, current, s, was, split.node_of));
   }
   return out;

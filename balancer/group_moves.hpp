@@ -13,6 +13,14 @@
 
 namespace epx::balancer::detail {
 
+// One trade of a group on the heaviest node (node_load's largest, first on
+// ties) with a group on another node: the pair that lowers the larger of
+// the two nodes' loads the most, below the heaviest's load - tol (ties to
+// lower group indices), applied to node_of and node_load. False when none
+// does. Used by Policy::balanced's group split too.
+bool trade_heaviest(std::vector<int>& node_of, const std::vector<double>& group_load,
+                    std::vector<double>& node_load, double tol);
+
 // The heaviest node's load / GPUs per node under `placement` [P]'s group ->
 // node split: no placement with that split has a lighter heaviest GPU.
 double node_floor(const double* load, const std::int64_t* placement, const Shape& shape);

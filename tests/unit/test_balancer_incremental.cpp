@@ -7,7 +7,6 @@
 // is never worse than staying, the minimum gain per copy holds, the calls
 // are deterministic, and bad input is rejected with its value.
 #include <cmath>
-#include <functional>
 #include <map>
 #include <string>
 
@@ -207,18 +206,6 @@ TEST(IncrementalRebalance, LayerWithoutLoadStays) {
   const Placement current = rebalance_experts(before, s.replicas, s.groups, s.nodes, s.gpus);
   const Placement next = rebalance_experts(after, current, s.groups, s.nodes, s.gpus, {1.0, 0});
   for (int p = 0; p < s.replicas; ++p) EXPECT_EQ(at(next.phy2log, 1, p), at(current.phy2log, 1, p));
-}
-
-void expect_invalid(const std::function<void()>& call, const std::vector<std::string>& words) {
-  try {
-    call();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
-    for (const std::string& w : words)
-      EXPECT_NE(std::string(e.what()).find(w), std::string::npos)
-          << "'" << w << "' not in: " << e.what();
-  }
 }
 
 TEST(IncrementalRebalance, BadInput) {
