@@ -65,8 +65,9 @@ double ratio(double max_load, double mean) {
 }
 
 // A search ending within this fraction of its node floor is limited by the
-// group -> node split.
-constexpr double kAtFloor = 1e-3;
+// group -> node split (it rarely gets closer: the floor assumes the heaviest
+// node's GPUs share its load exactly).
+constexpr double kAtFloor = 1e-2;
 // Group trades tried per layer (each a search of its own).
 constexpr int kMaxGroupTrades = 2;
 
@@ -143,10 +144,12 @@ Placement rebalance_experts(const Tensor& load, const Placement& current, int nu
       paths[l].push_back(std::move(lp));
     };
     add_path(std::vector<std::int64_t>(cur_row, cur_row + s.replicas));
-    // When the search ended at its node's floor, only other group -> node
-    // splits can do better.
-    const detail::SearchPath& stay = paths[l][0].path;
-    if (stay.max_load.back() <= detail::node_floor(row, cur_row, s) * (1 + kAtFloor)) {
+    const detail::LayerScore score =
+        detail::score_layer(row, s.experts, scratch_p2l + off, s.replicas, s.gpus, scratch_count);
+    // When the search ended near its split's floor, or the floor is above the
+    // from-scratch plan, only other group -> node splits can do better.
+    const double floor = detail::node_floor(row, cur_row, s);
+    if (paths[l][0].path.max_load.back() <= floor * (1 + kAtFloor) || floor > score.max_gpu_load) {
       const std::int64_t dups =
           detail::score_layer(row, s.experts, cur_row, s.replicas, s.gpus, scratch_count)
               .duplicates;
@@ -159,8 +162,6 @@ Placement rebalance_experts(const Tensor& load, const Placement& current, int nu
           add_path(std::move(start));
       }
     }
-    const detail::LayerScore score =
-        detail::score_layer(row, s.experts, scratch_p2l + off, s.replicas, s.gpus, scratch_count);
     menus[l].push_back({cap, score.max_over_mean()});
     sources[l].push_back({-1, 0});
   }
