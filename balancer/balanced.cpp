@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "balancer/eplb.hpp"
+#include "balancer/group_moves.hpp"
 #include "balancer/node_search.hpp"
 #include "balancer/score.hpp"
 
@@ -48,32 +49,8 @@ std::vector<int> balance_groups(const double* layer_load, const Shape& shape) {
   if (per_node == 1) return node_of;  // swaps only permute nodes
 
   const double tol = 1e-12 * (std::accumulate(node_load.begin(), node_load.end(), 0.0) + 1e-300);
-  for (int step = 0; step < 4 * groups * groups; ++step) {
-    const int h =
-        static_cast<int>(std::max_element(node_load.begin(), node_load.end()) - node_load.begin());
-    double best = node_load[h] - tol;
-    int bu = -1, bv = -1;
-    for (int u = 0; u < groups; ++u) {
-      if (node_of[u] != h) continue;
-      for (int v = 0; v < groups; ++v) {
-        const int o = node_of[v];
-        const double d = group_load[u] - group_load[v];
-        if (o == h || d <= tol) continue;
-        const double pair_max = std::max(node_load[h] - d, node_load[o] + d);
-        if (pair_max < best) {
-          best = pair_max;
-          bu = u;
-          bv = v;
-        }
-      }
-    }
-    if (bu < 0) break;
-    const int o = node_of[bv];
-    const double d = group_load[bu] - group_load[bv];
-    node_load[h] -= d;
-    node_load[o] += d;
-    std::swap(node_of[bu], node_of[bv]);
-  }
+  for (int step = 0; step < 4 * groups * groups; ++step)
+    if (!trade_heaviest(node_of, group_load, node_load, tol)) break;
   return node_of;
 }
 

@@ -10,8 +10,6 @@
 
 namespace epx::balancer::detail {
 
-namespace {
-
 const std::int64_t* checked_phy2log(const char* op, const char* name, const Placement& p,
                                     std::int64_t layers, std::int64_t experts) {
   const Tensor& t = p.phy2log;
@@ -36,8 +34,6 @@ const std::int64_t* checked_phy2log(const char* op, const char* name, const Plac
   }
   return v;
 }
-
-}  // namespace
 
 PlacementPair check_pair(const char* op, const Placement& current, const Placement& target,
                          int num_gpus) {

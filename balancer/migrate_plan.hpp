@@ -21,6 +21,12 @@ struct PlacementPair {
   std::int64_t target_per_gpu() const { return target_slots / gpus; }
 };
 
+// p.phy2log checked as a host i64 [layers, P] of experts in [0, experts),
+// every expert with a replica in every layer (InvalidArgument naming `op`,
+// `name`, the index and the value); returns its data.
+const std::int64_t* checked_phy2log(const char* op, const char* name, const Placement& p,
+                                    std::int64_t layers, std::int64_t experts);
+
 // InvalidArgument naming `op`, the argument and the value. The pair points
 // into the placements, which must outlive it.
 PlacementPair check_pair(const char* op, const Placement& current, const Placement& target,

@@ -7,12 +7,14 @@
 // rebalance_experts call (all layers, one thread), and the bytes a live
 // rebalance would migrate when the loads drift (a placement for loads A, then
 // one for A with some experts' popularity swapped), with and without slot
-// matching (migration_volume). Runs on rank 0 only.
+// matching (migration_volume), and what the incremental rebalance (from
+// balanced's placement of A, for several max_migration values) moves and
+// how balanced it is beside the from-scratch plan (eplb_incremental.hpp).
+// Runs on rank 0 only.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <ctime>
 #include <epx/balancer.hpp>
 #include <iomanip>
 #include <iostream>
@@ -24,8 +26,10 @@
 
 #include "benchmarks/collective.hpp"
 #include "benchmarks/eplb_bound.hpp"
+#include "benchmarks/eplb_incremental.hpp"
 #include "benchmarks/options.hpp"
 #include "benchmarks/registry.hpp"
+#include "benchmarks/timing.hpp"
 
 namespace epx::bench {
 
@@ -48,6 +52,9 @@ OptionSet make_options() {
             "migration: the second load swaps the popularity of this % of expert pairs per layer");
   o.add_int("expert-bytes", 3LL * 7168 * 2048, 1, INT64_MAX / (1LL << 24),
             "migration: bytes of one expert's tensors (default: DeepSeek-V3 FP8 FFN weights)");
+  o.add_string("max-migration", "0.05,0.1,0.25,0.5,1", "",
+               "incremental rebalance after the drift: the max_migration values to run (fractions "
+               "of the from-scratch plan's copies)");
   o.add_flag("json", "print one JSON object instead of the table");
   return o;
 }
@@ -90,16 +97,9 @@ struct ShapeResult {
   BalanceShape shape;
   PolicyResult eplb, balanced;
   double bound_mean = 0, bound_worst = 0;
-  double gap_closed = 0;  // (eplb - balanced) / (eplb - bound), over the layer sums
+  double gap_closed = 0;          // (eplb - balanced) / (eplb - bound), over the layer sums
+  IncrementalResult incremental;  // from balanced's placement, after the drift
 };
-
-// CPU time of this thread, ms: unlike wall time, not inflated while other
-// processes hold the core (the CI machine's 2 cores are shared).
-double thread_cpu_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
-}
 
 PolicyResult measure(const Tensor& load, const BalanceShape& s, balancer::Policy policy,
                      int iters) {
@@ -141,7 +141,8 @@ void measure_migration(PolicyResult& r, const Tensor& drifted, const BalanceShap
 }
 
 ShapeResult run_shape(const BalanceShape& s, int layers, double zipf, std::int64_t tokens,
-                      std::uint64_t seed, int iters, int drift_percent, double expert_bytes) {
+                      std::uint64_t seed, int iters, int drift_percent, double expert_bytes,
+                      const std::vector<double>& max_migrations) {
   const Tensor load = zipf_counts(layers, s.experts, zipf, tokens, seed);
   const Tensor drifted =
       zipf_counts(layers, s.experts, zipf, tokens, seed, s.experts * drift_percent / 100);
@@ -151,6 +152,8 @@ ShapeResult run_shape(const BalanceShape& s, int layers, double zipf, std::int64
   r.balanced = measure(load, s, balancer::Policy::balanced, iters);
   measure_migration(r.eplb, drifted, s, balancer::Policy::eplb, expert_bytes);
   measure_migration(r.balanced, drifted, s, balancer::Policy::balanced, expert_bytes);
+  r.incremental =
+      measure_incremental(r.balanced.placement, drifted, s, expert_bytes, max_migrations);
   std::vector<double> row(s.experts);
   for (int l = 0; l < layers; ++l) {
     for (int e = 0; e < s.experts; ++e)
@@ -210,6 +213,7 @@ void print_table(const std::vector<ShapeResult>& rs, int layers, double zipf, in
     std::cout << std::left << std::setw(34) << ""
               << "balanced closes " << std::setprecision(0) << 100 * r.gap_closed
               << "% of eplb's gap to the bound\n";
+    print_incremental("", r.incremental);
   }
   std::cout << "epx-bench eplb: OK\n";
 }
@@ -239,7 +243,7 @@ void print_json(const std::vector<ShapeResult>& rs, int layers, double zipf, std
               << ",\"eplb\":" << policy(r.eplb) << ",\"balanced\":" << policy(r.balanced)
               << ",\"lower_bound\":{\"mean_max_over_mean\":" << r.bound_mean
               << ",\"worst_max_over_mean\":" << r.bound_worst << "},\"gap_closed\":" << r.gap_closed
-              << "}";
+              << ",\"incremental\":" << incremental_json(r.incremental) << "}";
   }
   std::cout << "]}\n";
 }
@@ -255,6 +259,7 @@ int run_eplb(MPI_Comm comm, const std::vector<std::string>& args) {
   const int iters = static_cast<int>(o.get_int("iters"));
   const int drift = static_cast<int>(o.get_int("drift-percent"));
   const double expert_bytes = static_cast<double>(o.get_int("expert-bytes"));
+  const std::vector<double> max_migrations = parse_max_migrations(o.get_string("max-migration"));
   const BalanceShape shapes[] = {
       {12, 4, 16, 2, 8},                           // DeepSeek's published example shape
       {64, 8, 80, 2, 16},                          // small
@@ -265,7 +270,8 @@ int run_eplb(MPI_Comm comm, const std::vector<std::string>& args) {
   };
   std::vector<ShapeResult> results;
   for (const BalanceShape& s : shapes)
-    results.push_back(run_shape(s, layers, zipf, tokens, seed, iters, drift, expert_bytes));
+    results.push_back(
+        run_shape(s, layers, zipf, tokens, seed, iters, drift, expert_bytes, max_migrations));
   if (o.flag("json"))
     print_json(results, layers, zipf, seed, drift, expert_bytes);
   else

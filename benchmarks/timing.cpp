@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <memory>
 
 namespace epx::bench {
@@ -98,6 +99,12 @@ double BusyCompute::spin(std::uint64_t rounds) {
 
 void BusyCompute::run() {
   if (rounds_ > 0) spin(rounds_);
+}
+
+double thread_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
 }
 
 }  // namespace epx::bench

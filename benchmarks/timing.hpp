@@ -74,4 +74,8 @@ double median(std::vector<double> values);
 // The p-th percentile (0..100) by the nearest-rank method.
 double percentile(std::vector<double> values, double p);
 
+// CPU time of the calling thread, ms: unlike wall time, not inflated while
+// other processes hold the core (the CI machine's 2 cores are shared).
+double thread_cpu_ms();
+
 }  // namespace epx::bench

@@ -55,6 +55,56 @@ struct Placement {
 EPX_API Placement rebalance_experts(const Tensor& load, int num_replicas, int num_groups,
                                     int num_nodes, int num_gpus, Policy policy = Policy::balanced);
 
+// --- Incremental rebalance ---------------------------------------------------
+//
+// A rebalance that knows the current placement and counts what adopting the
+// result would migrate: it starts from `current` and changes replicas only
+// where that buys balance for the bytes. Copies are counted as
+// migration_volume counts `matched`: a (layer, GPU, expert) with the expert in
+// the GPU's new slots and in none of its current ones.
+//
+// The budget is relative to a from-scratch re-placement: S copies = the
+// `matched` volume of rebalance_experts(load, P, ..., Policy::balanced) after
+// `current` (which is what migrate_experts would move to adopt it). The
+// result needs at most floor(max_migration * S) copies over all layers.
+struct IncrementalOptions {
+  // In [0, 1]. 0 moves nothing (0 copies; the current placement, unless one
+  // that needs no copy is better); 1 allows as many copies as from scratch,
+  // and then (with min_gain_per_copy = 0) every layer's max GPU load is no
+  // higher than the from-scratch placement's.
+  double max_migration = 0.25;
+  // >= 0: the least drop in a layer's max/mean GPU load that one expert copy
+  // must buy; changes that gain less per copy are not made even within the
+  // budget (0: the budget alone limits).
+  double min_gain_per_copy = 0;
+};
+
+// load as above; current: the placement in use (phy2log [L,P] read only:
+// experts in [0,E), every expert with a replica in every layer; in
+// hierarchical mode every group's replicas on one node, groups/nodes groups
+// per node). The result has the same P (a different P is not supported: give
+// it to rebalance_experts and migrate from scratch) and the same locality
+// rule, every expert with >= 1 replica, per layer no more same-GPU
+// duplicates than `current` or the from-scratch placement has, and a max GPU
+// load no higher than `current` has under `load` (here and above: up to the
+// rounding of GPU sums taken in another order). Replicas that stay keep their
+// slot index (the result is slot-matched to `current`, as match_slots does).
+// Pure and deterministic.
+//
+// Per layer the options are: the points of a local search from `current`
+// (each step lightens the heaviest GPU by a swap of two replicas or by giving
+// one slot to another expert, whichever takes the most load off it per copy;
+// experts stay on their node); when that search ends at the floor of its
+// group -> node split, the same search after one or two trades of whole
+// groups between nodes (which cost the slots of both groups); and the
+// from-scratch placement. The budget goes to the layers and steps with the
+// largest gain in max/mean per copy first. InvalidArgument (naming the
+// argument and the value) for a bad load, shape, current placement or option,
+// as rebalance_experts.
+EPX_API Placement rebalance_experts(const Tensor& load, const Placement& current, int num_groups,
+                                    int num_nodes, int num_gpus,
+                                    const IncrementalOptions& options = {});
+
 // How good a placement is, layer by layer. The load of a replica is its
 // expert's load divided by the expert's replica count; a GPU's load is the sum
 // over its slots.

@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <epx/balancer.hpp>
 #include <epx/error.hpp>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 namespace epx::balancer::testing {
@@ -109,6 +111,20 @@ inline void expect_valid(const Placement& p, const Tensor& load, int replicas, i
     }
   }
   EXPECT_EQ(maxcnt, seen_max);
+}
+
+// `call` throws epx::Error(InvalidArgument) whose message contains every word.
+inline void expect_invalid(const std::function<void()>& call,
+                           const std::vector<std::string>& words) {
+  try {
+    call();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
+    for (const std::string& w : words)
+      EXPECT_NE(std::string(e.what()).find(w), std::string::npos)
+          << "'" << w << "' not in: " << e.what();
+  }
 }
 
 }  // namespace epx::balancer::testing

@@ -1,24 +1,11 @@
 // Bad input to the balancer: each case gives epx::Error(InvalidArgument) with
 // a message that names the argument and the value received.
-#include <functional>
 #include <string>
 
 #include "tests/unit/balancer_testing.hpp"
 
 namespace epx::balancer::testing {
 namespace {
-
-void expect_invalid(const std::function<void()>& call, const std::vector<std::string>& words) {
-  try {
-    call();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
-    for (const std::string& w : words)
-      EXPECT_NE(std::string(e.what()).find(w), std::string::npos)
-          << "'" << w << "' not in: " << e.what();
-  }
-}
 
 TEST(BalancerInput, NegativeLoad) {
   Tensor load = random_load(2, 8, 1, 1, 9);
