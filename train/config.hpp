@@ -56,7 +56,8 @@ struct BalancerConfig {
   int redundant_experts = 0;        // extra slots per MoE layer; E + this a multiple of parallel.ep
   int every = 50;                   // steps between rebalances
   int window = 50;                  // steps of load statistics a plan looks at
-  std::string policy = "balanced";  // balanced | eplb (include/epx/balancer.hpp)
+  std::string policy = "balanced";  // balanced | eplb | incremental (include/epx/balancer.hpp)
+  double max_migration = 0.25;      // incremental: copies, as a share of a from-scratch plan's
 };
 
 struct LogConfig {

@@ -58,6 +58,8 @@ ExpertBalancer::ExpertBalancer(const Config& config, Group& world, Group& ep_gro
   num_groups_ = m.n_group;
   num_nodes_ = placement_nodes(ep_group);
   every_ = config.balancer.every;
+  incremental_ = config.balancer.policy == "incremental";
+  incremental_options_.max_migration = config.balancer.max_migration;
   timeout_s_ = core::params::timeout_s.get();
   const int L = std::max(0, m.num_layers - m.first_k_dense);
   Tensor uniform = Tensor::empty({L, m.num_experts}, DType::i64);
@@ -98,7 +100,9 @@ RebalanceReport ExpertBalancer::rebalance(model::Model& model, std::int64_t step
   r.step = step;
   const Tensor load = tracker_.load();
   const balancer::Placement target =
-      balancer::rebalance_experts(load, num_slots_, num_groups_, num_nodes_, G, policy_);
+      incremental_ ? balancer::rebalance_experts(load, placement_, num_groups_, num_nodes_, G,
+                                                 incremental_options_)
+                   : balancer::rebalance_experts(load, num_slots_, num_groups_, num_nodes_, G, policy_);
   const balancer::Placement eplb = balancer::rebalance_experts(
       load, num_slots_, num_groups_, num_nodes_, G, balancer::Policy::eplb);
   r.before = balancer::evaluate_placement(load, placement_, G).gpu_max_over_mean;

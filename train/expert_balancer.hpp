@@ -73,7 +73,9 @@ class ExpertBalancer {
   Group& ep_group_;
   const Comm& ep_comm_;
   balancer::LoadTracker tracker_;
-  balancer::Policy policy_;
+  balancer::Policy policy_;  // from scratch; the first plan with incremental
+  bool incremental_ = false;
+  balancer::IncrementalOptions incremental_options_;
   balancer::Placement placement_;
   int num_slots_ = 0, num_groups_ = 1, num_nodes_ = 1, every_ = 1;
   double timeout_s_ = 300;

@@ -108,7 +108,8 @@ badconfig)
     "train.lr=-1|train.lr = -1, expected >= 0"
     "parallel.dp=3|parallel.dp = 3, expected the world size 2"
     "balancer.redundant_experts=1|balancer.redundant_experts = 1 gives 9 expert slots per layer"
-    "balancer.policy=greedy|balancer.policy = greedy, expected one of balanced, eplb"
+    "balancer.policy=greedy|balancer.policy = greedy, expected one of balanced, eplb, incremental"
+    "balancer.max_migration=1.5|balancer.max_migration = 1.5, expected in .0, 1."
     "balancer.every=0|balancer.every = 0, expected >= 1"
   )
   for c in "${cases[@]}"; do
@@ -235,7 +236,7 @@ balancer)
   train ref 1 || { cat ref.log; fail "the 1-rank run"; }
   train plain 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 || { cat plain.log; fail "dp 4 x ep 2"; }
   # name ranks balancer-settings...: each run checks its replicas after every step.
-  runs=("dp4ep2 4 1 2 1 4 2 2 balanced" "dp2ep2 2 2 2 1 2 3 5 balanced" "dp4ep4eplb 4 1 4 1 4 3 5 eplb")
+  runs=("dp4ep2 4 1 2 1 4 2 2 balanced" "dp2ep2 2 2 2 1 2 3 5 balanced" "dp4ep4eplb 4 1 4 1 4 3 5 eplb" "dp4ep2inc 4 1 2 1 2 2 3 incremental")
   for r in "${runs[@]}"; do
     read -r name n mbs ep nodes red every window policy <<<"$r"
     EPX_TRAIN_CHECK_REPLICAS=1 train "$name" "$n" --set parallel.dp="$n" --set parallel.ep="$ep" \
