@@ -43,7 +43,7 @@ std::vector<std::int64_t> Engine::last_routing() const {
   std::vector<std::int64_t> r;
   const std::int64_t n = saved_->tokens * model_.config().top_k;
   for (std::size_t l = 0; l < model_.layers.size(); ++l)
-    if (model_.layers[l].moe && l < saved_->moe.size())
+    if (model_.layers[l].moe && model_.layers[l].held && l < saved_->moe.size())
       r.insert(r.end(), saved_->moe[l].topk_idx.begin(), saved_->moe[l].topk_idx.begin() + n);
   return r;
 }
@@ -55,9 +55,20 @@ double Engine::forward_backward(const MicroBatch& mb, float loss_scale) {
 double Engine::forward_loss(const MicroBatch& mb) { return run(mb, 0.0f, false); }
 
 double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
+  Saved& s = *saved_;
+  const double loss_sum = forward_part(s, mb, nullptr, backward);
+  if (backward) backward_part(s, mb, nullptr, loss_scale);
+  return loss_sum;
+}
+
+std::unique_ptr<Engine::Saved> Engine::make_saved() const {
+  return std::make_unique<Saved>();
+}
+
+double Engine::forward_part(Saved& s, const MicroBatch& mb, const float* h_in, bool count) {
   const ModelConfig& c = model_.config();
   ParamStore& P = model_.dense;
-  Saved& s = *saved_;
+  const StagePart& part = model_.part();
   const std::int64_t H = c.hidden_size, V = c.vocab_size;
   const int L = c.num_layers;
   s.batch = mb.batch;
@@ -70,18 +81,23 @@ double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
   s.dense.resize(static_cast<std::size_t>(L));
   s.moe.resize(static_cast<std::size_t>(L));
 
-  // Forward.
   std::vector<float>& h = s.h;
   h.resize(static_cast<std::size_t>(T * H));
-  kernels::embedding_forward(h.data(), P.value(model_.embed), mb.inputs, T, H);
-  for (int l = 0; l < L; ++l) {
+  if (part.embed) {
+    kernels::embedding_forward(h.data(), P.value(model_.embed), mb.inputs, T, H);
+  } else {
+    EPX_CHECK(h_in != nullptr, Internal, "Engine::forward_part: no input for a later stage");
+    std::copy(h_in, h_in + T * H, h.begin());
+  }
+  for (int l = part.first_layer; l < part.last_layer; ++l) {
     attention_forward(l, s, h);
     if (model_.layers[l].moe) {
-      moe_forward(l, s, h, backward);
+      moe_forward(l, s, h, count);
     } else {
       dense_ffn_forward(l, s, h);
     }
   }
+  if (!part.head) return 0;
   norm_forward(s.final_norm, h, P.value(model_.final_norm), T, H,
                static_cast<float>(c.rms_norm_eps));
   float* logits = at_least(s.logits, T * V);
@@ -91,20 +107,37 @@ double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
   kernels::cross_entropy_forward(losses.data(), at_least(s.lse, T), logits, mb.targets, T, V);
   double loss_sum = 0;
   for (const float l : losses) loss_sum += l;
-  if (!backward) return loss_sum;
+  return loss_sum;
+}
 
-  // Backward: the head, then the layers in reverse; dh is the gradient of the
-  // residual stream.
-  kernels::cross_entropy_backward(logits, logits, s.lse.data(), mb.targets, T, V, loss_scale);
-  float* dhn = at_least(s.dhn, T * H);
-  kernels::linear_backward_input(dhn, logits, P.value(model_.lm_head), T, H, V, false);
-  kernels::linear_backward_weight(P.grad(model_.lm_head), logits, s.final_norm.xn.data(), T, H, V);
+void Engine::backward_part(Saved& s, const MicroBatch& mb, const float* grad_out,
+                           float loss_scale) {
+  const ModelConfig& c = model_.config();
+  ParamStore& P = model_.dense;
+  const StagePart& part = model_.part();
+  const std::int64_t H = c.hidden_size, V = c.vocab_size;
+  const std::int64_t T = s.tokens;
+  const int L = c.num_layers;
+
+  // dh is the gradient of the residual stream: from the head's loss, or
+  // the next stage's gradient of this stage's output.
   std::vector<float>& dh = s.dh;
-  dh.assign(static_cast<std::size_t>(T * H), 0.0f);
-  norm_backward(dh, P.grad(model_.final_norm), dhn, s.final_norm,
-                P.value(model_.final_norm), T, H);
-  if (hook_) hook_(L);
-  for (int l = L - 1; l >= 0; --l) {
+  if (part.head) {
+    float* logits = s.logits.data();
+    kernels::cross_entropy_backward(logits, logits, s.lse.data(), mb.targets, T, V, loss_scale);
+    float* dhn = at_least(s.dhn, T * H);
+    kernels::linear_backward_input(dhn, logits, P.value(model_.lm_head), T, H, V, false);
+    kernels::linear_backward_weight(P.grad(model_.lm_head), logits, s.final_norm.xn.data(), T, H,
+                                    V);
+    dh.assign(static_cast<std::size_t>(T * H), 0.0f);
+    norm_backward(dh, P.grad(model_.final_norm), dhn, s.final_norm, P.value(model_.final_norm), T,
+                  H);
+    if (hook_) hook_(L);
+  } else {
+    EPX_CHECK(grad_out != nullptr, Internal, "Engine::backward_part: no output gradient");
+    dh.assign(grad_out, grad_out + T * H);
+  }
+  for (int l = part.last_layer - 1; l >= part.first_layer; --l) {
     if (model_.layers[l].moe) {
       moe_backward(l, s, dh);
     } else {
@@ -113,9 +146,20 @@ double Engine::run(const MicroBatch& mb, float loss_scale, bool backward) {
     attention_backward(l, s, dh);
     if (hook_) hook_(l);
   }
-  kernels::embedding_backward(P.grad(model_.embed), dh.data(), mb.inputs, T, H);
-  if (hook_) hook_(-1);
-  return loss_sum;
+  if (part.embed) {
+    kernels::embedding_backward(P.grad(model_.embed), dh.data(), mb.inputs, T, H);
+    if (hook_) hook_(-1);
+  }
+}
+
+const std::vector<float>& Engine::hidden(const Saved& s) {
+  return s.h;
+}
+const std::vector<float>& Engine::losses(const Saved& s) {
+  return s.losses;
+}
+const std::vector<float>& Engine::input_grad(const Saved& s) {
+  return s.dh;
 }
 
 }  // namespace epx::model

@@ -77,6 +77,22 @@ class Engine {
   std::vector<std::int64_t> last_routing() const;
 
   struct Saved;  // one micro-batch's activations
+  Model& model() noexcept { return model_; }
+
+  // A pipeline stage's pieces: the layers this model holds (Model::part) on
+  // one micro-batch, with the activations in a Saved of the caller's (one
+  // per micro-batch in flight). forward_part reads the tokens when the model
+  // holds the embedding, else h_in [T,H]; it returns the loss sum when it
+  // holds the head (per-position losses in losses(s)), else 0 with the
+  // output in hidden(s). count: add the routing to expert_counts().
+  // backward_part takes the output gradient grad_out [T,H] (or, at the
+  // head, loss_scale) and leaves the input gradient in input_grad(s).
+  std::unique_ptr<Saved> make_saved() const;
+  double forward_part(Saved& s, const MicroBatch& mb, const float* h_in, bool count);
+  void backward_part(Saved& s, const MicroBatch& mb, const float* grad_out, float loss_scale);
+  static const std::vector<float>& hidden(const Saved& s);
+  static const std::vector<float>& losses(const Saved& s);
+  static const std::vector<float>& input_grad(const Saved& s);
 
  private:
   double run(const MicroBatch& mb, float loss_scale, bool backward);

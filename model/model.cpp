@@ -32,8 +32,9 @@ std::vector<std::string> Model::expert_names(const ExpertSlots& slots) const {
   int moe = 0;
   for (int l = 0; l < static_cast<int>(layers.size()); ++l) {
     if (!layers[l].moe) continue;
-    for (const int e : slots.at(static_cast<std::size_t>(moe)))
-      for (const char* w : kExpertWeights) names.push_back(expert_name(l, e, w));
+    if (layers[l].held)
+      for (const int e : slots.at(static_cast<std::size_t>(moe)))
+        for (const char* w : kExpertWeights) names.push_back(expert_name(l, e, w));
     ++moe;
   }
   return names;
@@ -53,17 +54,29 @@ ExpertSlots Model::contiguous_slots(const ModelConfig& c, int ep_rank, int ep_si
 Model::Model(const ModelConfig& c, int ep_rank, int ep_size)
     : Model(c, ep_rank, ep_size, contiguous_slots(c, ep_rank, ep_size)) {}
 
-Model::Model(const ModelConfig& c, int ep_rank, int ep_size, ExpertSlots slots)
-    : config_(c), ep_rank_(ep_rank), ep_size_(ep_size) {
+Model::Model(const ModelConfig& c, int ep_rank, int ep_size, ExpertSlots slots, StagePart part)
+    : config_(c), ep_rank_(ep_rank), ep_size_(ep_size), part_(part) {
   EPX_CHECK(ep_size >= 1 && ep_rank >= 0 && ep_rank < ep_size, InvalidArgument, "Model: ep_rank ",
             ep_rank, " / ep_size ", ep_size);
+  if (part_.last_layer < 0) part_.last_layer = c.num_layers;
+  EPX_CHECK(part_.first_layer >= 0 && part_.first_layer <= part_.last_layer &&
+                part_.last_layer <= c.num_layers,
+            InvalidArgument, "Model: stage layers [", part_.first_layer, ", ", part_.last_layer,
+            ") outside [0, ", c.num_layers, "]");
   const std::int64_t V = c.vocab_size, H = c.hidden_size, E = c.num_experts;
   const std::int64_t I = c.intermediate_size, Im = c.moe_intermediate_size;
   const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
-  embed = dense.add("model.embed_tokens.weight", {V, H});
+  if (part_.embed) embed = dense.add("model.embed_tokens.weight", {V, H});
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = layer_prefix(l);
     LayerIndex li;
+    if (l < part_.first_layer || l >= part_.last_layer) {
+      li.held = false;
+      li.moe = l >= c.first_k_dense;
+      if (li.moe) li.moe_index = num_moe_layers_++;
+      layers.push_back(std::move(li));
+      continue;
+    }
     li.attn_norm = dense.add(p + "input_layernorm.weight", {H});
     li.q = dense.add(p + "self_attn.q_proj.weight", {H, H});
     li.k = dense.add(p + "self_attn.k_proj.weight", {H, H});
@@ -86,8 +99,10 @@ Model::Model(const ModelConfig& c, int ep_rank, int ep_size, ExpertSlots slots)
     }
     layers.push_back(std::move(li));
   }
-  final_norm = dense.add("model.norm.weight", {H});
-  lm_head = dense.add("lm_head.weight", {V, H});
+  if (part_.head) {
+    final_norm = dense.add("model.norm.weight", {H});
+    lm_head = dense.add("lm_head.weight", {V, H});
+  }
   dense.allocate();
   replace_expert_slots(std::move(slots));
   bias.assign(static_cast<std::size_t>(num_moe_layers_), std::vector<float>(E, 0.0f));
@@ -123,7 +138,7 @@ void Model::declare_experts() {
     li.expert_gate.clear();
     li.expert_up.clear();
     li.expert_down.clear();
-    if (!li.moe) continue;
+    if (!li.moe || !li.held) continue;
     const std::vector<int>& mine = slots_[static_cast<std::size_t>(li.moe_index)];
     const int l = static_cast<int>(&li - layers.data());
     for (std::size_t j = 0; j < mine.size(); ++j) {
@@ -159,6 +174,7 @@ std::pair<std::int64_t, std::int64_t> span_of(const ParamStore& store, const std
 std::pair<std::int64_t, std::int64_t> Model::dense_range(int part) const {
   if (part < 0) return span_of(dense, {embed});
   if (part >= static_cast<int>(layers.size())) return span_of(dense, {final_norm, lm_head});
+  if (!layers[static_cast<std::size_t>(part)].held) return {0, 0};
   const LayerIndex& l = layers[static_cast<std::size_t>(part)];
   return span_of(dense, {l.attn_norm, l.q, l.k, l.v, l.o, l.ffn_norm, l.mlp_gate, l.mlp_up,
                          l.mlp_down, l.router, l.shared_gate, l.shared_up, l.shared_down});

@@ -18,6 +18,7 @@ namespace epx::model {
 // Indices of one layer's parameters in Model::dense (and, for routed
 // experts, Model::experts). -1 where the layer has none.
 struct LayerIndex {
+  bool held = true;  // false: another pipeline stage holds this layer (every index -1)
   bool moe = false;
   int moe_index = -1;  // among the MoE layers: bias and expert counts
   int attn_norm = -1, q = -1, k = -1, v = -1, o = -1, ffn_norm = -1;
@@ -33,17 +34,30 @@ struct LayerIndex {
 // ranks or, rarely, twice on one).
 using ExpertSlots = std::vector<std::vector<int>>;
 
+// What one pipeline stage holds: layers [first_layer, last_layer) (-1: to
+// the end), the embedding (the first stage) and the final norm and LM head
+// (the last). The default is the whole model.
+struct StagePart {
+  int first_layer = 0;
+  int last_layer = -1;
+  bool embed = true;
+  bool head = true;
+};
+
 class Model {
  public:
   // This rank holds the routed experts [ep_rank * E/ep_size, (ep_rank+1) * E/ep_size).
   Model(const ModelConfig& config, int ep_rank, int ep_size);
-  // This rank holds `slots` (a balancer placement's share of this rank).
-  Model(const ModelConfig& config, int ep_rank, int ep_size, ExpertSlots slots);
+  // This rank holds `slots` (a balancer placement's share of this rank; a
+  // row for every MoE layer of the model, held or not) of `part`.
+  Model(const ModelConfig& config, int ep_rank, int ep_size, ExpertSlots slots,
+        StagePart part = {});
   // Without a placement: EP rank `ep_rank` holds [ep_rank E/ep_size, ...), in order.
   static ExpertSlots contiguous_slots(const ModelConfig& config, int ep_rank, int ep_size);
 
   const ModelConfig& config() const noexcept { return config_; }
-  int num_moe_layers() const noexcept { return num_moe_layers_; }
+  int num_moe_layers() const noexcept { return num_moe_layers_; }  // of the whole model
+  const StagePart& part() const noexcept { return part_; }         // last_layer resolved
   int ep_rank() const noexcept { return ep_rank_; }
   int ep_size() const noexcept { return ep_size_; }
   int local_experts() const noexcept { return slots_per_rank_; }  // slots per MoE layer
@@ -85,6 +99,7 @@ class Model {
   ModelConfig config_;
   int ep_rank_ = 0, ep_size_ = 1;
   int num_moe_layers_ = 0;
+  StagePart part_;
   ExpertSlots slots_;
   int slots_per_rank_ = 0;
 };

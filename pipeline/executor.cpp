@@ -107,6 +107,10 @@ Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOpt
     int* tag_ub = nullptr;
     int has = 0;
     MPI_Comm_get_attr(pp_group.comm(), MPI_TAG_UB, &tag_ub, &has);
+    // The standard attaches MPI_TAG_UB to MPI_COMM_WORLD; communicators made
+    // by MPI_Comm_split need not carry it (Open MPI's do not), and the bound
+    // is the same for every communicator.
+    if (!has) MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has);
     const long long need = 1 + 2LL * s.schedule.microbatches * s.schedule.stages +
                            static_cast<long long>(s.schedule.stages) * Impl::kMaxGradTensors;
     EPX_CHECK(has && need <= *tag_ub, InvalidArgument,

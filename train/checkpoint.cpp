@@ -24,49 +24,100 @@ namespace {
 
 constexpr int kTagValues = 7201;
 constexpr int kTagExpAvg = 7202;
-constexpr int kTagExpAvgSq = 7203;
 constexpr const char* kFormat = "epx-train checkpoint 1";
 
 void write_file_atomic(const fs::path& path, const std::string& text) {
   core::write_file_atomically(path.string(), {{text.data(), text.size()}}, "checkpoint");
 }
 
-Tensor slice(std::vector<float>& array, const model::ParamInfo& p) {
-  return Tensor::wrap(array.data() + p.offset, p.shape, DType::f32);
-}
+}  // namespace
+
+namespace {
+
+// One rank's share of a checkpoint: named tensors with their values and
+// both moments, as one float array of three equal parts.
+struct Share {
+  nlohmann::json names = nlohmann::json::array();  // [[name, [shape...]], ...]
+  std::vector<float> values, avg, avg_sq;
+  void add(const std::string& name, const model::ParamInfo& p, const model::ParamStore& X) {
+    names.push_back({name, p.shape});
+    const auto b = X.values.begin() + p.offset;
+    values.insert(values.end(), b, b + p.numel);
+    avg.insert(avg.end(), X.exp_avg.begin() + p.offset, X.exp_avg.begin() + p.offset + p.numel);
+    avg_sq.insert(avg_sq.end(), X.exp_avg_sq.begin() + p.offset,
+                  X.exp_avg_sq.begin() + p.offset + p.numel);
+  }
+};
 
 }  // namespace
 
 std::string Trainer::save_checkpoint() {
   const int ep = config_.parallel.ep;
-  model::ParamStore& X = model_->experts;
-  // Rank 0 collects the experts of EP group 0 (world ranks 0..ep-1).
-  std::vector<std::vector<float>> vals(ep), avg(ep), avg_sq(ep);
-  if (rank_ < ep && ep > 1) {
+  // Every parameter once: dense ones from dp rank 0 of each stage, experts
+  // from the stage's first EP group (each logical expert at its first
+  // replica), DualPipe's stages from their first copy; all to rank 0.
+  Share mine;
+  for (std::size_t c = 0; c < models_.size(); ++c) {
+    if (schedule_ && !first_copy_of_stage(static_cast<int>(c))) continue;
+    const model::Model& m = *models_[c];
+    if (dp_rank_ == 0)
+      for (const model::ParamInfo& p : m.dense.params()) mine.add(p.name, p, m.dense);
+    if (dp_rank_ < ep) {
+      const std::vector<std::string> names = m.expert_names();
+      std::set<std::string> seen;
+      for (std::size_t i = 0; i < names.size(); ++i)
+        if (seen.insert(names[i]).second)
+          mine.add(names[i], m.experts.info(static_cast<int>(i)), m.experts);
+    }
+  }
+  std::vector<Share> shares(static_cast<std::size_t>(world_size_));
+  {
+    const std::string text = mine.names.dump();
+    std::vector<std::int64_t> size{static_cast<std::int64_t>(text.size()),
+                                   static_cast<std::int64_t>(mine.values.size())};
+    const std::vector<std::int64_t> sizes = allgather(world_comm_, size, "checkpoint: share sizes");
+    std::vector<std::string> texts(static_cast<std::size_t>(world_size_));
+    std::vector<std::vector<float>> data(static_cast<std::size_t>(world_size_));
+    std::vector<float> out = mine.values;
+    out.insert(out.end(), mine.avg.begin(), mine.avg.end());
+    out.insert(out.end(), mine.avg_sq.begin(), mine.avg_sq.end());
     std::vector<MPI_Request> req;
     std::vector<int> peers;
-    const auto n = static_cast<int>(X.size());
     if (rank_ == 0) {
-      for (int q = 1; q < ep; ++q) {
-        vals[q].resize(X.values.size());
-        avg[q].resize(X.values.size());
-        avg_sq[q].resize(X.values.size());
-        for (auto [buf, tag] : {std::pair{&vals[q], kTagValues}, std::pair{&avg[q], kTagExpAvg},
-                                std::pair{&avg_sq[q], kTagExpAvgSq}}) {
-          req.emplace_back();
-          MPI_Irecv(buf->data(), n, MPI_FLOAT, q, tag, ep_comm_.get(), &req.back());
-          peers.push_back(q);
-        }
+      for (int q = 1; q < world_size_; ++q) {
+        texts[q].resize(static_cast<std::size_t>(sizes[2 * q]));
+        data[q].resize(static_cast<std::size_t>(3 * sizes[2 * q + 1]));
+        req.emplace_back();
+        MPI_Irecv(texts[q].data(), static_cast<int>(texts[q].size()), MPI_CHAR, q, kTagValues,
+                  world_comm_.get(), &req.back());
+        peers.push_back(q);
+        req.emplace_back();
+        MPI_Irecv(data[q].data(), static_cast<int>(data[q].size()), MPI_FLOAT, q, kTagExpAvg,
+                  world_comm_.get(), &req.back());
+        peers.push_back(q);
       }
     } else {
-      for (auto [buf, tag] : {std::pair{&X.values, kTagValues}, std::pair{&X.exp_avg, kTagExpAvg},
-                              std::pair{&X.exp_avg_sq, kTagExpAvgSq}}) {
-        req.emplace_back();
-        MPI_Isend(buf->data(), n, MPI_FLOAT, 0, tag, ep_comm_.get(), &req.back());
-        peers.push_back(0);
+      req.emplace_back();
+      MPI_Isend(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagValues,
+                world_comm_.get(), &req.back());
+      peers.push_back(0);
+      req.emplace_back();
+      MPI_Isend(out.data(), static_cast<int>(out.size()), MPI_FLOAT, 0, kTagExpAvg,
+                world_comm_.get(), &req.back());
+      peers.push_back(0);
+    }
+    wait_all(world_comm_, req, peers, "checkpoint: collecting the parameters");
+    if (rank_ == 0) {
+      shares[0] = std::move(mine);
+      for (int q = 1; q < world_size_; ++q) {
+        Share& sh = shares[q];
+        sh.names = nlohmann::json::parse(texts[q]);
+        const auto n = static_cast<std::ptrdiff_t>(sizes[2 * q + 1]);
+        sh.values.assign(data[q].begin(), data[q].begin() + n);
+        sh.avg.assign(data[q].begin() + n, data[q].begin() + 2 * n);
+        sh.avg_sq.assign(data[q].begin() + 2 * n, data[q].end());
       }
     }
-    wait_all(ep_comm_, req, peers, "checkpoint: collecting the experts");
   }
 
   const fs::path root = config_.train.checkpoint_dir;
@@ -74,32 +125,29 @@ std::string Trainer::save_checkpoint() {
   std::string error;
   if (rank_ == 0) {
     try {
-      vals[0] = X.values;
-      avg[0] = X.exp_avg;
-      avg_sq[0] = X.exp_avg_sq;
-      model::ParamStore& D = model_->dense;
       std::vector<std::pair<std::string, Tensor>> weights, moments;
-      for (const model::ParamInfo& p : D.params()) {
-        weights.emplace_back(p.name, slice(D.values, p));
-        moments.emplace_back(p.name + ".exp_avg", slice(D.exp_avg, p));
-        moments.emplace_back(p.name + ".exp_avg_sq", slice(D.exp_avg_sq, p));
-      }
-      for (int l = 0; l < model_->num_moe_layers(); ++l)
-        weights.emplace_back(model_->bias_name(l),
-                             Tensor::wrap(model_->bias[l].data(), {config_.model.num_experts},
-                                          DType::f32));
-      // Each logical expert once, from its first replica in rank order.
       std::set<std::string> seen;
-      for (int q = 0; q < ep; ++q) {
-        const std::vector<std::string> names = model_->expert_names(slots_of(q));
-        for (std::size_t i = 0; i < names.size(); ++i) {
-          if (!seen.insert(names[i]).second) continue;
-          const model::ParamInfo& p = X.info(static_cast<int>(i));
-          weights.emplace_back(names[i], slice(vals[q], p));
-          moments.emplace_back(names[i] + ".exp_avg", slice(avg[q], p));
-          moments.emplace_back(names[i] + ".exp_avg_sq", slice(avg_sq[q], p));
+      for (Share& sh : shares) {
+        std::int64_t off = 0;
+        for (const auto& entry : sh.names) {
+          const std::string name = entry[0].get<std::string>();
+          const std::vector<std::int64_t> shape = entry[1].get<std::vector<std::int64_t>>();
+          std::int64_t numel = 1;
+          for (const std::int64_t d : shape) numel *= d;
+          if (seen.insert(name).second) {
+            weights.emplace_back(name, Tensor::wrap(sh.values.data() + off, shape, DType::f32));
+            moments.emplace_back(name + ".exp_avg",
+                                 Tensor::wrap(sh.avg.data() + off, shape, DType::f32));
+            moments.emplace_back(name + ".exp_avg_sq",
+                                 Tensor::wrap(sh.avg_sq.data() + off, shape, DType::f32));
+          }
+          off += numel;
         }
       }
+      for (int l = 0; l < model_->num_moe_layers(); ++l)
+        weights.emplace_back(
+            model_->bias_name(l),
+            Tensor::wrap(model_->bias[l].data(), {config_.model.num_experts}, DType::f32));
       fs::create_directories(root);
       const fs::path tmp = root / (".tmp-" + name);
       fs::remove_all(tmp);
@@ -114,7 +162,7 @@ std::string Trainer::save_checkpoint() {
       state["data"] = {{"next_step", step_},
                        {"sequences_consumed", step_ * global_batch_},
                        {"global_batch", global_batch_}};
-      state["grid"] = {{"dp", config_.parallel.dp}, {"ep", ep}};
+      state["grid"] = {{"pp", config_.parallel.pp}, {"dp", config_.parallel.dp}, {"ep", ep}};
       state["config"] = to_yaml(config_);
       write_file_atomic(tmp / "state.json", state.dump(2) + "\n");
       core::sync_directory(tmp.string());
@@ -138,32 +186,38 @@ std::string Trainer::save_checkpoint() {
 
 void Trainer::load_weights(const std::string& path, bool with_optimizer) {
   const model::SafetensorsReader w(path);
-  model::ParamStore& D = model_->dense;
-  model::ParamStore& X = model_->experts;
   const auto load_into = [](const model::SafetensorsReader& r, const std::string& name,
                             const model::ParamInfo& p, std::vector<float>& array) {
     const Tensor t = r.load_f32(name, p.shape);
     std::copy(t.data<float>(), t.data<float>() + p.numel, array.begin() + p.offset);
   };
-  for (const model::ParamInfo& p : D.params()) load_into(w, p.name, p, D.values);
-  const std::vector<std::string> names = model_->expert_names();
-  for (std::size_t i = 0; i < names.size(); ++i)
-    load_into(w, names[i], X.info(static_cast<int>(i)), X.values);
-  for (int l = 0; l < model_->num_moe_layers(); ++l) {
-    const std::string b = model_->bias_name(l);
-    if (!w.contains(b) && !with_optimizer) continue;  // an outside file may lack the buffer: b = 0
-    const Tensor t = w.load_f32(b, {config_.model.num_experts});
-    std::copy(t.data<float>(), t.data<float>() + config_.model.num_experts, model_->bias[l].begin());
-  }
-  if (!with_optimizer) return;
-  const model::SafetensorsReader o((fs::path(path).parent_path() / "optimizer.safetensors").string());
-  for (const model::ParamInfo& p : D.params()) {
-    load_into(o, p.name + ".exp_avg", p, D.exp_avg);
-    load_into(o, p.name + ".exp_avg_sq", p, D.exp_avg_sq);
-  }
-  for (std::size_t i = 0; i < names.size(); ++i) {
-    load_into(o, names[i] + ".exp_avg", X.info(static_cast<int>(i)), X.exp_avg);
-    load_into(o, names[i] + ".exp_avg_sq", X.info(static_cast<int>(i)), X.exp_avg_sq);
+  std::unique_ptr<model::SafetensorsReader> o;
+  if (with_optimizer)
+    o = std::make_unique<model::SafetensorsReader>(
+        (fs::path(path).parent_path() / "optimizer.safetensors").string());
+  for (auto& m : models_) {
+    model::ParamStore& D = m->dense;
+    model::ParamStore& X = m->experts;
+    const std::vector<std::string> names = m->expert_names();
+    for (const model::ParamInfo& p : D.params()) load_into(w, p.name, p, D.values);
+    for (std::size_t i = 0; i < names.size(); ++i)
+      load_into(w, names[i], X.info(static_cast<int>(i)), X.values);
+    for (int l = 0; l < m->num_moe_layers(); ++l) {
+      const std::string b = m->bias_name(l);
+      if (!w.contains(b) && !with_optimizer)
+        continue;  // an outside file may lack the buffer: b = 0
+      const Tensor t = w.load_f32(b, {config_.model.num_experts});
+      std::copy(t.data<float>(), t.data<float>() + config_.model.num_experts, m->bias[l].begin());
+    }
+    if (!o) continue;
+    for (const model::ParamInfo& p : D.params()) {
+      load_into(*o, p.name + ".exp_avg", p, D.exp_avg);
+      load_into(*o, p.name + ".exp_avg_sq", p, D.exp_avg_sq);
+    }
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      load_into(*o, names[i] + ".exp_avg", X.info(static_cast<int>(i)), X.exp_avg);
+      load_into(*o, names[i] + ".exp_avg_sq", X.info(static_cast<int>(i)), X.exp_avg_sq);
+    }
   }
 }
 

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include <yaml-cpp/yaml.h>
+#include <epx/pipeline.hpp>
 
 #include "core/check.hpp"
 
@@ -104,7 +105,9 @@ const std::vector<Section>& sections() {
         EPX_KEY(data, format, String, {}, {"bytes", "u16", "u32"}),
         EPX_KEY(data, val_fraction, Double, unit_open())}},
       {"parallel",
-       {EPX_KEY(parallel, dp, Int, at_least(1)),
+       {EPX_KEY(parallel, pp, Int, at_least(1)),
+        EPX_KEY(parallel, schedule, String, {}, {"gpipe", "1f1b", "zb-h1", "dualpipe", "dualpipev", "auto"}),
+        EPX_KEY(parallel, dp, Int, at_least(1)),
         EPX_KEY(parallel, ep, Int, at_least(1)),
         EPX_KEY(parallel, fp8_dispatch, Bool)}},
       {"balancer",
@@ -569,9 +572,34 @@ void validate(const Config& config_in, int world_size) {
 
   const ParallelConfig& p = config.parallel;
   if (world_size < 1) fail("world size " + s(world_size) + ", expected >= 1");
-  if (p.dp != world_size)
-    fail("parallel.dp = " + s(p.dp) + ", expected the world size " + s(world_size) +
-         " (the ranks epxrun started)");
+  if (p.pp * p.dp != world_size)
+    fail("parallel.pp x parallel.dp = " + s(p.pp) + " x " + s(p.dp) + " = " + s(p.pp * p.dp) +
+         ", expected the world size " + s(world_size) + " (the ranks epxrun started)");
+  if (p.pp > 1) {
+    const int stages = p.schedule == "dualpipev" ? 2 * p.pp : p.pp;
+    if (m.num_layers < stages)
+      fail("model.num_layers = " + s(m.num_layers) + " is fewer than the " + s(stages) +
+           " pipeline stages of parallel.schedule = " + p.schedule +
+           " with parallel.pp = " + s(p.pp));
+    if (p.schedule != "auto") {
+      try {
+        pipeline::make_schedule(pipeline::parse_schedule_kind(p.schedule),
+                                {p.pp, config.train.num_micro_batches});
+      } catch (const std::exception& e) {
+        // The generator's reason, without its source location.
+        std::string why = e.what();
+        const auto at = why.rfind(" (");
+        if (at != std::string::npos && why.find(".cpp:", at) != std::string::npos) why.resize(at);
+        if (why.rfind("[rank ", 0) == 0 && why.find("] ") != std::string::npos)
+          why.erase(0, why.find("] ") + 2);
+        fail("parallel.schedule = " + p.schedule + " with parallel.pp = " + s(p.pp) +
+             " and train.num_micro_batches = " + s(config.train.num_micro_batches) + ": " + why);
+      }
+    }
+    if (config.balancer.enabled)
+      fail("balancer.enabled = true with parallel.pp = " + s(p.pp) +
+           ": the live balancer runs with pp 1 in this release");
+  }
   if (p.dp % p.ep != 0)
     fail("parallel.ep = " + s(p.ep) + " does not divide parallel.dp = " + s(p.dp));
   if (!config.balancer.enabled && m.num_experts % p.ep != 0)

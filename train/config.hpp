@@ -41,7 +41,9 @@ struct DataConfig {
 };
 
 struct ParallelConfig {
-  int dp = 1;  // data-parallel ranks (the world size in this release)
+  int pp = 1;  // pipeline stages' ranks: the world is pp x dp ranks (docs/train.md)
+  std::string schedule = "1f1b";  // gpipe | 1f1b | zb-h1 | dualpipe | dualpipev | auto
+  int dp = 1;                     // data-parallel ranks per pipeline stage
   int ep = 1;  // ranks per EP group: consecutive ranks that together hold every expert
   bool fp8_dispatch = false;
 };

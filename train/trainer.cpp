@@ -12,6 +12,7 @@
 #include "core/check.hpp"
 #include "core/config.hpp"
 #include "core/stopwatch.hpp"
+#include "train/faults.hpp"
 #include "train/optimizer.hpp"
 #include "train/replica_check.hpp"
 
@@ -55,26 +56,60 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
   global_batch_ = static_cast<std::int64_t>(tc.micro_batch_size) * tc.num_micro_batches * par.dp;
   kernels::set_num_threads(tc.threads);
 
-  // The grid: EP groups of ep consecutive ranks; replicas of an expert are
-  // the ranks with the same r % ep.
-  ep_group_ = std::make_unique<Group>(world.split(rank_ / par.ep, rank_));
+  // The grid (docs/train.md): world rank r is pipeline rank s = r / dp and
+  // data-parallel rank d = r % dp of it; EP groups are ep consecutive ranks
+  // of a stage's dp ranks; an expert's data-parallel replicas are the
+  // stage's ranks with the same d % ep; a pipeline is the ranks of one d.
+  stage_rank_ = rank_ / par.dp;
+  dp_rank_ = rank_ % par.dp;
+  ep_group_ = std::make_unique<Group>(
+      world.split(stage_rank_ * (par.dp / par.ep) + dp_rank_ / par.ep, rank_));
   ep_comm_ = Comm(ep_group_->comm(), timeout_s_);
-  MPI_Comm replicas = MPI_COMM_NULL;
-  MPI_Comm_split(world_comm_.get(), rank_ % par.ep, rank_, &replicas);
-  replica_comm_ = Comm(replicas, timeout_s_);
-  MPI_Comm_free(&replicas);
+  const auto split = [&](int color) {
+    MPI_Comm c = MPI_COMM_NULL;
+    MPI_Comm_split(world_comm_.get(), color, rank_, &c);
+    Comm out(c, timeout_s_);
+    MPI_Comm_free(&c);
+    return out;
+  };
+  replica_comm_ = split(stage_rank_ * par.ep + dp_rank_ % par.ep);
+  stage_comm_ = split(stage_rank_);
 
   comm::BufferOptions bo;
   bo.num_bytes = buffer_bytes(config_);
   buffer_ = std::make_unique<comm::Buffer>(*ep_group_, bo);
   if (config_.balancer.enabled)
     balancer_ = std::make_unique<ExpertBalancer>(config_, world, *ep_group_, ep_comm_);
-  model_ = std::make_unique<model::Model>(config_.model, rank_ % par.ep, par.ep,
-                                          slots_of(rank_ % par.ep));
   model::EngineOptions eo;
   eo.fp8_dispatch = par.fp8_dispatch;
-  engine_ = std::make_unique<model::Engine>(*model_, *buffer_, eo);
+  std::vector<model::StagePart> parts{model::StagePart{}};
+  if (par.pp > 1) {
+    pp_group_ = std::make_unique<Group>(world.split(dp_rank_, stage_rank_));
+    pp_comm_ = Comm(pp_group_->comm(), timeout_s_);
+    pipeline::Schedule schedule = make_pipeline_schedule(config_);
+    parts.clear();
+    for (const int stage : schedule.stage_of[static_cast<std::size_t>(stage_rank_)])
+      parts.push_back(stage_part(config_.model, stage, schedule.stages));
+    schedule_ = std::make_unique<pipeline::Schedule>(std::move(schedule));
+  }
+  for (const model::StagePart& part : parts) {
+    models_.push_back(std::make_unique<model::Model>(config_.model, dp_rank_ % par.ep, par.ep,
+                                                     slots_of(dp_rank_ % par.ep), part));
+    engines_.push_back(std::make_unique<model::Engine>(*models_.back(), *buffer_, eo));
+  }
+  model_ = models_.front().get();
+  engine_ = engines_.front().get();
   if (balancer_) engine_->set_placement(&balancer_->placement(), balancer_->num_nodes());
+  if (par.pp > 1) {
+    std::vector<model::Engine*> chunks;
+    for (auto& e : engines_) chunks.push_back(e.get());
+    stage_ = std::make_unique<PipelineStage>(chunks, tc.micro_batch_size, tc.seq_len);
+    pipeline::ExecutorOptions xo;
+    xo.activation_shape = {static_cast<std::int64_t>(tc.micro_batch_size) * tc.seq_len,
+                           config_.model.hidden_size};
+    xo.timeout_s = timeout_s_;
+    executor_ = std::make_unique<pipeline::Executor>(*pp_group_, *schedule_, *stage_, xo);
+  }
 
   error.clear();
   try {
@@ -83,7 +118,7 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
     } else if (!config_.model.init_from.empty()) {
       load_weights(config_.model.init_from, false);
     } else {
-      model_->init_random(tc.seed);
+      for (auto& m : models_) m->init_random(tc.seed);
     }
   } catch (const std::exception& e) {
     error = e.what();
@@ -93,50 +128,38 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
 
 Trainer::~Trainer() = default;
 
+pipeline::Schedule make_pipeline_schedule(const Config& c) {
+  const ParallelConfig& p = c.parallel;
+  if (p.schedule != "auto")
+    return pipeline::make_schedule(pipeline::parse_schedule_kind(p.schedule),
+                                   {p.pp, c.train.num_micro_batches});
+  // auto: the simulator's pick for unit costs (f 1, b 2, w 1), no memory limit.
+  pipeline::AutoRequest req;
+  req.ranks = p.pp;
+  req.microbatches = c.train.num_micro_batches;
+  return pipeline::choose_schedule(req).schedule;
+}
+
 model::ExpertSlots Trainer::slots_of(int ep_rank) const {
   if (balancer_) return balancer_->slots_of(ep_rank);
   return model::Model::contiguous_slots(config_.model, ep_rank, config_.parallel.ep);
 }
 
-namespace {
-// Fault injection for the failure tests: EPX_TRAIN_STALL=RANK:STEP makes
-// that rank sleep for three timeouts at the start of that step, outside MPI;
-// EPX_TRAIN_KILL=RANK:STEP kills it there with SIGKILL;
-// EPX_TRAIN_KILL_MIGRATION and EPX_TRAIN_STALL_MIGRATION do the same as
-// that step's rebalance begins, while the others plan and wait in the
-// migration.
-bool fault_asked(const char* env, int rank, std::int64_t step) {
-  const char* v = std::getenv(env);
-  int r = -1;
-  long long s = -1;
-  return v && std::sscanf(v, "%d:%lld", &r, &s) == 2 && r == rank && s == step;
+std::int64_t Trainer::expert_pairs() const {
+  std::int64_t n = 0;
+  for (const auto& e : engines_) n += e->expert_pairs();
+  return n;
 }
 
-// EPX_TRAIN_CHECK_REPLICAS=1: check every replica after every step
-// (train/replica_check.hpp).
-bool replica_check_asked() {
-  const char* v = std::getenv("EPX_TRAIN_CHECK_REPLICAS");
-  return v && std::string(v) == "1";
+double Trainer::expert_seconds() const {
+  double s = 0;
+  for (const auto& e : engines_) s += e->expert_seconds();
+  return s;
 }
-
-void inject_faults(int rank, std::int64_t step, double timeout_s) {
-  if (fault_asked("EPX_TRAIN_KILL", rank, step)) {
-    std::fprintf(stderr, "epx-train: rank %d kills itself at step %lld (EPX_TRAIN_KILL)\n", rank,
-                 static_cast<long long>(step));
-    std::fflush(stderr);
-    std::raise(SIGKILL);
-  }
-  if (!fault_asked("EPX_TRAIN_STALL", rank, step)) return;
-  std::fprintf(stderr, "epx-train: rank %d stalls at step %lld (EPX_TRAIN_STALL)\n", rank,
-               static_cast<long long>(step));
-  std::this_thread::sleep_for(std::chrono::duration<double>(3 * timeout_s));
-}
-}  // namespace
 
 void Trainer::record_expert_work(StepResult& r) const {
   const std::vector<double> all = allgather(
-      world_comm_,
-      std::vector<double>{static_cast<double>(engine_->expert_pairs()), engine_->expert_seconds()},
+      world_comm_, std::vector<double>{static_cast<double>(expert_pairs()), expert_seconds()},
       "gathering the ranks' expert work");
   double pairs_max = 0, pairs_sum = 0, sec_sum = 0;
   for (int q = 0; q < world_size_; ++q) {
@@ -149,26 +172,8 @@ void Trainer::record_expert_work(StepResult& r) const {
   r.expert_seconds_mean = sec_sum / world_size_;
 }
 
-namespace {
-void inject_migration_faults(int rank, std::int64_t step, double timeout_s) {
-  if (fault_asked("EPX_TRAIN_KILL_MIGRATION", rank, step)) {
-    std::fprintf(stderr,
-                 "epx-train: rank %d kills itself before the migration of step %lld "
-                 "(EPX_TRAIN_KILL_MIGRATION)\n",
-                 rank, static_cast<long long>(step));
-    std::fflush(stderr);
-    std::raise(SIGKILL);
-  }
-  if (!fault_asked("EPX_TRAIN_STALL_MIGRATION", rank, step)) return;
-  std::fprintf(stderr,
-               "epx-train: rank %d stalls before the migration of step %lld "
-               "(EPX_TRAIN_STALL_MIGRATION)\n",
-               rank, static_cast<long long>(step));
-  std::this_thread::sleep_for(std::chrono::duration<double>(3 * timeout_s));
-}
-}  // namespace
-
 StepResult Trainer::train_step() {
+  if (executor_) return train_step_pipeline();
   const TrainConfig& tc = config_.train;
   const std::int64_t t = step_ + 1;
   inject_faults(rank_, t, timeout_s_);
@@ -180,7 +185,7 @@ StepResult Trainer::train_step() {
 
   // This rank's sequences of the global batch, micro_batch_size at a time.
   const std::int64_t B = global_batch_, seq = tc.seq_len;
-  const std::int64_t first = rank_ * (B / world_size_);
+  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   const float scale = static_cast<float>(1.0 / static_cast<double>(B * seq));
   inputs_.resize(static_cast<std::size_t>(tc.micro_batch_size * seq));
   targets_.resize(inputs_.size());
@@ -229,18 +234,10 @@ StepResult Trainer::train_step() {
   r.dp_seconds = seconds_since(t1);
   record_expert_work(r);
 
-  // Clip, step, update the selection bias.
-  r.grad_norm = std::sqrt(grad_sq_sum(model_->dense) + expert_sq);
-  const float coef = static_cast<float>(clip_coefficient(tc.grad_clip, r.grad_norm));
-  scale_grads(model_->dense, coef);
-  scale_grads(model_->experts, coef);
-  r.lr = learning_rate(tc, t);
-  adamw_update(model_->dense, tc, r.lr, t);
-  adamw_update(model_->experts, tc, r.lr, t);
   const std::size_t E = static_cast<std::size_t>(config_.model.num_experts);
   for (std::size_t l = 0; l < static_cast<std::size_t>(model_->num_moe_layers()); ++l)
     r.expert_counts.emplace_back(flat.begin() + l * E, flat.begin() + (l + 1) * E);
-  update_bias(*model_, r.expert_counts, config_.model.bias_update_rate);
+  update(r, grad_sq_sum(model_->dense) + expert_sq, t);
   if (balancer_) {
     balancer_->observe(engine_->expert_counts());
     const bool check = replica_check_asked();
@@ -269,10 +266,25 @@ StepResult Trainer::train_step() {
   return r;
 }
 
+void Trainer::update(StepResult& r, double grad_sq, std::int64_t t) {
+  const TrainConfig& tc = config_.train;
+  r.grad_norm = std::sqrt(grad_sq);
+  const float coef = static_cast<float>(clip_coefficient(tc.grad_clip, r.grad_norm));
+  r.lr = learning_rate(tc, t);
+  for (auto& m : models_) {
+    scale_grads(m->dense, coef);
+    scale_grads(m->experts, coef);
+    adamw_update(m->dense, tc, r.lr, t);
+    adamw_update(m->experts, tc, r.lr, t);
+    update_bias(*m, r.expert_counts, config_.model.bias_update_rate);
+  }
+}
+
 double Trainer::eval_loss() {
+  if (executor_) return eval_loss_pipeline();
   const TrainConfig& tc = config_.train;
   const std::int64_t B = global_batch_, seq = tc.seq_len;
-  const std::int64_t first = rank_ * (B / world_size_);
+  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   inputs_.resize(static_cast<std::size_t>(tc.micro_batch_size * seq));
   targets_.resize(inputs_.size());
   double sum = 0;

@@ -19,6 +19,7 @@
 #include "train/data.hpp"
 #include "train/exchange.hpp"
 #include "train/expert_balancer.hpp"
+#include "train/pipeline_stage.hpp"
 
 namespace epx::train {
 
@@ -37,6 +38,10 @@ struct StepResult {
   std::vector<RebalanceReport> rebalances;  // the balancer's, at the end of this step
 };
 
+// The pipeline schedule parallel.schedule names for parallel.pp ranks and
+// train.num_micro_batches (auto: pipeline::choose_schedule's pick).
+pipeline::Schedule make_pipeline_schedule(const Config& config);
+
 class Trainer {
  public:
   // Collective over `world`. Validates the config on every rank (one clear
@@ -47,7 +52,11 @@ class Trainer {
 
   std::int64_t step() const noexcept { return step_; }  // steps done
   StepResult train_step();
-  double eval_loss();  // mean cross-entropy over eval_batches global batches of the val split
+  double eval_loss();
+  // The pipeline's schedule (pp > 1), else null.
+  const pipeline::Schedule* schedule() const noexcept {
+    return schedule_.get();
+  }  // mean cross-entropy over eval_batches global batches of the val split
   // Writes checkpoint_dir/step-N atomically and points `latest` at it; returns the directory.
   std::string save_checkpoint();
 
@@ -64,6 +73,15 @@ class Trainer {
   void load_checkpoint(const std::string& dir);
   model::ExpertSlots slots_of(int ep_rank) const;  // what EP rank `ep_rank` holds now
   void record_expert_work(StepResult& r) const;    // collective: the rank_* / expert_* fields
+  std::int64_t expert_pairs() const;               // over the chunks' engines
+  double expert_seconds() const;
+  StepResult train_step_pipeline();  // pp > 1 (train/pipeline_step.cpp)
+  double eval_loss_pipeline();
+  // pp > 1: does local chunk `chunk` hold the first copy of its stage (in
+  // (rank, chunk) order)? DualPipe's second copies are not counted twice.
+  bool first_copy_of_stage(int chunk) const;
+  // Clipping, AdamW and the bias update on every chunk; sets r.grad_norm and r.lr.
+  void update(StepResult& r, double grad_sq, std::int64_t t);
   void load_weights(const std::string& path, bool with_optimizer_dir);
   Config config_;
   Group& world_;
@@ -75,8 +93,19 @@ class Trainer {
   std::unique_ptr<Group> ep_group_;
   std::unique_ptr<comm::Buffer> buffer_;
   std::unique_ptr<ExpertBalancer> balancer_;  // null: balancer.enabled false
-  std::unique_ptr<model::Model> model_;
-  std::unique_ptr<model::Engine> engine_;
+  // One model part and engine per local pipeline chunk (one without pp).
+  std::vector<std::unique_ptr<model::Model>> models_;
+  std::vector<std::unique_ptr<model::Engine>> engines_;
+  model::Model* model_ = nullptr;    // chunk 0
+  model::Engine* engine_ = nullptr;  // chunk 0
+  int stage_rank_ = 0, dp_rank_ = 0;
+  Comm pp_comm_;                     // pp > 1: this rank's pipeline, for evaluation
+  Comm stage_comm_;                  // the dp ranks of this pipeline rank: the dense gradient sums
+  std::unique_ptr<Group> pp_group_;  // pp > 1: this rank's pipeline
+  std::unique_ptr<pipeline::Schedule> schedule_;
+  std::unique_ptr<PipelineStage> stage_;
+  std::unique_ptr<pipeline::Executor> executor_;
+  std::vector<std::vector<std::int32_t>> mb_tokens_, mb_targets_;  // pp: this step's micro-batches
   std::unique_ptr<TokenData> data_;
   std::vector<std::int32_t> inputs_, targets_;
 };

@@ -14,6 +14,8 @@
 # balancer  the live balancer with redundant experts (both policies, 1 and 2 virtual nodes):
 #           losses as without it, every replica bit-identical after every step and
 #           migration, logical checkpoints that resume on any grid
+# pipeline  every schedule on pp 2 and 4, with and without dp and ep, against 1 rank; pp
+#           checkpoints resumed on other grids; bad pipeline settings
 # killmigrate a rank killed as a migration begins: every rank exits non-zero, naming it,
 #           and the last checkpoint resumes
 set -uo pipefail
@@ -106,7 +108,7 @@ badconfig)
     "model.no_such_key=1|unknown key model.no_such_key"
     "train.seq_len=abc|train.seq_len = abc, expected an integer"
     "train.lr=-1|train.lr = -1, expected >= 0"
-    "parallel.dp=3|parallel.dp = 3, expected the world size 2"
+    "parallel.dp=3|parallel.pp x parallel.dp = 1 x 3 = 3, expected the world size 2"
     "balancer.redundant_experts=1|balancer.redundant_experts = 1 gives 9 expert slots per layer"
     "balancer.policy=greedy|balancer.policy = greedy, expected one of balanced, eplb, incremental"
     "balancer.max_migration=1.5|balancer.max_migration = 1.5, expected in .0, 1."
@@ -279,6 +281,50 @@ PY
     "${bal[@]}" --set balancer.redundant_experts=2 --set balancer.every=2 --resume "$work/ref/step-5" ||
     { cat forth.log; fail "resume of a plain checkpoint with the balancer"; }
   python3 "$compare" ref.jsonl forth.jsonl --steps 6:10 || fail "the balancer resume differs"
+  ;;
+pipeline)
+  # 4 layers (dualpipev on pp 2 needs 4 stages); the global batch stays 8 sequences.
+  L4=(--set model.num_layers=4)
+  train ref 1 "${L4[@]}" || { cat ref.log; fail "the 1-rank run"; }
+  runs=()
+  for s in gpipe 1f1b zb-h1 dualpipe dualpipev; do runs+=("pp2_$s 2 2 1 1 2 4 $s"); done
+  for s in 1f1b zb-h1 dualpipe; do runs+=("pp4_$s 4 4 1 1 1 8 $s"); done
+  for s in 1f1b dualpipe dualpipev; do runs+=("pp2dp2ep2_$s 4 2 2 2 1 4 $s"); done
+  runs+=("pp2auto 2 2 1 1 2 4 auto")
+  for r in "${runs[@]}"; do
+    read -r name n pp dp ep mbs nmb sched <<<"$r"
+    train "$name" "$n" "${L4[@]}" --set parallel.pp="$pp" --set parallel.dp="$dp" --set parallel.ep="$ep" \
+      --set parallel.schedule="$sched" --set train.micro_batch_size="$mbs" --set train.num_micro_batches="$nmb" ||
+      { cat "$name.log"; fail "$name"; }
+    echo "== $name against 1 rank"
+    python3 "$compare" ref.jsonl "$name.jsonl" --steps 1:10 || fail "$name differs from the 1-rank run"
+    grep -q "eval loss $(grep -o 'eval loss [0-9.]*' ref.log | cut -d' ' -f3)" "$name.log" ||
+      fail "$name: the eval loss differs ($(grep -o 'eval loss [0-9.]*' "$name.log"))"
+  done
+  # Checkpoints: DualPipe's on 1 rank, a 1-rank one on pp 4 with 1F1B.
+  train back 1 "${L4[@]}" --resume "$work/pp2dp2ep2_dualpipe/step-5" || { cat back.log; fail "pp resume on 1 rank"; }
+  python3 "$compare" pp2dp2ep2_dualpipe.jsonl back.jsonl --steps 6:10 || fail "the 1-rank resume differs"
+  train forth 4 "${L4[@]}" --set parallel.pp=4 --set parallel.dp=1 --set train.micro_batch_size=1 \
+    --set train.num_micro_batches=8 --resume "$work/ref/step-5" || { cat forth.log; fail "resume on pp 4"; }
+  python3 "$compare" ref.jsonl forth.jsonl --steps 6:10 || fail "the pp 4 resume differs"
+  # Bad settings: one line on every rank, before any work.
+  cases=(
+    "3|parallel.pp=3 parallel.dp=1 parallel.schedule=dualpipe train.num_micro_batches=6|dualpipe needs an even number of ranks"
+    "2|parallel.pp=2 parallel.dp=1 parallel.schedule=dualpipe train.num_micro_batches=2|train.num_micro_batches = 2"
+    "2|parallel.pp=2 parallel.dp=2|parallel.pp x parallel.dp = 2 x 2 = 4, expected the world size 2"
+    "2|parallel.pp=2 parallel.dp=1 parallel.schedule=dualpipev model.num_layers=3|model.num_layers = 3 is fewer than the 4 pipeline stages"
+    "2|parallel.pp=2 parallel.dp=1 balancer.enabled=true|the live balancer runs with pp 1"
+  )
+  for c in "${cases[@]}"; do
+    IFS='|' read -r n sets want <<<"$c"
+    args=()
+    for kv in $sets; do args+=(--set "$kv"); done
+    if train bad "$n" "${args[@]}"; then cat bad.log; fail "$sets was accepted"; fi
+    grep -q -- "$want" bad.log || { cat bad.log; fail "$sets: the error does not say '$want'"; }
+    [[ $(grep -c "epx-train: FAILED" bad.log) == 1 ]] || { cat bad.log; fail "$sets: not one error line"; }
+    grep -q "^step " bad.log && fail "$sets: training started"
+    echo "ok: $sets -> $(grep 'epx-train: FAILED' bad.log)"
+  done
   ;;
 killmigrate)
   # A stalled rank: its EP group peer waits in the migration and names it.

@@ -1,0 +1,94 @@
+#include "train/pipeline_stage.hpp"
+
+#include <algorithm>
+
+#include "core/check.hpp"
+#include "model/saved.hpp"
+
+namespace epx::train {
+
+model::StagePart stage_part(const model::ModelConfig& c, int stage, int num_stages) {
+  model::StagePart p;
+  p.first_layer = stage * c.num_layers / num_stages;
+  p.last_layer = (stage + 1) * c.num_layers / num_stages;
+  p.embed = stage == 0;
+  p.head = stage == num_stages - 1;
+  return p;
+}
+
+int model_stages(pipeline::ScheduleKind kind, int pp) {
+  return kind == pipeline::ScheduleKind::dualpipe_v ? 2 * pp : pp;
+}
+
+PipelineStage::PipelineStage(std::vector<model::Engine*> engines, int batch, int seq)
+    : engines_(std::move(engines)), batch_(batch), seq_(seq) {}
+
+PipelineStage::~PipelineStage() = default;
+
+void PipelineStage::begin_step(const std::vector<std::vector<std::int32_t>>* tokens,
+                               const std::vector<std::vector<std::int32_t>>* targets,
+                               float loss_scale) {
+  tokens_ = tokens;
+  targets_ = targets;
+  loss_scale_ = loss_scale;
+}
+
+model::MicroBatch PipelineStage::micro_batch(int mb) const {
+  return {(*tokens_)[static_cast<std::size_t>(mb)].data(),
+          (*targets_)[static_cast<std::size_t>(mb)].data(), batch_, seq_};
+}
+
+Tensor PipelineStage::forward(int chunk, int mb, const Tensor& input) {
+  model::Engine& e = *engines_.at(static_cast<std::size_t>(chunk));
+  std::unique_ptr<model::Engine::Saved> s;
+  if (spare_.empty()) {
+    s = e.make_saved();
+  } else {
+    s = std::move(spare_.back());
+    spare_.pop_back();
+  }
+  const model::Model& m = e.model();
+  const float* h_in = m.part().embed ? nullptr : input.data<float>();
+  e.forward_part(*s, micro_batch(mb), h_in, /*count=*/true);
+  const std::vector<float>& out =
+      m.part().head ? model::Engine::losses(*s) : model::Engine::hidden(*s);
+  const std::int64_t T = static_cast<std::int64_t>(batch_) * seq_;
+  Tensor y = m.part().head ? Tensor::empty({T}, DType::f32)
+                           : Tensor::empty({T, m.config().hidden_size}, DType::f32);
+  std::copy(out.begin(), out.begin() + y.numel(), y.data<float>());
+  live_[{chunk, mb}] = std::move(s);
+  return y;
+}
+
+Tensor PipelineStage::backward(int chunk, int mb, const Tensor& grad_output) {
+  model::Engine& e = *engines_.at(static_cast<std::size_t>(chunk));
+  const auto it = live_.find({chunk, mb});
+  EPX_CHECK(it != live_.end(), Internal, "PipelineStage: backward of chunk ", chunk,
+            " micro-batch ", mb, " without its forward");
+  std::unique_ptr<model::Engine::Saved> s = std::move(it->second);
+  live_.erase(it);
+  const model::Model& m = e.model();
+  const float* g = m.part().head ? nullptr : grad_output.data<float>();
+  e.backward_part(*s, micro_batch(mb), g, loss_scale_);
+  Tensor gx;
+  if (!m.part().embed) {
+    const std::int64_t T = static_cast<std::int64_t>(batch_) * seq_;
+    gx = Tensor::empty({T, m.config().hidden_size}, DType::f32);
+    const std::vector<float>& d = model::Engine::input_grad(*s);
+    std::copy(d.begin(), d.begin() + gx.numel(), gx.data<float>());
+  }
+  spare_.push_back(std::move(s));
+  return gx;
+}
+
+std::vector<Tensor> PipelineStage::weight_grads(int chunk) {
+  model::Model& m = engines_.at(static_cast<std::size_t>(chunk))->model();
+  std::vector<Tensor> g;
+  for (model::ParamStore* store : {&m.dense, &m.experts})
+    if (!store->grads.empty())
+      g.push_back(Tensor::wrap(store->grads.data(),
+                               {static_cast<std::int64_t>(store->grads.size())}, DType::f32));
+  return g;
+}
+
+}  // namespace epx::train

@@ -1,0 +1,57 @@
+// epx-train's pipeline stage: the layers of the model one rank holds for
+// each of its schedule chunks, run by pipeline::Executor. Stage s of S
+// model stages holds layers [s L / S, (s+1) L / S) (integer division: even,
+// with the remainder on the later stages), the embedding when s = 0 and the
+// final norm and head when s = S - 1. The last stage computes the loss
+// itself: its "output" is the per-position cross-entropy [T], whose
+// gradient the executor's loss function sets to the loss scale.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include <epx/pipeline.hpp>
+
+#include "model/engine.hpp"
+#include "model/model.hpp"
+
+namespace epx::train {
+
+// Which part of the model stage `stage` of `num_stages` holds (above).
+model::StagePart stage_part(const model::ModelConfig& config, int stage, int num_stages);
+
+// Model stages of a schedule: 2 pp for DualPipeV, else pp.
+int model_stages(pipeline::ScheduleKind kind, int pp);
+
+class PipelineStage : public pipeline::Stage {
+ public:
+  // engines[c]: the engine of local chunk c (its model holds that chunk's
+  // stage). seq: tokens per sequence, batch: sequences per micro-batch.
+  PipelineStage(std::vector<model::Engine*> engines, int batch, int seq);
+  ~PipelineStage() override;
+
+  // This step's micro-batches: tokens[mb] and targets[mb], [batch * seq]
+  // each, read by the first and the last stage; loss_scale as Engine's.
+  void begin_step(const std::vector<std::vector<std::int32_t>>* tokens,
+                  const std::vector<std::vector<std::int32_t>>* targets, float loss_scale);
+
+  Tensor forward(int chunk, int mb, const Tensor& input) override;
+  Tensor backward(int chunk, int mb, const Tensor& grad_output) override;
+  std::vector<Tensor> weight_grads(int chunk) override;
+
+ private:
+  model::MicroBatch micro_batch(int mb) const;
+  std::vector<model::Engine*> engines_;
+  int batch_ = 0, seq_ = 0;
+  const std::vector<std::vector<std::int32_t>>* tokens_ = nullptr;
+  const std::vector<std::vector<std::int32_t>>* targets_ = nullptr;
+  float loss_scale_ = 1;
+  // Activations of the micro-batches in flight, by (chunk, mb); reused.
+  std::map<std::pair<int, int>, std::unique_ptr<model::Engine::Saved>> live_;
+  std::vector<std::unique_ptr<model::Engine::Saved>> spare_;
+};
+
+}  // namespace epx::train
