@@ -1,0 +1,134 @@
+// epx-generate: one completion offline, through the same engine, scheduler
+// and request rules as epx-serve (the request is checked as a
+// /v1/completions body would be), with no HTTP.
+//
+//   epxrun -n 2 -- epx-generate --model CKPT --prompt TEXT --max-tokens N [--temperature T]
+//       [--top-p P] [--seed S] [--stop STR]... [--json] [engine flags]
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include <epx/error.hpp>
+
+#include "core/config.hpp"
+#include "launch/options.hpp"
+#include "launch/serve_model.hpp"
+#include "serve/api.hpp"
+
+using namespace epx;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: epx-generate --model CKPT --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P]\n"
+    "                    [--seed S] [--stop STR]... [--json] [engine flags]\n"
+    "Generates one completion of TEXT on every rank's share of the model (epxrun -n N -- ...).\n"
+    "  --prompt TEXT       the prompt (bytes of TEXT for a byte vocabulary)\n"
+    "  --prompt-ids IDS    the prompt as comma-separated token ids instead\n"
+    "  --max-tokens N      tokens to generate (default 16)\n"
+    "  --temperature T     0: greedy (default 0 here; the HTTP API's default is 1)\n"
+    "  --top-p P           nucleus sampling (default 1)\n"
+    "  --seed S            the sampling seed (default: random)\n"
+    "  --stop STR          stop before STR (repeatable, at most 4)\n"
+    "  --json              print the /v1/completions response JSON instead of the text\n";
+
+struct Args {
+  launch::ServeFlags flags;
+  nlohmann::json body = nlohmann::json::object();
+  bool json = false;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  a.body["max_tokens"] = 16;
+  a.body["temperature"] = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    const auto value = [&]() {
+      if (i + 1 >= argc) throw launch::UsageError(s + " needs a value");
+      return std::string(argv[++i]);
+    };
+    if (s == "-h" || s == "--help") {
+      if (launch::is_rank0_by_env()) std::cout << kUsage << launch::kServeFlagsHelp;
+      std::exit(0);
+    } else if (launch::parse_serve_flag(a.flags, argc, argv, i)) {
+    } else if (s == "--prompt") {
+      a.body["prompt"] = value();
+    } else if (s == "--prompt-ids") {
+      nlohmann::json ids = nlohmann::json::array();
+      const std::string v = value();
+      std::size_t at = 0;
+      while (at <= v.size()) {
+        const std::size_t comma = std::min(v.find(',', at), v.size());
+        ids.push_back(launch::parse_int_flag("--prompt-ids", v.substr(at, comma - at), 0, 1L << 31));
+        at = comma + 1;
+      }
+      a.body["prompt"] = ids;
+    } else if (s == "--max-tokens") {
+      a.body["max_tokens"] = launch::parse_int_flag(s, value(), 1, 1L << 24);
+    } else if (s == "--temperature") {
+      a.body["temperature"] = launch::parse_double_flag(s, value());
+    } else if (s == "--top-p") {
+      a.body["top_p"] = launch::parse_double_flag(s, value());
+    } else if (s == "--seed") {
+      a.body["seed"] = launch::parse_int_flag(s, value(), 0, LONG_MAX);
+    } else if (s == "--stop") {
+      if (!a.body.contains("stop")) a.body["stop"] = nlohmann::json::array();
+      a.body["stop"].push_back(value());
+    } else if (s == "--json") {
+      a.json = true;
+    } else {
+      throw launch::UsageError("unknown option '" + s + "'");
+    }
+  }
+  if (a.flags.model.empty()) throw launch::UsageError("--model is required");
+  if (!a.body.contains("prompt")) throw launch::UsageError("--prompt (or --prompt-ids) is required");
+  return a;
+}
+
+int generate(const Args& a, Group& world) {
+  const double timeout_s = core::params::timeout_s.get();
+  launch::ServedModel m = launch::load_served_model(a.flags, world, timeout_s);
+  // Checked on every rank (the same verdict everywhere), used on rank 0.
+  serve::CompletionRequest req;
+  serve::ApiError err;
+  const serve::ApiLimits limits{m.config.model.vocab_size, m.engine.max_context};
+  if (!serve::parse_completion_request(a.body.dump(), limits, req, err))
+    throw Error(ErrorCode::InvalidArgument, err.message);
+  serve::Engine engine(*m.model, world, m.engine);
+  std::shared_ptr<serve::Request> r;
+  if (world.rank() == 0) {
+    r = std::make_shared<serve::Request>(req.spec);
+    engine.scheduler()->submit(r);
+    engine.scheduler()->drain();  // shut down once it is done
+  }
+  engine.run();
+  if (world.rank() != 0) return 0;
+  std::lock_guard<std::mutex> l(r->mu);
+  if (a.json) {
+    const serve::CompletionInfo info{"cmpl-0", 0, m.name};
+    std::cout << serve::completion_json(info, r->text, r->tokens, r->finish_reason,
+                                        static_cast<std::int64_t>(req.spec.prompt.size()))
+              << std::endl;
+  } else {
+    std::cout << r->text << std::endl;
+  }
+  std::fprintf(stderr, "epx-generate: %zu prompt tokens, %zu generated, finish_reason %s\n",
+               req.spec.prompt.size(), r->tokens.size(), r->finish_reason.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  try {
+    a = parse(argc, argv);
+  } catch (const launch::UsageError& e) {
+    if (launch::is_rank0_by_env()) std::cerr << "epx-generate: " << e.what() << " (see --help)\n";
+    return 2;
+  }
+  return launch::run_mpi_program("epx-generate", argc, argv, [&](Group& world) { return generate(a, world); });
+}

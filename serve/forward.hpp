@@ -1,0 +1,70 @@
+// The model's inference forward on one rank's share of a step: a set of
+// segments (a chunk of a prompt, or one decode token), each continuing a
+// sequence whose keys and values up to its start are in the KV cache. The
+// math is docs/train.md's forward; the MoE layers reach their experts on
+// every rank of the Buffer's group (normal-mode dispatch and combine), so
+// every rank calls run() once per step, with or without segments of its own.
+//
+// Each position attends to the cached positions 0..pos in order, with the
+// same loop for a prefill chunk and a decode token, so a prompt gives the
+// same keys whatever the chunking. Combine carries each (token, k) output in
+// its own column block, so every sum it makes has one non-zero term (exact)
+// and the owner adds the k terms in k order: the MoE output does not depend
+// on which rank holds which expert. With `deterministic` every GEMM runs one
+// row at a time, so a row's bits do not depend on the other rows of the
+// step either (batch-invariant); without it the GEMMs take the whole step,
+// and OpenBLAS may round a row differently for another batch (docs/serve.md).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <epx/comm.hpp>
+
+#include "model/model.hpp"
+#include "serve/kv_cache.hpp"
+
+namespace epx::serve {
+
+struct Segment {
+  std::int64_t seq = 0;   // KvCache sequence id
+  std::int64_t start = 0; // position of tokens[0]
+  const std::int32_t* tokens = nullptr;
+  std::int64_t count = 0;
+  bool want_logits = false;  // the logits of its last position
+};
+
+class Forward {
+ public:
+  Forward(model::Model& model, comm::Buffer& buffer, KvCache& cache, bool deterministic);
+
+  // Collective over the buffer's group. Writes the keys and values of every
+  // segment's positions into the cache and, for each segment with
+  // want_logits (in order), V logits into `logits`.
+  void run(const std::vector<Segment>& segments, std::vector<float>& logits);
+
+  // Per MoE layer and logical expert, the (token, expert) choices of this
+  // rank's tokens since the last take (the /metrics expert load).
+  std::vector<std::int64_t> take_expert_counts();
+
+ private:
+  void linear(float* y, const float* x, const float* w, std::int64_t n, std::int64_t in,
+              std::int64_t out, bool accumulate) const;
+  void attention(int layer);
+  void dense_ffn(int layer);
+  void moe(int layer);
+
+  model::Model& model_;
+  comm::Buffer& buffer_;
+  KvCache& cache_;
+  bool deterministic_;
+  std::int64_t T_ = 0;  // rows of this step on this rank
+  std::vector<std::int64_t> row_seq_, row_pos_;
+  std::vector<std::int32_t> positions_;
+  std::vector<float> h_, xn_, rstd_, q_, k_, v_, a_, scores_, mlp_, scratch_;
+  std::vector<float> logits_e_, route_scores_, topk_w_, xp_, outp_, out_;
+  std::vector<std::int64_t> topk_idx_;
+  std::vector<std::int64_t> counts_;  // [MoE layers * E]
+};
+
+}  // namespace epx::serve

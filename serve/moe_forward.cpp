@@ -1,0 +1,152 @@
+// The MoE FFN of inference: h += sum_k w_k expert_k(xn) + shared(xn),
+// xn = RMSNorm(h), as in training (model/moe_block.cpp) but without saving
+// anything for a backward, and with combine summing exact terms only:
+// route -> dispatch xn (normal mode) -> each received (row, local expert)
+// pair into its expert's block -> SwiGLU per expert -> w_k * out into column
+// block k of the row -> combine (each column block has one non-zero term
+// over the ranks) -> the owner sums the K blocks in k order.
+#include <cstring>
+
+#include <epx/kernels.hpp>
+
+#include "serve/forward.hpp"
+
+namespace epx::serve {
+
+namespace {
+
+template <class T>
+T* at_least(std::vector<T>& v, std::int64_t n) {
+  if (static_cast<std::int64_t>(v.size()) < n) v.resize(static_cast<std::size_t>(n));
+  return v.data();
+}
+
+kernels::RouterParams router_params(const model::ModelConfig& c) {
+  kernels::RouterParams p;
+  p.num_experts = c.num_experts;
+  p.top_k = c.top_k;
+  p.n_group = c.n_group;
+  p.topk_group = c.topk_group;
+  p.softmax = c.score_function == "softmax";
+  p.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
+  return p;
+}
+
+}  // namespace
+
+void Forward::moe(int layer) {
+  const model::ModelConfig& c = model_.config();
+  const model::LayerIndex& li = model_.layers[layer];
+  model::ParamStore& P = model_.dense;
+  model::ParamStore& X = model_.experts;
+  const std::int64_t T = T_, H = c.hidden_size, E = c.num_experts, K = c.top_k;
+  const std::int64_t Im = c.moe_intermediate_size;
+  const int El = model_.local_experts();
+
+  // Route.
+  float* xn = at_least(xn_, T * H);
+  kernels::rmsnorm_forward(xn, at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
+                           static_cast<float>(c.rms_norm_eps));
+  float* logits = at_least(logits_e_, T * E);
+  linear(logits, xn, P.value(li.router), T, H, E, false);
+  std::int64_t* idx = at_least(topk_idx_, T * K);
+  float* wts = at_least(topk_w_, T * K);
+  kernels::router_forward(idx, wts, at_least(route_scores_, T * E), logits,
+                          model_.bias[li.moe_index].data(), T, router_params(c));
+  std::int64_t* cnt = counts_.data() + static_cast<std::int64_t>(li.moe_index) * E;
+  for (std::int64_t i = 0; i < T * K; ++i)
+    if (idx[i] >= 0) ++cnt[idx[i]];
+
+  // Dispatch.
+  const Tensor x_t = Tensor::wrap(T > 0 ? xn : nullptr, {T, H}, DType::f32);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? idx : nullptr, {T, K}, DType::i64);
+  const Tensor w_t = Tensor::wrap(T > 0 ? wts : nullptr, {T, K}, DType::f32);
+  const comm::Layout layout = buffer_.get_dispatch_layout(idx_t, static_cast<int>(E));
+  comm::DispatchResult got = buffer_.dispatch(x_t, idx_t, w_t, layout);
+  const std::int64_t M = got.x.dim(0);
+  const float* xrows = got.x.data<float>();
+  const std::int64_t* lidx = got.topk_idx.data<std::int64_t>();
+  const float* rw = got.topk_weights.data<float>();
+
+  // Expert blocks: pairs (m, k) by local expert, then row, in order.
+  std::vector<std::int64_t> offsets(static_cast<std::size_t>(El) + 1, 0);
+  for (std::int64_t i = 0; i < M * K; ++i)
+    if (lidx[i] >= 0) ++offsets[static_cast<std::size_t>(lidx[i]) + 1];
+  for (int e = 0; e < El; ++e) offsets[e + 1] += offsets[e];
+  const std::int64_t pairs = offsets[El];
+  std::vector<std::int64_t> pair_of(static_cast<std::size_t>(M * K), -1);
+  std::vector<std::int64_t> fill(offsets.begin(), offsets.end() - 1);
+  float* xp = at_least(xp_, pairs * H);
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t k = 0; k < K; ++k) {
+      const std::int64_t e = lidx[m * K + k];
+      if (e < 0) continue;
+      const std::int64_t p = fill[e]++;
+      pair_of[m * K + k] = p;
+      std::memcpy(xp + p * H, xrows + m * H, sizeof(float) * H);
+    }
+
+  // Experts.
+  std::vector<kernels::MlpWeights> w;
+  for (int e = 0; e < El; ++e)
+    w.push_back({X.value(li.expert_gate[e]), X.value(li.expert_up[e]), X.value(li.expert_down[e]),
+                 H, Im});
+  float* outp = at_least(outp_, pairs * H);
+  if (!deterministic_) {
+    kernels::grouped_mlp_forward(outp, at_least(mlp_, pairs * 3 * Im), xp, offsets.data(), El,
+                                 w.data());
+  } else {
+    float* saved = at_least(mlp_, 3 * Im);
+    for (int e = 0; e < El; ++e)
+      for (std::int64_t p = offsets[e]; p < offsets[e + 1]; ++p)
+        kernels::mlp_forward(outp + p * H, saved, xp + p * H, 1, w[e], false);
+  }
+
+  // w_mk * out into column block k of row m, straight into combine's input.
+  const std::int64_t Z = K * H;
+  Tensor y = buffer_.combine_input(got.handle, Z, DType::f32);
+  float* yd = y.data<float>();
+  if (M > 0) std::memset(yd, 0, sizeof(float) * M * Z);
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t k = 0; k < K; ++k) {
+      const std::int64_t p = pair_of[m * K + k];
+      if (p < 0) continue;
+      const float wk = rw[m * K + k];
+      const float* o = outp + p * H;
+      float* ym = yd + m * Z + k * H;
+      for (std::int64_t j = 0; j < H; ++j) ym[j] = wk * o[j];
+    }
+  const comm::Handle handle = got.handle;
+  got = comm::DispatchResult();  // frees the receive rows
+  const Tensor back = buffer_.combine(y, handle);
+  y = Tensor();
+
+  // routed = sum over k in k order (from +0, as the 1-rank training sum);
+  // out = routed + shared(xn); h += out.
+  const float* b = back.data<float>();
+  float* out = at_least(out_, T * H);
+  for (std::int64_t t = 0; t < T; ++t) {
+    float* o = out + t * H;
+    std::fill(o, o + H, 0.0f);
+    for (std::int64_t k = 0; k < K; ++k) {
+      const float* bk = b + t * Z + k * H;
+      for (std::int64_t j = 0; j < H; ++j) o[j] += bk[j];
+    }
+  }
+  if (li.shared_gate >= 0) {
+    const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
+    const kernels::MlpWeights sw{P.value(li.shared_gate), P.value(li.shared_up),
+                                 P.value(li.shared_down), H, Is};
+    if (!deterministic_) {
+      kernels::mlp_forward(out, at_least(mlp_, T * 3 * Is), xn, T, sw, true);
+    } else {
+      float* saved = at_least(mlp_, 3 * Is);
+      for (std::int64_t t = 0; t < T; ++t)
+        kernels::mlp_forward(out + t * H, saved, xn + t * H, 1, sw, true);
+    }
+  }
+  float* h = h_.data();
+  for (std::int64_t i = 0; i < T * H; ++i) h[i] += out[i];
+}
+
+}  // namespace epx::serve
