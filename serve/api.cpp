@@ -1,6 +1,7 @@
 #include "serve/api.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +23,12 @@ bool is_integer(const json& v) { return v.is_number_integer(); }  // bools are n
 
 std::string type_name(const json& v) { return v.type_name(); }
 
+std::string fmt(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", x);
+  return b;
+}
+
 bool number_in(const json& body, const char* key, double lo, double hi, bool lo_open, double& out,
                ApiError& e) {
   if (!body.contains(key) || body[key].is_null()) return true;
@@ -30,8 +37,8 @@ bool number_in(const json& body, const char* key, double lo, double hi, bool lo_
     return fail(e, std::string(key) + " must be a number, got " + type_name(v), key);
   const double x = v.get<double>();
   if (!std::isfinite(x) || x > hi || (lo_open ? x <= lo : x < lo)) {
-    return fail(e, std::string(key) + " = " + v.dump() + ", expected " + (lo_open ? "> " : ">= ") +
-                       json(lo).dump() + " and <= " + json(hi).dump(),
+    return fail(e, std::string(key) + " = " + fmt(x) + ", expected " + (lo_open ? "> " : ">= ") +
+                       fmt(lo) + " and <= " + fmt(hi),
                 key);
   }
   out = x;
@@ -85,7 +92,7 @@ bool parse_completion_request(const std::string& body_text, const ApiLimits& lim
   if (body.contains("max_tokens") && !body["max_tokens"].is_null()) {
     const json& m = body["max_tokens"];
     if (!is_integer(m)) return fail(e, "max_tokens must be an integer, got " + type_name(m), "max_tokens");
-    if (!m.is_number_unsigned() && m.get<std::int64_t>() < 1)
+    if (m.is_number_unsigned() ? m.get<std::uint64_t>() < 1 : m.get<std::int64_t>() < 1)
       return fail(e, "max_tokens = " + m.dump() + ", expected >= 1", "max_tokens");
     if (m.get<std::uint64_t>() > static_cast<std::uint64_t>(limits.max_context))
       return fail(e, "max_tokens = " + m.dump() + " is more than the context length of " +

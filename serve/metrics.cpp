@@ -80,7 +80,7 @@ void Metrics::next_token(double s) {
 void Metrics::step(int batch, std::int64_t tokens, int running, int waiting,
                    const std::vector<std::int64_t>& blocks_used) {
   std::lock_guard<std::mutex> l(mu_);
-  ++steps_;
+  if (tokens > 0) ++steps_;  // heartbeats with nothing to run are not steps
   step_tokens_ += static_cast<std::uint64_t>(tokens);
   batch_ = batch;
   running_ = running;

@@ -40,7 +40,9 @@ Admission Scheduler::submit(std::shared_ptr<Request> request) {
                "serve: the request's KV blocks");
   std::lock_guard<std::mutex> l(mu_);
   if (draining_ || stop_) return Admission::draining;
-  if (static_cast<int>(queue_.size()) >= o_.max_queue) return Admission::queue_full;
+  // max_batch may run, max_queue more may wait.
+  if (static_cast<int>(queue_.size()) + running_count_ >= o_.max_batch + o_.max_queue)
+    return Admission::queue_full;
   queue_.push_back(std::move(request));
   cv_.notify_all();
   return Admission::accepted;
@@ -121,6 +123,7 @@ StepPlan Scheduler::next_plan(std::chrono::milliseconds wait) {
                    running_.end());
     admit();
     waiting = static_cast<int>(queue_.size());
+    running_count_ = static_cast<int>(running_.size());
     plan.shutdown = draining_ && queue_.empty() && running_.empty();
   }
   plan.releases.swap(releases_);
@@ -193,6 +196,8 @@ void Scheduler::apply(const StepPlan& plan, const std::vector<float>& logits) {
   running_.erase(std::remove_if(running_.begin(), running_.end(),
                                 [](const std::unique_ptr<Active>& a) { return a->finished; }),
                  running_.end());
+  std::lock_guard<std::mutex> l(mu_);
+  running_count_ = static_cast<int>(running_.size());
 }
 
 void Scheduler::fail_all(const std::string& why) {
@@ -202,6 +207,7 @@ void Scheduler::fail_all(const std::string& why) {
   queue_.clear();
   for (auto& a : running_) complete(*a->request, "error", why);
   running_.clear();
+  running_count_ = 0;
 }
 
 }  // namespace epx::serve

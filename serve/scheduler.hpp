@@ -2,7 +2,8 @@
 // boundaries, the plan of each step and what its logits mean for each
 // request. No MPI here; Engine moves plans and logits between ranks.
 //
-// Admission is first come, first served: the queue's head joins when fewer
+// Up to max_batch requests run and max_queue more wait; submit() refuses
+// past that (the front end's 503). Admission is first come, first served: the queue's head joins when fewer
 // than max_batch requests run and some rank has the KV blocks for its
 // prompt + max_tokens free (the rank with the most free blocks, ties: the
 // lowest); later requests wait behind it. Each step, every running request
@@ -74,10 +75,11 @@ class Scheduler {
 
   SchedulerOptions o_;
   Metrics& metrics_;
-  mutable std::mutex mu_;  // queue_, draining_, stop_
+  mutable std::mutex mu_;  // queue_, draining_, stop_, running_count_
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Request>> queue_;
   bool draining_ = false, stop_ = false;
+  int running_count_ = 0;  // running_.size() as of the last step, for submit()
   // The engine thread's own.
   std::vector<std::unique_ptr<Active>> running_;
   std::vector<std::int64_t> free_blocks_;  // per rank
