@@ -49,6 +49,7 @@ bool number_in(const json& body, const char* key, double lo, double hi, bool lo_
 
 bool parse_completion_request(const std::string& body_text, const ApiLimits& limits,
                               CompletionRequest& out, ApiError& e) {
+  out = CompletionRequest{};
   json body;
   try {
     body = json::parse(body_text);
