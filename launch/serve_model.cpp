@@ -30,7 +30,9 @@ const char* const kServeFlagsHelp =
     "  --max-context N     prompt + max_tokens limit (default: the config's train.seq_len)\n"
     "  --prefill-chunk N   prompt tokens per request per step (default 64)\n"
     "  --deterministic     batch-invariant kernels: a request's output does not depend on\n"
-    "                      the other requests of its steps (docs/serve.md)\n";
+    "                      the other requests of its steps (docs/serve.md)\n"
+    "  --decode-mode M     normal (default) or low-latency: the dispatch and combine of\n"
+    "                      decode steps (the same outputs; docs/serve.md compares their speed)\n";
 
 long parse_int_flag(const std::string& flag, const std::string& v, long lo, long hi) {
   char* end = nullptr;
@@ -71,6 +73,11 @@ bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i) {
     f.prefill_chunk = static_cast<int>(parse_int_flag(s, value(), 1, 1 << 20));
   } else if (s == "--deterministic") {
     f.deterministic = true;
+  } else if (s == "--decode-mode") {
+    const std::string v = value();
+    if (v != "normal" && v != "low-latency")
+      throw UsageError("--decode-mode = '" + v + "', expected normal or low-latency");
+    f.low_latency_decode = v == "low-latency";
   } else {
     return false;
   }
@@ -142,6 +149,7 @@ ServedModel load_served_model(const ServeFlags& f, Group& world, double timeout_
     e.max_context = f.max_context > 0 ? f.max_context : s.config.train.seq_len;
     e.prefill_chunk = f.prefill_chunk;
     e.deterministic = f.deterministic;
+    e.low_latency_decode = f.low_latency_decode;
     e.timeout_s = timeout_s;
   } catch (const std::exception& e) {
     error = e.what();

@@ -24,6 +24,7 @@ struct ServeFlags {
   int max_context = 0;  // 0: the config's train.seq_len
   int prefill_chunk = 64;
   bool deterministic = false;
+  bool low_latency_decode = false;  // --decode-mode low-latency
 };
 
 // The flag text of ServeFlags for a --help.

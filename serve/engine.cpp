@@ -43,6 +43,13 @@ Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
   comm::BufferOptions bo;
   bo.num_bytes = buffer_bytes(c, options, size_);
   bo.timeout_s = options.timeout_s;
+  if (options.low_latency_decode) {
+    // A decode step has at most one token per running sequence, max_batch in all.
+    bo.low_latency = true;
+    bo.max_tokens_per_rank = options.max_batch;
+    bo.hidden = c.hidden_size;
+    bo.num_experts = c.num_experts;
+  }
   buffer_ = std::make_unique<comm::Buffer>(world, bo);
   forward_ = std::make_unique<Forward>(model, *buffer_, *cache_, options.deterministic);
   if (rank_ == 0) {
@@ -92,7 +99,9 @@ void Engine::step(const StepPlan& plan) {
     mine.push_back({s.seq, s.start, s.tokens.data(), static_cast<std::int64_t>(s.tokens.size()),
                     s.want_logits});
   }
-  forward_->run(mine, logits_);
+  bool decode = options_.low_latency_decode;
+  for (const PlannedSegment& s : plan.segments) decode = decode && s.tokens.size() == 1;
+  forward_->run(mine, logits_, decode);
   // The expert counts ride behind the logits (exact in f32: < 2^24 per step).
   const std::vector<std::int64_t> counts = forward_->take_expert_counts();
   std::vector<float> out = logits_;

@@ -3,8 +3,9 @@
 // owns; rank 0 also holds the scheduler. Each step rank 0 broadcasts the
 // plan, every rank runs its segments (attention on its own sequences, MoE
 // through comm::Buffer's normal-mode dispatch and combine over all ranks),
-// and rank 0 gathers the logits and samples. Decode runs in normal mode too
-// in this release (no low-latency mode, no two-batch overlap yet).
+// and rank 0 gathers the logits and samples. Prefill runs in normal mode;
+// decode in normal or low-latency mode (low_latency_decode), one micro-batch
+// per step (no two-batch overlap yet).
 #pragma once
 
 #include <chrono>
@@ -32,6 +33,9 @@ struct EngineOptions {
   int max_context = 0;                        // prompt + max_tokens limit (> 0)
   int prefill_chunk = 64;                     // prompt tokens per request per step
   bool deterministic = false;                 // batch-invariant GEMMs (serve/forward.hpp)
+  // Decode steps (every segment one token) through the Buffer's low-latency
+  // dispatch and combine instead of the normal mode (the same bits).
+  bool low_latency_decode = false;
   double timeout_s = 300;                     // every wait on another rank
   // Rank 0 sends a plan at least this often, even with nothing to do, so
   // that the other ranks' wait for it stays bounded by timeout_s.

@@ -41,7 +41,8 @@ void Forward::linear(float* y, const float* x, const float* w, std::int64_t n, s
     kernels::linear_forward(y + t * out, x + t * in, w, 1, in, out, accumulate);
 }
 
-void Forward::run(const std::vector<Segment>& segs, std::vector<float>& logits) {
+void Forward::run(const std::vector<Segment>& segs, std::vector<float>& logits, bool low_latency) {
+  low_latency_ = low_latency;
   const model::ModelConfig& c = model_.config();
   model::ParamStore& P = model_.dense;
   const std::int64_t H = c.hidden_size, V = c.vocab_size;

@@ -40,8 +40,14 @@ class Forward {
 
   // Collective over the buffer's group. Writes the keys and values of every
   // segment's positions into the cache and, for each segment with
-  // want_logits (in order), V logits into `logits`.
-  void run(const std::vector<Segment>& segments, std::vector<float>& logits);
+  // want_logits (in order), V logits into `logits`. With low_latency (every
+  // rank must pass the same) the MoE layers use the Buffer's low-latency
+  // dispatch and combine (f32 payload, no FP8): at most the Buffer's
+  // max_tokens_per_rank rows per rank. Its combine sums w_k * out_k in k
+  // order in f32, the same sum as the normal path's, so both modes give
+  // the same bits.
+  void run(const std::vector<Segment>& segments, std::vector<float>& logits,
+           bool low_latency = false);
 
   // Per MoE layer and logical expert, the (token, expert) choices of this
   // rank's tokens since the last take (the /metrics expert load).
@@ -53,11 +59,16 @@ class Forward {
   void attention(int layer);
   void dense_ffn(int layer);
   void moe(int layer);
+  // The routed experts of xn_ [T_, H] with topk_idx_/topk_w_, summed into out [T_, H].
+  void routed_normal(int layer, float* out);
+  void routed_low_latency(int layer, float* out);
+  void expert_rows(int layer, int e, float* y, const float* x, std::int64_t rows);
 
   model::Model& model_;
   comm::Buffer& buffer_;
   KvCache& cache_;
   bool deterministic_;
+  bool low_latency_ = false;  // this step's MoE path
   std::int64_t T_ = 0;  // rows of this step on this rank
   std::vector<std::int64_t> row_seq_, row_pos_;
   std::vector<std::int32_t> positions_;

@@ -1,10 +1,17 @@
 // The MoE FFN of inference: h += sum_k w_k expert_k(xn) + shared(xn),
 // xn = RMSNorm(h), as in training (model/moe_block.cpp) but without saving
-// anything for a backward, and with combine summing exact terms only:
-// route -> dispatch xn (normal mode) -> each received (row, local expert)
-// pair into its expert's block -> SwiGLU per expert -> w_k * out into column
-// block k of the row -> combine (each column block has one non-zero term
-// over the ranks) -> the owner sums the K blocks in k order.
+// anything for a backward, and with every sum of the routed outputs in one
+// order whatever the placement: w_k * out_k per (token, k), added in k
+// order from +0 in f32 (the 1-rank training sum).
+//
+// Normal mode (prefill): route -> dispatch xn -> each received (row, local
+// expert) pair into its expert's block -> SwiGLU per expert -> w_k * out
+// into column block k of the row -> combine (each column block has one
+// non-zero term over the ranks, so its sum is exact) -> the owner adds the
+// K blocks in k order.
+// Low-latency mode (decode): dispatch puts each (token, expert) pair in the
+// expert's slot -> SwiGLU per expert over its count rows -> the low-latency
+// combine, which sums w_k * out_k in k order in f32 on the owner.
 #include <cstring>
 
 #include <epx/kernels.hpp>
@@ -34,33 +41,28 @@ kernels::RouterParams router_params(const model::ModelConfig& c) {
 
 }  // namespace
 
-void Forward::moe(int layer) {
+// Local expert e's SwiGLU over `rows` contiguous rows of x into y (one row at
+// a time when deterministic, so a row's bits do not depend on the others).
+void Forward::expert_rows(int layer, int e, float* y, const float* x, std::int64_t rows) {
   const model::ModelConfig& c = model_.config();
   const model::LayerIndex& li = model_.layers[layer];
-  model::ParamStore& P = model_.dense;
   model::ParamStore& X = model_.experts;
+  const std::int64_t H = c.hidden_size, Im = c.moe_intermediate_size;
+  const kernels::MlpWeights w{X.value(li.expert_gate[e]), X.value(li.expert_up[e]),
+                              X.value(li.expert_down[e]), H, Im};
+  if (rows == 0) return;
+  if (!deterministic_) return kernels::mlp_forward(y, at_least(mlp_, rows * 3 * Im), x, rows, w, false);
+  float* saved = at_least(mlp_, 3 * Im);
+  for (std::int64_t r = 0; r < rows; ++r) kernels::mlp_forward(y + r * H, saved, x + r * H, 1, w, false);
+}
+
+void Forward::routed_normal(int layer, float* out) {
+  const model::ModelConfig& c = model_.config();
   const std::int64_t T = T_, H = c.hidden_size, E = c.num_experts, K = c.top_k;
-  const std::int64_t Im = c.moe_intermediate_size;
   const int El = model_.local_experts();
-
-  // Route.
-  float* xn = at_least(xn_, T * H);
-  kernels::rmsnorm_forward(xn, at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
-                           static_cast<float>(c.rms_norm_eps));
-  float* logits = at_least(logits_e_, T * E);
-  linear(logits, xn, P.value(li.router), T, H, E, false);
-  std::int64_t* idx = at_least(topk_idx_, T * K);
-  float* wts = at_least(topk_w_, T * K);
-  kernels::router_forward(idx, wts, at_least(route_scores_, T * E), logits,
-                          model_.bias[li.moe_index].data(), T, router_params(c));
-  std::int64_t* cnt = counts_.data() + static_cast<std::int64_t>(li.moe_index) * E;
-  for (std::int64_t i = 0; i < T * K; ++i)
-    if (idx[i] >= 0) ++cnt[idx[i]];
-
-  // Dispatch.
-  const Tensor x_t = Tensor::wrap(T > 0 ? xn : nullptr, {T, H}, DType::f32);
-  const Tensor idx_t = Tensor::wrap(T > 0 ? idx : nullptr, {T, K}, DType::i64);
-  const Tensor w_t = Tensor::wrap(T > 0 ? wts : nullptr, {T, K}, DType::f32);
+  const Tensor x_t = Tensor::wrap(T > 0 ? xn_.data() : nullptr, {T, H}, DType::f32);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? topk_idx_.data() : nullptr, {T, K}, DType::i64);
+  const Tensor w_t = Tensor::wrap(T > 0 ? topk_w_.data() : nullptr, {T, K}, DType::f32);
   const comm::Layout layout = buffer_.get_dispatch_layout(idx_t, static_cast<int>(E));
   comm::DispatchResult got = buffer_.dispatch(x_t, idx_t, w_t, layout);
   const std::int64_t M = got.x.dim(0);
@@ -85,22 +87,9 @@ void Forward::moe(int layer) {
       pair_of[m * K + k] = p;
       std::memcpy(xp + p * H, xrows + m * H, sizeof(float) * H);
     }
-
-  // Experts.
-  std::vector<kernels::MlpWeights> w;
-  for (int e = 0; e < El; ++e)
-    w.push_back({X.value(li.expert_gate[e]), X.value(li.expert_up[e]), X.value(li.expert_down[e]),
-                 H, Im});
   float* outp = at_least(outp_, pairs * H);
-  if (!deterministic_) {
-    kernels::grouped_mlp_forward(outp, at_least(mlp_, pairs * 3 * Im), xp, offsets.data(), El,
-                                 w.data());
-  } else {
-    float* saved = at_least(mlp_, 3 * Im);
-    for (int e = 0; e < El; ++e)
-      for (std::int64_t p = offsets[e]; p < offsets[e + 1]; ++p)
-        kernels::mlp_forward(outp + p * H, saved, xp + p * H, 1, w[e], false);
-  }
+  for (int e = 0; e < El; ++e)
+    expert_rows(layer, e, outp + offsets[e] * H, xp + offsets[e] * H, offsets[e + 1] - offsets[e]);
 
   // w_mk * out into column block k of row m, straight into combine's input.
   const std::int64_t Z = K * H;
@@ -121,10 +110,7 @@ void Forward::moe(int layer) {
   const Tensor back = buffer_.combine(y, handle);
   y = Tensor();
 
-  // routed = sum over k in k order (from +0, as the 1-rank training sum);
-  // out = routed + shared(xn); h += out.
   const float* b = back.data<float>();
-  float* out = at_least(out_, T * H);
   for (std::int64_t t = 0; t < T; ++t) {
     float* o = out + t * H;
     std::fill(o, o + H, 0.0f);
@@ -132,6 +118,57 @@ void Forward::moe(int layer) {
       const float* bk = b + t * Z + k * H;
       for (std::int64_t j = 0; j < H; ++j) o[j] += bk[j];
     }
+  }
+}
+
+void Forward::routed_low_latency(int layer, float* out) {
+  const model::ModelConfig& c = model_.config();
+  const std::int64_t T = T_, H = c.hidden_size, K = c.top_k;
+  const int El = model_.local_experts();
+  const Tensor x_t = Tensor::wrap(T > 0 ? xn_.data() : nullptr, {T, H}, DType::f32);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? topk_idx_.data() : nullptr, {T, K}, DType::i64);
+  const Tensor w_t = Tensor::wrap(T > 0 ? topk_w_.data() : nullptr, {T, K}, DType::f32);
+  comm::LowLatencyOptions lo;
+  lo.fp8 = false;  // exact rows: the same bits as the normal path
+  comm::LowLatencyDispatchResult got = buffer_.low_latency_dispatch(x_t, idx_t, lo);
+  const std::int64_t slots = got.x.dim(1);
+  const float* x = got.x.data<float>();
+  const std::int32_t* count = got.count.data<std::int32_t>();
+  Tensor y = Tensor::empty({El, slots, H}, DType::f32);
+  for (int e = 0; e < El; ++e)
+    expert_rows(layer, e, y.data<float>() + e * slots * H, x + e * slots * H, count[e]);
+  const comm::LowLatencyHandle handle = got.handle;
+  got = comm::LowLatencyDispatchResult();  // its half of the buffer is free again
+  const comm::LowLatencyCombineResult back = buffer_.low_latency_combine(y, idx_t, w_t, handle, lo);
+  if (T > 0) std::memcpy(out, back.x.data<float>(), sizeof(float) * T * H);
+}
+
+void Forward::moe(int layer) {
+  const model::ModelConfig& c = model_.config();
+  const model::LayerIndex& li = model_.layers[layer];
+  model::ParamStore& P = model_.dense;
+  const std::int64_t T = T_, H = c.hidden_size, E = c.num_experts, K = c.top_k;
+  const std::int64_t Im = c.moe_intermediate_size;
+
+  // Route.
+  float* xn = at_least(xn_, T * H);
+  kernels::rmsnorm_forward(xn, at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
+                           static_cast<float>(c.rms_norm_eps));
+  float* logits = at_least(logits_e_, T * E);
+  linear(logits, xn, P.value(li.router), T, H, E, false);
+  std::int64_t* idx = at_least(topk_idx_, T * K);
+  kernels::router_forward(idx, at_least(topk_w_, T * K), at_least(route_scores_, T * E), logits,
+                          model_.bias[li.moe_index].data(), T, router_params(c));
+  std::int64_t* cnt = counts_.data() + static_cast<std::int64_t>(li.moe_index) * E;
+  for (std::int64_t i = 0; i < T * K; ++i)
+    if (idx[i] >= 0) ++cnt[idx[i]];
+
+  // out = routed + shared(xn) (added in this order, as in training); h += out.
+  float* out = at_least(out_, T * H);
+  if (low_latency_) {
+    routed_low_latency(layer, out);
+  } else {
+    routed_normal(layer, out);
   }
   if (li.shared_gate >= 0) {
     const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;

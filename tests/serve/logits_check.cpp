@@ -6,7 +6,8 @@
 // term is the same bits in every run, so loss_0 - loss_v = logit_v - logit_0.
 // Also: a prompt prefilled in chunks of 1, 3 and 7 gives the same bits as in
 // one piece with --deterministic kernels, and the same logits to 1e-5
-// without.
+// without; and decode steps through the low-latency dispatch and combine
+// give the same bits as through the normal mode.
 //
 //   epxrun -n N -- serve_logits_check STEP_DIR   (prints "serve logits: OK ...", exits 0)
 #include <cmath>
@@ -25,6 +26,7 @@
 #include "model/engine.hpp"
 #include "model/load_weights.hpp"
 #include "serve/forward.hpp"
+#include "serve/sampler.hpp"
 #include "train/config.hpp"
 
 using namespace epx;
@@ -48,6 +50,35 @@ std::vector<float> serve_logits(model::Model& m, comm::Buffer& buf, const std::v
   return logits;
 }
 
+// Two sequences (the prompt and its first half) prefilled, then 8 decode
+// steps feeding back each step's argmax; every step's logits, concatenated.
+std::vector<float> decode_logits(model::Model& m, comm::Buffer& buf, const std::vector<std::int32_t>& prompt,
+                                 bool det, bool low_latency, int rank) {
+  serve::KvCache cache(m.config().num_layers, m.config().hidden_size, 4, std::size_t{4} << 20);
+  serve::Forward f(m, buf, cache, det);
+  const std::int64_t V = m.config().vocab_size;
+  std::vector<std::vector<std::int32_t>> seqs{prompt, {prompt.begin(), prompt.begin() + prompt.size() / 2}};
+  std::vector<float> logits, all;
+  std::vector<serve::Segment> segs;
+  for (std::size_t i = 0; i < seqs.size(); ++i) {
+    if (rank != 0) break;
+    cache.add(static_cast<std::int64_t>(i), static_cast<std::int64_t>(seqs[i].size()) + 8);
+    segs.push_back({static_cast<std::int64_t>(i), 0, seqs[i].data(), static_cast<std::int64_t>(seqs[i].size()), true});
+  }
+  f.run(segs, logits);
+  for (int step = 0; step < 8; ++step) {
+    segs.clear();
+    for (std::size_t i = 0; i < seqs.size() && rank == 0; ++i) {
+      seqs[i].push_back(serve::argmax(logits.data() + i * V, V));
+      segs.push_back({static_cast<std::int64_t>(i), static_cast<std::int64_t>(seqs[i].size()) - 1,
+                      &seqs[i].back(), 1, true});
+    }
+    f.run(segs, logits, low_latency);
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,7 +92,12 @@ int main(int argc, char** argv) {
     const train::Config cfg = train::parse_config(nlohmann::json::parse(in)["config"].get<std::string>());
     model::Model m(cfg.model, rank, world.size());
     model::load_weights(m, dir + "/model.safetensors");
-    comm::Buffer buf(world);
+    comm::BufferOptions bo;
+    bo.low_latency = true;
+    bo.max_tokens_per_rank = 4;
+    bo.hidden = cfg.model.hidden_size;
+    bo.num_experts = cfg.model.num_experts;
+    comm::Buffer buf(world, bo);
     const std::string text = "The 'tabstop' option sets the width of a tab";
     const std::vector<std::int32_t> prompt(text.begin(), text.end());
     const auto P = static_cast<int>(prompt.size());
@@ -103,6 +139,14 @@ int main(int argc, char** argv) {
       std::printf("chunks of %d: deterministic %s, batched max |diff| %.3g\n", chunk,
                   same ? "bit-identical" : "DIFFERS", diff);
       if (!same || diff > 1e-5) failed = 1;
+    }
+    for (const bool d : {true, false}) {
+      const std::vector<float> normal = decode_logits(m, buf, prompt, d, false, rank);
+      const std::vector<float> ll = decode_logits(m, buf, prompt, d, true, rank);
+      if (rank != 0) continue;
+      std::printf("8 decode steps of 2 sequences%s: low-latency mode %s the normal mode's logits\n",
+                  d ? " (deterministic)" : "", ll == normal ? "bit-identical to" : "DIFFERS from");
+      if (ll != normal || normal.empty()) failed = 1;
     }
     if (rank == 0) std::printf("serve logits: %s\n", failed ? "FAILED" : "OK");
   }

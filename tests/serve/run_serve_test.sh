@@ -4,9 +4,10 @@
 # Each scenario first trains a small checkpoint (tests/train/small.yaml, 200
 # steps on 1 rank, about a second).
 # ep      greedy and seeded outputs equal on 1 rank and EP over 2 and 4 ranks,
-#         with and without --deterministic; chunked prefill; bad flags
+#         with and without --deterministic, decode in normal and low-latency
+#         mode; chunked prefill; bad flags
 # logits  the first token's logits against the training forward (serve_logits_check)
-# http    the real server on a loopback port: against epx-generate, streaming,
+# http    the real server on a loopback port (low-latency decode): against epx-generate, streaming,
 #         stop strings, concurrent clients, metrics (http_checks.py); bad inputs with curl
 # drain   a full queue answers 503 with Retry-After; a client that leaves mid-stream
 #         frees its cache; SIGTERM drains (in flight finishes, new get 503) and exits 0
@@ -96,8 +97,10 @@ ep)
     generate "greedy_det$n.json" $n "${args[@]}" --deterministic
     generate "sampled_det$n.json" $n "${sampled[@]}" --deterministic
     generate "chunked_det$n.json" $n "${args[@]}" --deterministic --prefill-chunk 3
+    generate "greedy_ll$n.json" $n "${args[@]}" --decode-mode low-latency
+    generate "sampled_ll$n.json" $n "${sampled[@]}" --decode-mode low-latency
   done
-  for kind in greedy greedy_det sampled_det chunked_det; do
+  for kind in greedy greedy_det sampled_det chunked_det greedy_ll sampled_ll; do
     for n in 2 4; do
       [[ "$(ids $kind$n.json)" == "$(ids ${kind}1.json)" ]] ||
         fail "$kind: EP over $n ranks gives $(ids $kind$n.json), 1 rank $(ids ${kind}1.json)"
@@ -105,6 +108,9 @@ ep)
     echo "ok: $kind: the same $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["choices"][0]["token_ids"]))' ${kind}1.json) tokens on 1, 2 and 4 ranks"
   done
   [[ "$(ids chunked_det1.json)" == "$(ids greedy_det1.json)" ]] || fail "prefill in chunks of 3 differs"
+  [[ "$(ids greedy_ll1.json)" == "$(ids greedy1.json)" ]] || fail "low-latency decode differs from normal (greedy)"
+  [[ "$(ids sampled_ll1.json)" == "$(ids sampled_det1.json)" ]] || fail "low-latency decode differs (sampled)"
+  echo "ok: low-latency decode gives the normal mode's outputs"
   generate again.json 2 "${sampled[@]}" --deterministic
   [[ "$(ids again.json)" == "$(ids sampled_det1.json)" ]] || fail "the same seed gave another output"
   generate other.json 2 "${sampled[@]/#11/12}" --deterministic
@@ -119,6 +125,7 @@ ep)
     "--kv-memory 1 --max-context 100000|fewer than the 6250 that one request of --max-context 100000 needs"
     "--temperature -1|temperature = -1, expected >= 0"
     "--model /nonexistent|--model /nonexistent: no such file or directory"
+    "--decode-mode fast|--decode-mode = 'fast', expected normal or low-latency"
   )
   for c in "${bad[@]}"; do
     flags=${c%%|*} want=${c#*|}
@@ -144,7 +151,8 @@ http)
   generate sampled.json 2 --prompt "When 'wrap' is set" --max-tokens 40 --temperature 0.9 --top-p 0.95 --seed 11 \
     --deterministic --max-context 256
   python3 -c 'import json,sys; json.dump({"greedy": json.load(open("greedy.json")), "sampled": json.load(open("sampled.json"))}, open("golden.json", "w"))'
-  start_server 2 --deterministic --max-context 256
+  # epx-generate decodes in normal mode, the server in low-latency mode.
+  start_server 2 --deterministic --max-context 256 --decode-mode low-latency
   python3 "$src/tests/serve/http_checks.py" "$port" golden.json || fail "http_checks.py"
   # Bad inputs: each a body and the words the error must contain (param|message).
   bad=(
