@@ -4,6 +4,8 @@
 //
 //   epxrun -n 2 -- epx-generate --model CKPT --prompt TEXT --max-tokens N [--temperature T]
 //       [--top-p P] [--seed S] [--stop STR]... [--json] [engine flags]
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -22,7 +24,8 @@ using namespace epx;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: epx-generate --model CKPT --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P]\n"
+    "usage: epx-generate --model CKPT --prompt TEXT [--max-tokens N] [--temperature T] [--top-p "
+    "P]\n"
     "                    [--seed S] [--stop STR]... [--json] [engine flags]\n"
     "Generates one completion of TEXT on every rank's share of the model (epxrun -n N -- ...).\n"
     "  --prompt TEXT       the prompt (bytes of TEXT for a byte vocabulary)\n"
@@ -32,12 +35,15 @@ constexpr const char* kUsage =
     "  --top-p P           nucleus sampling (default 1)\n"
     "  --seed S            the sampling seed (default: random)\n"
     "  --stop STR          stop before STR (repeatable, at most 4)\n"
-    "  --json              print the /v1/completions response JSON instead of the text\n";
+    "  --json              print the /v1/completions response JSON instead of the text\n"
+    "  --batch N           run N copies together (seeds S, S+1, ...; for timing), print the first\n"
+    "Timings go to stderr: time to the first token, and decode tokens/s.\n";
 
 struct Args {
   launch::ServeFlags flags;
   nlohmann::json body = nlohmann::json::object();
   bool json = false;
+  int batch = 1;
 };
 
 Args parse(int argc, char** argv) {
@@ -62,7 +68,8 @@ Args parse(int argc, char** argv) {
       std::size_t at = 0;
       while (at <= v.size()) {
         const std::size_t comma = std::min(v.find(',', at), v.size());
-        ids.push_back(launch::parse_int_flag("--prompt-ids", v.substr(at, comma - at), 0, 1L << 31));
+        ids.push_back(
+            launch::parse_int_flag("--prompt-ids", v.substr(at, comma - at), 0, 1L << 31));
         at = comma + 1;
       }
       a.body["prompt"] = ids;
@@ -77,6 +84,8 @@ Args parse(int argc, char** argv) {
     } else if (s == "--stop") {
       if (!a.body.contains("stop")) a.body["stop"] = nlohmann::json::array();
       a.body["stop"].push_back(value());
+    } else if (s == "--batch") {
+      a.batch = static_cast<int>(launch::parse_int_flag(s, value(), 1, 4096));
     } else if (s == "--json") {
       a.json = true;
     } else {
@@ -84,7 +93,8 @@ Args parse(int argc, char** argv) {
     }
   }
   if (a.flags.model.empty()) throw launch::UsageError("--model is required");
-  if (!a.body.contains("prompt")) throw launch::UsageError("--prompt (or --prompt-ids) is required");
+  if (!a.body.contains("prompt"))
+    throw launch::UsageError("--prompt (or --prompt-ids) is required");
   return a;
 }
 
@@ -97,15 +107,42 @@ int generate(const Args& a, Group& world) {
   const serve::ApiLimits limits{m.config.model.vocab_size, m.engine.max_context};
   if (!serve::parse_completion_request(a.body.dump(), limits, req, err))
     throw Error(ErrorCode::InvalidArgument, err.message);
+  if (a.batch > m.engine.max_batch) m.engine.max_batch = a.batch;
   serve::Engine engine(*m.model, world, m.engine);
-  std::shared_ptr<serve::Request> r;
+  std::vector<std::shared_ptr<serve::Request>> all;
+  const auto start = std::chrono::steady_clock::now();
   if (world.rank() == 0) {
-    r = std::make_shared<serve::Request>(req.spec);
-    engine.scheduler()->submit(r);
-    engine.scheduler()->drain();  // shut down once it is done
+    for (int i = 0; i < a.batch; ++i) {
+      serve::RequestSpec spec = req.spec;
+      spec.seed += static_cast<std::uint64_t>(i);
+      all.push_back(std::make_shared<serve::Request>(spec));
+      if (engine.scheduler()->submit(all.back()) != serve::Admission::accepted)
+        throw Error(ErrorCode::InvalidArgument,
+                    "--batch " + std::to_string(a.batch) + ": more than --max-batch + --max-queue");
+    }
+    engine.scheduler()->drain();  // shut down once they are done
   }
   engine.run();
   if (world.rank() != 0) return 0;
+  // Timing: the first token comes after the prefill; the rest are decode steps.
+  const auto secs = [](auto d) { return std::chrono::duration<double>(d).count(); };
+  double ttft = 0, decode = 0, end = 0;
+  std::size_t decoded = 0;
+  for (const auto& x : all) {
+    std::lock_guard<std::mutex> l(x->mu);
+    ttft = std::max(ttft, secs(x->first_token_at - start));
+    end = std::max(end, secs(x->done_at - start));
+    decode = std::max(decode, secs(x->done_at - x->first_token_at));
+    decoded += x->tokens.size() - 1;
+  }
+  std::fprintf(stderr,
+               "epx-generate: batch %d on %d ranks (%s decode%s): first tokens after %.1f ms, then "
+               "%.1f tokens/s per request, %.1f in all (%zu decode tokens in %.3f s)\n",
+               a.batch, world.size(), m.engine.low_latency_decode ? "low-latency" : "normal",
+               m.engine.deterministic ? ", deterministic" : "", 1e3 * ttft,
+               decode > 0 ? static_cast<double>(decoded) / a.batch / decode : 0.0,
+               decode > 0 ? static_cast<double>(decoded) / decode : 0.0, decoded, end - ttft);
+  const std::shared_ptr<serve::Request>& r = all.front();
   std::lock_guard<std::mutex> l(r->mu);
   if (a.json) {
     const serve::CompletionInfo info{"cmpl-0", 0, m.name};
@@ -123,12 +160,5 @@ int generate(const Args& a, Group& world) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args a;
-  try {
-    a = parse(argc, argv);
-  } catch (const launch::UsageError& e) {
-    if (launch::is_rank0_by_env()) std::cerr << "epx-generate: " << e.what() << " (see --help)\n";
-    return 2;
-  }
-  return launch::run_mpi_program("epx-generate", argc, argv, [&](Group& world) { return generate(a, world); });
+  return launch::program_main("epx-generate", argc, argv, parse, generate);
 }

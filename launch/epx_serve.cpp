@@ -63,7 +63,9 @@ Args parse(int argc, char** argv) {
 
 std::atomic<int> g_signals{0};
 
-void on_signal(int) { g_signals.fetch_add(1); }
+void on_signal(int) {
+  g_signals.fetch_add(1);
+}
 
 int run_server(const Args& a, Group& world) {
   struct sigaction sa {};
@@ -115,11 +117,12 @@ int run_server(const Args& a, Group& world) {
   });
   if (bind_error.empty()) {
     http.start();
-    std::printf("epx-serve: listening on http://%s:%d (pid %d, %d ranks, model %s, context %d, "
-                "KV %d blocks of %d positions per rank%s)\n",
-                a.host.c_str(), port, static_cast<int>(getpid()), world.size(), m.name.c_str(),
-                m.engine.max_context, engine.blocks_per_rank(), m.engine.block_size,
-                m.engine.deterministic ? ", deterministic" : "");
+    std::printf(
+        "epx-serve: listening on http://%s:%d (pid %d, %d ranks, model %s, context %d, "
+        "KV %d blocks of %d positions per rank%s)\n",
+        a.host.c_str(), port, static_cast<int>(getpid()), world.size(), m.name.c_str(),
+        m.engine.max_context, engine.blocks_per_rank(), m.engine.block_size,
+        m.engine.deterministic ? ", deterministic" : "");
     std::fflush(stdout);
   }
   try {
@@ -141,12 +144,5 @@ int run_server(const Args& a, Group& world) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args a;
-  try {
-    a = parse(argc, argv);
-  } catch (const launch::UsageError& e) {
-    if (launch::is_rank0_by_env()) std::cerr << "epx-serve: " << e.what() << " (see --help)\n";
-    return 2;
-  }
-  return launch::run_mpi_program("epx-serve", argc, argv, [&](Group& world) { return run_server(a, world); });
+  return launch::program_main("epx-serve", argc, argv, parse, run_server);
 }

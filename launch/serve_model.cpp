@@ -47,7 +47,8 @@ long parse_int_flag(const std::string& flag, const std::string& v, long lo, long
 double parse_double_flag(const std::string& flag, const std::string& v) {
   char* end = nullptr;
   const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || !std::isfinite(x)) throw UsageError(flag + " = '" + v + "', expected a number");
+  if (v.empty() || *end || !std::isfinite(x))
+    throw UsageError(flag + " = '" + v + "', expected a number");
   return x;
 }
 
@@ -116,7 +117,8 @@ train::Config read_config(const ServeFlags& f, fs::path& weights) {
   try {
     state = nlohmann::json::parse(in);
   } catch (const std::exception& e) {
-    EPX_THROW(InvalidArgument, (dir / "state.json").string(), " is not valid JSON (", e.what(), ")");
+    EPX_THROW(InvalidArgument, (dir / "state.json").string(), " is not valid JSON (", e.what(),
+              ")");
   }
   EPX_CHECK(state.contains("config") && state["config"].is_string(), InvalidArgument,
             (dir / "state.json").string(), " has no config (or give --config)");
@@ -137,9 +139,9 @@ ServedModel load_served_model(const ServeFlags& f, Group& world, double timeout_
     EPX_CHECK(c.hidden_size % c.num_heads == 0 && c.head_dim() % 2 == 0, InvalidArgument,
               "config: model.hidden_size = ", c.hidden_size, " and model.num_heads = ", c.num_heads,
               " give no even head_dim");
-    EPX_CHECK(c.num_experts % world.size() == 0, InvalidArgument, "config: model.num_experts = ",
-              c.num_experts, " does not split over the ", world.size(),
-              " ranks (EP over every rank: run on a divisor of it)");
+    EPX_CHECK(c.num_experts % world.size() == 0, InvalidArgument,
+              "config: model.num_experts = ", c.num_experts, " does not split over the ",
+              world.size(), " ranks (EP over every rank: run on a divisor of it)");
     s.model = std::make_unique<model::Model>(c, world.rank(), world.size());
     model::load_weights(*s.model, s.weights);
     serve::EngineOptions& e = s.engine;
@@ -165,7 +167,8 @@ bool is_rank0_by_env() {
   return !r || std::string(r) == "0";
 }
 
-int run_mpi_program(const char* name, int argc, char** argv, const std::function<int(Group&)>& body) {
+int run_mpi_program(const char* name, int argc, char** argv,
+                    const std::function<int(Group&)>& body) {
   MPI_Init(&argc, &argv);
   int rc = 0;
   try {

@@ -4,11 +4,13 @@
 #pragma once
 
 #include <functional>
+#include <iostream>
 #include <memory>
 #include <string>
 
 #include <epx/group.hpp>
 
+#include "launch/options.hpp"
 #include "model/model.hpp"
 #include "serve/engine.hpp"
 #include "train/config.hpp"
@@ -57,8 +59,24 @@ ServedModel load_served_model(const ServeFlags& flags, Group& world, double time
 // InvalidArgument (agreed on every rank) is printed once by rank 0 and
 // exits 1; anything else is printed where it happened and aborts the job,
 // so no rank waits on one that stopped.
-int run_mpi_program(const char* name, int argc, char** argv, const std::function<int(Group&)>& body);
+int run_mpi_program(const char* name, int argc, char** argv,
+                    const std::function<int(Group&)>& body);
 
 bool is_rank0_by_env();
+
+// main() of epx-serve and epx-generate: `parse(argc, argv)` before MPI (a
+// UsageError is one line on rank 0 and exit status 2), then `run(args, world)`
+// under run_mpi_program.
+template <class Parse, class Run>
+int program_main(const char* name, int argc, char** argv, Parse parse, Run run) {
+  decltype(parse(argc, argv)) args;
+  try {
+    args = parse(argc, argv);
+  } catch (const UsageError& e) {
+    if (is_rank0_by_env()) std::cerr << name << ": " << e.what() << " (see --help)\n";
+    return 2;
+  }
+  return run_mpi_program(name, argc, argv, [&](Group& world) { return run(args, world); });
+}
 
 }  // namespace epx::launch

@@ -19,9 +19,13 @@ bool fail(ApiError& e, std::string message, std::string param) {
   return false;
 }
 
-bool is_integer(const json& v) { return v.is_number_integer(); }  // bools are not numbers
+bool is_integer(const json& v) {
+  return v.is_number_integer();
+}  // bools are not numbers
 
-std::string type_name(const json& v) { return v.type_name(); }
+std::string type_name(const json& v) {
+  return v.type_name();
+}
 
 std::string fmt(double x) {
   char b[32];
@@ -37,8 +41,9 @@ bool number_in(const json& body, const char* key, double lo, double hi, bool lo_
     return fail(e, std::string(key) + " must be a number, got " + type_name(v), key);
   const double x = v.get<double>();
   if (!std::isfinite(x) || x > hi || (lo_open ? x <= lo : x < lo)) {
-    return fail(e, std::string(key) + " = " + fmt(x) + ", expected " + (lo_open ? "> " : ">= ") +
-                       fmt(lo) + " and <= " + fmt(hi),
+    return fail(e,
+                std::string(key) + " = " + fmt(x) + ", expected " + (lo_open ? "> " : ">= ") +
+                    fmt(lo) + " and <= " + fmt(hi),
                 key);
   }
   out = x;
@@ -56,16 +61,19 @@ bool parse_completion_request(const std::string& body_text, const ApiLimits& lim
   } catch (const std::exception& x) {
     return fail(e, std::string("the request body is not valid JSON: ") + x.what(), "");
   }
-  if (!body.is_object()) return fail(e, "the request body must be a JSON object, got " + type_name(body), "");
+  if (!body.is_object())
+    return fail(e, "the request body must be a JSON object, got " + type_name(body), "");
   const bool bytes = limits.vocab_size == 256;
   RequestSpec& s = out.spec;
 
-  if (!body.contains("prompt") || body["prompt"].is_null()) return fail(e, "prompt is required", "prompt");
+  if (!body.contains("prompt") || body["prompt"].is_null())
+    return fail(e, "prompt is required", "prompt");
   const json& p = body["prompt"];
   if (p.is_string()) {
     if (!bytes)
-      return fail(e, "a text prompt needs a byte vocabulary (this model has " +
-                         std::to_string(limits.vocab_size) + " tokens); send a list of token ids",
+      return fail(e,
+                  "a text prompt needs a byte vocabulary (this model has " +
+                      std::to_string(limits.vocab_size) + " tokens); send a list of token ids",
                   "prompt");
     for (const char c : p.get<std::string>()) s.prompt.push_back(static_cast<unsigned char>(c));
   } else if (p.is_array()) {
@@ -73,15 +81,20 @@ bool parse_completion_request(const std::string& body_text, const ApiLimits& lim
       const json& t = p[i];
       if (!is_integer(t)) {
         if (t.is_string() || t.is_array())
-          return fail(e, "a list of prompts is not supported: send one prompt per request", "prompt");
-        return fail(e, "prompt[" + std::to_string(i) + "] must be a token id (an integer), got " + type_name(t),
+          return fail(e, "a list of prompts is not supported: send one prompt per request",
+                      "prompt");
+        return fail(e,
+                    "prompt[" + std::to_string(i) + "] must be a token id (an integer), got " +
+                        type_name(t),
                     "prompt");
       }
-      const bool neg = t.is_number_integer() && !t.is_number_unsigned() && t.get<std::int64_t>() < 0;
+      const bool neg =
+          t.is_number_integer() && !t.is_number_unsigned() && t.get<std::int64_t>() < 0;
       if (neg || t.get<std::uint64_t>() >= static_cast<std::uint64_t>(limits.vocab_size))
-        return fail(e, "prompt[" + std::to_string(i) + "] = " + t.dump() +
-                           " is not a token id of this model (0 <= id < " +
-                           std::to_string(limits.vocab_size) + ")",
+        return fail(e,
+                    "prompt[" + std::to_string(i) + "] = " + t.dump() +
+                        " is not a token id of this model (0 <= id < " +
+                        std::to_string(limits.vocab_size) + ")",
                     "prompt");
       s.prompt.push_back(static_cast<std::int32_t>(t.get<std::int64_t>()));
     }
@@ -92,21 +105,24 @@ bool parse_completion_request(const std::string& body_text, const ApiLimits& lim
 
   if (body.contains("max_tokens") && !body["max_tokens"].is_null()) {
     const json& m = body["max_tokens"];
-    if (!is_integer(m)) return fail(e, "max_tokens must be an integer, got " + type_name(m), "max_tokens");
+    if (!is_integer(m))
+      return fail(e, "max_tokens must be an integer, got " + type_name(m), "max_tokens");
     if (m.is_number_unsigned() ? m.get<std::uint64_t>() < 1 : m.get<std::int64_t>() < 1)
       return fail(e, "max_tokens = " + m.dump() + ", expected >= 1", "max_tokens");
     if (m.get<std::uint64_t>() > static_cast<std::uint64_t>(limits.max_context))
-      return fail(e, "max_tokens = " + m.dump() + " is more than the context length of " +
-                         std::to_string(limits.max_context),
+      return fail(e,
+                  "max_tokens = " + m.dump() + " is more than the context length of " +
+                      std::to_string(limits.max_context),
                   "max_tokens");
     s.max_tokens = static_cast<int>(m.get<std::int64_t>());
   }
   const std::int64_t total = static_cast<std::int64_t>(s.prompt.size()) + s.max_tokens;
   if (total > limits.max_context)
-    return fail(e, "this model's context length is " + std::to_string(limits.max_context) +
-                       " tokens, but the prompt has " + std::to_string(s.prompt.size()) +
-                       " tokens and max_tokens is " + std::to_string(s.max_tokens) + " (" +
-                       std::to_string(total) + " in all); shorten the prompt or lower max_tokens",
+    return fail(e,
+                "this model's context length is " + std::to_string(limits.max_context) +
+                    " tokens, but the prompt has " + std::to_string(s.prompt.size()) +
+                    " tokens and max_tokens is " + std::to_string(s.max_tokens) + " (" +
+                    std::to_string(total) + " in all); shorten the prompt or lower max_tokens",
                 "max_tokens");
 
   if (!number_in(body, "temperature", 0, 2, false, s.sampling.temperature, e)) return false;
@@ -136,15 +152,17 @@ bool parse_completion_request(const std::string& body_text, const ApiLimits& lim
     } else {
       return fail(e, "stop must be a string or a list of strings, got " + type_name(st), "stop");
     }
-    if (items.size() > 4) return fail(e, "stop has " + std::to_string(items.size()) + " strings, at most 4", "stop");
+    if (items.size() > 4)
+      return fail(e, "stop has " + std::to_string(items.size()) + " strings, at most 4", "stop");
     for (const json& x : items) {
       if (!x.is_string()) return fail(e, "stop must hold strings, got " + type_name(x), "stop");
       if (x.get<std::string>().empty()) return fail(e, "stop strings must not be empty", "stop");
       s.stop.push_back(x.get<std::string>());
     }
     if (!s.stop.empty() && !bytes)
-      return fail(e, "stop strings need a byte vocabulary (this model has " +
-                         std::to_string(limits.vocab_size) + " tokens)",
+      return fail(e,
+                  "stop strings need a byte vocabulary (this model has " +
+                      std::to_string(limits.vocab_size) + " tokens)",
                   "stop");
   }
 
@@ -158,14 +176,17 @@ bool parse_completion_request(const std::string& body_text, const ApiLimits& lim
 
 std::string error_json(const ApiError& e) {
   json j;
-  j["error"] = {{"message", e.message}, {"type", e.type},
-                {"param", e.param.empty() ? json(nullptr) : json(e.param)}, {"code", nullptr}};
+  j["error"] = {{"message", e.message},
+                {"type", e.type},
+                {"param", e.param.empty() ? json(nullptr) : json(e.param)},
+                {"code", nullptr}};
   return j.dump();
 }
 
 namespace {
 
-json choice(const std::string& text, const std::vector<std::int32_t>& tokens, const std::string& reason) {
+json choice(const std::string& text, const std::vector<std::int32_t>& tokens,
+            const std::string& reason) {
   // The text is valid UTF-8 by construction (serve/text.hpp); replace
   // rather than throw should that ever not hold.
   return {{"index", 0},
@@ -176,20 +197,27 @@ json choice(const std::string& text, const std::vector<std::int32_t>& tokens, co
 }
 
 json usage(std::int64_t prompt, std::int64_t completion) {
-  return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion}};
 }
 
 json head(const CompletionInfo& info) {
-  return {{"id", info.id}, {"object", "text_completion"}, {"created", info.created}, {"model", info.model}};
+  return {{"id", info.id},
+          {"object", "text_completion"},
+          {"created", info.created},
+          {"model", info.model}};
 }
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 }  // namespace
 
 std::string completion_json(const CompletionInfo& info, const std::string& text,
-                            const std::vector<std::int32_t>& tokens, const std::string& finish_reason,
-                            std::int64_t prompt_tokens) {
+                            const std::vector<std::int32_t>& tokens,
+                            const std::string& finish_reason, std::int64_t prompt_tokens) {
   json j = head(info);
   j["choices"] = json::array({choice(text, tokens, finish_reason)});
   j["usage"] = usage(prompt_tokens, static_cast<std::int64_t>(tokens.size()));

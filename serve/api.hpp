@@ -48,8 +48,8 @@ struct CompletionInfo {
 
 // The whole response: choices[0].{text, token_ids, finish_reason}, usage.
 std::string completion_json(const CompletionInfo& info, const std::string& text,
-                            const std::vector<std::int32_t>& tokens, const std::string& finish_reason,
-                            std::int64_t prompt_tokens);
+                            const std::vector<std::int32_t>& tokens,
+                            const std::string& finish_reason, std::int64_t prompt_tokens);
 // One server-sent event's JSON: the new text and token ids; finish_reason
 // empty (JSON null) until the last chunk, which also carries usage.
 std::string chunk_json(const CompletionInfo& info, const std::string& text,

@@ -64,7 +64,8 @@ std::vector<float> Control::gather(const std::vector<float>& mine, const std::ve
 }
 
 void Control::agree(const std::string& own_error, const char* what) {
-  core::agree_on_error(comm_, own_error, ErrorCode::InvalidArgument, core::Deadline(timeout_s_), what);
+  core::agree_on_error(comm_, own_error, ErrorCode::InvalidArgument, core::Deadline(timeout_s_),
+                       what);
 }
 
 }  // namespace epx::serve

@@ -19,7 +19,10 @@ std::size_t buffer_bytes(const model::ModelConfig& c, const EngineOptions& o, in
 }  // namespace
 
 Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
-    : model_(model), options_(options), rank_(world.rank()), size_(world.size()),
+    : model_(model),
+      options_(options),
+      rank_(world.rank()),
+      size_(world.size()),
       control_(world.comm(), options.timeout_s) {
   const model::ModelConfig& c = model.config();
   std::string error;
@@ -30,12 +33,14 @@ Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
               options.max_queue, ", block_size ", options.block_size, ", max_context ",
               options.max_context, ", prefill_chunk ", options.prefill_chunk,
               ": expected >= 1 (max_queue >= 0)");
-    cache_ = std::make_unique<KvCache>(c.num_layers, c.hidden_size, options.block_size, options.kv_bytes);
+    cache_ = std::make_unique<KvCache>(c.num_layers, c.hidden_size, options.block_size,
+                                       options.kv_bytes);
     const std::int64_t need = KvCache::blocks_for(options.max_context, options.block_size);
     EPX_CHECK(need <= cache_->num_blocks(), InvalidArgument, "serve: --kv-memory ",
               options.kv_bytes >> 20, " MiB holds ", cache_->num_blocks(), " blocks of ",
-              options.block_size, " positions (", cache_->block_bytes(), " bytes each), fewer than the ",
-              need, " that one request of --max-context ", options.max_context, " needs");
+              options.block_size, " positions (", cache_->block_bytes(),
+              " bytes each), fewer than the ", need, " that one request of --max-context ",
+              options.max_context, " needs");
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -119,7 +124,8 @@ void Engine::step(const StepPlan& plan) {
     const std::size_t rows = static_cast<std::size_t>(plan.logit_rows(q) * V);
     logits.insert(logits.end(), all.begin() + at, all.begin() + at + rows);
     at += rows;
-    for (std::size_t i = 0; i < counts.size(); ++i) total[i] += static_cast<std::int64_t>(all[at + i]);
+    for (std::size_t i = 0; i < counts.size(); ++i)
+      total[i] += static_cast<std::int64_t>(all[at + i]);
     at += counts.size();
   }
   metrics_->expert_tokens(total);

@@ -26,17 +26,17 @@
 namespace epx::serve {
 
 struct EngineOptions {
-  int max_batch = 8;                          // requests running at once
-  int max_queue = 64;                         // requests waiting; past it, refused
+  int max_batch = 8;                             // requests running at once
+  int max_queue = 64;                            // requests waiting; past it, refused
   std::size_t kv_bytes = std::size_t{64} << 20;  // KV cache per rank
-  int block_size = 16;                        // positions per KV block
-  int max_context = 0;                        // prompt + max_tokens limit (> 0)
-  int prefill_chunk = 64;                     // prompt tokens per request per step
-  bool deterministic = false;                 // batch-invariant GEMMs (serve/forward.hpp)
+  int block_size = 16;                           // positions per KV block
+  int max_context = 0;                           // prompt + max_tokens limit (> 0)
+  int prefill_chunk = 64;                        // prompt tokens per request per step
+  bool deterministic = false;                    // batch-invariant GEMMs (serve/forward.hpp)
   // Decode steps (every segment one token) through the Buffer's low-latency
   // dispatch and combine instead of the normal mode (the same bits).
   bool low_latency_decode = false;
-  double timeout_s = 300;                     // every wait on another rank
+  double timeout_s = 300;  // every wait on another rank
   // Rank 0 sends a plan at least this often, even with nothing to do, so
   // that the other ranks' wait for it stays bounded by timeout_s.
   std::chrono::milliseconds heartbeat{100};

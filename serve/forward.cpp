@@ -11,16 +11,6 @@
 
 namespace epx::serve {
 
-namespace {
-
-template <class T>
-T* at_least(std::vector<T>& v, std::int64_t n) {
-  if (static_cast<std::int64_t>(v.size()) < n) v.resize(static_cast<std::size_t>(n));
-  return v.data();
-}
-
-}  // namespace
-
 Forward::Forward(model::Model& model, comm::Buffer& buffer, KvCache& cache, bool deterministic)
     : model_(model), buffer_(buffer), cache_(cache), deterministic_(deterministic) {
   EPX_CHECK_EQ(buffer.group().size(), model.ep_size(), InvalidArgument,
@@ -67,7 +57,7 @@ void Forward::run(const std::vector<Segment>& segs, std::vector<float>& logits, 
     }
   }
 
-  float* h = at_least(h_, T_ * H);
+  float* h = detail::at_least(h_, T_ * H);
   kernels::embedding_forward(h, P.value(model_.embed), tokens.data(), T_, H);
   for (int l = 0; l < c.num_layers; ++l) {
     attention(l);
@@ -83,7 +73,8 @@ void Forward::run(const std::vector<Segment>& segs, std::vector<float>& logits, 
   t = 0;
   for (const Segment& s : segs) {
     t += s.count;
-    if (s.want_logits && s.count > 0) last.insert(last.end(), h_.begin() + (t - 1) * H, h_.begin() + t * H);
+    if (s.want_logits && s.count > 0)
+      last.insert(last.end(), h_.begin() + (t - 1) * H, h_.begin() + t * H);
   }
   const std::int64_t n = static_cast<std::int64_t>(last.size()) / H;
   std::vector<float> xn(last.size()), rstd(static_cast<std::size_t>(n));
@@ -102,12 +93,12 @@ void Forward::attention(int layer) {
   model::ParamStore& P = model_.dense;
   const std::int64_t T = T_, H = c.hidden_size, nh = c.num_heads, hd = c.head_dim();
   const float theta = static_cast<float>(c.rope_theta);
-  float* xn = at_least(xn_, T * H);
-  kernels::rmsnorm_forward(xn, at_least(rstd_, T), h_.data(), P.value(li.attn_norm), T, H,
+  float* xn = detail::at_least(xn_, T * H);
+  kernels::rmsnorm_forward(xn, detail::at_least(rstd_, T), h_.data(), P.value(li.attn_norm), T, H,
                            static_cast<float>(c.rms_norm_eps));
-  float* q = at_least(q_, T * H);
-  float* k = at_least(k_, T * H);
-  float* v = at_least(v_, T * H);
+  float* q = detail::at_least(q_, T * H);
+  float* k = detail::at_least(k_, T * H);
+  float* v = detail::at_least(v_, T * H);
   linear(q, xn, P.value(li.q), T, H, H, false);
   linear(k, xn, P.value(li.k), T, H, H, false);
   linear(v, xn, P.value(li.v), T, H, H, false);
@@ -120,10 +111,10 @@ void Forward::attention(int layer) {
   // The kernel's formulas (include/epx/model_kernels.hpp): s_j = (q . k_j) *
   // (1 / sqrtf(head_dim)), p_j = expf(s_j - max) / sum, out = sum_j p_j v_j.
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
-  float* a = at_least(a_, T * H);
+  float* a = detail::at_least(a_, T * H);
   for (std::int64_t t = 0; t < T; ++t) {
     const std::int64_t seq = row_seq_[t], pos = row_pos_[t];
-    float* p = at_least(scores_, pos + 1);
+    float* p = detail::at_least(scores_, pos + 1);
     for (std::int64_t hh = 0; hh < nh; ++hh) {
       const float* qh = q + t * H + hh * hd;
       for (std::int64_t j = 0; j <= pos; ++j) {
@@ -156,11 +147,11 @@ void Forward::dense_ffn(int layer) {
   const model::LayerIndex& li = model_.layers[layer];
   model::ParamStore& P = model_.dense;
   const std::int64_t T = T_, H = c.hidden_size, I = c.intermediate_size;
-  float* xn = at_least(xn_, T * H);
-  kernels::rmsnorm_forward(xn, at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
+  float* xn = detail::at_least(xn_, T * H);
+  kernels::rmsnorm_forward(xn, detail::at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
                            static_cast<float>(c.rms_norm_eps));
   const kernels::MlpWeights w{P.value(li.mlp_gate), P.value(li.mlp_up), P.value(li.mlp_down), H, I};
-  float* saved = at_least(mlp_, (deterministic_ ? 1 : T) * 3 * I);
+  float* saved = detail::at_least(mlp_, (deterministic_ ? 1 : T) * 3 * I);
   if (!deterministic_) return kernels::mlp_forward(h_.data(), saved, xn, T, w, true);
   for (std::int64_t t = 0; t < T; ++t)
     kernels::mlp_forward(h_.data() + t * H, saved, xn + t * H, 1, w, true);

@@ -26,9 +26,19 @@
 
 namespace epx::serve {
 
+namespace detail {
+// Grows `v` to at least n elements (never shrinks: the work arrays are
+// reused from step to step, not reallocated and zeroed each time).
+template <class T>
+T* at_least(std::vector<T>& v, std::int64_t n) {
+  if (static_cast<std::int64_t>(v.size()) < n) v.resize(static_cast<std::size_t>(n));
+  return v.data();
+}
+}  // namespace detail
+
 struct Segment {
-  std::int64_t seq = 0;   // KvCache sequence id
-  std::int64_t start = 0; // position of tokens[0]
+  std::int64_t seq = 0;    // KvCache sequence id
+  std::int64_t start = 0;  // position of tokens[0]
   const std::int32_t* tokens = nullptr;
   std::int64_t count = 0;
   bool want_logits = false;  // the logits of its last position
@@ -69,7 +79,7 @@ class Forward {
   KvCache& cache_;
   bool deterministic_;
   bool low_latency_ = false;  // this step's MoE path
-  std::int64_t T_ = 0;  // rows of this step on this rank
+  std::int64_t T_ = 0;        // rows of this step on this rank
   std::vector<std::int64_t> row_seq_, row_pos_;
   std::vector<std::int32_t> positions_;
   std::vector<float> h_, xn_, rstd_, q_, k_, v_, a_, scores_, mlp_, scratch_;

@@ -26,7 +26,9 @@ ApiError unavailable(const std::string& message, const std::string& type) {
   return e;
 }
 
-std::string sse(const std::string& json) { return "data: " + json + "\n\n"; }
+std::string sse(const std::string& json) {
+  return "data: " + json + "\n\n";
+}
 
 // The request's output past (text_at, tokens_at), under its lock.
 struct Progress {
@@ -60,20 +62,27 @@ ApiError failure(const Progress& p) {
 }  // namespace
 
 HttpServer::HttpServer(Scheduler& scheduler, Metrics& metrics, HttpOptions options)
-    : scheduler_(scheduler), metrics_(metrics), options_(std::move(options)),
+    : scheduler_(scheduler),
+      metrics_(metrics),
+      options_(std::move(options)),
       server_(std::make_unique<httplib::Server>()) {
   const int threads = options_.threads;
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  server_->new_task_queue = [threads] {
+    return new httplib::ThreadPool(static_cast<size_t>(threads));
+  };
   server_->set_keep_alive_timeout(1);  // stop() waits for idle keep-alive connections
   server_->set_payload_max_length(std::size_t{16} << 20);
   routes();
 }
 
-HttpServer::~HttpServer() { stop(); }
+HttpServer::~HttpServer() {
+  stop();
+}
 
 int HttpServer::bind() {
-  const int port = options_.port == 0 ? server_->bind_to_any_port(options_.host)
-                                      : (server_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
+  const int port = options_.port == 0
+                       ? server_->bind_to_any_port(options_.host)
+                       : (server_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
   EPX_CHECK(port > 0, InvalidArgument, "epx-serve: cannot listen on ", options_.host, ":",
             options_.port, " (in use, or not an address of this host)");
   return port;
@@ -93,7 +102,8 @@ void HttpServer::routes() {
   server_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     const bool draining = scheduler_.draining();
     res.status = draining ? 503 : 200;
-    res.set_content(draining ? R"({"status":"draining"})" : R"({"status":"ok"})", "application/json");
+    res.set_content(draining ? R"({"status":"draining"})" : R"({"status":"ok"})",
+                    "application/json");
   });
   server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_.prometheus(), "text/plain; version=0.0.4");
@@ -112,12 +122,13 @@ void HttpServer::routes() {
       const bool full = a == Admission::queue_full;
       metrics_.request_rejected(full ? "queue_full" : "draining");
       if (full) res.set_header("Retry-After", "1");
-      return send_error(res, full ? unavailable("the server is busy: the request queue is full; retry later",
-                                                "server_overloaded")
-                                  : unavailable("the server is shutting down", "server_shutting_down"));
+      return send_error(
+          res, full ? unavailable("the server is busy: the request queue is full; retry later",
+                                  "server_overloaded")
+                    : unavailable("the server is shutting down", "server_shutting_down"));
     }
-    CompletionInfo info{"cmpl-" + std::to_string(next_id++), static_cast<std::int64_t>(std::time(nullptr)),
-                        options_.model_name};
+    CompletionInfo info{"cmpl-" + std::to_string(next_id++),
+                        static_cast<std::int64_t>(std::time(nullptr)), options_.model_name};
     if (!parsed.stream) {
       std::size_t text_at = 0, tokens_at = 0;
       Progress all;

@@ -6,8 +6,8 @@ namespace epx::serve {
 
 KvCache::KvCache(int layers, int hidden, int block_size, std::size_t bytes)
     : layers_(layers), hidden_(hidden), block_size_(block_size) {
-  EPX_CHECK(layers > 0 && hidden > 0 && block_size > 0, InvalidArgument, "KvCache: layers ",
-            layers, ", hidden ", hidden, ", block_size ", block_size, ", expected all > 0");
+  EPX_CHECK(layers > 0 && hidden > 0 && block_size > 0, InvalidArgument, "KvCache: layers ", layers,
+            ", hidden ", hidden, ", block_size ", block_size, ", expected all > 0");
   num_blocks_ = static_cast<int>(bytes / block_bytes());
   storage_.resize(static_cast<std::size_t>(num_blocks_) * block_bytes() / sizeof(float));
   for (int b = num_blocks_ - 1; b >= 0; --b) free_.push_back(b);
@@ -48,11 +48,16 @@ float* KvCache::at(std::int64_t seq, int layer, int kv, std::int64_t pos) {
             "KvCache: position ", pos, " of sequence ", seq, " is past its ",
             it->second.size() * block_size_, " reserved positions");
   const std::size_t block = static_cast<std::size_t>(it->second[pos / block_size_]);
-  const std::size_t slot = ((static_cast<std::size_t>(layer) * 2 + kv) * block_size_ + pos % block_size_);
+  const std::size_t slot =
+      ((static_cast<std::size_t>(layer) * 2 + kv) * block_size_ + pos % block_size_);
   return storage_.data() + block * (block_bytes() / sizeof(float)) + slot * hidden_;
 }
 
-float* KvCache::key(std::int64_t seq, int layer, std::int64_t pos) { return at(seq, layer, 0, pos); }
-float* KvCache::value(std::int64_t seq, int layer, std::int64_t pos) { return at(seq, layer, 1, pos); }
+float* KvCache::key(std::int64_t seq, int layer, std::int64_t pos) {
+  return at(seq, layer, 0, pos);
+}
+float* KvCache::value(std::int64_t seq, int layer, std::int64_t pos) {
+  return at(seq, layer, 1, pos);
+}
 
 }  // namespace epx::serve

@@ -29,7 +29,8 @@ std::vector<double> latency_buckets() {
 
 }  // namespace
 
-Histogram::Histogram(std::vector<double> b) : bounds_(std::move(b)), counts_(bounds_.size() + 1, 0) {}
+Histogram::Histogram(std::vector<double> b)
+    : bounds_(std::move(b)), counts_(bounds_.size() + 1, 0) {}
 
 void Histogram::observe(double v) {
   std::size_t i = 0;
@@ -50,12 +51,17 @@ void Histogram::write(std::string& out, const std::string& name) const {
 }
 
 Metrics::Metrics(int num_ranks, int num_moe_layers, int num_experts, int blocks_per_rank)
-    : num_ranks_(num_ranks), num_moe_layers_(num_moe_layers), num_experts_(num_experts),
-      blocks_per_rank_(blocks_per_rank), ttft_(latency_buckets()), tpot_(latency_buckets()),
+    : num_ranks_(num_ranks),
+      num_moe_layers_(num_moe_layers),
+      num_experts_(num_experts),
+      blocks_per_rank_(blocks_per_rank),
+      ttft_(latency_buckets()),
+      tpot_(latency_buckets()),
       blocks_used_(static_cast<std::size_t>(num_ranks), 0),
       expert_tokens_(static_cast<std::size_t>(num_moe_layers) * num_experts, 0) {}
 
-void Metrics::request_finished(const std::string& reason, std::int64_t prompt, std::int64_t completion) {
+void Metrics::request_finished(const std::string& reason, std::int64_t prompt,
+                               std::int64_t completion) {
   std::lock_guard<std::mutex> l(mu_);
   bump(finished_, reason);
   prompt_tokens_ += static_cast<std::uint64_t>(prompt);
@@ -90,7 +96,8 @@ void Metrics::step(int batch, std::int64_t tokens, int running, int waiting,
 
 void Metrics::expert_tokens(const std::vector<std::int64_t>& counts) {
   std::lock_guard<std::mutex> l(mu_);
-  for (std::size_t i = 0; i < counts.size() && i < expert_tokens_.size(); ++i) expert_tokens_[i] += counts[i];
+  for (std::size_t i = 0; i < counts.size() && i < expert_tokens_.size(); ++i)
+    expert_tokens_[i] += counts[i];
 }
 
 std::string Metrics::prometheus() const {
@@ -108,11 +115,14 @@ std::string Metrics::prometheus() const {
   o += "epx_generation_tokens_total " + std::to_string(completion_tokens_) + "\n";
   header(o, "epx_steps_total", "counter", "Engine steps that ran tokens");
   o += "epx_steps_total " + std::to_string(steps_) + "\n";
-  header(o, "epx_step_tokens_total", "counter", "Tokens run by the engine steps (prefill and decode)");
+  header(o, "epx_step_tokens_total", "counter",
+         "Tokens run by the engine steps (prefill and decode)");
   o += "epx_step_tokens_total " + std::to_string(step_tokens_) + "\n";
-  header(o, "epx_time_to_first_token_seconds", "histogram", "From arrival to the first generated token");
+  header(o, "epx_time_to_first_token_seconds", "histogram",
+         "From arrival to the first generated token");
   ttft_.write(o, "epx_time_to_first_token_seconds");
-  header(o, "epx_time_per_output_token_seconds", "histogram", "Between consecutive generated tokens");
+  header(o, "epx_time_per_output_token_seconds", "histogram",
+         "Between consecutive generated tokens");
   tpot_.write(o, "epx_time_per_output_token_seconds");
   header(o, "epx_batch_size", "gauge", "Sequences in the last step");
   o += "epx_batch_size " + std::to_string(batch_) + "\n";
@@ -122,10 +132,12 @@ std::string Metrics::prometheus() const {
   o += "epx_requests_waiting " + std::to_string(waiting_) + "\n";
   header(o, "epx_kv_blocks_used", "gauge", "KV cache blocks in use per rank");
   for (int r = 0; r < num_ranks_; ++r)
-    o += "epx_kv_blocks_used{rank=\"" + std::to_string(r) + "\"} " + std::to_string(blocks_used_[r]) + "\n";
+    o += "epx_kv_blocks_used{rank=\"" + std::to_string(r) + "\"} " +
+         std::to_string(blocks_used_[r]) + "\n";
   header(o, "epx_kv_blocks_total", "gauge", "KV cache blocks per rank");
   o += "epx_kv_blocks_total " + std::to_string(blocks_per_rank_) + "\n";
-  header(o, "epx_expert_tokens_total", "counter", "(token, expert) choices per MoE layer and routed expert");
+  header(o, "epx_expert_tokens_total", "counter",
+         "(token, expert) choices per MoE layer and routed expert");
   for (int m = 0; m < num_moe_layers_; ++m)
     for (int e = 0; e < num_experts_; ++e)
       o += "epx_expert_tokens_total{moe_layer=\"" + std::to_string(m) + "\",expert=\"" +

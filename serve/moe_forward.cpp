@@ -16,30 +16,10 @@
 
 #include <epx/kernels.hpp>
 
+#include "model/router_params.hpp"
 #include "serve/forward.hpp"
 
 namespace epx::serve {
-
-namespace {
-
-template <class T>
-T* at_least(std::vector<T>& v, std::int64_t n) {
-  if (static_cast<std::int64_t>(v.size()) < n) v.resize(static_cast<std::size_t>(n));
-  return v.data();
-}
-
-kernels::RouterParams router_params(const model::ModelConfig& c) {
-  kernels::RouterParams p;
-  p.num_experts = c.num_experts;
-  p.top_k = c.top_k;
-  p.n_group = c.n_group;
-  p.topk_group = c.topk_group;
-  p.softmax = c.score_function == "softmax";
-  p.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
-  return p;
-}
-
-}  // namespace
 
 // Local expert e's SwiGLU over `rows` contiguous rows of x into y (one row at
 // a time when deterministic, so a row's bits do not depend on the others).
@@ -51,9 +31,11 @@ void Forward::expert_rows(int layer, int e, float* y, const float* x, std::int64
   const kernels::MlpWeights w{X.value(li.expert_gate[e]), X.value(li.expert_up[e]),
                               X.value(li.expert_down[e]), H, Im};
   if (rows == 0) return;
-  if (!deterministic_) return kernels::mlp_forward(y, at_least(mlp_, rows * 3 * Im), x, rows, w, false);
-  float* saved = at_least(mlp_, 3 * Im);
-  for (std::int64_t r = 0; r < rows; ++r) kernels::mlp_forward(y + r * H, saved, x + r * H, 1, w, false);
+  if (!deterministic_)
+    return kernels::mlp_forward(y, detail::at_least(mlp_, rows * 3 * Im), x, rows, w, false);
+  float* saved = detail::at_least(mlp_, 3 * Im);
+  for (std::int64_t r = 0; r < rows; ++r)
+    kernels::mlp_forward(y + r * H, saved, x + r * H, 1, w, false);
 }
 
 void Forward::routed_normal(int layer, float* out) {
@@ -78,7 +60,7 @@ void Forward::routed_normal(int layer, float* out) {
   const std::int64_t pairs = offsets[El];
   std::vector<std::int64_t> pair_of(static_cast<std::size_t>(M * K), -1);
   std::vector<std::int64_t> fill(offsets.begin(), offsets.end() - 1);
-  float* xp = at_least(xp_, pairs * H);
+  float* xp = detail::at_least(xp_, pairs * H);
   for (std::int64_t m = 0; m < M; ++m)
     for (std::int64_t k = 0; k < K; ++k) {
       const std::int64_t e = lidx[m * K + k];
@@ -87,7 +69,7 @@ void Forward::routed_normal(int layer, float* out) {
       pair_of[m * K + k] = p;
       std::memcpy(xp + p * H, xrows + m * H, sizeof(float) * H);
     }
-  float* outp = at_least(outp_, pairs * H);
+  float* outp = detail::at_least(outp_, pairs * H);
   for (int e = 0; e < El; ++e)
     expert_rows(layer, e, outp + offsets[e] * H, xp + offsets[e] * H, offsets[e + 1] - offsets[e]);
 
@@ -151,20 +133,21 @@ void Forward::moe(int layer) {
   const std::int64_t Im = c.moe_intermediate_size;
 
   // Route.
-  float* xn = at_least(xn_, T * H);
-  kernels::rmsnorm_forward(xn, at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
+  float* xn = detail::at_least(xn_, T * H);
+  kernels::rmsnorm_forward(xn, detail::at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
                            static_cast<float>(c.rms_norm_eps));
-  float* logits = at_least(logits_e_, T * E);
+  float* logits = detail::at_least(logits_e_, T * E);
   linear(logits, xn, P.value(li.router), T, H, E, false);
-  std::int64_t* idx = at_least(topk_idx_, T * K);
-  kernels::router_forward(idx, at_least(topk_w_, T * K), at_least(route_scores_, T * E), logits,
-                          model_.bias[li.moe_index].data(), T, router_params(c));
+  std::int64_t* idx = detail::at_least(topk_idx_, T * K);
+  kernels::router_forward(idx, detail::at_least(topk_w_, T * K),
+                          detail::at_least(route_scores_, T * E), logits,
+                          model_.bias[li.moe_index].data(), T, model::router_params(c));
   std::int64_t* cnt = counts_.data() + static_cast<std::int64_t>(li.moe_index) * E;
   for (std::int64_t i = 0; i < T * K; ++i)
     if (idx[i] >= 0) ++cnt[idx[i]];
 
   // out = routed + shared(xn) (added in this order, as in training); h += out.
-  float* out = at_least(out_, T * H);
+  float* out = detail::at_least(out_, T * H);
   if (low_latency_) {
     routed_low_latency(layer, out);
   } else {
@@ -175,9 +158,9 @@ void Forward::moe(int layer) {
     const kernels::MlpWeights sw{P.value(li.shared_gate), P.value(li.shared_up),
                                  P.value(li.shared_down), H, Is};
     if (!deterministic_) {
-      kernels::mlp_forward(out, at_least(mlp_, T * 3 * Is), xn, T, sw, true);
+      kernels::mlp_forward(out, detail::at_least(mlp_, T * 3 * Is), xn, T, sw, true);
     } else {
-      float* saved = at_least(mlp_, 3 * Is);
+      float* saved = detail::at_least(mlp_, 3 * Is);
       for (std::int64_t t = 0; t < T; ++t)
         kernels::mlp_forward(out + t * H, saved, xn + t * H, 1, sw, true);
     }

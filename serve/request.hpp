@@ -34,12 +34,13 @@ class Request {
   std::atomic<bool> cancelled{false};
 
   std::mutex mu;
-  std::condition_variable cv;  // notified on every change below
+  std::condition_variable cv;        // notified on every change below
   std::string text;                  // the text handed out so far (pieces concatenated)
   std::vector<std::int32_t> tokens;  // generated ids so far
   bool done = false;
   std::string finish_reason;  // "length" | "stop" | "cancelled" | "error"
   std::string error;          // with finish_reason "error": why
+  std::chrono::steady_clock::time_point first_token_at, done_at;
 };
 
 }  // namespace epx::serve

@@ -14,7 +14,9 @@ std::uint64_t Rng::next() noexcept {
   return z ^ (z >> 31);
 }
 
-double Rng::uniform() noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+double Rng::uniform() noexcept {
+  return static_cast<double>(next() >> 11) * 0x1.0p-53;
+}
 
 std::int32_t argmax(const float* logits, std::int64_t vocab) {
   std::int64_t best = 0;

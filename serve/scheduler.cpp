@@ -10,13 +10,16 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 // Ends `r` (under its lock) and wakes whoever waits on it.
 void complete(Request& r, const std::string& reason, const std::string& error = {}) {
   std::lock_guard<std::mutex> l(r.mu);
   if (r.done) return;
   r.done = true;
+  r.done_at = Clock::now();
   r.finish_reason = reason;
   r.error = error;
   r.cv.notify_all();
@@ -25,11 +28,13 @@ void complete(Request& r, const std::string& reason, const std::string& error = 
 }  // namespace
 
 Scheduler::Scheduler(const SchedulerOptions& options, Metrics& metrics)
-    : o_(options), metrics_(metrics),
+    : o_(options),
+      metrics_(metrics),
       free_blocks_(static_cast<std::size_t>(options.num_ranks), options.blocks_per_rank) {}
 
 std::int64_t Scheduler::blocks_for(const Request& r) const {
-  const std::int64_t positions = static_cast<std::int64_t>(r.spec.prompt.size()) + r.spec.max_tokens;
+  const std::int64_t positions =
+      static_cast<std::int64_t>(r.spec.prompt.size()) + r.spec.max_tokens;
   return (positions + o_.block_size - 1) / o_.block_size;
 }
 
@@ -74,7 +79,8 @@ void Scheduler::finish(Active& a, const std::string& reason) {
     std::lock_guard<std::mutex> l(a.request->mu);
     generated = static_cast<std::int64_t>(a.request->tokens.size());
   }
-  metrics_.request_finished(reason, static_cast<std::int64_t>(a.request->spec.prompt.size()), generated);
+  metrics_.request_finished(reason, static_cast<std::int64_t>(a.request->spec.prompt.size()),
+                            generated);
   complete(*a.request, reason);
 }
 
@@ -91,7 +97,8 @@ void Scheduler::admit() {
     const std::int64_t need = blocks_for(*r);
     int owner = -1;
     for (int q = 0; q < o_.num_ranks; ++q)
-      if (free_blocks_[q] >= need && (owner < 0 || free_blocks_[q] > free_blocks_[owner])) owner = q;
+      if (free_blocks_[q] >= need && (owner < 0 || free_blocks_[q] > free_blocks_[owner]))
+        owner = q;
     if (owner < 0) return;  // the head waits for blocks; the others wait behind it
     free_blocks_[static_cast<std::size_t>(owner)] -= need;
     auto a = std::make_unique<Active>(Active{r, next_seq_++, owner, 0, 0, Rng(r->spec.seed),
@@ -163,8 +170,9 @@ void Scheduler::apply(const StepPlan& plan, const std::vector<float>& logits) {
     for (const PlannedSegment& s : plan.segments) {
       if (s.owner != q || !s.want_logits) continue;
       const float* l = logits.data() + row++ * V;
-      const auto it = std::find_if(running_.begin(), running_.end(),
-                                   [&](const std::unique_ptr<Active>& a) { return a->seq == s.seq; });
+      const auto it =
+          std::find_if(running_.begin(), running_.end(),
+                       [&](const std::unique_ptr<Active>& a) { return a->seq == s.seq; });
       EPX_CHECK(it != running_.end(), Internal, "serve: logits for sequence ", s.seq,
                 ", which is not running");
       Active& a = **it;
@@ -177,6 +185,7 @@ void Scheduler::apply(const StepPlan& plan, const std::vector<float>& logits) {
       {
         std::lock_guard<std::mutex> g(a.request->mu);
         first = a.request->tokens.empty();
+        if (first) a.request->first_token_at = now;
         a.request->tokens.push_back(tok);
         done = stop || static_cast<int>(a.request->tokens.size()) >= spec.max_tokens;
         if (done && !stop) a.text.finish();

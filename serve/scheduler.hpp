@@ -3,14 +3,13 @@
 // request. No MPI here; Engine moves plans and logits between ranks.
 //
 // Up to max_batch requests run and max_queue more wait; submit() refuses
-// past that (the front end's 503). Admission is first come, first served: the queue's head joins when fewer
-// than max_batch requests run and some rank has the KV blocks for its
-// prompt + max_tokens free (the rank with the most free blocks, ties: the
-// lowest); later requests wait behind it. Each step, every running request
-// either prefills its next chunk of at most prefill_chunk prompt tokens or
-// decodes one token; the logits of a prompt's last position give the first
-// generated token. A finished or cancelled request's blocks are freed by
-// the next step's plan.
+// past that (the front end's 503). Admission is first come, first served: the queue's head joins
+// when fewer than max_batch requests run and some rank has the KV blocks for its prompt +
+// max_tokens free (the rank with the most free blocks, ties: the lowest); later requests wait
+// behind it. Each step, every running request either prefills its next chunk of at most
+// prefill_chunk prompt tokens or decodes one token; the logits of a prompt's last position give the
+// first generated token. A finished or cancelled request's blocks are freed by the next step's
+// plan.
 #pragma once
 
 #include <chrono>

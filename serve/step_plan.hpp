@@ -10,9 +10,9 @@ namespace epx::serve {
 
 struct PlannedSegment {
   std::int64_t seq = 0;
-  int owner = 0;              // the rank that holds the sequence's cache and runs it
-  std::int64_t start = 0;     // position of tokens[0]
-  std::int64_t reserve = 0;   // > 0: a new sequence; reserve this many positions first
+  int owner = 0;             // the rank that holds the sequence's cache and runs it
+  std::int64_t start = 0;    // position of tokens[0]
+  std::int64_t reserve = 0;  // > 0: a new sequence; reserve this many positions first
   bool want_logits = false;
   std::vector<std::int32_t> tokens;
 };

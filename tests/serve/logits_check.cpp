@@ -34,8 +34,9 @@ using namespace epx;
 namespace {
 
 // The prompt's last-position logits through serve::Forward, prefilled `chunk` tokens at a time.
-std::vector<float> serve_logits(model::Model& m, comm::Buffer& buf, const std::vector<std::int32_t>& prompt,
-                                int chunk, bool det, int rank) {
+std::vector<float> serve_logits(model::Model& m, comm::Buffer& buf,
+                                const std::vector<std::int32_t>& prompt, int chunk, bool det,
+                                int rank) {
   serve::KvCache cache(m.config().num_layers, m.config().hidden_size, 4, std::size_t{4} << 20);
   serve::Forward f(m, buf, cache, det);
   const auto P = static_cast<std::int64_t>(prompt.size());
@@ -52,18 +53,21 @@ std::vector<float> serve_logits(model::Model& m, comm::Buffer& buf, const std::v
 
 // Two sequences (the prompt and its first half) prefilled, then 8 decode
 // steps feeding back each step's argmax; every step's logits, concatenated.
-std::vector<float> decode_logits(model::Model& m, comm::Buffer& buf, const std::vector<std::int32_t>& prompt,
-                                 bool det, bool low_latency, int rank) {
+std::vector<float> decode_logits(model::Model& m, comm::Buffer& buf,
+                                 const std::vector<std::int32_t>& prompt, bool det,
+                                 bool low_latency, int rank) {
   serve::KvCache cache(m.config().num_layers, m.config().hidden_size, 4, std::size_t{4} << 20);
   serve::Forward f(m, buf, cache, det);
   const std::int64_t V = m.config().vocab_size;
-  std::vector<std::vector<std::int32_t>> seqs{prompt, {prompt.begin(), prompt.begin() + prompt.size() / 2}};
+  std::vector<std::vector<std::int32_t>> seqs{prompt,
+                                              {prompt.begin(), prompt.begin() + prompt.size() / 2}};
   std::vector<float> logits, all;
   std::vector<serve::Segment> segs;
   for (std::size_t i = 0; i < seqs.size(); ++i) {
     if (rank != 0) break;
     cache.add(static_cast<std::int64_t>(i), static_cast<std::int64_t>(seqs[i].size()) + 8);
-    segs.push_back({static_cast<std::int64_t>(i), 0, seqs[i].data(), static_cast<std::int64_t>(seqs[i].size()), true});
+    segs.push_back({static_cast<std::int64_t>(i), 0, seqs[i].data(),
+                    static_cast<std::int64_t>(seqs[i].size()), true});
   }
   f.run(segs, logits);
   for (int step = 0; step < 8; ++step) {
@@ -89,7 +93,8 @@ int main(int argc, char** argv) {
     const int rank = world.rank();
     const std::string dir = argv[1];
     std::ifstream in(dir + "/state.json");
-    const train::Config cfg = train::parse_config(nlohmann::json::parse(in)["config"].get<std::string>());
+    const train::Config cfg =
+        train::parse_config(nlohmann::json::parse(in)["config"].get<std::string>());
     model::Model m(cfg.model, rank, world.size());
     model::load_weights(m, dir + "/model.safetensors");
     comm::BufferOptions bo;
@@ -122,8 +127,10 @@ int main(int argc, char** argv) {
         worst = std::max(worst, std::fabs((double(det[v]) - det[0]) - want));
         worst_fast = std::max(worst_fast, std::fabs((double(fast[v]) - fast[0]) - want));
       }
-      std::printf("logit differences against the training forward: max |error| %.3g (deterministic), "
-                  "%.3g (batched)\n", worst, worst_fast);
+      std::printf(
+          "logit differences against the training forward: max |error| %.3g (deterministic), "
+          "%.3g (batched)\n",
+          worst, worst_fast);
       if (worst > 2e-5 || worst_fast > 2e-5) {
         std::printf("serve logits: FAILED: differences past 2e-5\n");
         failed = 1;

@@ -44,7 +44,8 @@ TEST(ServeApi, TheContextBoundsPromptPlusMaxTokens) {
   EXPECT_FALSE(parse(R"({"prompt": "abcd", "max_tokens": 61})", r, e));
   EXPECT_EQ(e.status, 400);
   EXPECT_EQ(e.param, "max_tokens");
-  EXPECT_NE(e.message.find("context length is 64 tokens, but the prompt has 4 tokens and max_tokens is 61"),
+  EXPECT_NE(e.message.find(
+                "context length is 64 tokens, but the prompt has 4 tokens and max_tokens is 61"),
             std::string::npos)
       << e.message;
 }

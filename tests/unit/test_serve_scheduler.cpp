@@ -132,7 +132,7 @@ TEST(ServeScheduler, AdmitsWhereTheBlocksAreAndRefusesPastTheQueue) {
   EXPECT_EQ(s.submit(c), Admission::accepted);
   EXPECT_EQ(s.submit(d), Admission::queue_full);  // 2 may run, 1 may wait
   const StepPlan p = s.next_plan(std::chrono::milliseconds(0));
-  ASSERT_EQ(p.segments.size(), 2u);  // max_batch
+  ASSERT_EQ(p.segments.size(), 2u);                     // max_batch
   EXPECT_NE(p.segments[0].owner, p.segments[1].owner);  // the rank with more free blocks
   s.drain();
   EXPECT_EQ(s.submit(request(4, 4)), Admission::draining);

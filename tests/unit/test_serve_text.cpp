@@ -14,7 +14,8 @@ namespace {
 
 const std::string kFffd = "\xEF\xBF\xBD";
 
-// Feeds `bytes` one at a time, collecting take_delta() after each; returns the pieces' concatenation.
+// Feeds `bytes` one at a time, collecting take_delta() after each; returns the pieces'
+// concatenation.
 std::string streamed(CompletionText& t, const std::string& bytes, bool finish = true) {
   std::string out;
   for (const char c : bytes) {
@@ -35,8 +36,12 @@ TEST(ServeText, ValidUtf8IsUnchanged) {
 TEST(ServeText, MaximalSubpartsBecomeOneReplacementEach) {
   // Unicode's examples (Table 3-8 style): a lone continuation, a truncated
   // 3-byte sequence, an overlong, a surrogate, a byte never valid, past U+10FFFF.
-  EXPECT_EQ(utf8_decode("a\x80" "b"), "a" + kFffd + "b");
-  EXPECT_EQ(utf8_decode("\xE2\x82" "b"), kFffd + "b");
+  EXPECT_EQ(utf8_decode("a\x80"
+                        "b"),
+            "a" + kFffd + "b");
+  EXPECT_EQ(utf8_decode("\xE2\x82"
+                        "b"),
+            kFffd + "b");
   EXPECT_EQ(utf8_decode("\xC0\xAF"), kFffd + kFffd);
   EXPECT_EQ(utf8_decode("\xED\xA0\x80"), kFffd + kFffd + kFffd);
   EXPECT_EQ(utf8_decode("\xFF"), kFffd);
