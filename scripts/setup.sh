@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what epx needs on Debian 12 (run as root; safe to run again), then
 # configures and builds epx into build/. Without arguments it builds what the
-# main job needs (the library, epxrun, epx-train, epx-bench); with --all it builds every
+# main job needs (the library, epxrun, epx-train, epx-bench, epx-serve, epx-generate); with --all it builds every
 # target, tests included. The last line says OK or FAILED; the exit status too.
 #
 #   bash scripts/setup.sh [--all]
