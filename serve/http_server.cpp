@@ -71,6 +71,13 @@ HttpServer::HttpServer(Scheduler& scheduler, Metrics& metrics, HttpOptions optio
     return new httplib::ThreadPool(static_cast<size_t>(threads));
   };
   server_->set_keep_alive_timeout(1);  // stop() waits for idle keep-alive connections
+  // httplib's default also sets SO_REUSEPORT, with which a second server on
+  // a port in use binds too and the two share the connections: only
+  // SO_REUSEADDR (a restart may bind while old connections are in TIME_WAIT).
+  server_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   server_->set_payload_max_length(std::size_t{16} << 20);
   routes();
 }

@@ -111,6 +111,13 @@ ep)
   [[ "$(ids greedy_ll1.json)" == "$(ids greedy1.json)" ]] || fail "low-latency decode differs from normal (greedy)"
   [[ "$(ids sampled_ll1.json)" == "$(ids sampled_det1.json)" ]] || fail "low-latency decode differs (sampled)"
   echo "ok: low-latency decode gives the normal mode's outputs"
+  # The exported file with the config beside it: the same model.
+  "$bin/epx-train" --export "$work/ck" "$work/model.safetensors" >/dev/null || fail "--export"
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"])' "$work/ck/step-200/state.json" >model.yaml
+  timeout 120 "$bin/epxrun" -n 2 -- "$bin/epx-generate" --model "$work/model.safetensors" --config model.yaml \
+    --json "${args[@]}" 2>exported.err | grep '^{' >exported.json || { cat exported.err; fail "the exported file"; }
+  [[ "$(ids exported.json)" == "$(ids greedy1.json)" ]] || fail "the exported file with --config differs"
+  echo "ok: an exported .safetensors with --config gives the checkpoint's output"
   generate again.json 2 "${sampled[@]}" --deterministic
   [[ "$(ids again.json)" == "$(ids sampled_det1.json)" ]] || fail "the same seed gave another output"
   generate other.json 2 "${sampled[@]/#11/12}" --deterministic
@@ -192,6 +199,13 @@ http)
   [[ $status == 200 ]] || fail "the server stopped serving after the bad inputs ($status)"
   echo "ok: still serving after the bad inputs"
   [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/nowhere") == 404 ]] || fail "an unknown path is not 404"
+  # A second server on the same port: one line, exit status 1, the first one unharmed.
+  timeout 60 "$bin/epxrun" -n 2 -- "$bin/epx-serve" --model "$work/ck" --port "$port" >second.log 2>&1 &&
+    { cat second.log; fail "a second server on port $port started"; }
+  grep -q "^epx-serve: FAILED: .*cannot listen on 127.0.0.1:$port" second.log || { cat second.log; fail "the second server's error"; }
+  curl_json '{"prompt": "x", "max_tokens": 3, "temperature": 0}'
+  [[ $status == 200 ]] || fail "the first server after the second one's attempt ($status)"
+  echo "ok: a second server on the same port fails: $(grep '^epx-serve: FAILED' second.log)"
   stop_server
   ;;
 drain)
