@@ -51,16 +51,10 @@ Args parse(int argc, char** argv) {
   a.body["max_tokens"] = 16;
   a.body["temperature"] = 0;
   for (int i = 1; i < argc; ++i) {
+    if (launch::parse_serve_flag(a.flags, argc, argv, i, kUsage)) continue;
     const std::string s = argv[i];
-    const auto value = [&]() {
-      if (i + 1 >= argc) throw launch::UsageError(s + " needs a value");
-      return std::string(argv[++i]);
-    };
-    if (s == "-h" || s == "--help") {
-      if (launch::is_rank0_by_env()) std::cout << kUsage << launch::kServeFlagsHelp;
-      std::exit(0);
-    } else if (launch::parse_serve_flag(a.flags, argc, argv, i)) {
-    } else if (s == "--prompt") {
+    const auto value = [&]() { return launch::flag_value(argc, argv, i); };
+    if (s == "--prompt") {
       a.body["prompt"] = value();
     } else if (s == "--prompt-ids") {
       nlohmann::json ids = nlohmann::json::array();

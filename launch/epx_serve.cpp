@@ -40,19 +40,13 @@ struct Args {
 Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
+    if (launch::parse_serve_flag(a.flags, argc, argv, i, kUsage)) continue;
     const std::string s = argv[i];
-    const auto value = [&]() {
-      if (i + 1 >= argc) throw launch::UsageError(s + " needs a value");
-      return std::string(argv[++i]);
-    };
-    if (s == "-h" || s == "--help") {
-      if (launch::is_rank0_by_env()) std::cout << kUsage << launch::kServeFlagsHelp;
-      std::exit(0);
-    } else if (launch::parse_serve_flag(a.flags, argc, argv, i)) {
-    } else if (s == "--host") {
-      a.host = value();
+    if (s == "--host") {
+      a.host = launch::flag_value(argc, argv, i);
     } else if (s == "--port") {
-      a.port = static_cast<int>(launch::parse_int_flag(s, value(), 0, 65535));
+      a.port =
+          static_cast<int>(launch::parse_int_flag(s, launch::flag_value(argc, argv, i), 0, 65535));
     } else {
       throw launch::UsageError("unknown option '" + s + "'");
     }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 
 #include <mpi.h>
 
@@ -52,13 +53,18 @@ double parse_double_flag(const std::string& flag, const std::string& v) {
   return x;
 }
 
-bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i) {
+std::string flag_value(int argc, char** argv, int& i) {
+  if (i + 1 >= argc) throw UsageError(std::string(argv[i]) + " needs a value");
+  return argv[++i];
+}
+
+bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i, const char* usage) {
   const std::string s = argv[i];
-  const auto value = [&]() {
-    if (i + 1 >= argc) throw UsageError(s + " needs a value");
-    return std::string(argv[++i]);
-  };
-  if (s == "--model") {
+  const auto value = [&]() { return flag_value(argc, argv, i); };
+  if (s == "-h" || s == "--help") {
+    if (is_rank0_by_env()) std::cout << usage << kServeFlagsHelp;
+    std::exit(0);
+  } else if (s == "--model") {
     f.model = value();
   } else if (s == "--config") {
     f.config = value();

@@ -33,9 +33,12 @@ struct ServeFlags {
 extern const char* const kServeFlagsHelp;
 
 // If argv[i] is one of ServeFlags' flags, consumes it (and its value,
-// advancing i) and returns true. Throws UsageError ("--max-batch = 'x',
-// expected an integer in [1, 4096]").
-bool parse_serve_flag(ServeFlags& flags, int argc, char** argv, int& i);
+// advancing i) and returns true; -h/--help prints `usage` then the flags
+// (on rank 0) and exits 0. Throws UsageError ("--max-batch = 'x', expected
+// an integer in [1, 4096]").
+bool parse_serve_flag(ServeFlags& flags, int argc, char** argv, int& i, const char* usage);
+// The value after flag argv[i] (advancing i), or UsageError "FLAG needs a value".
+std::string flag_value(int argc, char** argv, int& i);
 // An integer flag's value in [lo, hi], or UsageError naming the flag.
 long parse_int_flag(const std::string& flag, const std::string& value, long lo, long hi);
 double parse_double_flag(const std::string& flag, const std::string& value);

@@ -187,8 +187,6 @@ namespace {
 
 json choice(const std::string& text, const std::vector<std::int32_t>& tokens,
             const std::string& reason) {
-  // The text is valid UTF-8 by construction (serve/text.hpp); replace
-  // rather than throw should that ever not hold.
   return {{"index", 0},
           {"text", text},
           {"token_ids", tokens},
@@ -209,6 +207,8 @@ json head(const CompletionInfo& info) {
           {"model", info.model}};
 }
 
+// The text is valid UTF-8 by construction (serve/text.hpp); should that
+// ever not hold, replace rather than throw in the middle of a response.
 std::string dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
