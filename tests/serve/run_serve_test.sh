@@ -11,6 +11,7 @@
 #         stop strings, concurrent clients, metrics (http_checks.py); bad inputs with curl
 # drain   a full queue answers 503 with Retry-After; a client that leaves mid-stream
 #         frees its cache; SIGTERM drains (in flight finishes, new get 503) and exits 0
+# dead    a rank killed mid-request ends the job within the timeout, naming it; no hang
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
@@ -258,6 +259,30 @@ drain)
   echo "ok: the request in flight at SIGTERM finished"
   stop_server
   echo "ok: every rank exited 0 after SIGTERM"
+  ;;
+dead)
+  # A rank killed mid-request: the job ends within the timeout, naming the
+  # rank, and the client's request returns (no hang). mpirun ends the job, so
+  # the client sees the connection close rather than a 503 (docs/serve.md).
+  EPX_TIMEOUT_S=10 start_server 2 --max-context 8192
+  curl -s --max-time 60 -o dead.json -w '%{http_code}' --data-binary '{"prompt": "The option", "max_tokens": 8000}' \
+    "http://127.0.0.1:$port/v1/completions" >dead.status &
+  curl_pid=$!
+  wait_running
+  victim=$(ps -o pid= --ppid "$server_pid" | tr -d ' ' | grep -vx "$rank0_pid" | head -1)
+  [[ -n $victim ]] || fail "no rank 1 process under mpirun $server_pid"
+  start=$SECONDS
+  kill -9 "$victim"
+  for _ in $(seq 150); do
+    kill -0 $server_pid 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -0 $server_pid 2>/dev/null && { kill -9 $server_pid; fail "the job still runs 30 s after rank 1 died"; }
+  wait $server_pid && fail "the job exited 0 after rank 1 died"
+  took=$((SECONDS - start))
+  grep -q "rank 1" server.log || fail "nothing names rank 1"
+  wait $curl_pid
+  echo "ok: rank 1 killed: the job ended in $took s naming it; the client got status $(cat dead.status)"
   ;;
 *) fail "unknown scenario" ;;
 esac
