@@ -166,3 +166,28 @@ TEST(ServeScheduler, ACancelledRequestIsDroppedAndItsBlocksFreed) {
   ASSERT_EQ(p.segments.size(), 1u);  // b got a's blocks
   EXPECT_EQ(p.segments[0].reserve, 16);
 }
+
+TEST(ServeMetrics, PrometheusTextWithCumulativeBuckets) {
+  Metrics m(2, 1, 2, 10);
+  m.first_token(0.003);
+  m.first_token(0.2);
+  m.first_token(100.0);
+  m.request_finished("stop", 5, 7);
+  m.request_rejected("queue_full");
+  m.step(3, 12, 3, 1, {4, 2});
+  m.expert_tokens({5, 6});
+  const std::string t = m.prometheus();
+  for (const char* line :
+       {"epx_time_to_first_token_seconds_bucket{le=\"0.0025\"} 0\n",
+        "epx_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n",
+        "epx_time_to_first_token_seconds_bucket{le=\"0.25\"} 2\n",
+        "epx_time_to_first_token_seconds_bucket{le=\"60\"} 2\n",
+        "epx_time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\n",
+        "epx_time_to_first_token_seconds_count 3\n",
+        "epx_requests_total{finish_reason=\"stop\"} 1\n",
+        "epx_requests_rejected_total{reason=\"queue_full\"} 1\n", "epx_prompt_tokens_total 5\n",
+        "epx_generation_tokens_total 7\n", "epx_kv_blocks_used{rank=\"1\"} 2\n",
+        "epx_expert_tokens_total{moe_layer=\"0\",expert=\"1\"} 6\n",
+        "# TYPE epx_batch_size gauge\n"})
+    EXPECT_NE(t.find(line), std::string::npos) << line << " not in:\n" << t;
+}
