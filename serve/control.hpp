@@ -24,8 +24,9 @@ class Control {
   int size() const noexcept { return size_; }
   double timeout_s() const noexcept { return timeout_s_; }
 
-  // Rank 0's `message` to every rank (resized on the others).
-  void broadcast(std::vector<std::int64_t>& message, const char* what);
+  // Rank 0's `message` to every rank (resized on the others). patient: the
+  // message may be a heartbeat away (poll slowly, sparing the cores).
+  void broadcast(std::vector<std::int64_t>& message, const char* what, bool patient);
   // Every rank's `mine` (counts[r] floats from rank r), concatenated by rank, on rank 0.
   std::vector<float> gather(const std::vector<float>& mine, const std::vector<int>& counts,
                             const char* what);
@@ -33,7 +34,7 @@ class Control {
   void agree(const std::string& own_error, const char* what);
 
  private:
-  void wait(MPI_Request& request, const char* what);
+  void wait(MPI_Request& request, const char* what, bool patient);
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   double timeout_s_;

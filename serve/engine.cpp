@@ -76,6 +76,9 @@ Engine::~Engine() = default;
 
 void Engine::run() {
   try {
+    // After a plan with nothing in it rank 0 waits up to a heartbeat for
+    // work, so the next plan may be that far away.
+    bool idle = false;
     for (;;) {
       StepPlan plan;
       std::vector<std::int64_t> message;
@@ -83,8 +86,9 @@ void Engine::run() {
         plan = scheduler_->next_plan(options_.heartbeat);
         message = encode(plan);
       }
-      control_.broadcast(message, "waiting for the step plan");
+      control_.broadcast(message, "waiting for the step plan", idle);
       if (rank_ != 0) plan = decode(message);
+      idle = plan.tokens() == 0 && plan.releases.empty();
       for (const Release& r : plan.releases)
         if (r.owner == rank_) cache_->release(r.seq);
       if (plan.shutdown) return;

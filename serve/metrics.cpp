@@ -94,6 +94,11 @@ void Metrics::step(int batch, std::int64_t tokens, int running, int waiting,
   blocks_used_ = blocks_used;
 }
 
+void Metrics::kv_blocks(const std::vector<std::int64_t>& used) {
+  std::lock_guard<std::mutex> l(mu_);
+  blocks_used_ = used;
+}
+
 void Metrics::expert_tokens(const std::vector<std::int64_t>& counts) {
   std::lock_guard<std::mutex> l(mu_);
   for (std::size_t i = 0; i < counts.size() && i < expert_tokens_.size(); ++i)

@@ -37,6 +37,7 @@ class Metrics {
   void step(int batch, std::int64_t tokens, int running, int waiting,
             const std::vector<std::int64_t>& blocks_used);
   void expert_tokens(const std::vector<std::int64_t>& counts);  // [MoE layer * E], added
+  void kv_blocks(const std::vector<std::int64_t>& used);        // per rank, now
 
   std::string prometheus() const;
 

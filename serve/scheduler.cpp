@@ -38,6 +38,12 @@ std::int64_t Scheduler::blocks_for(const Request& r) const {
   return (positions + o_.block_size - 1) / o_.block_size;
 }
 
+std::vector<std::int64_t> Scheduler::blocks_used() const {
+  std::vector<std::int64_t> used(free_blocks_.size());
+  for (std::size_t q = 0; q < used.size(); ++q) used[q] = o_.blocks_per_rank - free_blocks_[q];
+  return used;
+}
+
 Admission Scheduler::submit(std::shared_ptr<Request> request) {
   EPX_CHECK(!request->spec.prompt.empty() && request->spec.max_tokens >= 1, InvalidArgument,
             "serve: a request needs a prompt and max_tokens >= 1");
@@ -74,6 +80,7 @@ void Scheduler::finish(Active& a, const std::string& reason) {
   a.finished = true;
   releases_.push_back({a.seq, a.owner});
   free_blocks_[static_cast<std::size_t>(a.owner)] += blocks_for(*a.request);
+  metrics_.kv_blocks(blocks_used());  // before the client hears it is done
   std::int64_t generated = 0;
   {
     std::lock_guard<std::mutex> l(a.request->mu);
@@ -156,10 +163,8 @@ StepPlan Scheduler::next_plan(std::chrono::milliseconds wait) {
     }
     plan.segments.push_back(std::move(s));
   }
-  std::vector<std::int64_t> used(free_blocks_.size());
-  for (std::size_t q = 0; q < used.size(); ++q) used[q] = o_.blocks_per_rank - free_blocks_[q];
   metrics_.step(static_cast<int>(plan.segments.size()), plan.tokens(),
-                static_cast<int>(running_.size()), waiting, used);
+                static_cast<int>(running_.size()), waiting, blocks_used());
   return plan;
 }
 

@@ -71,6 +71,7 @@ class Scheduler {
   void admit();
   void finish(Active& a, const std::string& reason);
   std::int64_t blocks_for(const Request& r) const;
+  std::vector<std::int64_t> blocks_used() const;  // per rank
 
   SchedulerOptions o_;
   Metrics& metrics_;

@@ -17,6 +17,18 @@ bin=$1 src=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 export EPX_TIMEOUT_S=${EPX_TIMEOUT_S:-30}
 
+# A server still running when the script ends (a failed check) goes with it:
+# its ranks by pid, then mpirun.
+server_pid=
+cleanup() {
+  [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null || return 0
+  local ranks
+  ranks=$(ps -o pid= --ppid "$server_pid" | tr -d ' ')
+  # shellcheck disable=SC2086
+  kill -9 $ranks "$server_pid" 2>/dev/null
+}
+trap cleanup EXIT
+
 fail() {
   echo "serve test $scenario: FAILED: $*"
   [[ -f server.log ]] && { echo "--- server.log"; cat server.log; }
