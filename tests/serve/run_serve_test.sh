@@ -223,9 +223,9 @@ http)
   ;;
 drain)
   # One request at a time and no queue: a second request is refused at once.
-  # A long request keeps this tiny model busy for a few seconds.
-  start_server 2 --max-batch 1 --max-queue 0 --max-context 8192
-  long='{"prompt": "The option", "max_tokens": 8000, "temperature": 0}'
+  # A long request keeps this tiny model busy for a second or more.
+  start_server 2 --max-batch 1 --max-queue 0 --max-context 5120
+  long='{"prompt": "The option", "max_tokens": 5000, "temperature": 0}'
   curl -s --max-time 120 -H 'Content-Type: application/json' --data-binary "$long" \
     "http://127.0.0.1:$port/v1/completions" >long.json &
   curl_pid=$!
@@ -236,10 +236,10 @@ drain)
   grep -q '"type":"server_overloaded"' <<<"$hdr" || fail "the 503's error: $hdr"
   echo "ok: 503 with Retry-After past the queue"
   wait $curl_pid
-  python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["choices"][0]; assert len(c["token_ids"]) == 8000 and c["finish_reason"] == "length"' long.json ||
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["choices"][0]; assert len(c["token_ids"]) == 5000 and c["finish_reason"] == "length"' long.json ||
     fail "the long request: $(head -c 300 long.json)"
   # A client that goes away mid-stream: its request is cancelled and its blocks freed.
-  curl -sN --max-time 60 --data-binary '{"prompt": "The option", "max_tokens": 8000, "stream": true}' \
+  curl -sN --max-time 60 --data-binary '{"prompt": "The option", "max_tokens": 5000, "stream": true}' \
     "http://127.0.0.1:$port/v1/completions" >partial.txt &
   curl_pid=$!
   wait_running
@@ -266,7 +266,7 @@ drain)
   grep -q "^HTTP/1.1 503" <<<"$hdr" || fail "a request while draining got: $hdr"
   echo "ok: 503 while draining"
   wait $curl_pid
-  python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["choices"][0]; assert len(c["token_ids"]) == 8000' inflight.json ||
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["choices"][0]; assert len(c["token_ids"]) == 5000' inflight.json ||
     fail "the request in flight at SIGTERM did not finish: $(head -c 300 inflight.json)"
   echo "ok: the request in flight at SIGTERM finished"
   stop_server
