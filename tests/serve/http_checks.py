@@ -117,8 +117,10 @@ check(r["choices"][0]["token_ids"] == golden["greedy"]["choices"][0]["token_ids"
 
 # 5. Concurrent clients: each output equals the same request run alone.
 words = ["tab", "wrap", "list", "number", "hidden", "shell", "path", "mouse", "fold", "spell",
-         "undo", "font", "case", "scroll", "backup", "syntax"]
-bodies = [{"prompt": f"'{w}' option: ", "max_tokens": 8 + 3 * i, "temperature": 0 if i % 2 else 0.8, "seed": i}
+         "undo", "font", "case", "scroll", "backup", "syntax", "ruler", "title", "cursor", "indent",
+         "magic", "paste", "report", "shift", "timeout", "visual", "wild", "write", "yank", "zoom",
+         "bell", "color"]
+bodies = [{"prompt": f"'{w}' option: ", "max_tokens": 8 + 2 * i, "temperature": 0 if i % 2 else 0.8, "seed": i}
           for i, w in enumerate(words)]
 alone = [complete(b)["choices"][0] for b in bodies]
 results = [None] * len(bodies)
