@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what epx needs on Debian 12 (run as root; safe to run again), then
 # configures and builds epx into build/. Without arguments it builds what the
-# main job needs (the library, epxrun, epx-train, epx-bench); with --all it builds every
+# main job needs (the library, epxrun, epx-train, epx-bench, epx-serve, epx-generate); with --all it builds every
 # target, tests included. The last line says OK or FAILED; the exit status too.
 #
 #   bash scripts/setup.sh [--all]
@@ -22,6 +22,7 @@ PACKAGES=(
   nlohmann-json3-dev  # JSON: epx-eplb, safetensors headers, metrics
   libopenblas-dev   # sgemm for the model's kernels (epx-train)
   libyaml-cpp-dev   # epx-train's YAML configs
+  libcpp-httplib-dev  # epx-serve's HTTP front end
   vim-runtime       # configs/tiny.yaml trains on its help text (/usr/share/vim/vim90/doc)
   libibverbs-dev    # detected for the RDMA transport to come (EPX_WITH_IBVERBS=AUTO)
 )
@@ -101,10 +102,10 @@ if ((build_all)); then
   say "build: all targets, $jobs jobs"
   cmake --build build -j "$jobs" || fail "build (see the compiler errors above)"
 else
-  say "build: epx, epxrun, epx-train, epx-bench, $jobs jobs"
-  cmake --build build -j "$jobs" --target epx epxrun epx-train epx-bench || fail "build (see the compiler errors above)"
+  say "build: epx, epxrun, epx-train, epx-bench, epx-serve, epx-generate, $jobs jobs"
+  cmake --build build -j "$jobs" --target epx epxrun epx-train epx-bench epx-serve epx-generate || fail "build (see the compiler errors above)"
 fi
-for exe in epxrun epx-train epx-bench; do
+for exe in epxrun epx-train epx-bench epx-serve epx-generate; do
   [[ -x build/bin/$exe ]] || fail "build/bin/$exe was not produced"
 done
 

@@ -30,11 +30,12 @@ if(MODE STREQUAL "package")
   endif()
   file(RENAME ${debs} ${WORK_DIR}/epx.deb)
   run(dpkg-deb -f ${WORK_DIR}/epx.deb Depends)
-  foreach(dep libopenmpi3 openmpi-bin libopenblas0 libyaml-cpp0.7)
+  foreach(dep libopenmpi3 openmpi-bin libopenblas0 libyaml-cpp0.7 libcpp-httplib0.11)
     expect(${dep} "Depends")
   endforeach()
   run(dpkg-deb -c ${WORK_DIR}/epx.deb)
-  foreach(f usr/bin/epxrun usr/bin/epx-bench usr/bin/epx-eplb usr/bin/epx-train
+  foreach(f usr/bin/epxrun usr/bin/epx-bench usr/bin/epx-eplb usr/bin/epx-train usr/bin/epx-serve
+            usr/bin/epx-generate
             usr/lib/libepx.so.0 usr/lib/pkgconfig/epx.pc usr/lib/cmake/epx/epxConfig.cmake
             usr/include/epx/epx.hpp usr/include/epx/config.hpp)
     expect("./${f}" "the package's files")
@@ -50,7 +51,7 @@ elseif(MODE STREQUAL "bare_root")
   endif()
   file(COPY ${WORK_DIR}/epx.deb DESTINATION ${root}/tmp)
   run(chroot ${root} apt-get install -y -q /tmp/epx.deb)
-  foreach(tool epxrun epx-bench epx-eplb epx-train)
+  foreach(tool epxrun epx-bench epx-eplb epx-train epx-serve epx-generate)
     run(chroot ${root} /usr/bin/${tool} --help)
   endforeach()
   run(chroot ${root} /usr/bin/epxrun -n 2 -- epx-bench dispatch --check-only --tokens 64

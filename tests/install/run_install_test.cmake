@@ -25,7 +25,7 @@ if(EXISTS ${WORK_DIR}/installed)
 endif()
 
 # Every program starts from the moved prefix: the RUNPATH is $ORIGIN-relative.
-foreach(tool epxrun epx-bench epx-eplb epx-train)
+foreach(tool epxrun epx-bench epx-eplb epx-train epx-serve epx-generate)
   if(NOT EXISTS ${prefix}/bin/${tool})
     message(FATAL_ERROR "install test: ${tool} is not installed in ${prefix}/bin")
   endif()

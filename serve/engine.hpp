@@ -1,0 +1,76 @@
+// epx-serve's engine: every rank holds the dense weights, its share of the
+// routed experts (EP over all ranks) and the KV cache of the sequences it
+// owns; rank 0 also holds the scheduler. Each step rank 0 broadcasts the
+// plan, every rank runs its segments (attention on its own sequences, MoE
+// through comm::Buffer's normal-mode dispatch and combine over all ranks),
+// and rank 0 gathers the logits and samples. Prefill runs in normal mode;
+// decode in normal or low-latency mode (low_latency_decode), one micro-batch
+// per step (no two-batch overlap yet).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include <epx/comm.hpp>
+#include <epx/group.hpp>
+
+#include "model/model.hpp"
+#include "serve/control.hpp"
+#include "serve/forward.hpp"
+#include "serve/kv_cache.hpp"
+#include "serve/metrics.hpp"
+#include "serve/scheduler.hpp"
+
+namespace epx::serve {
+
+struct EngineOptions {
+  int max_batch = 8;                             // requests running at once
+  int max_queue = 64;                            // requests waiting; past it, refused
+  std::size_t kv_bytes = std::size_t{64} << 20;  // KV cache per rank
+  int block_size = 16;                           // positions per KV block
+  int max_context = 0;                           // prompt + max_tokens limit (> 0)
+  int prefill_chunk = 64;                        // prompt tokens per request per step
+  bool deterministic = false;                    // batch-invariant GEMMs (serve/forward.hpp)
+  // Decode steps (every segment one token) through the Buffer's low-latency
+  // dispatch and combine instead of the normal mode (the same bits).
+  bool low_latency_decode = false;
+  double timeout_s = 300;  // every wait on another rank
+  // Rank 0 sends a plan at least this often, even with nothing to do, so
+  // that the other ranks' wait for it stays bounded by timeout_s.
+  std::chrono::milliseconds heartbeat{100};
+};
+
+class Engine {
+ public:
+  // Collective over `world`. `model` holds the experts of rank world.rank()
+  // of world.size(), weights loaded. Throws InvalidArgument (on every rank)
+  // when the KV cache cannot hold one request of max_context positions.
+  Engine(model::Model& model, Group& world, const EngineOptions& options);
+  ~Engine();
+
+  Scheduler* scheduler() noexcept { return scheduler_.get(); }  // rank 0 only, else null
+  Metrics* metrics() noexcept { return metrics_.get(); }        // rank 0 only, else null
+  int blocks_per_rank() const noexcept { return cache_->num_blocks(); }
+  const EngineOptions& options() const noexcept { return options_; }
+
+  // Collective: runs steps until rank 0's scheduler plans the shutdown.
+  // On a failure rank 0 ends every request with the error, then it throws.
+  void run();
+
+ private:
+  void step(const StepPlan& plan);
+  model::Model& model_;
+  EngineOptions options_;
+  int rank_ = 0, size_ = 1;
+  Control control_;
+  std::unique_ptr<comm::Buffer> buffer_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<Forward> forward_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::vector<float> logits_;
+};
+
+}  // namespace epx::serve

@@ -1,0 +1,160 @@
+// Embedding -> layers (attention over the KV cache, then a dense or MoE FFN)
+// -> final RMSNorm and LM head at the positions that want logits.
+#include "serve/forward.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include <epx/model_kernels.hpp>
+
+#include "core/check.hpp"
+
+namespace epx::serve {
+
+Forward::Forward(model::Model& model, comm::Buffer& buffer, KvCache& cache, bool deterministic)
+    : model_(model), buffer_(buffer), cache_(cache), deterministic_(deterministic) {
+  EPX_CHECK_EQ(buffer.group().size(), model.ep_size(), InvalidArgument,
+               "serve::Forward: the Buffer's group must be the EP group");
+  counts_.assign(static_cast<std::size_t>(model.num_moe_layers()) * model.config().num_experts, 0);
+}
+
+std::vector<std::int64_t> Forward::take_expert_counts() {
+  std::vector<std::int64_t> c(counts_.size(), 0);
+  c.swap(counts_);
+  return c;
+}
+
+void Forward::linear(float* y, const float* x, const float* w, std::int64_t n, std::int64_t in,
+                     std::int64_t out, bool accumulate) const {
+  if (!deterministic_) return kernels::linear_forward(y, x, w, n, in, out, accumulate);
+  for (std::int64_t t = 0; t < n; ++t)
+    kernels::linear_forward(y + t * out, x + t * in, w, 1, in, out, accumulate);
+}
+
+void Forward::run(const std::vector<Segment>& segs, std::vector<float>& logits, bool low_latency) {
+  low_latency_ = low_latency;
+  const model::ModelConfig& c = model_.config();
+  model::ParamStore& P = model_.dense;
+  const std::int64_t H = c.hidden_size, V = c.vocab_size;
+  T_ = 0;
+  for (const Segment& s : segs) T_ += s.count;
+  row_seq_.resize(static_cast<std::size_t>(T_));
+  row_pos_.resize(static_cast<std::size_t>(T_));
+  positions_.resize(static_cast<std::size_t>(T_));
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(T_));
+  std::int64_t t = 0;
+  for (const Segment& s : segs) {
+    EPX_CHECK(s.start + s.count <= cache_.capacity(s.seq), Internal, "serve::Forward: sequence ",
+              s.seq, " positions [", s.start, ", ", s.start + s.count, ") past its cache capacity ",
+              cache_.capacity(s.seq));
+    for (std::int64_t i = 0; i < s.count; ++i, ++t) {
+      EPX_CHECK(s.tokens[i] >= 0 && s.tokens[i] < V, Internal, "serve::Forward: token ",
+                s.tokens[i], " outside the vocabulary of ", V);
+      tokens[t] = s.tokens[i];
+      row_seq_[t] = s.seq;
+      row_pos_[t] = s.start + i;
+      positions_[t] = static_cast<std::int32_t>(s.start + i);
+    }
+  }
+
+  float* h = detail::at_least(h_, T_ * H);
+  kernels::embedding_forward(h, P.value(model_.embed), tokens.data(), T_, H);
+  for (int l = 0; l < c.num_layers; ++l) {
+    attention(l);
+    if (model_.layers[l].moe) {
+      moe(l);
+    } else {
+      dense_ffn(l);
+    }
+  }
+
+  // The head, only at the last position of each segment that wants logits.
+  std::vector<float> last;
+  t = 0;
+  for (const Segment& s : segs) {
+    t += s.count;
+    if (s.want_logits && s.count > 0)
+      last.insert(last.end(), h_.begin() + (t - 1) * H, h_.begin() + t * H);
+  }
+  const std::int64_t n = static_cast<std::int64_t>(last.size()) / H;
+  std::vector<float> xn(last.size()), rstd(static_cast<std::size_t>(n));
+  kernels::rmsnorm_forward(xn.data(), rstd.data(), last.data(), P.value(model_.final_norm), n, H,
+                           static_cast<float>(c.rms_norm_eps));
+  logits.resize(static_cast<std::size_t>(n * V));
+  linear(logits.data(), xn.data(), P.value(model_.lm_head), n, H, V, false);
+}
+
+// h += o_proj(attention(RoPE(q), cached RoPE(k), cached v)): each row at
+// position p attends to positions 0..p of its sequence; this step's keys and
+// values go into the cache first, so a chunk's rows see each other.
+void Forward::attention(int layer) {
+  const model::ModelConfig& c = model_.config();
+  const model::LayerIndex& li = model_.layers[layer];
+  model::ParamStore& P = model_.dense;
+  const std::int64_t T = T_, H = c.hidden_size, nh = c.num_heads, hd = c.head_dim();
+  const float theta = static_cast<float>(c.rope_theta);
+  float* xn = detail::at_least(xn_, T * H);
+  kernels::rmsnorm_forward(xn, detail::at_least(rstd_, T), h_.data(), P.value(li.attn_norm), T, H,
+                           static_cast<float>(c.rms_norm_eps));
+  float* q = detail::at_least(q_, T * H);
+  float* k = detail::at_least(k_, T * H);
+  float* v = detail::at_least(v_, T * H);
+  linear(q, xn, P.value(li.q), T, H, H, false);
+  linear(k, xn, P.value(li.k), T, H, H, false);
+  linear(v, xn, P.value(li.v), T, H, H, false);
+  kernels::rope_forward(q, positions_.data(), T, nh, hd, theta);
+  kernels::rope_forward(k, positions_.data(), T, nh, hd, theta);
+  for (std::int64_t t = 0; t < T; ++t) {
+    std::memcpy(cache_.key(row_seq_[t], layer, row_pos_[t]), k + t * H, sizeof(float) * H);
+    std::memcpy(cache_.value(row_seq_[t], layer, row_pos_[t]), v + t * H, sizeof(float) * H);
+  }
+  // The kernel's formulas (include/epx/model_kernels.hpp): s_j = (q . k_j) *
+  // (1 / sqrtf(head_dim)), p_j = expf(s_j - max) / sum, out = sum_j p_j v_j.
+  const float scale = 1.0f / sqrtf(static_cast<float>(hd));
+  float* a = detail::at_least(a_, T * H);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const std::int64_t seq = row_seq_[t], pos = row_pos_[t];
+    float* p = detail::at_least(scores_, pos + 1);
+    for (std::int64_t hh = 0; hh < nh; ++hh) {
+      const float* qh = q + t * H + hh * hd;
+      for (std::int64_t j = 0; j <= pos; ++j) {
+        const float* kj = cache_.key(seq, layer, j) + hh * hd;
+        float dot = 0.0f;
+        for (std::int64_t d = 0; d < hd; ++d) dot += qh[d] * kj[d];
+        p[j] = dot * scale;
+      }
+      float m = p[0];
+      for (std::int64_t j = 1; j <= pos; ++j) m = p[j] > m ? p[j] : m;
+      float sum = 0.0f;
+      for (std::int64_t j = 0; j <= pos; ++j) {
+        p[j] = expf(p[j] - m);
+        sum += p[j];
+      }
+      float* out = a + t * H + hh * hd;
+      std::fill(out, out + hd, 0.0f);
+      for (std::int64_t j = 0; j <= pos; ++j) {
+        const float pj = p[j] / sum;
+        const float* vj = cache_.value(seq, layer, j) + hh * hd;
+        for (std::int64_t d = 0; d < hd; ++d) out[d] += pj * vj[d];
+      }
+    }
+  }
+  linear(h_.data(), a, P.value(li.o), T, H, H, /*accumulate=*/true);
+}
+
+void Forward::dense_ffn(int layer) {
+  const model::ModelConfig& c = model_.config();
+  const model::LayerIndex& li = model_.layers[layer];
+  model::ParamStore& P = model_.dense;
+  const std::int64_t T = T_, H = c.hidden_size, I = c.intermediate_size;
+  float* xn = detail::at_least(xn_, T * H);
+  kernels::rmsnorm_forward(xn, detail::at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
+                           static_cast<float>(c.rms_norm_eps));
+  const kernels::MlpWeights w{P.value(li.mlp_gate), P.value(li.mlp_up), P.value(li.mlp_down), H, I};
+  float* saved = detail::at_least(mlp_, (deterministic_ ? 1 : T) * 3 * I);
+  if (!deterministic_) return kernels::mlp_forward(h_.data(), saved, xn, T, w, true);
+  for (std::int64_t t = 0; t < T; ++t)
+    kernels::mlp_forward(h_.data() + t * H, saved, xn + t * H, 1, w, true);
+}
+
+}  // namespace epx::serve

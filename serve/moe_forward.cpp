@@ -1,0 +1,172 @@
+// The MoE FFN of inference: h += sum_k w_k expert_k(xn) + shared(xn),
+// xn = RMSNorm(h), as in training (model/moe_block.cpp) but without saving
+// anything for a backward, and with every sum of the routed outputs in one
+// order whatever the placement: w_k * out_k per (token, k), added in k
+// order from +0 in f32 (the 1-rank training sum).
+//
+// Normal mode (prefill): route -> dispatch xn -> each received (row, local
+// expert) pair into its expert's block -> SwiGLU per expert -> w_k * out
+// into column block k of the row -> combine (each column block has one
+// non-zero term over the ranks, so its sum is exact) -> the owner adds the
+// K blocks in k order.
+// Low-latency mode (decode): dispatch puts each (token, expert) pair in the
+// expert's slot -> SwiGLU per expert over its count rows -> the low-latency
+// combine, which sums w_k * out_k in k order in f32 on the owner.
+#include <cstring>
+
+#include <epx/kernels.hpp>
+
+#include "model/router_params.hpp"
+#include "serve/forward.hpp"
+
+namespace epx::serve {
+
+// Local expert e's SwiGLU over `rows` contiguous rows of x into y (one row at
+// a time when deterministic, so a row's bits do not depend on the others).
+void Forward::expert_rows(int layer, int e, float* y, const float* x, std::int64_t rows) {
+  const model::ModelConfig& c = model_.config();
+  const model::LayerIndex& li = model_.layers[layer];
+  model::ParamStore& X = model_.experts;
+  const std::int64_t H = c.hidden_size, Im = c.moe_intermediate_size;
+  const kernels::MlpWeights w{X.value(li.expert_gate[e]), X.value(li.expert_up[e]),
+                              X.value(li.expert_down[e]), H, Im};
+  if (rows == 0) return;
+  if (!deterministic_)
+    return kernels::mlp_forward(y, detail::at_least(mlp_, rows * 3 * Im), x, rows, w, false);
+  float* saved = detail::at_least(mlp_, 3 * Im);
+  for (std::int64_t r = 0; r < rows; ++r)
+    kernels::mlp_forward(y + r * H, saved, x + r * H, 1, w, false);
+}
+
+void Forward::routed_normal(int layer, float* out) {
+  const model::ModelConfig& c = model_.config();
+  const std::int64_t T = T_, H = c.hidden_size, E = c.num_experts, K = c.top_k;
+  const int El = model_.local_experts();
+  const Tensor x_t = Tensor::wrap(T > 0 ? xn_.data() : nullptr, {T, H}, DType::f32);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? topk_idx_.data() : nullptr, {T, K}, DType::i64);
+  const Tensor w_t = Tensor::wrap(T > 0 ? topk_w_.data() : nullptr, {T, K}, DType::f32);
+  const comm::Layout layout = buffer_.get_dispatch_layout(idx_t, static_cast<int>(E));
+  comm::DispatchResult got = buffer_.dispatch(x_t, idx_t, w_t, layout);
+  const std::int64_t M = got.x.dim(0);
+  const float* xrows = got.x.data<float>();
+  const std::int64_t* lidx = got.topk_idx.data<std::int64_t>();
+  const float* rw = got.topk_weights.data<float>();
+
+  // Expert blocks: pairs (m, k) by local expert, then row, in order.
+  std::vector<std::int64_t> offsets(static_cast<std::size_t>(El) + 1, 0);
+  for (std::int64_t i = 0; i < M * K; ++i)
+    if (lidx[i] >= 0) ++offsets[static_cast<std::size_t>(lidx[i]) + 1];
+  for (int e = 0; e < El; ++e) offsets[e + 1] += offsets[e];
+  const std::int64_t pairs = offsets[El];
+  std::vector<std::int64_t> pair_of(static_cast<std::size_t>(M * K), -1);
+  std::vector<std::int64_t> fill(offsets.begin(), offsets.end() - 1);
+  float* xp = detail::at_least(xp_, pairs * H);
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t k = 0; k < K; ++k) {
+      const std::int64_t e = lidx[m * K + k];
+      if (e < 0) continue;
+      const std::int64_t p = fill[e]++;
+      pair_of[m * K + k] = p;
+      std::memcpy(xp + p * H, xrows + m * H, sizeof(float) * H);
+    }
+  float* outp = detail::at_least(outp_, pairs * H);
+  for (int e = 0; e < El; ++e)
+    expert_rows(layer, e, outp + offsets[e] * H, xp + offsets[e] * H, offsets[e + 1] - offsets[e]);
+
+  // w_mk * out into column block k of row m, straight into combine's input.
+  const std::int64_t Z = K * H;
+  Tensor y = buffer_.combine_input(got.handle, Z, DType::f32);
+  float* yd = y.data<float>();
+  if (M > 0) std::memset(yd, 0, sizeof(float) * M * Z);
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t k = 0; k < K; ++k) {
+      const std::int64_t p = pair_of[m * K + k];
+      if (p < 0) continue;
+      const float wk = rw[m * K + k];
+      const float* o = outp + p * H;
+      float* ym = yd + m * Z + k * H;
+      for (std::int64_t j = 0; j < H; ++j) ym[j] = wk * o[j];
+    }
+  const comm::Handle handle = got.handle;
+  got = comm::DispatchResult();  // frees the receive rows
+  const Tensor back = buffer_.combine(y, handle);
+  y = Tensor();
+
+  const float* b = back.data<float>();
+  for (std::int64_t t = 0; t < T; ++t) {
+    float* o = out + t * H;
+    std::fill(o, o + H, 0.0f);
+    for (std::int64_t k = 0; k < K; ++k) {
+      const float* bk = b + t * Z + k * H;
+      for (std::int64_t j = 0; j < H; ++j) o[j] += bk[j];
+    }
+  }
+}
+
+void Forward::routed_low_latency(int layer, float* out) {
+  const model::ModelConfig& c = model_.config();
+  const std::int64_t T = T_, H = c.hidden_size, K = c.top_k;
+  const int El = model_.local_experts();
+  const Tensor x_t = Tensor::wrap(T > 0 ? xn_.data() : nullptr, {T, H}, DType::f32);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? topk_idx_.data() : nullptr, {T, K}, DType::i64);
+  const Tensor w_t = Tensor::wrap(T > 0 ? topk_w_.data() : nullptr, {T, K}, DType::f32);
+  comm::LowLatencyOptions lo;
+  lo.fp8 = false;  // exact rows: the same bits as the normal path
+  comm::LowLatencyDispatchResult got = buffer_.low_latency_dispatch(x_t, idx_t, lo);
+  const std::int64_t slots = got.x.dim(1);
+  const float* x = got.x.data<float>();
+  const std::int32_t* count = got.count.data<std::int32_t>();
+  Tensor y = Tensor::empty({El, slots, H}, DType::f32);
+  for (int e = 0; e < El; ++e)
+    expert_rows(layer, e, y.data<float>() + e * slots * H, x + e * slots * H, count[e]);
+  const comm::LowLatencyHandle handle = got.handle;
+  got = comm::LowLatencyDispatchResult();  // its half of the buffer is free again
+  const comm::LowLatencyCombineResult back = buffer_.low_latency_combine(y, idx_t, w_t, handle, lo);
+  if (T > 0) std::memcpy(out, back.x.data<float>(), sizeof(float) * T * H);
+}
+
+void Forward::moe(int layer) {
+  const model::ModelConfig& c = model_.config();
+  const model::LayerIndex& li = model_.layers[layer];
+  model::ParamStore& P = model_.dense;
+  const std::int64_t T = T_, H = c.hidden_size, E = c.num_experts, K = c.top_k;
+  const std::int64_t Im = c.moe_intermediate_size;
+
+  // Route.
+  float* xn = detail::at_least(xn_, T * H);
+  kernels::rmsnorm_forward(xn, detail::at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
+                           static_cast<float>(c.rms_norm_eps));
+  float* logits = detail::at_least(logits_e_, T * E);
+  linear(logits, xn, P.value(li.router), T, H, E, false);
+  std::int64_t* idx = detail::at_least(topk_idx_, T * K);
+  kernels::router_forward(idx, detail::at_least(topk_w_, T * K),
+                          detail::at_least(route_scores_, T * E), logits,
+                          model_.bias[li.moe_index].data(), T, model::router_params(c));
+  std::int64_t* cnt = counts_.data() + static_cast<std::int64_t>(li.moe_index) * E;
+  for (std::int64_t i = 0; i < T * K; ++i)
+    if (idx[i] >= 0) ++cnt[idx[i]];
+
+  // out = routed + shared(xn) (added in this order, as in training); h += out.
+  float* out = detail::at_least(out_, T * H);
+  if (low_latency_) {
+    routed_low_latency(layer, out);
+  } else {
+    routed_normal(layer, out);
+  }
+  if (li.shared_gate >= 0) {
+    const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
+    const kernels::MlpWeights sw{P.value(li.shared_gate), P.value(li.shared_up),
+                                 P.value(li.shared_down), H, Is};
+    if (!deterministic_) {
+      kernels::mlp_forward(out, detail::at_least(mlp_, T * 3 * Is), xn, T, sw, true);
+    } else {
+      float* saved = detail::at_least(mlp_, 3 * Is);
+      for (std::int64_t t = 0; t < T; ++t)
+        kernels::mlp_forward(out + t * H, saved, xn + t * H, 1, sw, true);
+    }
+  }
+  float* h = h_.data();
+  for (std::int64_t i = 0; i < T * H; ++i) h[i] += out[i];
+}
+
+}  // namespace epx::serve

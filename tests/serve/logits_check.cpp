@@ -1,0 +1,162 @@
+// An independent check of the serving forward: the logits of the first
+// generated token (the prompt's last position) against the training
+// engine's forward (model::Engine::forward_loss, the code that the PyTorch
+// reference checks loss for loss). forward_loss gives only losses, so the
+// prompt runs V times with the last target set to each token v: every other
+// term is the same bits in every run, so loss_0 - loss_v = logit_v - logit_0.
+// Also: a prompt prefilled in chunks of 1, 3 and 7 gives the same bits as in
+// one piece with --deterministic kernels, and the same logits to 1e-5
+// without; and decode steps through the low-latency dispatch and combine
+// give the same bits as through the normal mode.
+//
+//   epxrun -n N -- serve_logits_check STEP_DIR   (prints "serve logits: OK ...", exits 0)
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <mpi.h>
+
+#include <nlohmann/json.hpp>
+
+#include <epx/comm.hpp>
+#include <epx/group.hpp>
+
+#include "model/engine.hpp"
+#include "model/load_weights.hpp"
+#include "serve/forward.hpp"
+#include "serve/sampler.hpp"
+#include "train/config.hpp"
+
+using namespace epx;
+
+namespace {
+
+// The prompt's last-position logits through serve::Forward, prefilled `chunk` tokens at a time.
+std::vector<float> serve_logits(model::Model& m, comm::Buffer& buf,
+                                const std::vector<std::int32_t>& prompt, int chunk, bool det,
+                                int rank) {
+  serve::KvCache cache(m.config().num_layers, m.config().hidden_size, 4, std::size_t{4} << 20);
+  serve::Forward f(m, buf, cache, det);
+  const auto P = static_cast<std::int64_t>(prompt.size());
+  if (rank == 0) cache.add(7, P);
+  std::vector<float> logits;
+  for (std::int64_t at = 0; at < P; at += chunk) {
+    std::vector<serve::Segment> segs;
+    const std::int64_t n = std::min<std::int64_t>(chunk, P - at);
+    if (rank == 0) segs.push_back({7, at, prompt.data() + at, n, at + n == P});
+    f.run(segs, logits);
+  }
+  return logits;
+}
+
+// Two sequences (the prompt and its first half) prefilled, then 8 decode
+// steps feeding back each step's argmax; every step's logits, concatenated.
+std::vector<float> decode_logits(model::Model& m, comm::Buffer& buf,
+                                 const std::vector<std::int32_t>& prompt, bool det,
+                                 bool low_latency, int rank) {
+  serve::KvCache cache(m.config().num_layers, m.config().hidden_size, 4, std::size_t{4} << 20);
+  serve::Forward f(m, buf, cache, det);
+  const std::int64_t V = m.config().vocab_size;
+  std::vector<std::vector<std::int32_t>> seqs{prompt,
+                                              {prompt.begin(), prompt.begin() + prompt.size() / 2}};
+  std::vector<float> logits, all;
+  std::vector<serve::Segment> segs;
+  for (std::size_t i = 0; i < seqs.size(); ++i) {
+    if (rank != 0) break;
+    cache.add(static_cast<std::int64_t>(i), static_cast<std::int64_t>(seqs[i].size()) + 8);
+    segs.push_back({static_cast<std::int64_t>(i), 0, seqs[i].data(),
+                    static_cast<std::int64_t>(seqs[i].size()), true});
+  }
+  f.run(segs, logits);
+  for (int step = 0; step < 8; ++step) {
+    segs.clear();
+    for (std::size_t i = 0; i < seqs.size() && rank == 0; ++i) {
+      seqs[i].push_back(serve::argmax(logits.data() + i * V, V));
+      segs.push_back({static_cast<std::int64_t>(i), static_cast<std::int64_t>(seqs[i].size()) - 1,
+                      &seqs[i].back(), 1, true});
+    }
+    f.run(segs, logits, low_latency);
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int failed = 0;
+  {
+    Group world(MPI_COMM_WORLD);
+    const int rank = world.rank();
+    const std::string dir = argv[1];
+    std::ifstream in(dir + "/state.json");
+    const train::Config cfg =
+        train::parse_config(nlohmann::json::parse(in)["config"].get<std::string>());
+    model::Model m(cfg.model, rank, world.size());
+    model::load_weights(m, dir + "/model.safetensors");
+    comm::BufferOptions bo;
+    bo.low_latency = true;
+    bo.max_tokens_per_rank = 4;
+    bo.hidden = cfg.model.hidden_size;
+    bo.num_experts = cfg.model.num_experts;
+    comm::Buffer buf(world, bo);
+    const std::string text = "The 'tabstop' option sets the width of a tab";
+    const std::vector<std::int32_t> prompt(text.begin(), text.end());
+    const auto P = static_cast<int>(prompt.size());
+    const int V = cfg.model.vocab_size;
+
+    const std::vector<float> det = serve_logits(m, buf, prompt, P, true, rank);
+    const std::vector<float> fast = serve_logits(m, buf, prompt, P, false, rank);
+
+    // The training forward, V times (every rank runs the same batch of one sequence).
+    model::Engine engine(m, buf);
+    std::vector<std::int32_t> targets(prompt.begin() + 1, prompt.end());
+    targets.push_back(0);
+    std::vector<double> loss(static_cast<std::size_t>(V));
+    for (int v = 0; v < V; ++v) {
+      targets.back() = v;
+      loss[v] = engine.forward_loss({prompt.data(), targets.data(), 1, P});
+    }
+    if (rank == 0) {
+      double worst = 0, worst_fast = 0;
+      for (int v = 0; v < V; ++v) {
+        const double want = loss[0] - loss[v];
+        worst = std::max(worst, std::fabs((double(det[v]) - det[0]) - want));
+        worst_fast = std::max(worst_fast, std::fabs((double(fast[v]) - fast[0]) - want));
+      }
+      std::printf(
+          "logit differences against the training forward: max |error| %.3g (deterministic), "
+          "%.3g (batched)\n",
+          worst, worst_fast);
+      if (worst > 2e-5 || worst_fast > 2e-5) {
+        std::printf("serve logits: FAILED: differences past 2e-5\n");
+        failed = 1;
+      }
+    }
+    for (const int chunk : {1, 3, 7}) {
+      const std::vector<float> d = serve_logits(m, buf, prompt, chunk, true, rank);
+      const std::vector<float> b = serve_logits(m, buf, prompt, chunk, false, rank);
+      if (rank != 0) continue;
+      double diff = 0;
+      for (int v = 0; v < V; ++v) diff = std::max(diff, std::fabs(double(b[v]) - fast[v]));
+      const bool same = d == det;
+      std::printf("chunks of %d: deterministic %s, batched max |diff| %.3g\n", chunk,
+                  same ? "bit-identical" : "DIFFERS", diff);
+      if (!same || diff > 1e-5) failed = 1;
+    }
+    for (const bool d : {true, false}) {
+      const std::vector<float> normal = decode_logits(m, buf, prompt, d, false, rank);
+      const std::vector<float> ll = decode_logits(m, buf, prompt, d, true, rank);
+      if (rank != 0) continue;
+      std::printf("8 decode steps of 2 sequences%s: low-latency mode %s the normal mode's logits\n",
+                  d ? " (deterministic)" : "", ll == normal ? "bit-identical to" : "DIFFERS from");
+      if (ll != normal || normal.empty()) failed = 1;
+    }
+    if (rank == 0) std::printf("serve logits: %s\n", failed ? "FAILED" : "OK");
+  }
+  MPI_Finalize();
+  return failed;
+}

@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# epx-serve and epx-generate end to end, one scenario per ctest entry:
+#   run_serve_test.sh BUILD_BIN_DIR SOURCE_DIR WORK_DIR SCENARIO
+# Each scenario first trains a small checkpoint (tests/train/small.yaml, 200
+# steps on 1 rank, about a second).
+# ep      greedy and seeded outputs equal on 1 rank and EP over 2 and 4 ranks,
+#         with and without --deterministic, decode in normal and low-latency
+#         mode; chunked prefill; bad flags
+# logits  the first token's logits against the training forward (serve_logits_check)
+# http    the real server on a loopback port (low-latency decode): against epx-generate, streaming,
+#         stop strings, concurrent clients, metrics (http_checks.py); bad inputs with curl
+# drain   a full queue answers 503 with Retry-After; a client that leaves mid-stream
+#         frees its cache; SIGTERM drains (in flight finishes, new get 503) and exits 0
+# dead    a rank killed mid-request ends the job within the timeout, naming it; no hang
+set -uo pipefail
+bin=$1 src=$2 work=$3 scenario=$4
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+export EPX_TIMEOUT_S=${EPX_TIMEOUT_S:-30}
+
+# A server still running when the script ends (a failed check) goes with it:
+# its ranks by pid, then mpirun.
+server_pid=
+cleanup() {
+  [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null || return 0
+  local ranks
+  ranks=$(ps -o pid= --ppid "$server_pid" | tr -d ' ')
+  # shellcheck disable=SC2086
+  kill -9 $ranks "$server_pid" 2>/dev/null
+}
+trap cleanup EXIT
+
+fail() {
+  echo "serve test $scenario: FAILED: $*"
+  [[ -f server.log ]] && { echo "--- server.log"; cat server.log; }
+  exit 1
+}
+
+train() {
+  timeout 120 "$bin/epxrun" -n 1 -- "$bin/epx-train" "$src/tests/train/small.yaml" --set "train.checkpoint_dir=$work/ck" \
+    --set train.max_steps=200 --set train.checkpoint_every=0 --set train.seq_len=64 >train.log 2>&1 ||
+    { cat train.log; fail "training the checkpoint"; }
+}
+
+# generate OUT RANKS ARGS...: epx-generate's response JSON into OUT.
+generate() {
+  local out=$1 n=$2
+  shift 2
+  timeout 120 "$bin/epxrun" -n "$n" -- "$bin/epx-generate" --model "$work/ck" --json "$@" >"$out.raw" 2>"$out.err" ||
+    { cat "$out.err"; fail "epx-generate -n $n $*"; }
+  grep '^{' "$out.raw" >"$out" || fail "epx-generate -n $n $*: no JSON"
+}
+
+ids() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["choices"][0]["token_ids"])' "$1"; }
+
+# start_server RANKS ARGS...: epx-serve on a free port; sets port, server_pid (mpirun's), rank0_pid.
+start_server() {
+  local n=$1
+  shift
+  "$bin/epxrun" -n "$n" -- "$bin/epx-serve" --model "$work/ck" --port 0 "$@" >server.log 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    grep -q "listening on" server.log && break
+    kill -0 $server_pid 2>/dev/null || fail "epx-serve exited at start"
+    sleep 0.2
+  done
+  port=$(grep -o 'http://127.0.0.1:[0-9]*' server.log | cut -d: -f3)
+  rank0_pid=$(grep -o '(pid [0-9]*' server.log | cut -d' ' -f2)
+  [[ -n $port && -n $rank0_pid ]] || fail "epx-serve did not say where it listens"
+  echo "server: port $port, rank 0 pid $rank0_pid ($n ranks $*)"
+}
+
+# stop_server: SIGTERM to rank 0; every rank must exit 0 within 30 s.
+stop_server() {
+  kill -TERM "$rank0_pid"
+  for _ in $(seq 150); do
+    kill -0 $server_pid 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -0 $server_pid 2>/dev/null && { kill -9 $server_pid; fail "epx-serve did not exit after SIGTERM"; }
+  wait $server_pid
+  local rc=$?
+  ((rc == 0)) || fail "epx-serve exited $rc after SIGTERM, expected 0"
+  grep -q "epx-serve: stopped" server.log || fail "no 'stopped' line"
+}
+
+# wait_running: until /metrics shows a running request (10 s at most).
+wait_running() {
+  for _ in $(seq 100); do
+    curl -s "http://127.0.0.1:$port/metrics" | grep -q '^epx_requests_running 1' && return
+    sleep 0.1
+  done
+  fail "no request started running"
+}
+
+# curl_json BODY: sets status and body of POST /v1/completions.
+curl_json() {
+  body=$(curl -s -o - -w '\n%{http_code}' --max-time 30 -H 'Content-Type: application/json' \
+    --data-binary "$1" "http://127.0.0.1:$port/v1/completions")
+  status=${body##*$'\n'}
+  body=${body%$'\n'*}
+}
+
+train
+case "$scenario" in
+ep)
+  args=(--prompt "The 'tabstop' option" --max-tokens 40)
+  sampled=(--prompt "When 'wrap' is set" --max-tokens 40 --temperature 0.9 --top-p 0.95 --seed 11)
+  for n in 1 2 4; do
+    generate "greedy$n.json" $n "${args[@]}"
+    generate "greedy_det$n.json" $n "${args[@]}" --deterministic
+    generate "sampled_det$n.json" $n "${sampled[@]}" --deterministic
+    generate "chunked_det$n.json" $n "${args[@]}" --deterministic --prefill-chunk 3
+    generate "greedy_ll$n.json" $n "${args[@]}" --decode-mode low-latency
+    generate "sampled_ll$n.json" $n "${sampled[@]}" --decode-mode low-latency
+  done
+  for kind in greedy greedy_det sampled_det chunked_det greedy_ll sampled_ll; do
+    for n in 2 4; do
+      [[ "$(ids $kind$n.json)" == "$(ids ${kind}1.json)" ]] ||
+        fail "$kind: EP over $n ranks gives $(ids $kind$n.json), 1 rank $(ids ${kind}1.json)"
+    done
+    echo "ok: $kind: the same $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["choices"][0]["token_ids"]))' ${kind}1.json) tokens on 1, 2 and 4 ranks"
+  done
+  [[ "$(ids chunked_det1.json)" == "$(ids greedy_det1.json)" ]] || fail "prefill in chunks of 3 differs"
+  [[ "$(ids greedy_ll1.json)" == "$(ids greedy1.json)" ]] || fail "low-latency decode differs from normal (greedy)"
+  [[ "$(ids sampled_ll1.json)" == "$(ids sampled_det1.json)" ]] || fail "low-latency decode differs (sampled)"
+  echo "ok: low-latency decode gives the normal mode's outputs"
+  # The exported file with the config beside it: the same model.
+  "$bin/epx-train" --export "$work/ck" "$work/model.safetensors" >/dev/null || fail "--export"
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"])' "$work/ck/step-200/state.json" >model.yaml
+  timeout 120 "$bin/epxrun" -n 2 -- "$bin/epx-generate" --model "$work/model.safetensors" --config model.yaml \
+    --json "${args[@]}" 2>exported.err | grep '^{' >exported.json || { cat exported.err; fail "the exported file"; }
+  [[ "$(ids exported.json)" == "$(ids greedy1.json)" ]] || fail "the exported file with --config differs"
+  echo "ok: an exported .safetensors with --config gives the checkpoint's output"
+  generate again.json 2 "${sampled[@]}" --deterministic
+  [[ "$(ids again.json)" == "$(ids sampled_det1.json)" ]] || fail "the same seed gave another output"
+  generate other.json 2 "${sampled[@]/#11/12}" --deterministic
+  [[ "$(ids other.json)" != "$(ids sampled_det1.json)" ]] || fail "seeds 11 and 12 gave the same output"
+  echo "ok: a seed fixes the sampled output; another seed changes it"
+  # Bad flags and models: one line, non-zero exit, before any work.
+  bad=(
+    "--max-tokens 0|--max-tokens = '0', expected an integer in [1,"
+    "--max-batch x|--max-batch = 'x', expected an integer"
+    "--frobnicate|unknown option '--frobnicate'"
+    "--max-tokens 60|this model's context length is 64 tokens, but the prompt has 20 tokens and max_tokens is 60"
+    "--kv-memory 1 --max-context 100000|fewer than the 6250 that one request of --max-context 100000 needs"
+    "--temperature -1|temperature = -1, expected >= 0"
+    "--model /nonexistent|--model /nonexistent: no such file or directory"
+    "--decode-mode fast|--decode-mode = 'fast', expected normal or low-latency"
+  )
+  for c in "${bad[@]}"; do
+    flags=${c%%|*} want=${c#*|}
+    # shellcheck disable=SC2086
+    timeout 60 "$bin/epxrun" -n 2 -- "$bin/epx-generate" --model "$work/ck" --prompt "The 'tabstop' option" $flags \
+      >bad.log 2>&1 && { cat bad.log; fail "$flags was accepted"; }
+    grep -qF -- "$want" bad.log || { cat bad.log; fail "$flags: the error does not say '$want'"; }
+    lines=$(grep -c "^epx-generate:" bad.log)
+    ((lines == 1)) || { cat bad.log; fail "$flags: $lines lines from epx-generate, expected one"; }
+    echo "ok: $flags -> $(grep "^epx-generate:" bad.log)"
+  done
+  ;;
+logits)
+  for n in 1 2; do
+    timeout 120 "$bin/epxrun" -n $n -- "$bin/serve_logits_check" "$work/ck/step-200" >logits$n.log 2>&1
+    rc=$?
+    cat logits$n.log
+    ((rc == 0)) || fail "serve_logits_check on $n ranks"
+  done
+  ;;
+http)
+  generate greedy.json 2 --prompt "The option" --max-tokens 40 --deterministic --max-context 256
+  generate sampled.json 2 --prompt "When 'wrap' is set" --max-tokens 40 --temperature 0.9 --top-p 0.95 --seed 11 \
+    --deterministic --max-context 256
+  python3 -c 'import json,sys; json.dump({"greedy": json.load(open("greedy.json")), "sampled": json.load(open("sampled.json"))}, open("golden.json", "w"))'
+  # epx-generate decodes in normal mode, the server in low-latency mode.
+  start_server 2 --deterministic --max-context 256 --decode-mode low-latency
+  python3 "$src/tests/serve/http_checks.py" "$port" golden.json || fail "http_checks.py"
+  # Bad inputs: each a body and the words the error must contain (param|message).
+  bad=(
+    '{"prompt": "x", "max_tokens": 4|the request body is not valid JSON'
+    '[1, 2]|must be a JSON object'
+    '{"max_tokens": 4}|prompt is required'
+    '{"prompt": 42}|prompt must be a string or a list of token ids'
+    '{"prompt": ""}|prompt is empty'
+    '{"prompt": [1, 256]}|prompt[1] = 256 is not a token id of this model (0 <= id < 256)'
+    '{"prompt": [-1]}|prompt[0] = -1 is not a token id'
+    '{"prompt": [1.5]}|prompt[0] must be a token id (an integer)'
+    '{"prompt": ["a", "b"]}|a list of prompts is not supported'
+    '{"prompt": "x", "max_tokens": 0}|max_tokens = 0, expected >= 1'
+    '{"prompt": "x", "max_tokens": -3}|max_tokens = -3, expected >= 1'
+    '{"prompt": "x", "max_tokens": "8"}|max_tokens must be an integer, got string'
+    '{"prompt": "x", "max_tokens": 100000}|max_tokens = 100000 is more than the context length of 256'
+    '{"prompt": "'"$(printf 'a%.0s' $(seq 250))"'", "max_tokens": 10}|the prompt has 250 tokens and max_tokens is 10 (260 in all)'
+    '{"prompt": "x", "temperature": "hot"}|temperature must be a number, got string'
+    '{"prompt": "x", "temperature": 3}|temperature = 3, expected >= 0 and <= 2'
+    '{"prompt": "x", "top_p": 0}|top_p = 0, expected > 0'
+    '{"prompt": "x", "seed": 1.5}|seed must be an integer'
+    '{"prompt": "x", "stop": 5}|stop must be a string or a list of strings'
+    '{"prompt": "x", "stop": [""]}|stop strings must not be empty'
+    '{"prompt": "x", "stop": ["a","b","c","d","e"]}|stop has 5 strings, at most 4'
+    '{"prompt": "x", "stream": "yes"}|stream must be true or false'
+    '{"prompt": "x", "n": 2}|only n = 1 is supported'
+  )
+  for c in "${bad[@]}"; do
+    req=${c%|*} want=${c##*|}
+    curl_json "$req"
+    [[ $status == 400 ]] || fail "$req: status $status, expected 400 ($body)"
+    python3 -c 'import json,sys; e=json.loads(sys.argv[1])["error"]; assert e["type"] == "invalid_request_error" and "param" in e and sys.argv[2] in e["message"], e' \
+      "$body" "$want" || fail "$req: the error is $body, expected one saying '$want'"
+    echo "ok: 400 for ${req:0:60}"
+  done
+  curl_json '{"prompt": "x", "max_tokens": 3, "temperature": 0}'
+  [[ $status == 200 ]] || fail "the server stopped serving after the bad inputs ($status)"
+  echo "ok: still serving after the bad inputs"
+  [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/nowhere") == 404 ]] || fail "an unknown path is not 404"
+  # A second server on the same port: one line, exit status 1, the first one unharmed.
+  timeout 60 "$bin/epxrun" -n 2 -- "$bin/epx-serve" --model "$work/ck" --port "$port" >second.log 2>&1 &&
+    { cat second.log; fail "a second server on port $port started"; }
+  grep -q "^epx-serve: FAILED: .*cannot listen on 127.0.0.1:$port" second.log || { cat second.log; fail "the second server's error"; }
+  curl_json '{"prompt": "x", "max_tokens": 3, "temperature": 0}'
+  [[ $status == 200 ]] || fail "the first server after the second one's attempt ($status)"
+  echo "ok: a second server on the same port fails: $(grep '^epx-serve: FAILED' second.log)"
+  stop_server
+  ;;
+drain)
+  # One request at a time and no queue: a second request is refused at once.
+  # A long request keeps this tiny model busy for a second or more.
+  start_server 2 --max-batch 1 --max-queue 0 --max-context 5120
+  long='{"prompt": "The option", "max_tokens": 5000, "temperature": 0}'
+  curl -s --max-time 120 -H 'Content-Type: application/json' --data-binary "$long" \
+    "http://127.0.0.1:$port/v1/completions" >long.json &
+  curl_pid=$!
+  wait_running
+  hdr=$(curl -s -i --max-time 30 --data-binary '{"prompt": "x", "max_tokens": 2}' "http://127.0.0.1:$port/v1/completions")
+  grep -q "^HTTP/1.1 503" <<<"$hdr" || fail "a request past the queue got: $hdr"
+  grep -qi "^Retry-After: 1" <<<"$hdr" || fail "the 503 has no Retry-After: $hdr"
+  grep -q '"type":"server_overloaded"' <<<"$hdr" || fail "the 503's error: $hdr"
+  echo "ok: 503 with Retry-After past the queue"
+  wait $curl_pid
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["choices"][0]; assert len(c["token_ids"]) == 5000 and c["finish_reason"] == "length"' long.json ||
+    fail "the long request: $(head -c 300 long.json)"
+  # A client that goes away mid-stream: its request is cancelled and its blocks freed.
+  curl -sN --max-time 60 --data-binary '{"prompt": "The option", "max_tokens": 5000, "stream": true}' \
+    "http://127.0.0.1:$port/v1/completions" >partial.txt &
+  curl_pid=$!
+  wait_running
+  sleep 0.2
+  kill $curl_pid
+  wait $curl_pid 2>/dev/null
+  grep -q '^data: {' partial.txt || fail "the stream sent nothing before the client left"
+  for _ in $(seq 50); do
+    m=$(curl -s "http://127.0.0.1:$port/metrics")
+    grep -q 'epx_requests_total{finish_reason="cancelled"} 1' <<<"$m" && break
+    sleep 0.2
+  done
+  grep -q 'epx_requests_total{finish_reason="cancelled"} 1' <<<"$m" || fail "the left stream was not cancelled: $m"
+  grep -q 'epx_kv_blocks_used{rank="0"} 0' <<<"$m" && grep -q 'epx_kv_blocks_used{rank="1"} 0' <<<"$m" ||
+    fail "the left stream's blocks are still held: $(grep kv_blocks <<<"$m")"
+  echo "ok: a client that leaves mid-stream frees its cache"
+  # SIGTERM while a request runs: it finishes, a new one gets 503, exit 0.
+  curl -s --max-time 120 --data-binary "$long" "http://127.0.0.1:$port/v1/completions" >inflight.json &
+  curl_pid=$!
+  wait_running
+  kill -TERM "$rank0_pid"
+  sleep 0.2
+  hdr=$(curl -s -i --max-time 30 --data-binary '{"prompt": "x", "max_tokens": 2}' "http://127.0.0.1:$port/v1/completions")
+  grep -q "^HTTP/1.1 503" <<<"$hdr" || fail "a request while draining got: $hdr"
+  echo "ok: 503 while draining"
+  wait $curl_pid
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["choices"][0]; assert len(c["token_ids"]) == 5000' inflight.json ||
+    fail "the request in flight at SIGTERM did not finish: $(head -c 300 inflight.json)"
+  echo "ok: the request in flight at SIGTERM finished"
+  stop_server
+  echo "ok: every rank exited 0 after SIGTERM"
+  ;;
+dead)
+  # A rank killed mid-request: the job ends within the timeout, naming the
+  # rank, and the client's request returns (no hang). mpirun ends the job, so
+  # the client sees the connection close rather than a 503 (docs/serve.md).
+  EPX_TIMEOUT_S=10 start_server 2 --max-context 8192
+  curl -s --max-time 60 -o dead.json -w '%{http_code}' --data-binary '{"prompt": "The option", "max_tokens": 8000}' \
+    "http://127.0.0.1:$port/v1/completions" >dead.status &
+  curl_pid=$!
+  wait_running
+  victim=$(ps -o pid= --ppid "$server_pid" | tr -d ' ' | grep -vx "$rank0_pid" | head -1)
+  [[ -n $victim ]] || fail "no rank 1 process under mpirun $server_pid"
+  start=$SECONDS
+  kill -9 "$victim"
+  for _ in $(seq 150); do
+    kill -0 $server_pid 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -0 $server_pid 2>/dev/null && { kill -9 $server_pid; fail "the job still runs 30 s after rank 1 died"; }
+  wait $server_pid && fail "the job exited 0 after rank 1 died"
+  took=$((SECONDS - start))
+  grep -q "rank 1" server.log || fail "nothing names rank 1"
+  wait $curl_pid
+  echo "ok: rank 1 killed: the job ended in $took s naming it; the client got status $(cat dead.status)"
+  ;;
+*) fail "unknown scenario" ;;
+esac
+echo "serve test $scenario: OK"
