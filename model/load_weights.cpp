@@ -19,7 +19,7 @@ void load_into(const SafetensorsReader& r, const std::string& name, const ParamI
 void load_weights(Model& model, const std::string& path) {
   const SafetensorsReader r(path);
   for (const ParamInfo& p : model.dense.params()) load_into(r, p.name, p, model.dense.values);
-  const std::vector<std::string> names = model.expert_names(model.ep_rank());
+  const std::vector<std::string> names = model.expert_names();
   for (std::size_t i = 0; i < names.size(); ++i)
     load_into(r, names[i], model.experts.info(static_cast<int>(i)), model.experts.values);
   const std::int64_t E = model.config().num_experts;
