@@ -596,9 +596,6 @@ void validate(const Config& config_in, int world_size) {
              " and train.num_micro_batches = " + s(config.train.num_micro_batches) + ": " + why);
       }
     }
-    if (config.balancer.enabled)
-      fail("balancer.enabled = true with parallel.pp = " + s(p.pp) +
-           ": the live balancer runs with pp 1 in this release");
   }
   if (p.dp % p.ep != 0)
     fail("parallel.ep = " + s(p.ep) + " does not divide parallel.dp = " + s(p.dp));

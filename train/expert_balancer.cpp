@@ -39,6 +39,30 @@ std::int64_t slot_offset(const model::Model& m, const model::LayerIndex& li, int
   return m.experts.info(li.expert_gate[static_cast<std::size_t>(i)]).offset;
 }
 
+// The MoE layers (moe_index) this model holds, ascending.
+std::vector<int> held_moe_layers(const model::Model& m) {
+  std::vector<int> out;
+  for (const model::LayerIndex& li : m.layers)
+    if (li.moe && li.held) out.push_back(li.moe_index);
+  return out;
+}
+
+// Rows `rows` of a placement, as a placement of those layers.
+balancer::Placement rows_of(const balancer::Placement& p, const std::vector<int>& rows) {
+  const auto pick = [&](const Tensor& t) {
+    std::vector<std::int64_t> shape = t.shape();
+    const std::int64_t row = t.numel() / shape[0];
+    shape[0] = static_cast<std::int64_t>(rows.size());
+    Tensor out = Tensor::empty(shape, DType::i64);
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      std::copy(t.data<std::int64_t>() + rows[i] * row,
+                t.data<std::int64_t>() + (rows[i] + 1) * row,
+                out.data<std::int64_t>() + static_cast<std::int64_t>(i) * row);
+    return out;
+  };
+  return {pick(p.phy2log), pick(p.log2phy), pick(p.logcnt)};
+}
+
 std::int64_t slot_floats(const model::ModelConfig& c) {
   return 3 * static_cast<std::int64_t>(c.hidden_size) * c.moe_intermediate_size;
 }
@@ -69,9 +93,14 @@ ExpertBalancer::ExpertBalancer(const Config& config, Group& world, Group& ep_gro
 }
 
 model::ExpertSlots ExpertBalancer::slots_of(int ep_rank) const {
-  const std::int64_t L = placement_.phy2log.dim(0), P = placement_.phy2log.dim(1);
+  return slots_of(placement_, ep_rank);
+}
+
+model::ExpertSlots ExpertBalancer::slots_of(const balancer::Placement& placement,
+                                            int ep_rank) const {
+  const std::int64_t L = placement.phy2log.dim(0), P = placement.phy2log.dim(1);
   const std::int64_t S = P / ep_group_.size();
-  const std::int64_t* p2l = placement_.phy2log.data<std::int64_t>();
+  const std::int64_t* p2l = placement.phy2log.data<std::int64_t>();
   model::ExpertSlots slots(static_cast<std::size_t>(L));
   for (std::int64_t l = 0; l < L; ++l)
     for (std::int64_t i = 0; i < S; ++i)
@@ -93,7 +122,8 @@ void ExpertBalancer::observe(const std::vector<std::vector<std::int64_t>>& count
   tracker_.end_step();
 }
 
-RebalanceReport ExpertBalancer::rebalance(model::Model& model, std::int64_t step) {
+RebalanceReport ExpertBalancer::rebalance(const std::vector<model::Model*>& models,
+                                          std::int64_t step) {
   const auto t0 = core::SteadyClock::now();
   const int G = ep_group_.size();
   RebalanceReport r;
@@ -107,38 +137,49 @@ RebalanceReport ExpertBalancer::rebalance(model::Model& model, std::int64_t step
       load, num_slots_, num_groups_, num_nodes_, G, balancer::Policy::eplb);
   r.before = balancer::evaluate_placement(load, placement_, G).gpu_max_over_mean;
   r.eplb = balancer::evaluate_placement(load, eplb, G).gpu_max_over_mean;
+  // match_slots works layer by layer, so every stage computes the same
+  // adopted rows whichever layers it migrates.
+  const balancer::Placement adopted = balancer::match_slots(placement_, target, G);
 
-  // Each slot's weights and moments as three views of the store.
-  const std::vector<const model::LayerIndex*> layers = moe_layers(model);
-  const std::int64_t n = slot_floats(model.config());
-  model::ParamStore& X = model.experts;
-  std::vector<std::vector<balancer::SlotTensors>> weights(layers.size());
-  for (std::size_t l = 0; l < layers.size(); ++l)
-    for (int i = 0; i < model.local_experts(); ++i) {
-      const std::int64_t off = slot_offset(model, *layers[l], i);
-      weights[l].push_back({Tensor::wrap(X.values.data() + off, {n}, DType::f32),
-                            Tensor::wrap(X.exp_avg.data() + off, {n}, DType::f32),
-                            Tensor::wrap(X.exp_avg_sq.data() + off, {n}, DType::f32)});
+  // Each model (a pipeline chunk) migrates the MoE layers it holds, the
+  // chunks in the same order on every rank of the EP group.
+  for (model::Model* model : models) {
+    const std::vector<int> held = held_moe_layers(*model);
+    if (held.empty()) continue;
+    const std::vector<const model::LayerIndex*> layers = moe_layers(*model);
+    const std::int64_t n = slot_floats(model->config());
+    model::ParamStore& X = model->experts;
+    std::vector<std::vector<balancer::SlotTensors>> weights;
+    for (const int l : held) {
+      weights.emplace_back();
+      for (int i = 0; i < model->local_experts(); ++i) {
+        const std::int64_t off = slot_offset(*model, *layers[l], i);
+        weights.back().push_back({Tensor::wrap(X.values.data() + off, {n}, DType::f32),
+                                  Tensor::wrap(X.exp_avg.data() + off, {n}, DType::f32),
+                                  Tensor::wrap(X.exp_avg_sq.data() + off, {n}, DType::f32)});
+      }
     }
-  balancer::Migration mig =
-      balancer::migrate_experts(ep_group_, placement_, target, std::move(weights), timeout_s_);
-  placement_ = std::move(mig.placement);
+    balancer::Migration mig =
+        balancer::migrate_experts(ep_group_, rows_of(placement_, held), rows_of(target, held),
+                                  std::move(weights), timeout_s_);
+    r.moved_bytes += mig.stats.moved_bytes;
+    r.naive_bytes += mig.stats.naive_bytes;
+
+    // The new store, filled from the migration's tensors (views of the old
+    // store among them: it lives until the copy is done).
+    const model::ParamStore old = model->replace_expert_slots(slots_of(adopted, ep_group_.rank()));
+    const std::vector<const model::LayerIndex*> relaid = moe_layers(*model);
+    for (std::size_t h = 0; h < held.size(); ++h)
+      for (int i = 0; i < model->local_experts(); ++i) {
+        const std::int64_t off = slot_offset(*model, *relaid[held[h]], i);
+        const balancer::SlotTensors& t = mig.weights[h][static_cast<std::size_t>(i)];
+        std::memcpy(X.values.data() + off, t[0].data<float>(), sizeof(float) * n);
+        std::memcpy(X.exp_avg.data() + off, t[1].data<float>(), sizeof(float) * n);
+        std::memcpy(X.exp_avg_sq.data() + off, t[2].data<float>(), sizeof(float) * n);
+      }
+  }
+  placement_ = adopted;
   r.after = balancer::evaluate_placement(load, placement_, G).gpu_max_over_mean;
-  r.moved_bytes = mig.stats.moved_bytes;
-  r.naive_bytes = mig.stats.naive_bytes;
-
-  // The new store, filled from the migration's tensors (views of the old
-  // store among them: it lives until the copy is done).
-  const model::ParamStore old = model.replace_expert_slots(slots_of(ep_group_.rank()));
-  const std::vector<const model::LayerIndex*> relaid = moe_layers(model);
-  for (std::size_t l = 0; l < relaid.size(); ++l)
-    for (int i = 0; i < model.local_experts(); ++i) {
-      const std::int64_t off = slot_offset(model, *relaid[l], i);
-      const balancer::SlotTensors& t = mig.weights[l][static_cast<std::size_t>(i)];
-      std::memcpy(X.values.data() + off, t[0].data<float>(), sizeof(float) * n);
-      std::memcpy(X.exp_avg.data() + off, t[1].data<float>(), sizeof(float) * n);
-      std::memcpy(X.exp_avg_sq.data() + off, t[2].data<float>(), sizeof(float) * n);
-    }
   r.seconds = core::seconds_since(t0);
   return r;
 }
@@ -158,9 +199,10 @@ void ExpertBalancer::sum_replica_gradients(model::Model& model) const {
 
   // Phase 1: every replica not on its expert's first holder goes there, one
   // message per (holder, first holder) pair, in (layer, expert, slot) order.
+  // Only the layers this model holds (the EP group's stage).
   std::vector<std::vector<float>> gather_out(G), gather_in(G), scatter_out(G), scatter_in(G);
   for (std::size_t l = 0; l < layers.size(); ++l)
-    for (std::int64_t e = 0; e < E; ++e) {
+    for (std::int64_t e = 0; e < E && layers[l]->held; ++e) {
       const std::int64_t c = cnt[l * E + e];
       const std::int64_t* slots = l2p + (l * E + e) * C;
       const int lead = static_cast<int>(slots[0] / S);
@@ -203,7 +245,7 @@ void ExpertBalancer::sum_replica_gradients(model::Model& model) const {
   std::vector<std::size_t> taken(G, 0);
   std::vector<float> acc(static_cast<std::size_t>(n));
   for (std::size_t l = 0; l < layers.size(); ++l)
-    for (std::int64_t e = 0; e < E; ++e) {
+    for (std::int64_t e = 0; e < E && layers[l]->held; ++e) {
       const std::int64_t c = cnt[l * E + e];
       const std::int64_t* slots = l2p + (l * E + e) * C;
       if (c < 2 || slots[0] / S != me) continue;
@@ -231,7 +273,7 @@ void ExpertBalancer::sum_replica_gradients(model::Model& model) const {
   // The other holders take the sums, in the order the first holders sent them.
   std::fill(taken.begin(), taken.end(), 0);
   for (std::size_t l = 0; l < layers.size(); ++l)
-    for (std::int64_t e = 0; e < E; ++e) {
+    for (std::int64_t e = 0; e < E && layers[l]->held; ++e) {
       const std::int64_t c = cnt[l * E + e];
       const std::int64_t* slots = l2p + (l * E + e) * C;
       const int lead = static_cast<int>(slots[0] / S);
@@ -254,7 +296,7 @@ double ExpertBalancer::grad_sq_sum(const model::Model& model) const {
   const std::vector<const model::LayerIndex*> layers = moe_layers(model);
   double s = 0;
   for (std::size_t l = 0; l < layers.size(); ++l)
-    for (int i = 0; i < S; ++i) {
+    for (int i = 0; i < S && layers[l]->held; ++i) {
       const int e = model.expert_slots()[l][static_cast<std::size_t>(i)];
       if (first_slot(static_cast<int>(l), e) != me * S + i) continue;
       const float* g = model.experts.grads.data() + slot_offset(model, *layers[l], i);

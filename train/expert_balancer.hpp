@@ -31,7 +31,7 @@ struct RebalanceReport {
   // Per MoE layer, max/mean GPU load of the window's load under the
   // placement before, the one adopted, and plain EPLB's from scratch.
   std::vector<double> before, after, eplb;
-  std::uint64_t moved_bytes = 0;  // the EP group's bytes received (weights and moments)
+  std::uint64_t moved_bytes = 0;  // rank 0's EP group's bytes received (weights and moments)
   std::uint64_t naive_bytes = 0;  // the same without slot matching
   double seconds = 0;             // planning and migration, this rank
   bool checked = false;           // EPX_TRAIN_CHECK_REPLICAS verified the replicas bit for bit
@@ -55,9 +55,11 @@ class ExpertBalancer {
   // to the tracker and closes the step.
   void observe(const std::vector<std::vector<std::int64_t>>& counts);
   bool due(std::int64_t step) const noexcept { return step % every_ == 0; }
-  // Collective over the EP group: plans from the window, migrates `model`'s
-  // experts (values, exp_avg, exp_avg_sq) and adopts the new placement.
-  RebalanceReport rebalance(model::Model& model, std::int64_t step);
+  // Collective over the EP group: plans from the window, migrates the
+  // experts (values, exp_avg, exp_avg_sq) of each model (the rank's
+  // pipeline chunks, each holding some MoE layers) and adopts the new
+  // placement.
+  RebalanceReport rebalance(const std::vector<model::Model*>& models, std::int64_t step);
 
   // Collective over the EP group, after the data-parallel sums: every
   // replica's gradient := the sum of all the expert's replica gradients in
@@ -70,6 +72,7 @@ class ExpertBalancer {
 
  private:
   int first_slot(int moe, int expert) const;  // of the placement
+  model::ExpertSlots slots_of(const balancer::Placement& placement, int ep_rank) const;
   Group& ep_group_;
   const Comm& ep_comm_;
   balancer::LoadTracker tracker_;

@@ -97,6 +97,8 @@ StepResult Trainer::train_step_pipeline() {
                   static_cast<std::int64_t>(m->experts.grads.size()),
                   "dp all-reduce of the expert gradients");
   }
+  if (balancer_)
+    for (auto& m : models_) balancer_->sum_replica_gradients(*m);
   StepResult r;
   r.step = t;
   r.loss = sum_over_ranks(world_comm_, std::vector<double>{loss_sum}, "sum of the loss")[0] /
@@ -121,7 +123,8 @@ StepResult Trainer::train_step_pipeline() {
   for (std::size_t c = 0; c < models_.size(); ++c) {
     if (!first_copy_of_stage(static_cast<int>(c))) continue;
     if (dp_rank_ == 0) sq += grad_sq_sum(models_[c]->dense);
-    if (dp_rank_ < config_.parallel.ep) sq += grad_sq_sum(models_[c]->experts);
+    if (dp_rank_ < config_.parallel.ep)
+      sq += balancer_ ? balancer_->grad_sq_sum(*models_[c]) : grad_sq_sum(models_[c]->experts);
   }
   sq = sum_over_ranks(world_comm_, std::vector<double>{sq}, "sum of the gradient norm")[0];
   r.dp_seconds = seconds_since(t1);
@@ -130,6 +133,7 @@ StepResult Trainer::train_step_pipeline() {
   for (std::size_t l = 0; l < static_cast<std::size_t>(model_->num_moe_layers()); ++l)
     r.expert_counts.emplace_back(flat.begin() + l * E, flat.begin() + (l + 1) * E);
   update(r, sq, t);
+  if (balancer_) balance(r, t);
 
   step_ = t;
   r.seconds = seconds_since(t0);

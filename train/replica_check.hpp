@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <utility>
+#include <vector>
 
 #include "model/model.hpp"
 #include "train/exchange.hpp"
@@ -19,7 +20,9 @@ using ExpertFingerprints = std::map<std::pair<int, int>, std::uint64_t>;
 // Collective over `world`: fingerprints every slot of every rank and throws
 // Internal naming the layer, the expert and two ranks whose copies differ.
 // Returns each logical expert's fingerprint.
-ExpertFingerprints check_replicas(const Comm& world, const model::Model& model);
+// models: this rank's pipeline chunks (one without pp).
+ExpertFingerprints check_replicas(const Comm& world,
+                                  const std::vector<const model::Model*>& models);
 
 // Throws Internal naming the first expert whose fingerprint changed
 // (`what`: "migration at step 12").

@@ -99,7 +99,8 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
   }
   model_ = models_.front().get();
   engine_ = engines_.front().get();
-  if (balancer_) engine_->set_placement(&balancer_->placement(), balancer_->num_nodes());
+  if (balancer_)
+    for (auto& e : engines_) e->set_placement(&balancer_->placement(), balancer_->num_nodes());
   if (par.pp > 1) {
     std::vector<model::Engine*> chunks;
     for (auto& e : engines_) chunks.push_back(e.get());
@@ -238,32 +239,42 @@ StepResult Trainer::train_step() {
   for (std::size_t l = 0; l < static_cast<std::size_t>(model_->num_moe_layers()); ++l)
     r.expert_counts.emplace_back(flat.begin() + l * E, flat.begin() + (l + 1) * E);
   update(r, grad_sq_sum(model_->dense) + expert_sq, t);
-  if (balancer_) {
-    balancer_->observe(engine_->expert_counts());
-    const bool check = replica_check_asked();
-    if (balancer_->due(t)) {
-      inject_migration_faults(rank_, t, timeout_s_);
-      // Point-to-point first, so that a rank that does not come is named
-      // (the migration's own agreement can only say that one is missing).
-      agree(ep_comm_, "", "the rebalance at step " + std::to_string(t));
-      ExpertFingerprints before;
-      if (check) before = check_replicas(world_comm_, *model_);
-      r.rebalances.push_back(balancer_->rebalance(*model_, t));
-      if (check) {
-        check_unchanged(before, check_replicas(world_comm_, *model_),
-                        "the migration at step " + std::to_string(t));
-        r.rebalances.back().checked = true;
-      }
-    } else if (check) {
-      check_replicas(world_comm_, *model_);
-    }
-  }
-
+  if (balancer_) balance(r, t);
   step_ = t;
   r.seconds = seconds_since(t0);
   r.ep_seconds = engine_->ep_seconds();
   r.tokens_per_s = static_cast<double>(B * seq) / r.seconds;
   return r;
+}
+
+void Trainer::balance(StepResult& r, std::int64_t t) {
+  // This rank's counts over its chunks (distinct layers).
+  std::vector<std::vector<std::int64_t>> counts = engines_[0]->expert_counts();
+  for (std::size_t c = 1; c < engines_.size(); ++c)
+    for (std::size_t l = 0; l < counts.size(); ++l)
+      for (std::size_t e = 0; e < counts[l].size(); ++e)
+        counts[l][e] += engines_[c]->expert_counts()[l][e];
+  balancer_->observe(counts);
+  std::vector<const model::Model*> all;
+  std::vector<model::Model*> mutable_all;
+  for (auto& m : models_) all.push_back(m.get()), mutable_all.push_back(m.get());
+  const bool check = replica_check_asked();
+  if (!balancer_->due(t)) {
+    if (check) check_replicas(world_comm_, all);
+    return;
+  }
+  inject_migration_faults(rank_, t, timeout_s_);
+  // Point-to-point first, so that a rank that does not come is named (the
+  // migration's own agreement can only say that one is missing).
+  agree(ep_comm_, "", "the rebalance at step " + std::to_string(t));
+  ExpertFingerprints before;
+  if (check) before = check_replicas(world_comm_, all);
+  r.rebalances.push_back(balancer_->rebalance(mutable_all, t));
+  if (check) {
+    check_unchanged(before, check_replicas(world_comm_, all),
+                    "the migration at step " + std::to_string(t));
+    r.rebalances.back().checked = true;
+  }
 }
 
 void Trainer::update(StepResult& r, double grad_sq, std::int64_t t) {

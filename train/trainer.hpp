@@ -82,6 +82,8 @@ class Trainer {
   bool first_copy_of_stage(int chunk) const;
   // Clipping, AdamW and the bias update on every chunk; sets r.grad_norm and r.lr.
   void update(StepResult& r, double grad_sq, std::int64_t t);
+  // The balancer's end of a step: load statistics, a due rebalance, checks.
+  void balance(StepResult& r, std::int64_t t);
   void load_weights(const std::string& path, bool with_optimizer_dir);
   Config config_;
   Group& world_;
