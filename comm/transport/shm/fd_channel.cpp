@@ -39,6 +39,23 @@ struct FdMessage {
   std::int64_t tag;
 };
 
+// A message header for one FdMessage and room for one descriptor. Not
+// copyable: `h` points into the object itself.
+struct FdPacket {
+  FdMessage m{};
+  iovec io{&m, sizeof m};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr h{};
+  FdPacket() {
+    h.msg_iov = &io;
+    h.msg_iovlen = 1;
+    h.msg_control = control;
+    h.msg_controllen = sizeof control;
+  }
+  FdPacket(const FdPacket&) = delete;
+  FdPacket& operator=(const FdPacket&) = delete;
+};
+
 [[noreturn]] void fail(const std::string& text) {
   throw std::runtime_error(text);
 }
@@ -154,20 +171,14 @@ std::vector<UniqueFd> FdChannels::exchange(std::int64_t tag, int fd,
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     if (peers_[i] == self_) continue;
     const std::string what = core::concat("passing region ", tag, " to rank ", peers_[i]);
-    FdMessage m{tag};
-    iovec io{&m, sizeof m};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr h{};
-    h.msg_iov = &io;
-    h.msg_iovlen = 1;
-    h.msg_control = control;
-    h.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&h);
+    FdPacket p;
+    p.m.tag = tag;
+    cmsghdr* c = CMSG_FIRSTHDR(&p.h);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    while (sendmsg(links_[i].get(), &h, MSG_NOSIGNAL) != sizeof m) {
+    while (sendmsg(links_[i].get(), &p.h, MSG_NOSIGNAL) != sizeof p.m) {
       if (errno != EAGAIN && errno != EINTR)
         fail(what + ": " + (errno == EPIPE ? std::string("it is gone") : errno_text()));
       wait_for(links_[i].get(), POLLOUT, deadline, what);
@@ -176,14 +187,8 @@ std::vector<UniqueFd> FdChannels::exchange(std::int64_t tag, int fd,
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     if (peers_[i] == self_) continue;
     const std::string what = core::concat("receiving region ", tag, " of rank ", peers_[i]);
-    FdMessage m{};
-    iovec io{&m, sizeof m};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr h{};
-    h.msg_iov = &io;
-    h.msg_iovlen = 1;
-    h.msg_control = control;
-    h.msg_controllen = sizeof control;
+    FdPacket p;
+    msghdr& h = p.h;
     ssize_t n;
     while ((n = recvmsg(links_[i].get(), &h, MSG_CMSG_CLOEXEC)) < 0) {
       if (errno != EAGAIN && errno != EINTR) fail(what + ": " + errno_text());
@@ -199,9 +204,9 @@ std::vector<UniqueFd> FdChannels::exchange(std::int64_t tag, int fd,
         std::memcpy(&rfd, CMSG_DATA(c), sizeof rfd);
         received = UniqueFd(rfd);
       }
-    if (n != sizeof m || (h.msg_flags & MSG_CTRUNC) || received.get() < 0)
+    if (n != sizeof p.m || (h.msg_flags & MSG_CTRUNC) || received.get() < 0)
       fail(what + ": a malformed message (" + std::to_string(n) + " bytes)");
-    if (m.tag != tag) fail(what + ": got region " + std::to_string(m.tag) + " instead");
+    if (p.m.tag != tag) fail(what + ": got region " + std::to_string(p.m.tag) + " instead");
     got[i] = std::move(received);
   }
   return got;
