@@ -85,8 +85,10 @@ class MpiTransport final : public Transport {
       MPI_Error_string(rc, text, &len);
       EPX_THROW(Unsupported, "transport mpi: MPI_Win_create of ", bytes, " bytes for region ", id,
                 " failed: ", text,
-                ". No one-sided (osc) component of this MPI works here; "
-                "with Open MPI try OMPI_MCA_osc=ucx (and UCX_TLS=tcp,self on one host)");
+                ". No one-sided (osc) component of this MPI works here; with Open MPI "
+                "set OMPI_MCA_osc=pt2pt (or mpirun --mca osc pt2pt): Debian's "
+                "/etc/openmpi/openmpi-mca-params.conf disables it and osc/ucx, and osc/rdma "
+                "needs RDMA hardware (docs/internode.md)");
     }
     MPI_Win_lock_all(MPI_MODE_NOCHECK, w.win);
     windows_.emplace(id, std::move(w));
