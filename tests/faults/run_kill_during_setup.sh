@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A rank killed with SIGKILL during a Buffer's set-up leaves nothing in
-# /dev/shm (docs/comm.md, "Shared memory"): at several moments, 4 ranks (2
-# virtual nodes of 2, and one node of 4).
+# /dev/shm (docs/comm.md, "Transports"): at two moments, 4 ranks (2 virtual
+# nodes of 2, and one node of 4).
 #
 #   run_kill_during_setup.sh PROGRAM MPIEXEC [MPIEXEC FLAGS...]
 set -uo pipefail
@@ -19,7 +19,7 @@ mpiexec=("$@")
 names() { ls /dev/shm 2>/dev/null | grep '^epx-' | sort; }
 failed=0
 for rpn in 2 4; do
-  for delay in 150 400 900; do
+  for delay in 150 600; do
     before=$(names)
     start=$SECONDS
     EPX_RANKS_PER_NODE=$rpn timeout -k 5 60 "${mpiexec[@]}" -n 4 "$program" "$delay" >/dev/null 2>&1
