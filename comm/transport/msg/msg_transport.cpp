@@ -21,6 +21,8 @@ namespace {
 // MPI counts are int: larger payloads go in pieces (sent and received alike).
 constexpr std::size_t kMaxPiece = std::size_t{1} << 30;
 constexpr int kHeaderTag = 1;
+// How long a closing transport of a healthy group lets its last sends finish.
+constexpr double kDrainS = 2.0;
 constexpr int kPayloadTag = 2;
 
 enum class Kind : std::uint32_t { Put = 1, Signal = 2 };
@@ -52,7 +54,15 @@ class MsgTransport final : public Transport {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
-    progress_quietly();
+    // A healthy group lets the last sends finish (a large one needs both
+    // sides in MPI), for a bounded time: the peers are closing too, or
+    // waiting in a later call.
+    const core::Deadline drain(group_.aborted() ? 0.0 : kDrainS);
+    core::Backoff backoff;
+    do {
+      progress_quietly();
+      backoff.pause();
+    } while (!sends_.empty() && !drain.expired());
     // Sends still pending go to a peer that stopped receiving: freeing the
     // request lets MPI finish or drop it; its bytes stay allocated (leaked)
     // since MPI may still read them.
