@@ -160,6 +160,9 @@ void FdChannels::connect_all(const core::Deadline& deadline) {
     links_[i] = std::move(s);
     --left;
   }
+  // Every rank of the node is linked: the address goes, so nobody else can
+  // connect later.
+  listener_.reset();
   connected_ = true;
 }
 
