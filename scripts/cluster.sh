@@ -175,7 +175,8 @@ cmd_down() {
   [[ -z $(our_namespaces) ]] || die "namespaces left: $(our_namespaces | tr '\n' ' ')"
 }
 
-# "OUT IN" bytes of node i's link, from the tc counters of its two ends.
+# "OUT IN" bytes of node i's link, from the tc counters of its two ends
+# (they restart when `tc` replaces the qdisc, e.g. a rate changed mid-run).
 link_bytes() {
   local out in
   out=$(ip netns exec "$(ns_node "$1")" tc -s qdisc show dev eth0 | awk '/Sent/ {print $2; exit}')
