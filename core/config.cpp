@@ -133,6 +133,11 @@ Param<std::string> log_file("EPX_LOG_FILE", "",
 Param<bool> shm_direct("EPX_SHM_DIRECT", true,
                        "shm transport: write peers' memory with direct stores (0: use the "
                        "put path every transport has, for testing)");
+Param<std::string> mpi_transport(
+    "EPX_MPI_TRANSPORT", "rma",
+    "Between nodes: rma (MPI-3 windows; a peer stalled outside MPI can hold a signal past "
+    "the timeout) or msg (MPI point-to-point messages; no call waits on a peer)",
+    {[](const std::string& v) { return v == "rma" || v == "msg"; }, "rma or msg"});
 }  // namespace params
 
 double resolve_timeout_s(double requested, const char* what) {

@@ -93,12 +93,13 @@ extern template class Param<double>;
 extern template class Param<std::string>;
 
 namespace params {
-extern Param<double> timeout_s;          // EPX_TIMEOUT_S
-extern Param<int> ranks_per_node;        // EPX_RANKS_PER_NODE
-extern Param<std::string> log_level;     // EPX_LOG_LEVEL
-extern Param<std::string> log_subsys;    // EPX_LOG_SUBSYS
-extern Param<std::string> log_file;      // EPX_LOG_FILE
-extern Param<bool> shm_direct;           // EPX_SHM_DIRECT
+extern Param<double> timeout_s;           // EPX_TIMEOUT_S
+extern Param<int> ranks_per_node;         // EPX_RANKS_PER_NODE
+extern Param<std::string> log_level;      // EPX_LOG_LEVEL
+extern Param<std::string> log_subsys;     // EPX_LOG_SUBSYS
+extern Param<std::string> log_file;       // EPX_LOG_FILE
+extern Param<bool> shm_direct;            // EPX_SHM_DIRECT
+extern Param<std::string> mpi_transport;  // EPX_MPI_TRANSPORT
 }  // namespace params
 
 // One timeout convention for every options struct (BufferOptions,

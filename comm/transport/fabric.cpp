@@ -88,8 +88,7 @@ bool Fabric::agree_to_free(bool& request_pending) {
   try {
     return core::allreduce_int(comm_, 0, MPI_MAX, core::Deadline(timeout_s_),
                                "comm: freeing a buffer", [this] {
-                                 check_not_aborted();
-                                 for (auto& t : transports_) t->progress();
+                                 check_not_aborted();  // progress included
                                }) == 0;
   } catch (const std::exception& e) {
     EPX_LOG(Warn, Transport, "comm: its one-sided windows are leaked: ", e.what());
@@ -119,6 +118,11 @@ RegionId Fabric::create_region(std::size_t bytes, const core::Deadline& deadline
 }
 
 void Fabric::check_not_aborted() {
+  // Abort marks that have reached this rank but wait for its progress
+  // (message transports apply what arrives only then) count too: a rank
+  // coming late to a call must see them before it takes older messages
+  // from the same peers as this call's.
+  for (auto& t : transports_) t->progress();
   if (group_.aborted())
     EPX_THROW(PeerFailure, "comm: the group was aborted earlier: ", group_.abort_reason());
   std::byte* base = local_.at(abort_region_).get();
@@ -164,8 +168,7 @@ void Fabric::wait(RegionId id, std::size_t offset, std::uint64_t want,
   std::atomic_ref<std::uint64_t> ref(*word);
   core::Backoff backoff;
   while (ref.load(std::memory_order_acquire) < want) {
-    check_not_aborted();
-    for (auto& t : transports_) t->progress();
+    check_not_aborted();  // progress included
     if (deadline.expired()) {
       const std::string what = core::concat(describe(), ": timed out after ", deadline.seconds(),
                                             " s (signal ", ref.load(), ", want ", want, ")");

@@ -64,7 +64,8 @@ class Fabric {
 
   // Marks the group failed and tells every peer (their waits then fail fast).
   void abort(const std::string& reason);
-  // Throws PeerFailure if this group was aborted (by this rank or a peer).
+  // Lets every backend make progress, then throws PeerFailure if this group
+  // was aborted (by this rank or a peer).
   void check_not_aborted();
 
  private:

@@ -13,10 +13,12 @@
 namespace epx::test {
 namespace {
 
-int last_rank() { return world().size() - 1; }
+int last_rank() {
+  return world().size() - 1;
+}
 
-// Epx's shared-memory objects live only between two agreements of a region
-// creation; other tests running in parallel may show some for a moment.
+// Epx's shared memory has no name (memfds), so an epx-* object in /dev/shm
+// comes from another build running at the same time, for a moment, or is a leak.
 bool shm_objects_left() {
   for (int attempt = 0; attempt < 500; ++attempt) {
     int found = 0;

@@ -29,9 +29,9 @@ fail() {
   exit 1
 }
 
-# epx's shm names are unlinked right after a Buffer's set-up, so a name that
-# appeared during a run and is still there seconds after it is a leak (other
-# tests' set-ups, running at the same time, come and go).
+# epx's shared memory has no name, so an epx-* name that appeared during a run
+# and is still there seconds after it is a leak (other builds' set-ups,
+# running at the same time, may show names that come and go).
 shm_before() { ls /dev/shm | grep '^epx-' | sort >"$work/shm.before"; }
 shm_leaked() {
   sleep 3

@@ -32,7 +32,16 @@ class MpiTransport final : public Transport {
     const bool failed = group_.aborted() || abandoned_;
     for (auto& [id, w] : windows_) {
       MPI_Win_unlock_all(w.win);
-      if (!failed) MPI_Win_free(&w.win);
+      if (!failed) {
+        MPI_Win_free(&w.win);
+      } else {
+        // A leaked window stays exposed: peers' puts in flight (or issued
+        // later, by ranks that have not noticed the failure) still land in
+        // its memory whenever MPI makes progress here. So the memory is
+        // leaked with it; unmapping it would turn those puts into a SIGSEGV
+        // inside MPI.
+        new std::shared_ptr<std::byte>(w.memory);
+      }
     }
   }
 
@@ -53,7 +62,8 @@ class MpiTransport final : public Transport {
     if (!memory) {
       void* p = std::aligned_alloc(64, (std::max<std::size_t>(bytes, 1) + 63) / 64 * 64);
       EPX_CHECK(p, OutOfMemory, "transport mpi: cannot allocate ", bytes, " bytes for region ", id);
-      memory = std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
+      memory = std::shared_ptr<std::byte>(static_cast<std::byte*>(p),
+                                          [](std::byte* q) { std::free(q); });
     }
     Window w;
     w.memory = memory;
@@ -61,19 +71,24 @@ class MpiTransport final : public Transport {
     // Every rank is here (the caller agreed on the creation first): plain
     // collectives are safe.
     unsigned long long mine = bytes;
-    MPI_Allgather(&mine, 1, MPI_UNSIGNED_LONG_LONG, w.sizes.data(), 1, MPI_UNSIGNED_LONG_LONG, comm_);
+    MPI_Allgather(&mine, 1, MPI_UNSIGNED_LONG_LONG, w.sizes.data(), 1, MPI_UNSIGNED_LONG_LONG,
+                  comm_);
     MPI_Info info;
     MPI_Info_create(&info);
     MPI_Info_set(info, "accumulate_ops", "same_op");  // only REPLACE: lets MPI use hardware atomics
-    const int rc = MPI_Win_create(memory.get(), static_cast<MPI_Aint>(bytes), 1, info, comm_, &w.win);
+    const int rc =
+        MPI_Win_create(memory.get(), static_cast<MPI_Aint>(bytes), 1, info, comm_, &w.win);
     MPI_Info_free(&info);
     if (rc != MPI_SUCCESS) {
       char text[MPI_MAX_ERROR_STRING] = {0};
       int len = 0;
       MPI_Error_string(rc, text, &len);
       EPX_THROW(Unsupported, "transport mpi: MPI_Win_create of ", bytes, " bytes for region ", id,
-                " failed: ", text, ". No one-sided (osc) component of this MPI works here; "
-                "with Open MPI try OMPI_MCA_osc=ucx (and UCX_TLS=tcp,self on one host)");
+                " failed: ", text,
+                ". No one-sided (osc) component of this MPI works here; with Open MPI "
+                "set OMPI_MCA_osc=pt2pt (or mpirun --mca osc pt2pt): Debian's "
+                "/etc/openmpi/openmpi-mca-params.conf disables it and osc/ucx, and osc/rdma "
+                "needs RDMA hardware (docs/internode.md)");
     }
     MPI_Win_lock_all(MPI_MODE_NOCHECK, w.win);
     windows_.emplace(id, std::move(w));

@@ -5,15 +5,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <unordered_map>
 #include <vector>
 
 #include <epx/group.hpp>
 
+#include "comm/transport/shm/fd_channel.hpp"
 #include "core/agree.hpp"
 #include "core/check.hpp"
 #include "core/log.hpp"
@@ -34,17 +37,36 @@ std::shared_ptr<std::byte> map_object(int fd, std::size_t bytes) {
                                     [bytes](std::byte* q) { munmap(q, bytes); });
 }
 
+// Anonymous shared memory has no tmpfs size limit to fail against: a region
+// larger than the memory left would be filled until the OOM killer ends some
+// process. Refuse it instead (the kernel's estimate, and the cgroup's limit).
+std::uint64_t read_number(const char* path, const char* key) {
+  std::ifstream in(path);
+  std::string word;
+  if (!key) return in >> word && word != "max" ? std::stoull(word) : UINT64_MAX;
+  while (in >> word)
+    if (word == key && in >> word) return std::stoull(word) * 1024;  // /proc/meminfo: kB
+  return UINT64_MAX;
+}
+
+std::string check_available(std::size_t bytes) {
+  std::uint64_t avail = read_number("/proc/meminfo", "MemAvailable:");
+  const std::uint64_t limit = read_number("/sys/fs/cgroup/memory.max", nullptr);
+  const std::uint64_t used = read_number("/sys/fs/cgroup/memory.current", nullptr);
+  if (limit != UINT64_MAX && used != UINT64_MAX)
+    avail = std::min(avail, limit > used ? limit - used : 0);
+  if (bytes <= avail) return {};
+  return core::concat("reserving ", bytes, " bytes: only ", avail,
+                      " bytes of memory are available");
+}
+
 class ShmTransport final : public Transport {
  public:
   ShmTransport(const TransportContext& context, bool direct)
-      : group_(context.group), comm_(context.comm), direct_(direct) {
-    // One random key per job names its objects, so concurrent jobs never meet.
-    // (Set-up: every rank is known to be here, the Buffer agreed on it.)
-    std::uint64_t key = 0;
-    if (group_.rank() == 0) key = std::random_device{}() ^ (std::uint64_t(getpid()) << 32);
-    MPI_Bcast(&key, 1, MPI_UINT64_T, 0, comm_);
-    key_ = key;
-  }
+      : group_(context.group),
+        comm_(context.comm),
+        direct_(direct),
+        channels_(job_key(context), group_.rank(), group_.node_ranks()) {}
 
   const char* name() const noexcept override { return "shm"; }
 
@@ -71,44 +93,47 @@ class ShmTransport final : public Transport {
     region.peers.resize(group_.size());
     region.sizes.resize(group_.size(), 0);
 
-    // 1. Create and map this rank's object; agree on success before peers open it.
+    // 1. Create and map this rank's memory; agree on success before passing it.
     std::string err;
-    const std::string own = object_name(id, group_.rank());
-    int fd = shm_open(own.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) {
-      err = core::concat("shm_open(", own, "): ", std::strerror(errno));
+    UniqueFd fd(memfd_create(core::concat("epx-region-", id).c_str(), MFD_CLOEXEC));
+    if (fd.get() < 0) {
+      err = core::concat("memfd_create: ", std::strerror(errno));
+    } else if (const std::string short_of = check_available(size); !short_of.empty()) {
+      err = short_of;
     } else {
-      int rc = ftruncate(fd, static_cast<off_t>(size));
-      // Reserve the pages now: a full /dev/shm must fail here, not SIGBUS later.
-      if (rc == 0) rc = posix_fallocate(fd, 0, static_cast<off_t>(size));
-      else rc = errno;
-      if (rc != 0) err = core::concat("reserving ", size, " bytes in ", own, ": ", std::strerror(rc));
-      else if (!(region.peers[group_.rank()] = map_object(fd, size)))
+      int rc = ftruncate(fd.get(), static_cast<off_t>(size));
+      // Reserve the pages now: memory that runs out must fail here, not SIGBUS later.
+      if (rc == 0)
+        rc = posix_fallocate(fd.get(), 0, static_cast<off_t>(size));
+      else
+        rc = errno;
+      if (rc != 0)
+        err = core::concat("reserving ", size, " bytes: ", std::strerror(rc));
+      else if (!(region.peers[group_.rank()] = map_object(fd.get(), size)))
         err = core::concat("mmap of ", size, " bytes: ", std::strerror(errno));
-      close(fd);
     }
     region.sizes[group_.rank()] = size;
-    // Whatever happens next, this rank's name goes: after the second agreement
-    // every peer has mapped it, and on failure nobody needs it.
-    struct Unlink {
-      const std::string& name;
-      ~Unlink() { shm_unlink(name.c_str()); }
-    } unlink_own{own};
-    agree(err, id, bytes, deadline);  // also a barrier: every object exists from here on
+    agree(err, id, bytes, deadline);
 
-    // 2. Map every peer of the node, then remove the names (the mappings stay).
-    for (int peer : group_.node_ranks()) {
-      if (peer == group_.rank()) continue;
-      const std::string nm = object_name(id, peer);
-      int pfd = shm_open(nm.c_str(), O_RDWR, 0600);
+    // 2. Pass the descriptor to every rank of the node and map theirs. The
+    // memory has no name: whoever dies, the kernel frees it with the last
+    // descriptor or mapping, so nothing is ever left in /dev/shm.
+    std::vector<UniqueFd> fds;
+    try {
+      fds = channels_.exchange(id, fd.get(), deadline);
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+    const std::vector<int>& node = group_.node_ranks();
+    for (std::size_t i = 0; i < fds.size() && err.empty(); ++i) {
+      if (node[i] == group_.rank()) continue;
       struct stat st {};
-      if (pfd < 0 || fstat(pfd, &st) != 0) {
-        if (err.empty()) err = core::concat("shm_open(", nm, ") of rank ", peer, ": ", std::strerror(errno));
-      } else if (!(region.peers[peer] = map_object(pfd, static_cast<std::size_t>(st.st_size)))) {
-        if (err.empty()) err = core::concat("mmap of rank ", peer, "'s region: ", std::strerror(errno));
-      }
-      region.sizes[peer] = static_cast<std::size_t>(st.st_size);
-      if (pfd >= 0) close(pfd);
+      if (fstat(fds[i].get(), &st) != 0)
+        err = core::concat("fstat of rank ", node[i], "'s region: ", std::strerror(errno));
+      else if (!(region.peers[node[i]] =
+                     map_object(fds[i].get(), static_cast<std::size_t>(st.st_size))))
+        err = core::concat("mmap of rank ", node[i], "'s region: ", std::strerror(errno));
+      region.sizes[node[i]] = static_cast<std::size_t>(st.st_size);
     }
     agree(err, id, bytes, deadline);
     std::shared_ptr<std::byte> local = region.peers[group_.rank()];
@@ -139,15 +164,25 @@ class ShmTransport final : public Transport {
     std::vector<std::size_t> sizes;
   };
 
-  std::string object_name(RegionId id, int rank) const {
-    return core::concat("/epx-", std::hex, key_, std::dec, "-", id, "-", rank);
+  // One random key per Fabric names its sockets, so concurrent jobs and
+  // buffers never meet. (Set-up: every rank is here, the Buffer agreed on it.)
+  static std::uint64_t job_key(const TransportContext& context) {
+    std::uint64_t key = 0;
+    int rank = 0;
+    MPI_Comm_rank(context.comm, &rank);
+    if (rank == 0)
+      key = (std::uint64_t(std::random_device{}()) << 32 | std::random_device{}()) ^ getpid();
+    MPI_Bcast(&key, 1, MPI_UINT64_T, 0, context.comm);
+    return key;
   }
 
   // Every rank of the group learns whether any rank failed, and all throw together.
-  void agree(const std::string& err, RegionId id, std::size_t bytes, const core::Deadline& deadline) {
+  void agree(const std::string& err, RegionId id, std::size_t bytes,
+             const core::Deadline& deadline) {
     const std::string what = core::concat("transport shm: region ", id, " of ", bytes, " bytes");
-    core::agree_on_error(comm_, err.empty() ? err : core::concat(core::rank_prefix(), " ", what, ": ", err),
-                         ErrorCode::OutOfMemory, deadline, what.c_str());
+    core::agree_on_error(
+        comm_, err.empty() ? err : core::concat(core::rank_prefix(), " ", what, ": ", err),
+        ErrorCode::OutOfMemory, deadline, what.c_str());
   }
 
   void* at(int peer, RegionId id, std::size_t offset, std::size_t bytes) {
@@ -165,7 +200,7 @@ class ShmTransport final : public Transport {
   Group& group_;
   MPI_Comm comm_;
   bool direct_;
-  std::uint64_t key_ = 0;
+  FdChannels channels_;
   std::unordered_map<RegionId, Region> regions_;
 };
 
