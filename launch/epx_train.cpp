@@ -137,10 +137,6 @@ int export_weights(const Args& a) {
   }
 }
 
-std::int64_t count_params(const model::Model& m) {
-  return m.dense.size() + m.experts.size() * m.ep_size();
-}
-
 int run_training(const Args& a) {
   Group world(MPI_COMM_WORLD);
   const bool root = world.rank() == 0;
@@ -192,13 +188,14 @@ int run_training(const Args& a) {
     train::agree(t.world_comm(), error, "epx-train: opening log.metrics");
   }
   if (root) {
-    std::printf("epx-train: %lld parameters (%d layers, hidden %d, %d experts top-%d), dp %d x ep %d%s, "
-                "global batch %lld x %d tokens, %lld training tokens (unigram entropy %.3f)\n",
-                static_cast<long long>(count_params(t.model())), cfg.model.num_layers,
-                cfg.model.hidden_size, cfg.model.num_experts, cfg.model.top_k, cfg.parallel.dp,
-                cfg.parallel.ep, cfg.parallel.fp8_dispatch ? ", fp8 dispatch" : "",
-                static_cast<long long>(t.global_batch()), tc.seq_len,
-                static_cast<long long>(t.data().train_tokens()), history.unigram_entropy);
+    std::printf(
+        "epx-train: %lld parameters (%d layers, hidden %d, %d experts top-%d), %s%s, "
+        "global batch %lld x %d tokens, %lld training tokens (unigram entropy %.3f)\n",
+        static_cast<long long>(model::Model::parameter_count(cfg.model)), cfg.model.num_layers,
+        cfg.model.hidden_size, cfg.model.num_experts, cfg.model.top_k,
+        train::grid_text(cfg.parallel).c_str(), cfg.parallel.fp8_dispatch ? ", fp8 dispatch" : "",
+        static_cast<long long>(t.global_batch()), tc.seq_len,
+        static_cast<long long>(t.data().train_tokens()), history.unigram_entropy);
     const train::BalancerConfig& bc = cfg.balancer;
     if (bc.enabled)
       std::printf(
@@ -234,6 +231,14 @@ int run_training(const Args& a) {
         if (eval >= 0)
           std::printf("eval step %lld | loss %.4f\n", static_cast<long long>(r.step), eval);
       }
+      if (!r.timeline.empty())
+        std::printf(
+            "timeline of step %lld: %.1f ms measured, %.1f ms simulated from its op costs "
+            "(%+.1f %%), written to %s\n",
+            static_cast<long long>(r.step), r.timeline_measured_ms, r.timeline_simulated_ms,
+            100.0 * (r.timeline_measured_ms - r.timeline_simulated_ms) /
+                std::max(r.timeline_simulated_ms, 1e-9),
+            r.timeline.c_str());
       for (const train::RebalanceReport& b : r.rebalances)
         std::printf("%s\n", train::rebalance_line(b).c_str());
       std::fflush(stdout);

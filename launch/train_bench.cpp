@@ -110,8 +110,9 @@ int run_train_bench(const train::Config& config, Group& world, const TrainBenchO
     torch_tps = torch_tokens_per_s(o, c.train.threads);
   if (world.rank() != 0) return 0;
 
-  std::printf("epx-train --bench: %s, dp %d x ep %d, %d thread(s) per rank, %d timed steps of %.0f tokens\n",
-              o.config_path.c_str(), c.parallel.dp, c.parallel.ep, c.train.threads, o.steps, tokens);
+  std::printf("epx-train --bench: %s, %s%s, %d thread(s) per rank, %d timed steps of %.0f tokens\n",
+              o.config_path.c_str(), train::grid_text(c.parallel).c_str(),
+              c.balancer.enabled ? ", balancer on" : "", c.train.threads, o.steps, tokens);
   std::printf("  %.0f tokens/s, %.1f ms/step (compute %.1f, ep %.1f, dp %.1f), slowest rank's median\n",
               tps, step * 1e3, (step - ep_s - dp_s) * 1e3, ep_s * 1e3, dp_s * 1e3);
   std::printf("  %.2f MFLOP/token (6 x active params + 12 L H seq): %.2f GFLOP/s per rank\n", fpt / 1e6,

@@ -51,6 +51,18 @@ ExpertSlots Model::contiguous_slots(const ModelConfig& c, int ep_rank, int ep_si
   return ExpertSlots(static_cast<std::size_t>(moe_layers), mine);
 }
 
+std::int64_t Model::parameter_count(const ModelConfig& c) {
+  const std::int64_t V = c.vocab_size, H = c.hidden_size, E = c.num_experts;
+  const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * c.moe_intermediate_size;
+  std::int64_t n = 2 * V * H + H;  // embedding, head, final norm
+  for (int l = 0; l < c.num_layers; ++l) {
+    n += 2 * H + 4 * H * H;  // norms, attention
+    n += l < c.first_k_dense ? 3 * H * c.intermediate_size
+                             : E * H + 3 * H * Is + E * 3 * H * c.moe_intermediate_size;
+  }
+  return n;
+}
+
 Model::Model(const ModelConfig& c, int ep_rank, int ep_size)
     : Model(c, ep_rank, ep_size, contiguous_slots(c, ep_rank, ep_size)) {}
 

@@ -54,6 +54,8 @@ class Model {
         StagePart part = {});
   // Without a placement: EP rank `ep_rank` holds [ep_rank E/ep_size, ...), in order.
   static ExpertSlots contiguous_slots(const ModelConfig& config, int ep_rank, int ep_size);
+  // The whole model's parameters (each expert once), whatever the grid.
+  static std::int64_t parameter_count(const ModelConfig& config);
 
   const ModelConfig& config() const noexcept { return config_; }
   int num_moe_layers() const noexcept { return num_moe_layers_; }  // of the whole model

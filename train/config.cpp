@@ -120,7 +120,9 @@ const std::vector<Section>& sections() {
       {"log",
        {EPX_KEY(log, metrics, String),
         EPX_KEY(log, every, Int, at_least(1)),
-        EPX_KEY(log, report, String)}},
+        EPX_KEY(log, report, String),
+        EPX_KEY(log, timeline, String),
+        EPX_KEY(log, timeline_step, Int, at_least(1))}},
   };
   return kSections;
 }
@@ -602,6 +604,10 @@ void validate(const Config& config_in, int world_size) {
   if (!config.balancer.enabled && m.num_experts % p.ep != 0)
     fail("parallel.ep = " + s(p.ep) + " does not divide model.num_experts = " + s(m.num_experts));
 
+  if (!config.log.timeline.empty() && p.pp == 1)
+    fail("log.timeline = " + config.log.timeline +
+         " draws a pipeline's step, expected parallel.pp > 1 (it is 1)");
+
   const BalancerConfig& b = config.balancer;
   if (b.enabled && (m.num_experts + b.redundant_experts) % p.ep != 0)
     fail("balancer.redundant_experts = " + s(b.redundant_experts) + " gives " +
@@ -617,6 +623,12 @@ void validate(const Config& config_in, int world_size) {
   // Eval reads the validation split: it must hold one sequence when used.
   const bool eval_used = t.eval_batches > 0 && config.data.val_fraction > 0;
   check_data_file(config, eval_used);
+}
+
+std::string grid_text(const ParallelConfig& p) {
+  std::string s;
+  if (p.pp > 1) s = "pp " + std::to_string(p.pp) + " (" + p.schedule + ") x ";
+  return s + "dp " + std::to_string(p.dp) + " x ep " + std::to_string(p.ep);
 }
 
 std::string to_yaml(const Config& config_in) {

@@ -66,6 +66,8 @@ struct LogConfig {
   std::string metrics;  // JSON-lines file, or empty: none
   int every = 1;        // progress line every N steps
   std::string report;   // SVG report written at the end, or empty: <checkpoint_dir>/report.svg
+  std::string timeline;   // pp > 1: SVG of one step's ops, measured and simulated, or empty: none
+  int timeline_step = 2;  // the step it shows (step 1 warms up)
 };
 
 struct Config {
@@ -102,6 +104,9 @@ struct DataSplit {
 DataSplit data_split(std::uint64_t total_tokens, double val_fraction);
 // Bytes per token of data.format: bytes 1, u16 2, u32 4 (throws for another).
 int token_bytes(const std::string& format);
+
+// "pp 2 (dualpipe) x dp 2 x ep 2", or "dp 2 x ep 2" without pp.
+std::string grid_text(const ParallelConfig& parallel);
 
 // The config back as YAML (state.json keeps it; --set values included).
 std::string to_yaml(const Config& config);

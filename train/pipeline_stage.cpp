@@ -1,6 +1,8 @@
 #include "train/pipeline_stage.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <type_traits>
 
 #include "core/check.hpp"
 #include "model/saved.hpp"
@@ -38,7 +40,62 @@ model::MicroBatch PipelineStage::micro_batch(int mb) const {
           (*targets_)[static_cast<std::size_t>(mb)].data(), batch_, seq_};
 }
 
+namespace {
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+template <class F>
+auto PipelineStage::timed(F&& f) {
+  const bool outer = recording_ && depth_ == 0;
+  const double start = outer ? now_ms() : 0;
+  ++depth_;
+  struct Leave {
+    int& depth;
+    ~Leave() { --depth; }
+  } leave{depth_};
+  if constexpr (std::is_void_v<decltype(f())>) {
+    f();
+    if (outer) times_.push_back({start, now_ms()});
+  } else {
+    auto r = f();
+    if (outer) times_.push_back({start, now_ms()});
+    return r;
+  }
+}
+
+void PipelineStage::record_times(bool on) {
+  recording_ = on;
+  if (on) times_.clear();
+}
+
+Tensor PipelineStage::backward_input(int chunk, int mb, const Tensor& grad_output) {
+  return timed([&] { return Stage::backward_input(chunk, mb, grad_output); });
+}
+
+void PipelineStage::backward_weight(int chunk, int mb) {
+  timed([&] { Stage::backward_weight(chunk, mb); });
+}
+
+Tensor PipelineStage::forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk,
+                                       int b_mb, const Tensor& grad_output, Tensor& grad_input) {
+  return timed([&] {
+    return Stage::forward_backward(f_chunk, f_mb, input, b_chunk, b_mb, grad_output, grad_input);
+  });
+}
+
 Tensor PipelineStage::forward(int chunk, int mb, const Tensor& input) {
+  return timed([&] { return forward_untimed(chunk, mb, input); });
+}
+
+Tensor PipelineStage::backward(int chunk, int mb, const Tensor& grad_output) {
+  return timed([&] { return backward_untimed(chunk, mb, grad_output); });
+}
+
+Tensor PipelineStage::forward_untimed(int chunk, int mb, const Tensor& input) {
   model::Engine& e = *engines_.at(static_cast<std::size_t>(chunk));
   std::unique_ptr<model::Engine::Saved> s;
   if (spare_.empty()) {
@@ -60,7 +117,7 @@ Tensor PipelineStage::forward(int chunk, int mb, const Tensor& input) {
   return y;
 }
 
-Tensor PipelineStage::backward(int chunk, int mb, const Tensor& grad_output) {
+Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_output) {
   model::Engine& e = *engines_.at(static_cast<std::size_t>(chunk));
   const auto it = live_.find({chunk, mb});
   EPX_CHECK(it != live_.end(), Internal, "PipelineStage: backward of chunk ", chunk,

@@ -40,10 +40,25 @@ class PipelineStage : public pipeline::Stage {
 
   Tensor forward(int chunk, int mb, const Tensor& input) override;
   Tensor backward(int chunk, int mb, const Tensor& grad_output) override;
+  // The zero-bubble split and the FB unit run as the base class does (the
+  // whole backward in Bi, forward then backward in FB); overridden only to
+  // time each op.
+  Tensor backward_input(int chunk, int mb, const Tensor& grad_output) override;
+  void backward_weight(int chunk, int mb) override;
+  Tensor forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk, int b_mb,
+                          const Tensor& grad_output, Tensor& grad_input) override;
   std::vector<Tensor> weight_grads(int chunk) override;
+
+  // With `on`, op_times() starts afresh and every op the executor runs from
+  // now on appends its start and end (ms on the host's steady clock), in op
+  // order; `off` stops recording and keeps them.
+  void record_times(bool on);
+  const std::vector<pipeline::OpTime>& op_times() const noexcept { return times_; }
 
  private:
   model::MicroBatch micro_batch(int mb) const;
+  Tensor forward_untimed(int chunk, int mb, const Tensor& input);
+  Tensor backward_untimed(int chunk, int mb, const Tensor& grad_output);
   std::vector<model::Engine*> engines_;
   int batch_ = 0, seq_ = 0;
   const std::vector<std::vector<std::int32_t>>* tokens_ = nullptr;
@@ -52,6 +67,12 @@ class PipelineStage : public pipeline::Stage {
   // Activations of the micro-batches in flight, by (chunk, mb); reused.
   std::map<std::pair<int, int>, std::unique_ptr<model::Engine::Saved>> live_;
   std::vector<std::unique_ptr<model::Engine::Saved>> spare_;
+  // Times the outermost call only (Bi and FB call forward/backward inside).
+  template <class F>
+  auto timed(F&& f);
+  bool recording_ = false;
+  int depth_ = 0;
+  std::vector<pipeline::OpTime> times_;
 };
 
 }  // namespace epx::train

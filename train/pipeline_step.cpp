@@ -7,10 +7,12 @@
 #include <cmath>
 #include <limits>
 
+#include "core/file_io.hpp"
 #include "core/stopwatch.hpp"
 #include "model/saved.hpp"
 #include "train/faults.hpp"
 #include "train/optimizer.hpp"
+#include "train/pipeline_timeline.hpp"
 #include "train/trainer.hpp"
 
 namespace epx::train {
@@ -80,7 +82,10 @@ StepResult Trainer::train_step_pipeline() {
     }
     return sum;
   };
+  const bool draw = !config_.log.timeline.empty() && t == config_.log.timeline_step;
+  stage_->record_times(draw);
   const std::vector<double> losses = executor_->step(inputs, labels, loss);
+  stage_->record_times(false);
   double loss_sum = 0;
   for (const double l : losses)
     if (!std::isnan(l)) loss_sum += l;
@@ -135,11 +140,35 @@ StepResult Trainer::train_step_pipeline() {
   update(r, sq, t);
   if (balancer_) balance(r, t);
 
+  if (draw) draw_timeline(r);
   step_ = t;
   r.seconds = seconds_since(t0);
   for (const auto& e : engines_) r.ep_seconds += e->ep_seconds();
   r.tokens_per_s = static_cast<double>(B * seq) / r.seconds;
   return r;
+}
+
+// Pipeline 0's op times to its stage 0 (world rank 0), which writes the
+// picture. Other pipelines ran the same schedule; one is enough.
+void Trainer::draw_timeline(StepResult& r) {
+  if (dp_rank_ != 0) return;
+  std::vector<double> mine;
+  for (const pipeline::OpTime& t : stage_->op_times()) mine.insert(mine.end(), {t.start, t.end});
+  std::size_t most = 0;
+  for (const auto& ops : schedule_->ops) most = std::max(most, ops.size());
+  mine.resize(2 * most, 0.0);
+  const std::vector<double> all = allgather(pp_comm_, mine, "gathering the pipeline timeline");
+  if (rank_ != 0) return;
+  std::vector<std::vector<pipeline::OpTime>> times(schedule_->ops.size());
+  for (std::size_t q = 0; q < times.size(); ++q)
+    for (std::size_t i = 0; i < schedule_->ops[q].size(); ++i)
+      times[q].push_back({all[2 * (q * most + i)], all[2 * (q * most + i) + 1]});
+  const TimelineReport rep = pipeline_timeline(*schedule_, times);
+  core::write_file_atomically(config_.log.timeline, {{rep.svg.data(), rep.svg.size()}},
+                              "log.timeline");
+  r.timeline = config_.log.timeline;
+  r.timeline_measured_ms = rep.measured_ms;
+  r.timeline_simulated_ms = rep.simulated_ms;
 }
 
 // Forward only, micro-batch by micro-batch along the schedule's first path

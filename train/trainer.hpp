@@ -36,6 +36,9 @@ struct StepResult {
   double rank_pairs_max_over_mean = 0;
   double expert_seconds_max = 0, expert_seconds_mean = 0;
   std::vector<RebalanceReport> rebalances;  // the balancer's, at the end of this step
+  // log.timeline's step (rank 0): the file written and the makespans.
+  std::string timeline;
+  double timeline_measured_ms = 0, timeline_simulated_ms = 0;
 };
 
 // The pipeline schedule parallel.schedule names for parallel.pp ranks and
@@ -77,6 +80,7 @@ class Trainer {
   double expert_seconds() const;
   StepResult train_step_pipeline();  // pp > 1 (train/pipeline_step.cpp)
   double eval_loss_pipeline();
+  void draw_timeline(StepResult& r);  // collective over the pipeline
   // pp > 1: does local chunk `chunk` hold the first copy of its stage (in
   // (rank, chunk) order)? DualPipe's second copies are not counted twice.
   bool first_copy_of_stage(int chunk) const;

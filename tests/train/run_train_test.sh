@@ -312,6 +312,20 @@ pipeline)
     echo "== the balancer on pp 2 x dp 2 x ep 2, $sched, against 1 rank"
     python3 "$compare" ref.jsonl "bal_$sched.jsonl" --steps 1:10 || fail "bal_$sched differs from the 1-rank run"
   done
+  # One step's timeline, measured and simulated from its op costs.
+  for sched in zb-h1 dualpipe; do
+    train "tl_$sched" 4 "${L4[@]}" --set parallel.pp=2 --set parallel.dp=2 --set parallel.ep=2 \
+      --set parallel.schedule="$sched" --set train.micro_batch_size=1 --set train.num_micro_batches=4 \
+      --set train.max_steps=3 --set log.timeline="$work/tl_$sched.svg" || { cat "tl_$sched.log"; fail "log.timeline"; }
+    grep "^timeline of step 2: .* ms measured, .* ms simulated" "tl_$sched.log" || { cat "tl_$sched.log"; fail "no timeline line"; }
+    python3 - "$work/tl_$sched.svg" <<'PY' || fail "tl_$sched.svg is not the two timelines"
+import sys, xml.dom.minidom
+d = xml.dom.minidom.parse(sys.argv[1])
+texts = " ".join(t.firstChild.data for t in d.getElementsByTagName("text") if t.firstChild)
+ok = len(d.getElementsByTagName("svg")) == 3 and "measured: one step" in texts and "simulated from the measured" in texts
+sys.exit(0 if ok else 1)
+PY
+  done
   # Checkpoints: DualPipe's on 1 rank, a 1-rank one on pp 4 with 1F1B.
   train back 1 "${L4[@]}" --resume "$work/pp2dp2ep2_dualpipe/step-5" || { cat back.log; fail "pp resume on 1 rank"; }
   python3 "$compare" pp2dp2ep2_dualpipe.jsonl back.jsonl --steps 6:10 || fail "the 1-rank resume differs"
@@ -323,6 +337,7 @@ pipeline)
     "3|parallel.pp=3 parallel.dp=1 parallel.schedule=dualpipe train.num_micro_batches=6|dualpipe needs an even number of ranks"
     "2|parallel.pp=2 parallel.dp=1 parallel.schedule=dualpipe train.num_micro_batches=2|train.num_micro_batches = 2"
     "2|parallel.pp=2 parallel.dp=2|parallel.pp x parallel.dp = 2 x 2 = 4, expected the world size 2"
+    "2|parallel.pp=1 parallel.dp=2 log.timeline=t.svg|log.timeline = t.svg draws a pipeline's step"
     "2|parallel.pp=2 parallel.dp=1 parallel.schedule=dualpipev model.num_layers=3|model.num_layers = 3 is fewer than the 4 pipeline stages"
   )
   for c in "${cases[@]}"; do

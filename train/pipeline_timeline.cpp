@@ -1,0 +1,115 @@
+#include "train/pipeline_timeline.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <limits>
+
+#include "core/check.hpp"
+
+namespace epx::train {
+
+namespace {
+
+struct Mean {
+  double sum = 0;
+  int n = 0;
+  void add(double v) { sum += v, ++n; }
+  double get(double otherwise) const { return n ? sum / n : otherwise; }
+};
+
+// Nests a standalone SVG document at height offset `y`; adds its height to `y`.
+std::string nested(const std::string& doc, double& y) {
+  const auto at = doc.find("<svg");
+  EPX_CHECK(at != std::string::npos, Internal, "pipeline_timeline: not an SVG document");
+  const auto h = doc.find("height=\"", at);
+  const double height = h == std::string::npos ? 400 : std::stod(doc.substr(h + 8));
+  std::string out = doc;
+  out.insert(at + 4, " y=\"" + std::to_string(y) + "\"");
+  y += height;
+  return out;
+}
+
+std::string caption(double y, const std::string& text) {
+  return "<text x=\"10\" y=\"" + std::to_string(y + 18) +
+         "\" font-family=\"sans-serif\" font-size=\"15\" font-weight=\"bold\">" + text +
+         "</text>\n";
+}
+
+}  // namespace
+
+TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
+                                 const std::vector<std::vector<pipeline::OpTime>>& times) {
+  EPX_CHECK(times.size() == schedule.ops.size(), InvalidArgument, "pipeline_timeline: times of ",
+            times.size(), " ranks, the schedule has ", schedule.ops.size());
+  double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
+  for (std::size_t r = 0; r < times.size(); ++r) {
+    EPX_CHECK(times[r].size() == schedule.ops[r].size(), InvalidArgument,
+              "pipeline_timeline: rank ", r, " timed ", times[r].size(), " ops, its schedule has ",
+              schedule.ops[r].size());
+    for (const pipeline::OpTime& t : times[r]) t0 = std::min(t0, t.start), t1 = std::max(t1, t.end);
+  }
+  // The measured step as a Simulation, from its first op's start.
+  pipeline::Simulation measured;
+  measured.makespan = t1 - t0;
+  Mean f, b, bi, w, fb;
+  for (std::size_t r = 0; r < times.size(); ++r) {
+    double busy = 0;
+    measured.times.emplace_back();
+    for (std::size_t i = 0; i < times[r].size(); ++i) {
+      const pipeline::OpTime t{times[r][i].start - t0, times[r][i].end - t0};
+      measured.times.back().push_back(t);
+      const double d = t.end - t.start;
+      busy += d;
+      switch (schedule.ops[r][i].kind) {
+        case pipeline::OpKind::F:
+          f.add(d);
+          break;
+        case pipeline::OpKind::B:
+          b.add(d);
+          break;
+        case pipeline::OpKind::Bi:
+          bi.add(d);
+          break;
+        case pipeline::OpKind::W:
+          w.add(d);
+          break;
+        case pipeline::OpKind::FB:
+          fb.add(d);
+          break;
+      }
+    }
+    measured.busy.push_back(busy);
+    measured.bubble.push_back(measured.makespan - busy);
+    measured.max_bubble = std::max(measured.max_bubble, measured.makespan - busy);
+  }
+  TimelineReport rep;
+  rep.measured_ms = measured.makespan;
+  // Per-chunk costs: B is Bi + W where the schedule splits it.
+  rep.costs.f = f.get(1);
+  rep.costs.w = w.get(0);
+  rep.costs.b = b.n ? b.get(2 * rep.costs.f) : bi.get(2 * rep.costs.f) + rep.costs.w;
+  rep.costs.fb = fb.n ? fb.get(-1) : -1;
+  const pipeline::Simulation sim = pipeline::simulate(schedule, rep.costs);
+  rep.simulated_ms = sim.makespan;
+
+  double y = 0;
+  std::string body;
+  char text[200];
+  std::snprintf(text, sizeof text, "measured: one step, %.1f ms (times in ms)", rep.measured_ms);
+  body += caption(y, text);
+  y += 26;
+  body += nested(pipeline::timeline_svg(schedule, measured), y);
+  std::snprintf(
+      text, sizeof text,
+      "simulated from the measured op costs (F %.2f, B %.2f, W %.2f, FB %.2f ms): %.1f ms",
+      rep.costs.f, rep.costs.b, rep.costs.w, rep.costs.fb, rep.simulated_ms);
+  body += caption(y, text);
+  y += 26;
+  body += nested(pipeline::timeline_svg(schedule, sim), y);
+  rep.svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1290\" height=\"" +
+            std::to_string(y) + "\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n" +
+            body + "</svg>\n";
+  return rep;
+}
+
+}  // namespace epx::train
