@@ -18,6 +18,7 @@
 #include <epx/kernels.hpp>
 
 #include "core/stopwatch.hpp"
+#include "model/router_params.hpp"
 #include "model/saved.hpp"
 
 namespace epx::model {
@@ -26,17 +27,6 @@ namespace {
 
 using Clock = core::SteadyClock;
 using core::seconds_since;
-
-kernels::RouterParams router_params(const ModelConfig& c) {
-  kernels::RouterParams p;
-  p.num_experts = c.num_experts;
-  p.top_k = c.top_k;
-  p.n_group = c.n_group;
-  p.topk_group = c.topk_group;
-  p.softmax = c.score_function == "softmax";
-  p.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
-  return p;
-}
 
 kernels::MlpWeights shared_mlp(ParamStore& P, const LayerIndex& li, const ModelConfig& c) {
   return {P.value(li.shared_gate), P.value(li.shared_up), P.value(li.shared_down), c.hidden_size,
