@@ -102,11 +102,14 @@ TEST(IncrementalRebalance, BudgetValidityAndBounds) {
           EXPECT_LE(q.same_gpu_duplicates[l],
                     std::max(q_cur.same_gpu_duplicates[l], q_scratch.same_gpu_duplicates[l]))
               << "layer " << l;
-          if (m == 1.0)
+          if (m == 1.0) {  // braces: EXPECT_* is an if/else inside (-Wdangling-else)
             EXPECT_LE(q.gpu_max_over_mean[l], q_scratch.gpu_max_over_mean[l] * (1 + kRounding))
                 << "layer " << l << ": worse than from scratch with its budget";
+          }
         }
-        if (m == 0.0) EXPECT_EQ(sum(copies), 0);
+        if (m == 0.0) {
+          EXPECT_EQ(sum(copies), 0);
+        }
       }
     }
   }
@@ -184,7 +187,9 @@ TEST(IncrementalRebalance, MinimumGainPerCopy) {
                 gain * static_cast<double>(copies[l]))
           << "min_gain_per_copy " << gain << " layer " << l;
     }
-    if (gain == 1e9) EXPECT_EQ(sum(copies), 0);
+    if (gain == 1e9) {
+      EXPECT_EQ(sum(copies), 0);
+    }
   }
 }
 
