@@ -8,7 +8,9 @@
  * Collective calls (marked so) must be made by every rank of the group, in
  * the same order. Bad input on any rank gives epxInvalidArgument on every
  * rank, before data moves, and the objects stay usable; epxTimeout and
- * epxPeerFailure mean the group is failed (destroy its objects). Every wait
+ * epxPeerFailure mean the group is failed (destroy its objects). Whether a
+ * failure left the objects usable is the group's state: epxGroupGetAsyncError
+ * (an InvalidArgument from calls that drifted apart aborts the group). Every wait
  * on a peer is bounded by epxBufferConfig_t.timeout_s (0: EPX_TIMEOUT_S, or
  * its default of 300 s).
  *
