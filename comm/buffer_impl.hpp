@@ -44,7 +44,9 @@ struct Buffer::Impl {
     } catch (const Error& e) {
       if (e.code() != ErrorCode::Timeout && e.code() != ErrorCode::PeerFailure)
         fabric.abort(core::concat(op_name(control.op()), " #", control.seq(), ": ", e.what()));
-      throw;
+      // Not agreed (a drift of the calls, a failure on this rank alone): the
+      // group is failed now, and the error says so.
+      core::rethrow_poisoned(std::current_exception());
     } catch (const std::exception& e) {
       fabric.abort(core::concat(op_name(control.op()), " #", control.seq(), ": ", e.what()));
       throw;

@@ -3,6 +3,7 @@
 //   "[rank 3/8] dispatch: topk_idx[17,2] = 300, expected -1 or < num_experts=256 (comm/dispatch.cpp:88)"
 #pragma once
 
+#include <exception>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -24,6 +25,10 @@ std::string concat(Args&&... args) {
 }
 
 [[noreturn]] void raise(ErrorCode code, const std::string& what, const char* file, int line);
+
+// Rethrows `error`; an epx::Error as a poisoned copy (same code and message),
+// for a caller that has just aborted the group or failed the object.
+[[noreturn]] void rethrow_poisoned(const std::exception_ptr& error);
 
 }  // namespace epx::core
 

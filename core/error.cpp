@@ -16,7 +16,11 @@ const char* to_string(ErrorCode code) noexcept {
   return "Unknown";
 }
 
-Error::Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+Error::Error(ErrorCode code, const std::string& message)
+    : Error(code, message, code == ErrorCode::Timeout || code == ErrorCode::PeerFailure) {}
+
+Error::Error(ErrorCode code, const std::string& message, bool poisoned)
+    : std::runtime_error(message), code_(code), poisoned_(poisoned) {}
 
 namespace core {
 namespace {
@@ -32,6 +36,14 @@ std::string rank_prefix() {
 void set_rank_prefix(std::string prefix) {
   std::lock_guard<std::mutex> lock(g_prefix_mutex);
   g_prefix = std::move(prefix);
+}
+
+void rethrow_poisoned(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    throw Error(e.code(), e.what(), true);
+  }
 }
 
 void raise(ErrorCode code, const std::string& what, const char* file, int line) {

@@ -409,7 +409,8 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
     if (!own && !s.channel->peer_failed()) throw;
     failed_rank = s.channel->failed_peer();
   }
-  if (own) std::rethrow_exception(own);
+  // The executor is failed now (s.failed): the error says so.
+  if (own) core::rethrow_poisoned(own);
   if (failed_rank >= 0 || s.failed) {
     s.failed = true;
     EPX_THROW(PeerFailure, "pipeline step: rank ", failed_rank, " failed (see its error)");

@@ -32,6 +32,7 @@ void register_errors(py::module_& m) {
     } catch (const Error& e) {
       py::object exc = py::reinterpret_borrow<py::object>(error_type)(e.what());
       exc.attr("code") = py::cast(e.code());
+      exc.attr("poisoned") = e.poisoned();  // the objects on the group must be rebuilt
       PyErr_SetObject(error_type, exc.ptr());
     }
   });

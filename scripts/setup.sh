@@ -6,6 +6,7 @@
 #
 #   bash scripts/setup.sh [--all]
 #   JOBS=8 bash scripts/setup.sh      # parallel build jobs (default 2)
+#   EPX_CMAKE_ARGS="-DEPX_WERROR=ON" bash scripts/setup.sh   # extra configure options (test.sh)
 set -uo pipefail
 
 # Debian packages, one per need. The CUDA toolkit is not a Debian package: the
@@ -51,7 +52,7 @@ for arg in "$@"; do
   case "$arg" in
     --all) build_all=1 ;;
     -h | --help)
-      sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) fail "unknown argument '$arg' (expected --all or --help)" ;;
@@ -86,12 +87,14 @@ fi
 # fresh one is created with Ninja.
 if [[ -f build/CMakeCache.txt ]]; then
   say "configure: build/ (existing)"
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >build/setup-configure.log 2>&1 ||
+  # shellcheck disable=SC2086  # EPX_CMAKE_ARGS is a list of options
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${EPX_CMAKE_ARGS:-} >build/setup-configure.log 2>&1 ||
     { tail -n 40 build/setup-configure.log >&2; fail "cmake configure (log: build/setup-configure.log)"; }
 else
   say "configure: build/ (Ninja, Release)"
   mkdir -p build
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >build/setup-configure.log 2>&1 ||
+  # shellcheck disable=SC2086
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${EPX_CMAKE_ARGS:-} >build/setup-configure.log 2>&1 ||
     { tail -n 40 build/setup-configure.log >&2; fail "cmake configure (log: build/setup-configure.log)"; }
 fi
 sed -n '/configuration summary/,/^-- $/p' build/setup-configure.log | sed '/^-- $/d; s/^-- /setup:   /'

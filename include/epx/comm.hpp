@@ -139,7 +139,8 @@ struct DispatchResult {
 
 class EPX_API Buffer {
  public:
-  // Collective. The group must outlive the buffer. Explicit: a Group is not
+  // Collective. Keeps its own copy of the group (a handle: the caller's may
+  // go away; docs/api.md states the lifetimes once). Explicit: a Group is not
   // a Buffer (a stray conversion would be a collective construction).
   explicit Buffer(Group& group, BufferOptions options = {});
   // Collective when the group spans several nodes (the one-sided windows of

@@ -5,7 +5,9 @@
 # the moved prefix twice, with find_package(epx) and with pkg-config (epx.pc),
 # and runs both on 2 ranks.
 # Inputs: BUILD_DIR, SOURCE_DIR, WORK_DIR, MPIEXEC, MPIEXEC_FLAGS (;-list),
-# LIBDIR (CMAKE_INSTALL_LIBDIR), CXX_COMPILER, PKG_CONFIG (empty: that part fails, pkg-config is required).
+# LIBDIR (CMAKE_INSTALL_LIBDIR), CXX_COMPILER, C_COMPILER, PKG_CONFIG (empty: that part fails,
+# pkg-config is required). The C consumer (tests/capi/test_capi.c, epx.h only) is built the
+# same pkg-config way with the C compiler and runs on 2 ranks.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 function(run)
@@ -64,3 +66,9 @@ run(${CXX_COMPILER} -std=c++20 ${SOURCE_DIR}/tests/install/consumer/main.cpp ${p
 # epx.pc gives no rpath (pkg-config files do not); the loader is told here.
 run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/${LIBDIR}
     ${MPIEXEC} -n 2 ${MPIEXEC_FLAGS} ${WORK_DIR}/epx_consumer_pc)
+
+# The C ABI from C against the installed header and library.
+run(${C_COMPILER} -std=c11 -ffp-contract=off ${SOURCE_DIR}/tests/capi/test_capi.c ${pc_flags}
+    -o ${WORK_DIR}/epx_c_consumer_pc)
+run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/${LIBDIR}
+    ${MPIEXEC} -n 2 ${MPIEXEC_FLAGS} ${WORK_DIR}/epx_c_consumer_pc)

@@ -33,6 +33,7 @@ void expect_everyone_fails(const std::function<void()>& call, const std::string&
     ADD_FAILURE() << "no error on rank " << me << " (expected InvalidArgument about " << needle << ")";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
+    EXPECT_FALSE(e.poisoned()) << "an agreed error leaves the buffer usable: " << e.what();
     const std::string msg = e.what();
     if (me == bad_rank()) {
       EXPECT_NE(msg.find(needle), std::string::npos) << msg;

@@ -58,7 +58,9 @@ TEST_P(CombineTest, MatchesReference) {
                       s.hidden * static_cast<std::int64_t>(eb), "combine bytes");
   // Twice in a row: bitwise the same.
   Tensor again = buffer.combine(y, d.handle);
-  if (shape_ok) EXPECT_EQ(std::memcmp(again.raw(), got.raw(), got.nbytes()), 0);
+  if (shape_ok) {  // braces: EXPECT_* is an if/else inside (-Wdangling-else)
+    EXPECT_EQ(std::memcmp(again.raw(), got.raw(), got.nbytes()), 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CombineTest,

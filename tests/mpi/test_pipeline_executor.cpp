@@ -440,6 +440,7 @@ void expect_every_rank_fails(Group& group, const Schedule& s, int culprit, bool 
       ADD_FAILURE() << "step returned although rank " << culprit << " failed";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::PeerFailure) << e.what();
+      EXPECT_TRUE(e.poisoned()) << e.what();
       EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(culprit) + " failed"),
                 std::string::npos)
           << e.what();
@@ -514,6 +515,7 @@ TEST(PipelineExecutor, MissingInputsFailOnEveryRank) {
     ADD_FAILURE() << "no error for missing inputs";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
+    EXPECT_FALSE(e.poisoned()) << "agreed before any step: the executor stays usable";
   }
   // Nothing moved: the same executor runs once the inputs are there.
   for (int mb = 0; mb < 3; ++mb) inputs[mb] = sample<float>(mb, 0);

@@ -25,6 +25,7 @@ TEST(Timeout, MissingRankIsNamed) {
     } catch (const Error& e) {
       // Timed out itself, or told by a rank that did; either way the reason is named.
       EXPECT_TRUE(e.code() == ErrorCode::Timeout || e.code() == ErrorCode::PeerFailure) << e.what();
+      EXPECT_TRUE(e.poisoned()) << e.what();
       EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(absent)), std::string::npos)
           << e.what();
       EXPECT_NE(std::string(e.what()).find("get_dispatch_layout"), std::string::npos) << e.what();
@@ -77,6 +78,7 @@ TEST(Timeout, RankSkippingDispatchOrCombineIsNamed) {
         }
       } catch (const Error& e) {
         expect_names(e, absent, call);
+        EXPECT_TRUE(e.poisoned()) << e.what();
         const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         EXPECT_LT(waited, 30.0) << "took " << waited << " s for a 1 s timeout";
       }
@@ -89,6 +91,33 @@ TEST(Timeout, RankSkippingDispatchOrCombineIsNamed) {
       EXPECT_TRUE(g.aborted()) << call;
     }
   }
+}
+
+// Ranks in different calls (rank 0 asks for a layout while the others
+// dispatch) cannot agree on anything: every rank gets an error that says
+// the buffer is poisoned, whatever its code, and the group is aborted.
+TEST(Drift, RanksInDifferentCallsGetPoisonedErrors) {
+  if (world().size() < 2) GTEST_SKIP() << "needs two ranks";
+  Group g(MPI_COMM_WORLD);
+  {
+    Shape s;
+    s.tokens.assign(static_cast<std::size_t>(g.size()), 12);
+    s.experts = 2 * g.size();
+    RankInputs in = make_inputs(s, g.rank());
+    comm::Buffer buffer(g, {std::size_t{1} << 16, 5.0});
+    comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+    try {
+      if (g.rank() == 0)
+        buffer.get_dispatch_layout(in.topk_idx, s.experts);
+      else
+        buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
+      ADD_FAILURE() << "no error although rank 0 asked for a layout while the others dispatched";
+    } catch (const Error& e) {
+      EXPECT_TRUE(e.poisoned()) << to_string(e.code()) << ": " << e.what();
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  EXPECT_TRUE(g.aborted());
 }
 
 }  // namespace

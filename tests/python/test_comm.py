@@ -145,6 +145,8 @@ def expect_error_everywhere(fn, code, local_words=None):
         fn()
     except epx.Error as e:
         assert e.code == code, (e.code, str(e))
+        # Agreed by every rank before data moved: the buffer stays usable.
+        assert e.poisoned is False, str(e)
         if local_words:
             assert local_words in str(e), str(e)
         return str(e)

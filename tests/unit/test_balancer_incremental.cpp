@@ -102,7 +102,7 @@ TEST(IncrementalRebalance, BudgetValidityAndBounds) {
           EXPECT_LE(q.same_gpu_duplicates[l],
                     std::max(q_cur.same_gpu_duplicates[l], q_scratch.same_gpu_duplicates[l]))
               << "layer " << l;
-          if (m == 1.0) {
+          if (m == 1.0) {  // braces: EXPECT_* is an if/else inside (-Wdangling-else)
             EXPECT_LE(q.gpu_max_over_mean[l], q_scratch.gpu_max_over_mean[l] * (1 + kRounding))
                 << "layer " << l << ": worse than from scratch with its budget";
           }
