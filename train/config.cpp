@@ -578,26 +578,26 @@ void validate(const Config& config_in, int world_size) {
     fail("parallel.pp x parallel.dp = " + s(p.pp) + " x " + s(p.dp) + " = " + s(p.pp * p.dp) +
          ", expected the world size " + s(world_size) + " (the ranks epxrun started)");
   if (p.pp > 1) {
-    const int stages = p.schedule == "dualpipev" ? 2 * p.pp : p.pp;
-    if (m.num_layers < stages)
-      fail("model.num_layers = " + s(m.num_layers) + " is fewer than the " + s(stages) +
-           " pipeline stages of parallel.schedule = " + p.schedule +
-           " with parallel.pp = " + s(p.pp));
-    if (p.schedule != "auto") {
-      try {
-        pipeline::make_schedule(pipeline::parse_schedule_kind(p.schedule),
-                                {p.pp, config.train.num_micro_batches});
-      } catch (const std::exception& e) {
-        // The generator's reason, without its source location.
-        std::string why = e.what();
-        const auto at = why.rfind(" (");
-        if (at != std::string::npos && why.find(".cpp:", at) != std::string::npos) why.resize(at);
-        if (why.rfind("[rank ", 0) == 0 && why.find("] ") != std::string::npos)
-          why.erase(0, why.find("] ") + 2);
-        fail("parallel.schedule = " + p.schedule + " with parallel.pp = " + s(p.pp) +
-             " and train.num_micro_batches = " + s(config.train.num_micro_batches) + ": " + why);
-      }
+    pipeline::Schedule schedule;
+    try {
+      schedule = make_pipeline_schedule(config);
+    } catch (const std::exception& e) {
+      // The generator's reason, without its source location or rank prefix.
+      std::string why = e.what();
+      const auto at = why.rfind(" (");
+      if (at != std::string::npos && why.find(".cpp:", at) != std::string::npos) why.resize(at);
+      if (why.rfind("[rank ", 0) == 0 && why.find("] ") != std::string::npos)
+        why.erase(0, why.find("] ") + 2);
+      fail("parallel.schedule = " + p.schedule + " with parallel.pp = " + s(p.pp) +
+           " and train.num_micro_batches = " + s(config.train.num_micro_batches) + ": " + why);
     }
+    if (m.num_layers < schedule.stages)
+      fail("model.num_layers = " + s(m.num_layers) + " is fewer than the " + s(schedule.stages) +
+           " pipeline stages of parallel.schedule = " + p.schedule +
+           " with parallel.pp = " + s(p.pp) +
+           (p.schedule == "auto"
+                ? std::string(" (auto chose ") + pipeline::to_string(schedule.kind) + ")"
+                : std::string()));
   }
   if (p.dp % p.ep != 0)
     fail("parallel.ep = " + s(p.ep) + " does not divide parallel.dp = " + s(p.dp));
@@ -623,6 +623,18 @@ void validate(const Config& config_in, int world_size) {
   // Eval reads the validation split: it must hold one sequence when used.
   const bool eval_used = t.eval_batches > 0 && config.data.val_fraction > 0;
   check_data_file(config, eval_used);
+}
+
+pipeline::Schedule make_pipeline_schedule(const Config& c) {
+  const ParallelConfig& p = c.parallel;
+  if (p.schedule != "auto")
+    return pipeline::make_schedule(pipeline::parse_schedule_kind(p.schedule),
+                                   {p.pp, c.train.num_micro_batches});
+  // auto: the simulator's pick for unit costs (f 1, b 2, w 1), no memory limit.
+  pipeline::AutoRequest req;
+  req.ranks = p.pp;
+  req.microbatches = c.train.num_micro_batches;
+  return pipeline::choose_schedule(req).schedule;
 }
 
 std::string grid_text(const ParallelConfig& p) {

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <epx/pipeline.hpp>
+
 #include "model/model_config.hpp"
 
 namespace epx::train {
@@ -104,6 +106,11 @@ struct DataSplit {
 DataSplit data_split(std::uint64_t total_tokens, double val_fraction);
 // Bytes per token of data.format: bytes 1, u16 2, u32 4 (throws for another).
 int token_bytes(const std::string& format);
+
+// The pipeline schedule parallel.schedule names for parallel.pp ranks and
+// train.num_micro_batches (auto: pipeline::choose_schedule's pick for unit
+// costs). Throws epx::Error(InvalidArgument) when the shape is impossible.
+pipeline::Schedule make_pipeline_schedule(const Config& config);
 
 // "pp 2 (dualpipe) x dp 2 x ep 2", or "dp 2 x ep 2" without pp.
 std::string grid_text(const ParallelConfig& parallel);

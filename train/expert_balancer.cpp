@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/agree.hpp"
 #include "core/check.hpp"
 #include "core/config.hpp"
 #include "core/stopwatch.hpp"
@@ -80,7 +81,12 @@ ExpertBalancer::ExpertBalancer(const Config& config, Group& world, Group& ep_gro
   const model::ModelConfig& m = config.model;
   num_slots_ = m.num_experts + config.balancer.redundant_experts;
   num_groups_ = m.n_group;
-  num_nodes_ = placement_nodes(ep_group);
+  // Every EP group must hold the same placement (their slots' gradients are
+  // summed position by position), so all plan for the same node count: the
+  // least any group may assume.
+  num_nodes_ = core::allreduce_int(world.comm(), placement_nodes(ep_group), MPI_MIN,
+                                   core::Deadline(core::params::timeout_s.get()),
+                                   "epx-train: agreeing on the balancer's nodes");
   every_ = config.balancer.every;
   incremental_ = config.balancer.policy == "incremental";
   incremental_options_.max_migration = config.balancer.max_migration;

@@ -44,8 +44,9 @@ class ExpertBalancer {
   ExpertBalancer(const Config& config, Group& world, Group& ep_group, const Comm& ep_comm);
 
   const balancer::Placement& placement() const noexcept { return placement_; }
-  // The nodes the placement is planned for: the EP group's nodes when they
-  // are equal blocks of consecutive ranks (what the placement assumes), else 1.
+  // The nodes the placement is planned for: the EP groups' nodes when they
+  // are equal blocks of consecutive ranks in every group (what the placement
+  // assumes), else 1; the same on every rank.
   int num_nodes() const noexcept { return num_nodes_; }
   int num_slots() const noexcept { return num_slots_; }  // P = E + redundant_experts
   // The logical expert of each local slot of EP rank `ep_rank`.

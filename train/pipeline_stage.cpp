@@ -18,10 +18,6 @@ model::StagePart stage_part(const model::ModelConfig& c, int stage, int num_stag
   return p;
 }
 
-int model_stages(pipeline::ScheduleKind kind, int pp) {
-  return kind == pipeline::ScheduleKind::dualpipe_v ? 2 * pp : pp;
-}
-
 PipelineStage::PipelineStage(std::vector<model::Engine*> engines, int batch, int seq)
     : engines_(std::move(engines)), batch_(batch), seq_(seq) {}
 

@@ -23,9 +23,6 @@ namespace epx::train {
 // Which part of the model stage `stage` of `num_stages` holds (above).
 model::StagePart stage_part(const model::ModelConfig& config, int stage, int num_stages);
 
-// Model stages of a schedule: 2 pp for DualPipeV, else pp.
-int model_stages(pipeline::ScheduleKind kind, int pp);
-
 class PipelineStage : public pipeline::Stage {
  public:
   // engines[c]: the engine of local chunk c (its model holds that chunk's

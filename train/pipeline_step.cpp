@@ -86,9 +86,14 @@ StepResult Trainer::train_step_pipeline() {
   stage_->record_times(draw);
   const std::vector<double> losses = executor_->step(inputs, labels, loss);
   stage_->record_times(false);
+  // The micro-batches whose last stage this rank holds (a NaN there is a
+  // real one and must show).
   double loss_sum = 0;
-  for (const double l : losses)
-    if (!std::isnan(l)) loss_sum += l;
+  const int last = schedule_->stages - 1;
+  for (int mb = 0; mb < M; ++mb) {
+    const auto& path = schedule_->paths[static_cast<std::size_t>(schedule_->path_of[mb])];
+    if (path[static_cast<std::size_t>(last)].rank == stage_rank_) loss_sum += losses[mb];
+  }
 
   // Dense gradients over the stage's dp ranks, experts over their replicas.
   const auto t1 = core::SteadyClock::now();

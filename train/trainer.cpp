@@ -129,18 +129,6 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
 
 Trainer::~Trainer() = default;
 
-pipeline::Schedule make_pipeline_schedule(const Config& c) {
-  const ParallelConfig& p = c.parallel;
-  if (p.schedule != "auto")
-    return pipeline::make_schedule(pipeline::parse_schedule_kind(p.schedule),
-                                   {p.pp, c.train.num_micro_batches});
-  // auto: the simulator's pick for unit costs (f 1, b 2, w 1), no memory limit.
-  pipeline::AutoRequest req;
-  req.ranks = p.pp;
-  req.microbatches = c.train.num_micro_batches;
-  return pipeline::choose_schedule(req).schedule;
-}
-
 model::ExpertSlots Trainer::slots_of(int ep_rank) const {
   if (balancer_) return balancer_->slots_of(ep_rank);
   return model::Model::contiguous_slots(config_.model, ep_rank, config_.parallel.ep);

@@ -1,8 +1,10 @@
-// epx-train's engine: the DP x EP grid, the step loop (micro-batches,
-// gradient sums, clipping, AdamW, bias update), evaluation, checkpoints and
-// metrics. World rank r is data-parallel rank r; EP group g = r / ep holds
-// every expert, rank r the experts [(r % ep) E/ep, (r % ep + 1) E/ep), or,
-// with the balancer, the slots [(r % ep) P/ep, ...) of its placement.
+// epx-train's engine: the PP x DP x EP grid, the step loop (micro-batches or
+// a pipeline schedule, gradient sums, clipping, AdamW, bias update, the live
+// balancer), evaluation, checkpoints and metrics. World rank r is pipeline
+// rank r / dp and data-parallel rank d = r % dp; the EP groups are ep
+// consecutive dp ranks of a stage, rank r holding the experts
+// [(d % ep) E/ep, (d % ep + 1) E/ep) of its stage's layers, or, with the
+// balancer, the slots [(d % ep) P/ep, ...) of the placement (docs/train.md).
 #pragma once
 
 #include <cstdint>
@@ -40,10 +42,6 @@ struct StepResult {
   std::string timeline;
   double timeline_measured_ms = 0, timeline_simulated_ms = 0;
 };
-
-// The pipeline schedule parallel.schedule names for parallel.pp ranks and
-// train.num_micro_batches (auto: pipeline::choose_schedule's pick).
-pipeline::Schedule make_pipeline_schedule(const Config& config);
 
 class Trainer {
  public:

@@ -9,6 +9,7 @@ they agree.
 import argparse
 import array
 import json
+import math
 import struct
 import sys
 
@@ -54,6 +55,8 @@ def main():
             if len(x) != len(y):
                 sys.exit(f"compare: {file}: {name} has {len(x)} and {len(y)} values")
             scale = max(max((abs(v) for v in x), default=0.0), 1e-30)
+            if any(math.isnan(u) or math.isnan(v) for u, v in zip(x, y)):
+                sys.exit(f"compare: FAILED, {name} holds NaN")
             rel = max((abs(u - v) for u, v in zip(x, y)), default=0.0) / scale
             count += 1
             if rel > worst:

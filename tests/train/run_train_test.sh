@@ -338,7 +338,7 @@ PY
     "2|parallel.pp=2 parallel.dp=1 parallel.schedule=dualpipe train.num_micro_batches=2|train.num_micro_batches = 2"
     "2|parallel.pp=2 parallel.dp=2|parallel.pp x parallel.dp = 2 x 2 = 4, expected the world size 2"
     "2|parallel.pp=1 parallel.dp=2 log.timeline=t.svg|log.timeline = t.svg draws a pipeline's step"
-    "2|parallel.pp=2 parallel.dp=1 parallel.schedule=dualpipev model.num_layers=3|model.num_layers = 3 is fewer than the 4 pipeline stages"
+    "2|parallel.pp=2 parallel.dp=1 parallel.schedule=dualpipev train.num_micro_batches=4 model.num_layers=3|model.num_layers = 3 is fewer than the 4 pipeline stages"
   )
   for c in "${cases[@]}"; do
     IFS='|' read -r n sets want <<<"$c"
