@@ -22,8 +22,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kTagValues = 7201;
-constexpr int kTagExpAvg = 7202;
+// A rank's share of a checkpoint travels as two messages: the names and
+// shapes (JSON), then the values and both moments.
+constexpr int kTagShareNames = 7201;
+constexpr int kTagShareData = 7202;
 constexpr const char* kFormat = "epx-train checkpoint 1";
 
 void write_file_atomic(const fs::path& path, const std::string& text) {
@@ -54,8 +56,9 @@ struct Share {
 std::string Trainer::save_checkpoint() {
   const int ep = config_.parallel.ep;
   // Every parameter once: dense ones from dp rank 0 of each stage, experts
-  // from the stage's first EP group (each logical expert at its first
-  // replica), DualPipe's stages from their first copy; all to rank 0.
+  // from the stage's first EP group (each rank sends each logical expert it
+  // holds once; rank 0 keeps the first copy in rank order, the replicas
+  // being identical), DualPipe's stages from their first copy; all to rank 0.
   Share mine;
   for (std::size_t c = 0; c < models_.size(); ++c) {
     if (schedule_ && !first_copy_of_stage(static_cast<int>(c))) continue;
@@ -88,21 +91,21 @@ std::string Trainer::save_checkpoint() {
         texts[q].resize(static_cast<std::size_t>(sizes[2 * q]));
         data[q].resize(static_cast<std::size_t>(3 * sizes[2 * q + 1]));
         req.emplace_back();
-        MPI_Irecv(texts[q].data(), static_cast<int>(texts[q].size()), MPI_CHAR, q, kTagValues,
+        MPI_Irecv(texts[q].data(), static_cast<int>(texts[q].size()), MPI_CHAR, q, kTagShareNames,
                   world_comm_.get(), &req.back());
         peers.push_back(q);
         req.emplace_back();
-        MPI_Irecv(data[q].data(), static_cast<int>(data[q].size()), MPI_FLOAT, q, kTagExpAvg,
+        MPI_Irecv(data[q].data(), static_cast<int>(data[q].size()), MPI_FLOAT, q, kTagShareData,
                   world_comm_.get(), &req.back());
         peers.push_back(q);
       }
     } else {
       req.emplace_back();
-      MPI_Isend(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagValues,
+      MPI_Isend(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagShareNames,
                 world_comm_.get(), &req.back());
       peers.push_back(0);
       req.emplace_back();
-      MPI_Isend(out.data(), static_cast<int>(out.size()), MPI_FLOAT, 0, kTagExpAvg,
+      MPI_Isend(out.data(), static_cast<int>(out.size()), MPI_FLOAT, 0, kTagShareData,
                 world_comm_.get(), &req.back());
       peers.push_back(0);
     }
