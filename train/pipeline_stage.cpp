@@ -69,11 +69,19 @@ void PipelineStage::record_times(bool on) {
 }
 
 Tensor PipelineStage::backward_input(int chunk, int mb, const Tensor& grad_output) {
-  return timed([&] { return Stage::backward_input(chunk, mb, grad_output); });
+  return timed([&] { return backward_untimed(chunk, mb, grad_output, /*defer_weights=*/true); });
 }
 
 void PipelineStage::backward_weight(int chunk, int mb) {
-  timed([&] { Stage::backward_weight(chunk, mb); });
+  timed([&] {
+    const auto it = awaiting_w_.find({chunk, mb});
+    EPX_CHECK(it != awaiting_w_.end(), Internal, "PipelineStage: W of chunk ", chunk,
+              " micro-batch ", mb, " without its Bi");
+    std::unique_ptr<model::Engine::Saved> s = std::move(it->second);
+    awaiting_w_.erase(it);
+    engines_.at(static_cast<std::size_t>(chunk))->weight_part(*s);
+    spare_.push_back(std::move(s));
+  });
 }
 
 Tensor PipelineStage::forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk,
@@ -88,7 +96,7 @@ Tensor PipelineStage::forward(int chunk, int mb, const Tensor& input) {
 }
 
 Tensor PipelineStage::backward(int chunk, int mb, const Tensor& grad_output) {
-  return timed([&] { return backward_untimed(chunk, mb, grad_output); });
+  return timed([&] { return backward_untimed(chunk, mb, grad_output, /*defer_weights=*/false); });
 }
 
 Tensor PipelineStage::forward_untimed(int chunk, int mb, const Tensor& input) {
@@ -113,7 +121,8 @@ Tensor PipelineStage::forward_untimed(int chunk, int mb, const Tensor& input) {
   return y;
 }
 
-Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_output) {
+Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_output,
+                                       bool defer_weights) {
   model::Engine& e = *engines_.at(static_cast<std::size_t>(chunk));
   const auto it = live_.find({chunk, mb});
   EPX_CHECK(it != live_.end(), Internal, "PipelineStage: backward of chunk ", chunk,
@@ -122,7 +131,7 @@ Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_out
   live_.erase(it);
   const model::Model& m = e.model();
   const float* g = m.part().head ? nullptr : grad_output.data<float>();
-  e.backward_part(*s, micro_batch(mb), g, loss_scale_);
+  e.backward_part(*s, micro_batch(mb), g, loss_scale_, defer_weights);
   Tensor gx;
   if (!m.part().embed) {
     const std::int64_t T = static_cast<std::int64_t>(batch_) * seq_;
@@ -130,7 +139,11 @@ Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_out
     const std::vector<float>& d = model::Engine::input_grad(*s);
     std::copy(d.begin(), d.begin() + gx.numel(), gx.data<float>());
   }
-  spare_.push_back(std::move(s));
+  if (defer_weights) {
+    awaiting_w_[{chunk, mb}] = std::move(s);
+  } else {
+    spare_.push_back(std::move(s));
+  }
   return gx;
 }
 

@@ -37,9 +37,11 @@ class PipelineStage : public pipeline::Stage {
 
   Tensor forward(int chunk, int mb, const Tensor& input) override;
   Tensor backward(int chunk, int mb, const Tensor& grad_output) override;
-  // The zero-bubble split and the FB unit run as the base class does (the
-  // whole backward in Bi, forward then backward in FB); overridden only to
-  // time each op.
+  // The zero-bubble split: Bi computes the input gradient and holds the
+  // weight GEMMs back (Engine::backward_part with defer_weights) until W
+  // runs them; the gradients come out bit for bit as with a full backward.
+  // The FB unit runs as the base class does (forward, then backward),
+  // overridden only to time it.
   Tensor backward_input(int chunk, int mb, const Tensor& grad_output) override;
   void backward_weight(int chunk, int mb) override;
   Tensor forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk, int b_mb,
@@ -55,7 +57,7 @@ class PipelineStage : public pipeline::Stage {
  private:
   model::MicroBatch micro_batch(int mb) const;
   Tensor forward_untimed(int chunk, int mb, const Tensor& input);
-  Tensor backward_untimed(int chunk, int mb, const Tensor& grad_output);
+  Tensor backward_untimed(int chunk, int mb, const Tensor& grad_output, bool defer_weights);
   std::vector<model::Engine*> engines_;
   int batch_ = 0, seq_ = 0;
   const std::vector<std::vector<std::int32_t>>* tokens_ = nullptr;
@@ -63,6 +65,8 @@ class PipelineStage : public pipeline::Stage {
   float loss_scale_ = 1;
   // Activations of the micro-batches in flight, by (chunk, mb); reused.
   std::map<std::pair<int, int>, std::unique_ptr<model::Engine::Saved>> live_;
+  // Those whose Bi ran and whose W has not, by (chunk, mb).
+  std::map<std::pair<int, int>, std::unique_ptr<model::Engine::Saved>> awaiting_w_;
   std::vector<std::unique_ptr<model::Engine::Saved>> spare_;
   // Times the outermost call only (Bi and FB call forward/backward inside).
   template <class F>

@@ -301,6 +301,15 @@ pipeline)
     grep -q "eval loss $(grep -o 'eval loss [0-9.]*' ref.log | cut -d' ' -f3)" "$name.log" ||
       fail "$name: the eval loss differs ($(grep -o 'eval loss [0-9.]*' "$name.log"))"
   done
+  # The zero-bubble split backward (Bi now, W later) gives the full
+  # backward's bits: losses, weights and AdamW moments equal to 1F1B's.
+  for pp in 2 4; do
+    echo "== pp $pp: zb-h1 against 1f1b, bit for bit"
+    python3 "$compare" "pp${pp}_1f1b.jsonl" "pp${pp}_zb-h1.jsonl" --exact || fail "pp $pp: zb-h1 differs from 1f1b"
+    for f in model.safetensors optimizer.safetensors; do
+      cmp "pp${pp}_1f1b/step-10/$f" "pp${pp}_zb-h1/step-10/$f" || fail "pp $pp: zb-h1's $f differs from 1f1b's"
+    done
+  done
   # The live balancer on a pipeline: every replica and both DualPipe copies checked.
   bal=(--set balancer.enabled=true --set balancer.redundant_experts=2 --set balancer.every=2 --set balancer.window=2)
   for sched in dualpipe dualpipev; do
