@@ -9,10 +9,18 @@
 
 namespace epx::train {
 
-model::StagePart stage_part(const model::ModelConfig& c, int stage, int num_stages) {
+model::StagePart stage_part(const model::ModelConfig& c, const std::vector<int>& layers_per_stage,
+                            int stage, int num_stages) {
   model::StagePart p;
-  p.first_layer = stage * c.num_layers / num_stages;
-  p.last_layer = (stage + 1) * c.num_layers / num_stages;
+  if (layers_per_stage.empty()) {
+    p.first_layer = stage * c.num_layers / num_stages;
+    p.last_layer = (stage + 1) * c.num_layers / num_stages;
+  } else {
+    EPX_CHECK_EQ(static_cast<int>(layers_per_stage.size()), num_stages, Internal,
+                 "stage_part: parallel.layers_per_stage was not validated");
+    for (int s = 0; s < stage; ++s) p.first_layer += layers_per_stage[s];
+    p.last_layer = p.first_layer + layers_per_stage[stage];
+  }
   p.embed = stage == 0;
   p.head = stage == num_stages - 1;
   return p;

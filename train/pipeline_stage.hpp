@@ -1,8 +1,9 @@
 // epx-train's pipeline stage: the layers of the model one rank holds for
 // each of its schedule chunks, run by pipeline::Executor. Stage s of S
 // model stages holds layers [s L / S, (s+1) L / S) (integer division: even,
-// with the remainder on the later stages), the embedding when s = 0 and the
-// final norm and head when s = S - 1. The last stage computes the loss
+// with the remainder on the later stages), or with parallel.layers_per_stage
+// n the n[s] layers after those of the stages before it; the embedding when
+// s = 0 and the final norm and head when s = S - 1. The last stage computes the loss
 // itself: its "output" is the per-position cross-entropy [T], whose
 // gradient the executor's loss function sets to the loss scale.
 #pragma once
@@ -20,8 +21,10 @@
 
 namespace epx::train {
 
-// Which part of the model stage `stage` of `num_stages` holds (above).
-model::StagePart stage_part(const model::ModelConfig& config, int stage, int num_stages);
+// Which part of the model stage `stage` of `num_stages` holds (above);
+// layers_per_stage empty: the even split.
+model::StagePart stage_part(const model::ModelConfig& config,
+                            const std::vector<int>& layers_per_stage, int stage, int num_stages);
 
 class PipelineStage : public pipeline::Stage {
  public:

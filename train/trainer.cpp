@@ -89,7 +89,8 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
     pipeline::Schedule schedule = make_pipeline_schedule(config_);
     parts.clear();
     for (const int stage : schedule.stage_of[static_cast<std::size_t>(stage_rank_)])
-      parts.push_back(stage_part(config_.model, stage, schedule.stages));
+      parts.push_back(
+          stage_part(config_.model, config_.parallel.layers_per_stage, stage, schedule.stages));
     schedule_ = std::make_unique<pipeline::Schedule>(std::move(schedule));
   }
   for (const model::StagePart& part : parts) {

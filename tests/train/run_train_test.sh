@@ -126,7 +126,7 @@ badconfig)
       cat bad.log
       fail "--set $set_arg was accepted"
     fi
-    grep -q -- "$want" bad.log || { cat bad.log; fail "--set $set_arg: the error does not say '$want'"; }
+    grep -qF -- "$want" bad.log || { cat bad.log; fail "--set $set_arg: the error does not say '$want'"; }
     lines=$(grep -c "epx-train: FAILED" bad.log)
     [[ $lines == 1 ]] || { cat bad.log; fail "--set $set_arg: $lines error lines, expected one"; }
     grep -q "^step " bad.log && fail "--set $set_arg: training started"
@@ -301,6 +301,16 @@ pipeline)
     grep -q "eval loss $(grep -o 'eval loss [0-9.]*' ref.log | cut -d' ' -f3)" "$name.log" ||
       fail "$name: the eval loss differs ($(grep -o 'eval loss [0-9.]*' "$name.log"))"
   done
+  # An uneven split of the layers (parallel.layers_per_stage).
+  for split in "1f1b [1,3]" "zb-h1 [3,1]"; do
+    read -r sched layers <<<"$split"
+    name="split_$sched"
+    train "$name" 2 "${L4[@]}" --set parallel.pp=2 --set parallel.schedule="$sched" --set parallel.layers_per_stage="$layers" \
+      --set train.micro_batch_size=2 --set train.num_micro_batches=4 || { cat "$name.log"; fail "$name"; }
+    grep -q "layers_per_stage" "$name/step-10/state.json" || fail "$name: the checkpoint's config lacks the split"
+    echo "== pp 2, $sched, layers $layers, against 1 rank"
+    python3 "$compare" ref.jsonl "$name.jsonl" --steps 1:10 || fail "$name differs from the 1-rank run"
+  done
   # The zero-bubble split backward (Bi now, W later) gives the full
   # backward's bits: losses, weights and AdamW moments equal to 1F1B's.
   for pp in 2 4; do
@@ -348,13 +358,14 @@ PY
     "2|parallel.pp=2 parallel.dp=2|parallel.pp x parallel.dp = 2 x 2 = 4, expected the world size 2"
     "2|parallel.pp=1 parallel.dp=2 log.timeline=t.svg|log.timeline = t.svg draws a pipeline's step"
     "2|parallel.pp=2 parallel.dp=1 parallel.schedule=dualpipev train.num_micro_batches=4 model.num_layers=3|model.num_layers = 3 is fewer than the 4 pipeline stages"
+    "2|parallel.pp=2 parallel.dp=1 train.num_micro_batches=4 parallel.layers_per_stage=[1,3]|parallel.layers_per_stage = [1, 3] adds up to 4, expected model.num_layers = 3"
   )
   for c in "${cases[@]}"; do
     IFS='|' read -r n sets want <<<"$c"
     args=()
     for kv in $sets; do args+=(--set "$kv"); done
     if train bad "$n" "${args[@]}"; then cat bad.log; fail "$sets was accepted"; fi
-    grep -q -- "$want" bad.log || { cat bad.log; fail "$sets: the error does not say '$want'"; }
+    grep -qF -- "$want" bad.log || { cat bad.log; fail "$sets: the error does not say '$want'"; }
     [[ $(grep -c "epx-train: FAILED" bad.log) == 1 ]] || { cat bad.log; fail "$sets: not one error line"; }
     grep -q "^step " bad.log && fail "$sets: training started"
     echo "ok: $sets -> $(grep 'epx-train: FAILED' bad.log)"
