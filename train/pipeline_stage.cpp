@@ -37,6 +37,8 @@ void PipelineStage::begin_step(const std::vector<std::vector<std::int32_t>>* tok
   tokens_ = tokens;
   targets_ = targets;
   loss_scale_ = loss_scale;
+  times_.clear();
+  ep_ms_.clear();
 }
 
 model::MicroBatch PipelineStage::micro_batch(int mb) const {
@@ -52,28 +54,35 @@ double now_ms() {
 }
 }  // namespace
 
+double PipelineStage::ep_ms_now() const {
+  double s = 0;
+  for (const model::Engine* e : engines_) s += e->ep_seconds();
+  return 1e3 * s;
+}
+
 template <class F>
 auto PipelineStage::timed(F&& f) {
-  const bool outer = recording_ && depth_ == 0;
+  const bool outer = depth_ == 0;
   const double start = outer ? now_ms() : 0;
+  const double ep_start = outer ? ep_ms_now() : 0;
   ++depth_;
   struct Leave {
     int& depth;
     ~Leave() { --depth; }
   } leave{depth_};
+  const auto record = [&] {
+    if (!outer) return;
+    times_.push_back({start, now_ms()});
+    ep_ms_.push_back(ep_ms_now() - ep_start);
+  };
   if constexpr (std::is_void_v<decltype(f())>) {
     f();
-    if (outer) times_.push_back({start, now_ms()});
+    record();
   } else {
     auto r = f();
-    if (outer) times_.push_back({start, now_ms()});
+    record();
     return r;
   }
-}
-
-void PipelineStage::record_times(bool on) {
-  recording_ = on;
-  if (on) times_.clear();
 }
 
 Tensor PipelineStage::backward_input(int chunk, int mb, const Tensor& grad_output) {

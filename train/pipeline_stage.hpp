@@ -51,11 +51,11 @@ class PipelineStage : public pipeline::Stage {
                           const Tensor& grad_output, Tensor& grad_input) override;
   std::vector<Tensor> weight_grads(int chunk) override;
 
-  // With `on`, op_times() starts afresh and every op the executor runs from
-  // now on appends its start and end (ms on the host's steady clock), in op
-  // order; `off` stops recording and keeps them.
-  void record_times(bool on);
+  // Every op the executor ran since begin_step, in op order: its start and
+  // end (ms on the host's steady clock), and the ms of EP comm inside it
+  // (the engines' comm::Buffer calls).
   const std::vector<pipeline::OpTime>& op_times() const noexcept { return times_; }
+  const std::vector<double>& op_ep_ms() const noexcept { return ep_ms_; }
 
  private:
   model::MicroBatch micro_batch(int mb) const;
@@ -74,9 +74,10 @@ class PipelineStage : public pipeline::Stage {
   // Times the outermost call only (Bi and FB call forward/backward inside).
   template <class F>
   auto timed(F&& f);
-  bool recording_ = false;
+  double ep_ms_now() const;
   int depth_ = 0;
   std::vector<pipeline::OpTime> times_;
+  std::vector<double> ep_ms_;
 };
 
 }  // namespace epx::train

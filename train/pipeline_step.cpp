@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/check.hpp"
 #include "core/file_io.hpp"
 #include "core/stopwatch.hpp"
 #include "model/saved.hpp"
@@ -83,9 +84,20 @@ StepResult Trainer::train_step_pipeline() {
     return sum;
   };
   const bool draw = !config_.log.timeline.empty() && t == config_.log.timeline_step;
-  stage_->record_times(draw);
+  const auto t_pipe = core::SteadyClock::now();
   const std::vector<double> losses = executor_->step(inputs, labels, loss);
-  stage_->record_times(false);
+  const double pipeline_seconds = seconds_since(t_pipe);
+  // This rank's ops by kind, for the bench's split and the simulator's costs.
+  const std::vector<pipeline::Op>& my_ops = schedule_->ops[static_cast<std::size_t>(stage_rank_)];
+  const std::vector<pipeline::OpTime>& times = stage_->op_times();
+  EPX_CHECK_EQ(times.size(), my_ops.size(), Internal, "the pipeline stage timed ", times.size(),
+               " ops, the schedule has ", my_ops.size());
+  OpTotals op_totals;
+  double ops_ms = 0;
+  for (std::size_t i = 0; i < times.size(); ++i) {
+    op_totals.add(my_ops[i].kind, times[i].end - times[i].start, stage_->op_ep_ms()[i]);
+    ops_ms += times[i].end - times[i].start;
+  }
   // The micro-batches whose last stage this rank holds (a NaN there is a
   // real one and must show).
   double loss_sum = 0;
@@ -111,6 +123,9 @@ StepResult Trainer::train_step_pipeline() {
     for (auto& m : models_) balancer_->sum_replica_gradients(*m);
   StepResult r;
   r.step = t;
+  r.pipeline_seconds = pipeline_seconds;
+  r.ops_seconds = ops_ms / 1e3;
+  r.ops = op_totals;
   r.loss = sum_over_ranks(world_comm_, std::vector<double>{loss_sum}, "sum of the loss")[0] /
            static_cast<double>(B * seq);
   // Counts: each rank's chunks hold distinct layers, and each layer's

@@ -22,6 +22,7 @@
 #include "train/exchange.hpp"
 #include "train/expert_balancer.hpp"
 #include "train/pipeline_stage.hpp"
+#include "train/pipeline_timeline.hpp"
 
 namespace epx::train {
 
@@ -38,6 +39,10 @@ struct StepResult {
   double rank_pairs_max_over_mean = 0;
   double expert_seconds_max = 0, expert_seconds_mean = 0;
   std::vector<RebalanceReport> rebalances;  // the balancer's, at the end of this step
+  // pp > 1: the executor's wall time for the schedule, the part of it this
+  // rank's ops ran (the rest is bubble), and those ops' totals by kind.
+  double pipeline_seconds = 0, ops_seconds = 0;
+  OpTotals ops;
   // log.timeline's step (rank 0): the file written and the makespans.
   std::string timeline;
   double timeline_measured_ms = 0, timeline_simulated_ms = 0;
@@ -53,11 +58,10 @@ class Trainer {
 
   std::int64_t step() const noexcept { return step_; }  // steps done
   StepResult train_step();
+  // The mean cross-entropy over eval_batches global batches of the val split.
   double eval_loss();
   // The pipeline's schedule (pp > 1), else null.
-  const pipeline::Schedule* schedule() const noexcept {
-    return schedule_.get();
-  }  // mean cross-entropy over eval_batches global batches of the val split
+  const pipeline::Schedule* schedule() const noexcept { return schedule_.get(); }
   // Writes checkpoint_dir/step-N atomically and points `latest` at it; returns the directory.
   std::string save_checkpoint();
 

@@ -345,6 +345,21 @@ ok = len(d.getElementsByTagName("svg")) == 3 and "measured: one step" in texts a
 sys.exit(0 if ok else 1)
 PY
   done
+  # The bench's pipeline split: pp, schedule and balancer from its flags.
+  timeout 300 "$bin/epxrun" -n 4 -- "$bin/epx-train" "$cfg" "${L4[@]}" --set train.micro_batch_size=1 \
+    --set train.num_micro_batches=4 --set parallel.ep=2 --bench --bench-steps 2 --bench-warmup 1 --pp 2 --schedule dualpipe \
+    --balancer on --json >bench.log 2>&1 || { cat bench.log; fail "epx-train --bench --pp 2"; }
+  cat bench.log
+  grep -q "pp 2 (dualpipe) x dp 2 x ep 2, balancer on" bench.log || fail "the bench did not take --pp/--schedule/--balancer"
+  grep -q "step split (ms, slowest rank): compute .*, EP comm exposed .*, PP bubble .*, DP all-reduce" bench.log ||
+    fail "no step split"
+  grep -q "dualpipe: .* ms measured in the executor, .* ms simulated from the measured op costs" bench.log ||
+    fail "no simulator comparison"
+  grep -q "FB units: .* ms each" bench.log || fail "no FB unit line"
+  python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if j["ms_simulated"] > 0 and j["ms_pipeline"] > 0 and j["schedule"] == "dualpipe" else 1)' bench.log ||
+    fail "the bench JSON lacks the pipeline fields"
+  if "$bin/epx-train" "$cfg" --pp 2 >usage.log 2>&1; then fail "--pp without --bench was accepted"; fi
+  grep -q "go with --bench" usage.log || { cat usage.log; fail "--pp without --bench: no clear error"; }
   # Checkpoints: DualPipe's on 1 rank, a 1-rank one on pp 4 with 1F1B.
   train back 1 "${L4[@]}" --resume "$work/pp2dp2ep2_dualpipe/step-5" || { cat back.log; fail "pp resume on 1 rank"; }
   python3 "$compare" pp2dp2ep2_dualpipe.jsonl back.jsonl --steps 6:10 || fail "the 1-rank resume differs"
