@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <utility>
@@ -43,13 +44,16 @@ class PipelineStage : public pipeline::Stage {
   // The zero-bubble split: Bi computes the input gradient and holds the
   // weight GEMMs back (Engine::backward_part with defer_weights) until W
   // runs them; the gradients come out bit for bit as with a full backward.
-  // The FB unit runs as the base class does (forward, then backward),
-  // overridden only to time it.
+  // The FB unit runs its forward, then its backward (no overlap yet).
   Tensor backward_input(int chunk, int mb, const Tensor& grad_output) override;
   void backward_weight(int chunk, int mb) override;
   Tensor forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk, int b_mb,
                           const Tensor& grad_output, Tensor& grad_input) override;
   std::vector<Tensor> weight_grads(int chunk) override;
+
+  // Called once, in the next FB unit, between its forward and its backward
+  // (the fault tests' hook: train/faults.hpp); begin_step clears it.
+  void set_fb_unit_hook(std::function<void()> hook) { fb_unit_hook_ = std::move(hook); }
 
   // Every op the executor ran since begin_step, in op order: its start and
   // end (ms on the host's steady clock), and the ms of EP comm inside it
@@ -74,6 +78,7 @@ class PipelineStage : public pipeline::Stage {
   // Times the outermost call only (Bi and FB call forward/backward inside).
   template <class F>
   auto timed(F&& f);
+  std::function<void()> fb_unit_hook_;
   double ep_ms_now() const;
   int depth_ = 0;
   std::vector<pipeline::OpTime> times_;

@@ -42,7 +42,7 @@ bool Trainer::first_copy_of_stage(int chunk) const {
 StepResult Trainer::train_step_pipeline() {
   const TrainConfig& tc = config_.train;
   const std::int64_t t = step_ + 1;
-  inject_faults(rank_, t, timeout_s_);
+  inject_faults(FaultSite::StepStart, rank_, t, timeout_s_);
   const auto t0 = core::SteadyClock::now();
   for (auto& m : models_) {
     m->dense.zero_grads();
@@ -72,6 +72,7 @@ StepResult Trainer::train_step_pipeline() {
   }
   const float scale = static_cast<float>(1.0 / static_cast<double>(B * seq));
   stage_->begin_step(&mb_tokens_, &mb_targets_, scale);
+  stage_->set_fb_unit_hook([this, t] { inject_faults(FaultSite::FbUnit, rank_, t, timeout_s_); });
   // The last stage's output is the per-position loss; its gradient is the scale.
   const pipeline::LossFn loss = [&](int, const Tensor& out, const Tensor&, Tensor& grad) {
     double sum = 0;

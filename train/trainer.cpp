@@ -166,7 +166,7 @@ StepResult Trainer::train_step() {
   if (executor_) return train_step_pipeline();
   const TrainConfig& tc = config_.train;
   const std::int64_t t = step_ + 1;
-  inject_faults(rank_, t, timeout_s_);
+  inject_faults(FaultSite::StepStart, rank_, t, timeout_s_);
   const auto t0 = Clock::now();
   model_->dense.zero_grads();
   model_->experts.zero_grads();
@@ -252,7 +252,7 @@ void Trainer::balance(StepResult& r, std::int64_t t) {
     if (check) check_replicas(world_comm_, all);
     return;
   }
-  inject_migration_faults(rank_, t, timeout_s_);
+  inject_faults(FaultSite::Migration, rank_, t, timeout_s_);
   // Point-to-point first, so that a rank that does not come is named (the
   // migration's own agreement can only say that one is missing).
   agree(ep_comm_, "", "the rebalance at step " + std::to_string(t));

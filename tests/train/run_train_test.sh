@@ -14,10 +14,13 @@
 # balancer  the live balancer with redundant experts (both policies, 1 and 2 virtual nodes):
 #           losses as without it, every replica bit-identical after every step and
 #           migration, logical checkpoints that resume on any grid
-# pipeline  every schedule on pp 2 and 4, with and without dp and ep, against 1 rank; pp
-#           checkpoints resumed on other grids; bad pipeline settings
+# pipeline  every schedule on pp 2 and 4, with and without dp and ep, against 1 rank;
+#           zb-h1's split backward against 1f1b bit for bit; layers_per_stage; pp checkpoints
+#           resumed on other grids; the bench's pipeline split; bad pipeline settings
 # killmigrate a rank killed as a migration begins: every rank exits non-zero, naming it,
 #           and the last checkpoint resumes
+# killfb    a rank stalled or killed inside a DualPipe FB unit: the others fail in time,
+#           naming it, and the last checkpoint resumes
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
 cfg=$src/tests/train/small.yaml
@@ -385,6 +388,32 @@ PY
     grep -q "^step " bad.log && fail "$sets: training started"
     echo "ok: $sets -> $(grep 'epx-train: FAILED' bad.log)"
   done
+  ;;
+killfb)
+  # A rank that stalls or dies inside a DualPipe FB unit (between its forward
+  # and its backward, its EP peer inside the same unit's dispatch).
+  fb=(--set model.num_layers=4 --set parallel.pp=2 --set parallel.dp=2 --set parallel.ep=2
+    --set parallel.schedule=dualpipe --set train.micro_batch_size=1 --set train.num_micro_batches=4)
+  start=$SECONDS
+  shm_before
+  EPX_TIMEOUT_S=5 EPX_TRAIN_STALL_FB=1:3 train stall 4 "${fb[@]}" && { cat stall.log; fail "the run with a stalled rank succeeded"; }
+  took=$((SECONDS - start))
+  grep -v '^step' stall.log
+  grep -q "rank 1 stalls inside an FB unit of step 3" stall.log || fail "the stall was not injected"
+  grep -q "FAILED.*rank 1" stall.log || fail "no error names rank 1"
+  ((took < 40)) || fail "took $took s to fail, timeout 5 s"
+  start=$SECONDS
+  EPX_TIMEOUT_S=10 EPX_TRAIN_KILL_FB=2:7 train kill 4 "${fb[@]}" && { cat kill.log; fail "the run with a killed rank succeeded"; }
+  took=$((SECONDS - start))
+  grep -v '^step' kill.log
+  grep -q "rank 2 kills itself inside an FB unit of step 7" kill.log || fail "the fault was not injected"
+  ((took < 60)) || fail "took $took s to end after the kill"
+  [[ "$(cat kill/latest)" == step-5 && -f kill/step-5/model.safetensors ]] || fail "the step-5 checkpoint is not the latest"
+  leaked=$(shm_leaked)
+  [[ -z $leaked ]] || fail "epx segments left in /dev/shm: $leaked"
+  train kill 4 "${fb[@]}" --resume auto || { cat kill.log; fail "resuming after the kill"; }
+  grep -q "resumed from .*step-5 at step 5" kill.log || { cat kill.log; fail "did not resume at step 5"; }
+  echo "ok: the stall failed in time naming rank 1; the kill ended the job, step-5 resumed"
   ;;
 killmigrate)
   # A stalled rank: its EP group peer waits in the migration and names it.
