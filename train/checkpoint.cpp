@@ -4,6 +4,7 @@
 // is replaced last, so a crash at any moment leaves the previous checkpoint
 // whole and `latest` pointing at it. Files hold logical experts under their
 // HF names, so any grid resumes any checkpoint.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -86,6 +87,21 @@ std::string Trainer::save_checkpoint() {
     out.insert(out.end(), mine.avg_sq.begin(), mine.avg_sq.end());
     std::vector<MPI_Request> req;
     std::vector<int> peers;
+    // An MPI count is an int: a share goes in pieces of at most 2^28 floats
+    // (1 GiB), in order (MPI does not reorder messages of one tag between
+    // two ranks). Both ends cut the same length the same way.
+    constexpr std::int64_t kPiece = std::int64_t{1} << 28;
+    const auto post_data = [&](float* p, std::int64_t n, int peer, bool receive) {
+      for (std::int64_t at = 0; at == 0 || at < n; at += kPiece) {
+        const int len = static_cast<int>(std::min(kPiece, n - at));
+        req.emplace_back();
+        if (receive)
+          MPI_Irecv(p + at, len, MPI_FLOAT, peer, kTagShareData, world_comm_.get(), &req.back());
+        else
+          MPI_Isend(p + at, len, MPI_FLOAT, peer, kTagShareData, world_comm_.get(), &req.back());
+        peers.push_back(peer);
+      }
+    };
     if (rank_ == 0) {
       for (int q = 1; q < world_size_; ++q) {
         texts[q].resize(static_cast<std::size_t>(sizes[2 * q]));
@@ -94,20 +110,14 @@ std::string Trainer::save_checkpoint() {
         MPI_Irecv(texts[q].data(), static_cast<int>(texts[q].size()), MPI_CHAR, q, kTagShareNames,
                   world_comm_.get(), &req.back());
         peers.push_back(q);
-        req.emplace_back();
-        MPI_Irecv(data[q].data(), static_cast<int>(data[q].size()), MPI_FLOAT, q, kTagShareData,
-                  world_comm_.get(), &req.back());
-        peers.push_back(q);
+        post_data(data[q].data(), static_cast<std::int64_t>(data[q].size()), q, true);
       }
     } else {
       req.emplace_back();
       MPI_Isend(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagShareNames,
                 world_comm_.get(), &req.back());
       peers.push_back(0);
-      req.emplace_back();
-      MPI_Isend(out.data(), static_cast<int>(out.size()), MPI_FLOAT, 0, kTagShareData,
-                world_comm_.get(), &req.back());
-      peers.push_back(0);
+      post_data(out.data(), static_cast<std::int64_t>(out.size()), 0, false);
     }
     wait_all(world_comm_, req, peers, "checkpoint: collecting the parameters");
     if (rank_ == 0) {

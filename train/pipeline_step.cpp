@@ -179,17 +179,27 @@ void Trainer::draw_timeline(StepResult& r) {
   for (const auto& ops : schedule_->ops) most = std::max(most, ops.size());
   mine.resize(2 * most, 0.0);
   const std::vector<double> all = allgather(pp_comm_, mine, "gathering the pipeline timeline");
-  if (rank_ != 0) return;
-  std::vector<std::vector<pipeline::OpTime>> times(schedule_->ops.size());
-  for (std::size_t q = 0; q < times.size(); ++q)
-    for (std::size_t i = 0; i < schedule_->ops[q].size(); ++i)
-      times[q].push_back({all[2 * (q * most + i)], all[2 * (q * most + i) + 1]});
-  const TimelineReport rep = pipeline_timeline(*schedule_, times);
-  core::write_file_atomically(config_.log.timeline, {{rep.svg.data(), rep.svg.size()}},
-                              "log.timeline");
-  r.timeline = config_.log.timeline;
-  r.timeline_measured_ms = rep.measured_ms;
-  r.timeline_simulated_ms = rep.simulated_ms;
+  // Rank 0 draws and writes; the pipeline learns whether that worked, so a
+  // failure (say, a directory that is not there) stops every rank with its
+  // message instead of leaving the others to time out on rank 0.
+  std::string error;
+  if (rank_ == 0) {
+    try {
+      std::vector<std::vector<pipeline::OpTime>> times(schedule_->ops.size());
+      for (std::size_t q = 0; q < times.size(); ++q)
+        for (std::size_t i = 0; i < schedule_->ops[q].size(); ++i)
+          times[q].push_back({all[2 * (q * most + i)], all[2 * (q * most + i) + 1]});
+      const TimelineReport rep = pipeline_timeline(*schedule_, times);
+      core::write_file_atomically(config_.log.timeline, {{rep.svg.data(), rep.svg.size()}},
+                                  "log.timeline");
+      r.timeline = config_.log.timeline;
+      r.timeline_measured_ms = rep.measured_ms;
+      r.timeline_simulated_ms = rep.simulated_ms;
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  agree(pp_comm_, error, "log.timeline");
 }
 
 // Forward only, micro-batch by micro-batch along the schedule's first path

@@ -363,6 +363,16 @@ PY
     fail "the bench JSON lacks the pipeline fields"
   if "$bin/epx-train" "$cfg" --pp 2 >usage.log 2>&1; then fail "--pp without --bench was accepted"; fi
   grep -q "go with --bench" usage.log || { cat usage.log; fail "--pp without --bench: no clear error"; }
+  # A timeline that cannot be written stops every rank of the pipeline with the reason.
+  start=$SECONDS
+  train tl_bad 2 "${L4[@]}" --set parallel.pp=2 --set train.micro_batch_size=2 --set train.num_micro_batches=4 \
+    --set log.timeline=/nonexistent/dir/t.svg && { cat tl_bad.log; fail "an unwritable log.timeline was accepted"; }
+  took=$((SECONDS - start))
+  # (The other rank's line, "log.timeline: rank 0 failed", may be cut short
+  # by mpirun ending the job as soon as rank 0 exits.)
+  grep -q "epx-train: FAILED.*log.timeline: cannot create /nonexistent/dir/t.svg" tl_bad.log ||
+    { cat tl_bad.log; fail "no error names log.timeline and the file"; }
+  ((took < 60)) || fail "an unwritable log.timeline took $took s to fail"
   # Checkpoints: DualPipe's on 1 rank, a 1-rank one on pp 4 with 1F1B.
   train back 1 "${L4[@]}" --resume "$work/pp2dp2ep2_dualpipe/step-5" || { cat back.log; fail "pp resume on 1 rank"; }
   python3 "$compare" pp2dp2ep2_dualpipe.jsonl back.jsonl --steps 6:10 || fail "the 1-rank resume differs"
