@@ -14,6 +14,7 @@
 
 #include "core/check.hpp"
 #include "core/file_io.hpp"
+#include "model/load_weights.hpp"
 #include "model/safetensors.hpp"
 #include "train/trainer.hpp"
 
@@ -199,37 +200,24 @@ std::string Trainer::save_checkpoint() {
 
 void Trainer::load_weights(const std::string& path, bool with_optimizer) {
   const model::SafetensorsReader w(path);
-  const auto load_into = [](const model::SafetensorsReader& r, const std::string& name,
-                            const model::ParamInfo& p, std::vector<float>& array) {
-    const Tensor t = r.load_f32(name, p.shape);
-    std::copy(t.data<float>(), t.data<float>() + p.numel, array.begin() + p.offset);
-  };
   std::unique_ptr<model::SafetensorsReader> o;
   if (with_optimizer)
     o = std::make_unique<model::SafetensorsReader>(
         (fs::path(path).parent_path() / "optimizer.safetensors").string());
   for (auto& m : models_) {
+    // A checkpoint (with_optimizer) always has the bias buffers.
+    model::load_weights(*m, w, /*require_bias=*/with_optimizer);
+    if (!o) continue;
     model::ParamStore& D = m->dense;
     model::ParamStore& X = m->experts;
-    const std::vector<std::string> names = m->expert_names();
-    for (const model::ParamInfo& p : D.params()) load_into(w, p.name, p, D.values);
-    for (std::size_t i = 0; i < names.size(); ++i)
-      load_into(w, names[i], X.info(static_cast<int>(i)), X.values);
-    for (int l = 0; l < m->num_moe_layers(); ++l) {
-      const std::string b = m->bias_name(l);
-      if (!w.contains(b) && !with_optimizer)
-        continue;  // an outside file may lack the buffer: b = 0
-      const Tensor t = w.load_f32(b, {config_.model.num_experts});
-      std::copy(t.data<float>(), t.data<float>() + config_.model.num_experts, m->bias[l].begin());
-    }
-    if (!o) continue;
     for (const model::ParamInfo& p : D.params()) {
-      load_into(*o, p.name + ".exp_avg", p, D.exp_avg);
-      load_into(*o, p.name + ".exp_avg_sq", p, D.exp_avg_sq);
+      model::load_param(*o, p.name + ".exp_avg", p, D.exp_avg);
+      model::load_param(*o, p.name + ".exp_avg_sq", p, D.exp_avg_sq);
     }
+    const std::vector<std::string> names = m->expert_names();
     for (std::size_t i = 0; i < names.size(); ++i) {
-      load_into(*o, names[i] + ".exp_avg", X.info(static_cast<int>(i)), X.exp_avg);
-      load_into(*o, names[i] + ".exp_avg_sq", X.info(static_cast<int>(i)), X.exp_avg_sq);
+      model::load_param(*o, names[i] + ".exp_avg", X.info(static_cast<int>(i)), X.exp_avg);
+      model::load_param(*o, names[i] + ".exp_avg_sq", X.info(static_cast<int>(i)), X.exp_avg_sq);
     }
   }
 }

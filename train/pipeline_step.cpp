@@ -56,7 +56,6 @@ StepResult Trainer::train_step_pipeline() {
   // This pipeline's micro-batches of the global batch.
   const std::int64_t B = global_batch_, seq = tc.seq_len;
   const std::int64_t T = static_cast<std::int64_t>(tc.micro_batch_size) * seq;
-  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   const int M = tc.num_micro_batches;
   mb_tokens_.resize(static_cast<std::size_t>(M));
   mb_targets_.resize(static_cast<std::size_t>(M));
@@ -64,9 +63,7 @@ StepResult Trainer::train_step_pipeline() {
   for (int mb = 0; mb < M; ++mb) {
     mb_tokens_[mb].resize(static_cast<std::size_t>(T));
     mb_targets_[mb].resize(static_cast<std::size_t>(T));
-    for (int i = 0; i < tc.micro_batch_size; ++i)
-      data_->train_sequence(step_, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
-                            mb_tokens_[mb].data() + i * seq, mb_targets_[mb].data() + i * seq);
+    fill_micro_batch(false, step_, mb, mb_tokens_[mb].data(), mb_targets_[mb].data());
     inputs[mb] = Tensor::wrap(mb_tokens_[mb].data(), {T}, DType::i32);
     labels[mb] = Tensor::wrap(mb_targets_[mb].data(), {T}, DType::i32);
   }
@@ -211,7 +208,6 @@ double Trainer::eval_loss_pipeline() {
   const std::int64_t B = global_batch_, seq = tc.seq_len;
   const std::int64_t T = static_cast<std::int64_t>(tc.micro_batch_size) * seq;
   const std::int64_t H = config_.model.hidden_size;
-  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   const std::vector<pipeline::Location>& path = schedule_->paths.at(0);
   const int S = schedule_->stages;
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(T)), targets(tokens.size());
@@ -221,9 +217,7 @@ double Trainer::eval_loss_pipeline() {
   double sum = 0;
   for (int b = 0; b < tc.eval_batches; ++b)
     for (int mb = 0; mb < tc.num_micro_batches; ++mb) {
-      for (int i = 0; i < tc.micro_batch_size; ++i)
-        data_->val_sequence(b, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
-                            tokens.data() + i * seq, targets.data() + i * seq);
+      fill_micro_batch(true, b, mb, tokens.data(), targets.data());
       const model::MicroBatch batch{tokens.data(), targets.data(), tc.micro_batch_size, tc.seq_len};
       for (int s = 0; s < S; ++s) {
         if (path[s].rank != stage_rank_) continue;

@@ -175,7 +175,6 @@ StepResult Trainer::train_step() {
 
   // This rank's sequences of the global batch, micro_batch_size at a time.
   const std::int64_t B = global_batch_, seq = tc.seq_len;
-  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   const float scale = static_cast<float>(1.0 / static_cast<double>(B * seq));
   inputs_.resize(static_cast<std::size_t>(tc.micro_batch_size * seq));
   targets_.resize(inputs_.size());
@@ -197,9 +196,7 @@ StepResult Trainer::train_step() {
   };
   double loss_sum = 0;
   for (int mb = 0; mb < tc.num_micro_batches; ++mb) {
-    for (int i = 0; i < tc.micro_batch_size; ++i)
-      data_->train_sequence(step_, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
-                            inputs_.data() + i * seq, targets_.data() + i * seq);
+    fill_micro_batch(false, step_, mb, inputs_.data(), targets_.data());
     if (mb + 1 == tc.num_micro_batches) engine_->set_backward_hook(start_part);
     loss_sum += engine_->forward_backward(
         {inputs_.data(), targets_.data(), tc.micro_batch_size, tc.seq_len}, scale);
@@ -280,19 +277,30 @@ void Trainer::update(StepResult& r, double grad_sq, std::int64_t t) {
   }
 }
 
+void Trainer::fill_micro_batch(bool val, std::int64_t index, int mb, std::int32_t* tokens,
+                               std::int32_t* targets) const {
+  const TrainConfig& tc = config_.train;
+  const std::int64_t B = global_batch_, seq = tc.seq_len;
+  const std::int64_t first =
+      dp_rank_ * (B / config_.parallel.dp) + static_cast<std::int64_t>(mb) * tc.micro_batch_size;
+  for (int i = 0; i < tc.micro_batch_size; ++i) {
+    if (val)
+      data_->val_sequence(index, first + i, B, tc.seq_len, tokens + i * seq, targets + i * seq);
+    else
+      data_->train_sequence(index, first + i, B, tc.seq_len, tokens + i * seq, targets + i * seq);
+  }
+}
+
 double Trainer::eval_loss() {
   if (executor_) return eval_loss_pipeline();
   const TrainConfig& tc = config_.train;
   const std::int64_t B = global_batch_, seq = tc.seq_len;
-  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   inputs_.resize(static_cast<std::size_t>(tc.micro_batch_size * seq));
   targets_.resize(inputs_.size());
   double sum = 0;
   for (int b = 0; b < tc.eval_batches; ++b)
     for (int mb = 0; mb < tc.num_micro_batches; ++mb) {
-      for (int i = 0; i < tc.micro_batch_size; ++i)
-        data_->val_sequence(b, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
-                            inputs_.data() + i * seq, targets_.data() + i * seq);
+      fill_micro_batch(true, b, mb, inputs_.data(), targets_.data());
       sum += engine_->forward_loss({inputs_.data(), targets_.data(), tc.micro_batch_size, tc.seq_len});
     }
   return sum_over_ranks(world_comm_, std::vector<double>{sum}, "dp sum of the eval loss")[0] /

@@ -80,6 +80,11 @@ class Trainer {
   void record_expert_work(StepResult& r) const;    // collective: the rank_* / expert_* fields
   std::int64_t expert_pairs() const;               // over the chunks' engines
   double expert_seconds() const;
+  // Micro-batch mb of this dp rank's share of a global batch into tokens and
+  // targets ([micro_batch_size x seq_len] each): of the train split's batch
+  // for step `index` (val false), or of the val split's batch `index`.
+  void fill_micro_batch(bool val, std::int64_t index, int mb, std::int32_t* tokens,
+                        std::int32_t* targets) const;
   StepResult train_step_pipeline();  // pp > 1 (train/pipeline_step.cpp)
   double eval_loss_pipeline();
   void draw_timeline(StepResult& r);  // collective over the pipeline
