@@ -147,18 +147,31 @@ double Trainer::expert_seconds() const {
   return s;
 }
 
+// Within each pipeline stage (its ranks hold the same MoE layers; stages
+// may hold different numbers of them), then the worst stage.
 void Trainer::record_expert_work(StepResult& r) const {
-  const std::vector<double> all = allgather(
-      world_comm_, std::vector<double>{static_cast<double>(expert_pairs()), expert_seconds()},
-      "gathering the ranks' expert work");
-  double pairs_max = 0, pairs_sum = 0, sec_sum = 0;
+  const std::vector<double> all =
+      allgather(world_comm_,
+                std::vector<double>{static_cast<double>(stage_rank_),
+                                    static_cast<double>(expert_pairs()), expert_seconds()},
+                "gathering the ranks' expert work");
+  const int stages = config_.parallel.pp;
+  std::vector<double> pairs_max(stages, 0), pairs_sum(stages, 0);
+  std::vector<int> ranks(stages, 0);
+  double sec_sum = 0;
   for (int q = 0; q < world_size_; ++q) {
-    pairs_max = std::max(pairs_max, all[2 * q]);
-    pairs_sum += all[2 * q];
-    r.expert_seconds_max = std::max(r.expert_seconds_max, all[2 * q + 1]);
-    sec_sum += all[2 * q + 1];
+    const int s = static_cast<int>(all[3 * q]);
+    pairs_max[s] = std::max(pairs_max[s], all[3 * q + 1]);
+    pairs_sum[s] += all[3 * q + 1];
+    ranks[s] += 1;
+    r.expert_seconds_max = std::max(r.expert_seconds_max, all[3 * q + 2]);
+    sec_sum += all[3 * q + 2];
   }
-  r.rank_pairs_max_over_mean = pairs_sum > 0 ? pairs_max * world_size_ / pairs_sum : 0;
+  r.rank_pairs_max_over_mean = 0;
+  for (int s = 0; s < stages; ++s)
+    if (pairs_sum[s] > 0)
+      r.rank_pairs_max_over_mean =
+          std::max(r.rank_pairs_max_over_mean, pairs_max[s] * ranks[s] / pairs_sum[s]);
   r.expert_seconds_mean = sec_sum / world_size_;
 }
 

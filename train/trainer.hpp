@@ -35,7 +35,8 @@ struct StepResult {
   double tokens_per_s = 0;
   std::vector<std::vector<std::int64_t>> expert_counts;  // [MoE layer][E], the global batch
   // The ranks' routed-expert work: (row, expert) pairs computed, max over
-  // ranks / mean, and the slowest and the mean rank's seconds in expert GEMMs.
+  // ranks / mean within each pipeline stage (the worst stage's), and the
+  // slowest and the mean rank's seconds in expert GEMMs.
   double rank_pairs_max_over_mean = 0;
   double expert_seconds_max = 0, expert_seconds_mean = 0;
   std::vector<RebalanceReport> rebalances;  // the balancer's, at the end of this step
