@@ -78,56 +78,60 @@ void check_offsets(const std::int64_t* offsets, int num_groups, const char* op) 
               "] = ", offsets[e + 1], ", expected >= offsets[", e, "] = ", offsets[e]);
 }
 
+// Checks the offsets, then calls f(e, first row, rows, hidden, inter) for
+// every non-empty group e in order.
+template <class F>
+void for_each_group(const std::int64_t* offsets, int num_groups, const MlpWeights* w,
+                    const char* op, F&& f) {
+  check_offsets(offsets, num_groups, op);
+  for (int e = 0; e < num_groups; ++e) {
+    const std::int64_t row0 = offsets[e], rows = offsets[e + 1] - offsets[e];
+    if (rows > 0) f(e, row0, rows, w[e].hidden, w[e].inter);
+  }
+}
+
 }  // namespace
 
 void grouped_mlp_forward(float* y, float* saved, const float* x, const std::int64_t* offsets,
                          int num_groups, const MlpWeights* w) {
-  check_offsets(offsets, num_groups, "grouped_mlp_forward");
-  for (int e = 0; e < num_groups; ++e) {
-    const std::int64_t row0 = offsets[e], rows = offsets[e + 1] - offsets[e];
-    if (rows == 0) continue;
-    const std::int64_t hidden = w[e].hidden, inter = w[e].inter;
-    mlp_forward(y + row0 * hidden, saved + row0 * 3 * inter, x + row0 * hidden, rows, w[e]);
-  }
+  for_each_group(
+      offsets, num_groups, w, "grouped_mlp_forward",
+      [&](int e, std::int64_t row0, std::int64_t rows, std::int64_t hidden, std::int64_t inter) {
+        mlp_forward(y + row0 * hidden, saved + row0 * 3 * inter, x + row0 * hidden, rows, w[e]);
+      });
 }
 
 void grouped_mlp_backward(float* dx, const MlpGrads* dw, const float* dy, const float* x,
                           const float* saved, const std::int64_t* offsets, int num_groups,
                           const MlpWeights* w, float* scratch, bool accumulate) {
-  check_offsets(offsets, num_groups, "grouped_mlp_backward");
-  for (int e = 0; e < num_groups; ++e) {
-    const std::int64_t row0 = offsets[e], rows = offsets[e + 1] - offsets[e];
-    if (rows == 0) continue;
-    const std::int64_t hidden = w[e].hidden, inter = w[e].inter;
-    mlp_backward(dx + row0 * hidden, dw[e], dy + row0 * hidden, x + row0 * hidden,
-                 saved + row0 * 3 * inter, rows, w[e], scratch, accumulate);
-  }
+  for_each_group(
+      offsets, num_groups, w, "grouped_mlp_backward",
+      [&](int e, std::int64_t row0, std::int64_t rows, std::int64_t hidden, std::int64_t inter) {
+        mlp_backward(dx + row0 * hidden, dw[e], dy + row0 * hidden, x + row0 * hidden,
+                     saved + row0 * 3 * inter, rows, w[e], scratch, accumulate);
+      });
 }
 
 void grouped_mlp_backward_input(float* dx, float* dgu, const float* dy, const float* saved,
                                 const std::int64_t* offsets, int num_groups, const MlpWeights* w,
                                 float* dh_scratch, bool accumulate) {
-  check_offsets(offsets, num_groups, "grouped_mlp_backward_input");
-  for (int e = 0; e < num_groups; ++e) {
-    const std::int64_t row0 = offsets[e], rows = offsets[e + 1] - offsets[e];
-    if (rows == 0) continue;
-    const std::int64_t hidden = w[e].hidden, inter = w[e].inter;
-    mlp_backward_input(dx + row0 * hidden, dgu + row0 * 2 * inter, dy + row0 * hidden,
-                       saved + row0 * 3 * inter, rows, w[e], dh_scratch, accumulate);
-  }
+  for_each_group(
+      offsets, num_groups, w, "grouped_mlp_backward_input",
+      [&](int e, std::int64_t row0, std::int64_t rows, std::int64_t hidden, std::int64_t inter) {
+        mlp_backward_input(dx + row0 * hidden, dgu + row0 * 2 * inter, dy + row0 * hidden,
+                           saved + row0 * 3 * inter, rows, w[e], dh_scratch, accumulate);
+      });
 }
 
 void grouped_mlp_backward_weight(const MlpGrads* dw, const float* dy, const float* x,
                                  const float* saved, const float* dgu, const std::int64_t* offsets,
                                  int num_groups, const MlpWeights* w) {
-  check_offsets(offsets, num_groups, "grouped_mlp_backward_weight");
-  for (int e = 0; e < num_groups; ++e) {
-    const std::int64_t row0 = offsets[e], rows = offsets[e + 1] - offsets[e];
-    if (rows == 0) continue;
-    const std::int64_t hidden = w[e].hidden, inter = w[e].inter;
-    mlp_backward_weight(dw[e], dy + row0 * hidden, x + row0 * hidden, saved + row0 * 3 * inter,
-                        dgu + row0 * 2 * inter, rows, w[e]);
-  }
+  for_each_group(
+      offsets, num_groups, w, "grouped_mlp_backward_weight",
+      [&](int e, std::int64_t row0, std::int64_t rows, std::int64_t hidden, std::int64_t inter) {
+        mlp_backward_weight(dw[e], dy + row0 * hidden, x + row0 * hidden, saved + row0 * 3 * inter,
+                            dgu + row0 * 2 * inter, rows, w[e]);
+      });
 }
 
 }  // namespace epx::kernels

@@ -51,6 +51,38 @@ train() {
     --set "log.metrics=$work/$name.jsonl" "$@" >"$work/$name.log" 2>&1
 }
 
+# The fault tests at one site (train/faults.hpp: SUFFIX _MIGRATION or _FB,
+# WHERE its words in the message): rank 1 stalls at step STALL_STEP, and the
+# others must fail within the timeout with an error matching WANT; then rank
+# 2 is killed at step KILL_STEP (> 5), which must end the job and leave the
+# step-5 checkpoint, which resumes. The rest: the runs' settings.
+stall_then_kill() {
+  local suffix=$1 where=$2 stall_step=$3 kill_step=$4 want=$5 start took leaked
+  shift 5
+  start=$SECONDS
+  shm_before
+  (export EPX_TIMEOUT_S=5 "EPX_TRAIN_STALL$suffix=1:$stall_step" && train stall 4 "$@") &&
+    { cat stall.log; fail "the run with a stalled rank succeeded"; }
+  took=$((SECONDS - start))
+  grep -v '^step' stall.log
+  grep -q "rank 1 stalls $where step $stall_step" stall.log || fail "the stall was not injected"
+  grep -q "$want" stall.log || fail "no error matches '$want'"
+  ((took < 40)) || fail "took $took s to fail, timeout 5 s"
+  start=$SECONDS
+  (export EPX_TIMEOUT_S=10 "EPX_TRAIN_KILL$suffix=2:$kill_step" && train kill 4 "$@") &&
+    { cat kill.log; fail "the run with a killed rank succeeded"; }
+  took=$((SECONDS - start))
+  grep -v '^step' kill.log
+  grep -q "rank 2 kills itself $where step $kill_step" kill.log || fail "the fault was not injected"
+  ((took < 60)) || fail "took $took s to end after the kill"
+  [[ "$(cat kill/latest)" == step-5 && -f kill/step-5/model.safetensors ]] || fail "the step-5 checkpoint is not the latest"
+  leaked=$(shm_leaked)
+  [[ -z $leaked ]] || fail "epx segments left in /dev/shm: $leaked"
+  train kill 4 "$@" --resume auto || { cat kill.log; fail "resuming after the kill"; }
+  grep -q "resumed from .*step-5 at step 5" kill.log || { cat kill.log; fail "did not resume at step 5"; }
+  echo "ok: the stall failed in time; the kill ended the job $took s after it; step-5 resumed"
+}
+
 case "$scenario" in
 grid)
   train ref 1 || { cat ref.log; fail "the 1-rank run"; }
@@ -402,57 +434,15 @@ PY
 killfb)
   # A rank that stalls or dies inside a DualPipe FB unit (between its forward
   # and its backward, its EP peer inside the same unit's dispatch).
-  fb=(--set model.num_layers=4 --set parallel.pp=2 --set parallel.dp=2 --set parallel.ep=2
-    --set parallel.schedule=dualpipe --set train.micro_batch_size=1 --set train.num_micro_batches=4)
-  start=$SECONDS
-  shm_before
-  EPX_TIMEOUT_S=5 EPX_TRAIN_STALL_FB=1:3 train stall 4 "${fb[@]}" && { cat stall.log; fail "the run with a stalled rank succeeded"; }
-  took=$((SECONDS - start))
-  grep -v '^step' stall.log
-  grep -q "rank 1 stalls inside an FB unit of step 3" stall.log || fail "the stall was not injected"
-  grep -q "FAILED.*rank 1" stall.log || fail "no error names rank 1"
-  ((took < 40)) || fail "took $took s to fail, timeout 5 s"
-  start=$SECONDS
-  EPX_TIMEOUT_S=10 EPX_TRAIN_KILL_FB=2:7 train kill 4 "${fb[@]}" && { cat kill.log; fail "the run with a killed rank succeeded"; }
-  took=$((SECONDS - start))
-  grep -v '^step' kill.log
-  grep -q "rank 2 kills itself inside an FB unit of step 7" kill.log || fail "the fault was not injected"
-  ((took < 60)) || fail "took $took s to end after the kill"
-  [[ "$(cat kill/latest)" == step-5 && -f kill/step-5/model.safetensors ]] || fail "the step-5 checkpoint is not the latest"
-  leaked=$(shm_leaked)
-  [[ -z $leaked ]] || fail "epx segments left in /dev/shm: $leaked"
-  train kill 4 "${fb[@]}" --resume auto || { cat kill.log; fail "resuming after the kill"; }
-  grep -q "resumed from .*step-5 at step 5" kill.log || { cat kill.log; fail "did not resume at step 5"; }
-  echo "ok: the stall failed in time naming rank 1; the kill ended the job, step-5 resumed"
+  stall_then_kill _FB "inside an FB unit of" 3 7 "FAILED.*rank 1" --set model.num_layers=4 --set parallel.pp=2 \
+    --set parallel.dp=2 --set parallel.ep=2 --set parallel.schedule=dualpipe --set train.micro_batch_size=1 \
+    --set train.num_micro_batches=4
   ;;
 killmigrate)
-  # A stalled rank: its EP group peer waits in the migration and names it.
-  start=$SECONDS
-  EPX_TIMEOUT_S=5 EPX_TRAIN_STALL_MIGRATION=1:6 train stall 4 --set parallel.dp=4 --set parallel.ep=2 \
-    --set train.micro_batch_size=1 --set balancer.enabled=true --set balancer.redundant_experts=4 --set balancer.every=3 &&
-    { cat stall.log; fail "the run with a stalled rank succeeded"; }
-  took=$((SECONDS - start))
-  grep -v '^step' stall.log
-  grep -q "rank 1 stalls before the migration of step 6" stall.log || fail "the stall was not injected"
-  grep -q "FAILED.*the rebalance at step 6.*waiting for rank 1" stall.log || fail "no error names rank 1 and the rebalance"
-  ((took < 40)) || fail "took $took s to fail, timeout 5 s"
-  # A killed rank.
-  start=$SECONDS
-  shm_before
-  EPX_TIMEOUT_S=10 EPX_TRAIN_KILL_MIGRATION=2:6 train kill 4 --set parallel.dp=4 --set parallel.ep=2 \
-    --set train.micro_batch_size=1 --set balancer.enabled=true --set balancer.redundant_experts=4 --set balancer.every=3 &&
-    { cat kill.log; fail "the run with a killed rank succeeded"; }
-  took=$((SECONDS - start))
-  cat kill.log
-  grep -q "rank 2 kills itself before the migration of step 6" kill.log || fail "the fault was not injected"
-  ((took < 60)) || fail "took $took s to end after the kill"
-  [[ "$(cat kill/latest)" == step-5 && -f kill/step-5/model.safetensors ]] || fail "the step-5 checkpoint is not the latest"
-  leaked=$(shm_leaked)
-  [[ -z $leaked ]] || fail "epx segments left in /dev/shm: $leaked"
-  train kill 4 --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 --set balancer.enabled=true \
-    --set balancer.redundant_experts=4 --set balancer.every=3 --resume auto || { cat kill.log; fail "resuming after the kill"; }
-  grep -q "resumed from .*step-5 at step 5" kill.log || { cat kill.log; fail "did not resume at step 5"; }
-  echo "ok: ended $took s after the kill; resumed from step-5"
+  # Its EP group peer waits in the migration and names it.
+  stall_then_kill _MIGRATION "before the migration of" 6 6 "FAILED.*the rebalance at step 6.*waiting for rank 1" \
+    --set parallel.dp=4 --set parallel.ep=2 --set train.micro_batch_size=1 --set balancer.enabled=true \
+    --set balancer.redundant_experts=4 --set balancer.every=3
   ;;
 *) fail "unknown scenario" ;;
 esac
