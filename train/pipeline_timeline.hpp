@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 
 namespace epx::train {
 
