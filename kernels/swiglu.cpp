@@ -36,23 +36,36 @@ void mlp_forward(float* y, float* saved, const float* x, std::int64_t n, const M
   linear_forward(y, h, w.down, n, w.inter, w.hidden, accumulate);
 }
 
-void mlp_backward(float* dx, const MlpGrads& dw, const float* dy, const float* x,
-                  const float* saved, std::int64_t n, const MlpWeights& w, float* scratch,
-                  bool accumulate) {
+void mlp_backward_input(float* dx, float* dgu, const float* dy, const float* saved, std::int64_t n,
+                        const MlpWeights& w, float* dh_scratch, bool accumulate) {
   const std::int64_t block = n * w.inter;
   const float* g = saved;
   const float* u = saved + block;
-  const float* h = saved + 2 * block;
-  float* dh = scratch;
-  float* dg = scratch + block;
-  float* du = scratch + 2 * block;
-  linear_backward_weight(dw.down, dy, h, n, w.inter, w.hidden);
-  linear_backward_input(dh, dy, w.down, n, w.inter, w.hidden, false);
-  swiglu_backward(dg, du, dh, g, u, block);
-  linear_backward_weight(dw.gate, dg, x, n, w.hidden, w.inter);
-  linear_backward_weight(dw.up, du, x, n, w.hidden, w.inter);
+  float* dg = dgu;
+  float* du = dgu + block;
+  linear_backward_input(dh_scratch, dy, w.down, n, w.inter, w.hidden, false);
+  swiglu_backward(dg, du, dh_scratch, g, u, block);
   linear_backward_input(dx, dg, w.gate, n, w.hidden, w.inter, accumulate);
   linear_backward_input(dx, du, w.up, n, w.hidden, w.inter, true);
+}
+
+void mlp_backward_weight(const MlpGrads& dw, const float* dy, const float* x, const float* saved,
+                         const float* dgu, std::int64_t n, const MlpWeights& w) {
+  const std::int64_t block = n * w.inter;
+  linear_backward_weight(dw.down, dy, saved + 2 * block, n, w.inter, w.hidden);
+  linear_backward_weight(dw.gate, dgu, x, n, w.hidden, w.inter);
+  linear_backward_weight(dw.up, dgu + block, x, n, w.hidden, w.inter);
+}
+
+// Each weight gradient depends only on its own inputs, so computing them
+// after the input gradient changes no bits.
+void mlp_backward(float* dx, const MlpGrads& dw, const float* dy, const float* x,
+                  const float* saved, std::int64_t n, const MlpWeights& w, float* scratch,
+                  bool accumulate) {
+  float* dh = scratch;
+  float* dgu = scratch + n * w.inter;
+  mlp_backward_input(dx, dgu, dy, saved, n, w, dh, accumulate);
+  mlp_backward_weight(dw, dy, x, saved, dgu, n, w);
 }
 
 namespace {
@@ -88,6 +101,32 @@ void grouped_mlp_backward(float* dx, const MlpGrads* dw, const float* dy, const 
     const std::int64_t hidden = w[e].hidden, inter = w[e].inter;
     mlp_backward(dx + row0 * hidden, dw[e], dy + row0 * hidden, x + row0 * hidden,
                  saved + row0 * 3 * inter, rows, w[e], scratch, accumulate);
+  }
+}
+
+void grouped_mlp_backward_input(float* dx, float* dgu, const float* dy, const float* saved,
+                                const std::int64_t* offsets, int num_groups, const MlpWeights* w,
+                                float* dh_scratch, bool accumulate) {
+  check_offsets(offsets, num_groups, "grouped_mlp_backward_input");
+  for (int e = 0; e < num_groups; ++e) {
+    const std::int64_t row0 = offsets[e], rows = offsets[e + 1] - offsets[e];
+    if (rows == 0) continue;
+    const std::int64_t hidden = w[e].hidden, inter = w[e].inter;
+    mlp_backward_input(dx + row0 * hidden, dgu + row0 * 2 * inter, dy + row0 * hidden,
+                       saved + row0 * 3 * inter, rows, w[e], dh_scratch, accumulate);
+  }
+}
+
+void grouped_mlp_backward_weight(const MlpGrads* dw, const float* dy, const float* x,
+                                 const float* saved, const float* dgu, const std::int64_t* offsets,
+                                 int num_groups, const MlpWeights* w) {
+  check_offsets(offsets, num_groups, "grouped_mlp_backward_weight");
+  for (int e = 0; e < num_groups; ++e) {
+    const std::int64_t row0 = offsets[e], rows = offsets[e + 1] - offsets[e];
+    if (rows == 0) continue;
+    const std::int64_t hidden = w[e].hidden, inter = w[e].inter;
+    mlp_backward_weight(dw[e], dy + row0 * hidden, x + row0 * hidden, saved + row0 * 3 * inter,
+                        dgu + row0 * 2 * inter, rows, w[e]);
   }
 }
 

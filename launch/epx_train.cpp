@@ -31,6 +31,7 @@ constexpr const char* kUsage =
     "usage: epx-train CONFIG.yaml [--set section.key=value]... [--resume auto|DIR]\n"
     "       epx-train --export CHECKPOINT_DIR OUT.safetensors\n"
     "       epx-train CONFIG.yaml --bench [--bench-steps N] [--bench-warmup N] [--torch] [--json]\n"
+    "                 [--pp N] [--schedule S] [--balancer on|off]\n"
     "Trains the MoE model of CONFIG (docs/train.md) on dp ranks (epxrun -n DP -- epx-train ...).\n"
     "  --set K=V      override a config key, e.g. --set train.max_steps=50 (repeatable)\n"
     "  --resume auto  continue from CHECKPOINT_DIR/latest if there is one, else start fresh\n"
@@ -40,7 +41,12 @@ constexpr const char* kUsage =
     "  --bench        time N steps (default 10, after 2 warm-up steps; no checkpoint): tokens/s,\n"
     "                 the step split, model FLOP/s against a sgemm peak measured in the same run\n"
     "  --torch        with --bench on one rank: also time PyTorch eager training of the same\n"
-    "                 model, batch and threads (tests/reference/torch_train_bench.py)\n";
+    "                 model, batch and threads (tests/reference/torch_train_bench.py)\n"
+    "  --pp N         with --bench: N pipeline ranks, dp = the world / N (parallel.pp, "
+    "parallel.dp);\n"
+    "                 then also the PP bubble, and the executor's time against the simulator's\n"
+    "  --schedule S   with --bench: parallel.schedule (gpipe 1f1b zb-h1 dualpipe dualpipev auto)\n"
+    "  --balancer on|off  with --bench: balancer.enabled\n";
 
 struct Args {
   std::string config;
@@ -49,6 +55,8 @@ struct Args {
   std::string export_dir, export_out;
   bool bench = false, torch = false, json = false;
   int bench_steps = 10, bench_warmup = 2;
+  int bench_pp = 0;  // 0: the config's
+  std::string bench_schedule, bench_balancer;
 };
 
 bool is_rank0() {
@@ -93,6 +101,19 @@ Args parse_args(int argc, char** argv) {
         usage_error(s + " = '" + v + "', expected an integer in [" + (s == "--bench-steps" ? "1" : "0") +
                     ", 100000]");
       (s == "--bench-steps" ? a.bench_steps : a.bench_warmup) = static_cast<int>(n);
+    } else if (s == "--pp") {
+      const std::string v = value("--pp");
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < 1 || n > 4096)
+        usage_error("--pp = '" + v + "', expected an integer in [1, 4096]");
+      a.bench_pp = static_cast<int>(n);
+    } else if (s == "--schedule") {
+      a.bench_schedule = value("--schedule");  // checked with the config
+    } else if (s == "--balancer") {
+      a.bench_balancer = value("--balancer");
+      if (a.bench_balancer != "on" && a.bench_balancer != "off")
+        usage_error("--balancer = '" + a.bench_balancer + "', expected on or off");
     } else if (s == "--export") {
       a.export_dir = value("--export");
       a.export_out = value("--export");
@@ -105,6 +126,9 @@ Args parse_args(int argc, char** argv) {
     }
   }
   if (a.export_dir.empty() && a.config.empty()) usage_error("no config file given");
+  if (!a.bench && (a.bench_pp || !a.bench_schedule.empty() || !a.bench_balancer.empty()))
+    usage_error(
+        "--pp, --schedule and --balancer go with --bench (for training, --set parallel.pp=N ...)");
   return a;
 }
 
@@ -142,8 +166,19 @@ int run_training(const Args& a) {
   const bool root = world.rank() == 0;
   train::Config cfg;
   std::string error;
+  // The bench's shorthands, as the --set overrides they stand for (checked
+  // with the config's keys).
+  std::vector<std::string> sets = a.sets;
+  if (a.bench_pp) {
+    sets.push_back("parallel.pp=" + std::to_string(a.bench_pp));
+    sets.push_back("parallel.dp=" + std::to_string(std::max(1, world.size() / a.bench_pp)));
+  }
+  if (!a.bench_schedule.empty()) sets.push_back("parallel.schedule=" + a.bench_schedule);
+  if (!a.bench_balancer.empty())
+    sets.push_back(std::string("balancer.enabled=") +
+                   (a.bench_balancer == "on" ? "true" : "false"));
   try {
-    cfg = train::load_config(a.config, a.sets);
+    cfg = train::load_config(a.config, sets);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -157,7 +192,7 @@ int run_training(const Args& a) {
     o.steps = a.bench_steps;
     o.warmup = a.bench_warmup;
     o.config_path = a.config;
-    o.sets = a.sets;
+    o.sets = sets;
     o.json = a.json;
     if (a.torch) o.torch_script = EPX_SOURCE_DIR "/tests/reference/torch_train_bench.py";
     return launch::run_train_bench(cfg, world, o);

@@ -12,6 +12,7 @@
 
 #include "core/stopwatch.hpp"
 #include "train/exchange.hpp"
+#include "train/pipeline_timeline.hpp"
 #include "train/trainer.hpp"
 
 namespace epx::launch {
@@ -75,6 +76,68 @@ double torch_tokens_per_s(const TrainBenchOptions& o, int threads) {
   }
 }
 
+// The pipeline's side of the bench (pp > 1), from the timed steps.
+struct PipelineSplit {
+  double pipeline_ms = 0, ops_ms = 0;  // the slowest rank's medians
+  double simulated_ms = 0;             // pipeline::simulate with the measured op costs
+  pipeline::Costs costs;
+  train::OpTotals totals;  // over the world and the timed steps
+};
+
+PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::StepResult>& steps,
+                             int slowest) {
+  PipelineSplit p;
+  std::vector<double> pipe, ops;
+  train::OpTotals mine;
+  for (const train::StepResult& r : steps) {
+    pipe.push_back(r.pipeline_seconds * 1e3);
+    ops.push_back(r.ops_seconds * 1e3);
+    for (int k = 0; k < train::OpTotals::kKinds; ++k) {
+      mine.ms[k] += r.ops.ms[k];
+      mine.ep_ms[k] += r.ops.ep_ms[k];
+      mine.count[k] += r.ops.count[k];
+    }
+  }
+  const train::Comm& comm = t.world_comm();
+  const std::vector<double> all = train::allgather(
+      comm, std::vector<double>{median(pipe), median(ops)}, "bench: pipeline times");
+  p.pipeline_ms = all[2 * slowest];
+  p.ops_ms = all[2 * slowest + 1];
+  p.totals =
+      train::OpTotals::from_flat(train::sum_over_ranks(comm, mine.flat(), "bench: op costs"));
+  p.costs = p.totals.costs();
+  p.simulated_ms = pipeline::simulate(*t.schedule(), p.costs).makespan;
+  return p;
+}
+
+void print_pipeline_split(const PipelineSplit& p, const train::Config& c, double step_ms,
+                          double ep_ms, double dp_ms) {
+  using pipeline::OpKind;
+  const double bubble = p.pipeline_ms - p.ops_ms;
+  std::printf(
+      "  step split (ms, slowest rank): compute %.1f, EP comm exposed %.1f, PP bubble %.1f, "
+      "DP all-reduce %.1f, other %.1f\n",
+      p.ops_ms - ep_ms, ep_ms, bubble, dp_ms, step_ms - p.pipeline_ms - dp_ms);
+  const double gap = 100 * (p.pipeline_ms - p.simulated_ms) / p.simulated_ms;
+  std::printf(
+      "  %s: %.1f ms measured in the executor, %.1f ms simulated from the measured op costs "
+      "(F %.2f, B %.2f, W %.2f, FB %.2f ms per chunk): %+.1f %% (target: within 10 %%)\n",
+      c.parallel.schedule.c_str(), p.pipeline_ms, p.simulated_ms, p.costs.f, p.costs.b, p.costs.w,
+      p.costs.fb, gap);
+  const train::OpTotals& o = p.totals;
+  if (o.count[static_cast<int>(OpKind::FB)] > 0) {
+    // No overlap is built yet, so none of the EP comm inside a unit is
+    // hidden; F + B alone is shown because it differs (their waits for peers
+    // and for a core differ from the steady state's), not as a saving.
+    const double fb = o.mean(OpKind::FB, 0), f = o.mean(OpKind::F, 0), b = p.costs.b;
+    const double comm = o.mean_ep(OpKind::FB);
+    std::printf(
+        "  FB units: %.2f ms each (an F and a B alone: %.2f ms); EP comm inside %.2f ms = %.0f %%, "
+        "none hidden: an FB unit runs its forward, then its backward\n",
+        fb, f + b, comm, fb > 0 ? 100 * comm / fb : 0.0);
+  }
+}
+
 }  // namespace
 
 int run_train_bench(const train::Config& config, Group& world, const TrainBenchOptions& o) {
@@ -82,20 +145,26 @@ int run_train_bench(const train::Config& config, Group& world, const TrainBenchO
   c.train.max_steps = std::max(c.train.max_steps, o.steps + o.warmup);
   train::Trainer t(c, world);
   std::vector<double> total, ep, dp;
+  std::vector<train::StepResult> timed;
   for (int i = 0; i < o.steps + o.warmup; ++i) {
-    const train::StepResult r = t.train_step();
+    train::StepResult r = t.train_step();
     if (i < o.warmup) continue;
     total.push_back(r.seconds);
     ep.push_back(r.ep_seconds);
     dp.push_back(r.dp_seconds);
+    timed.push_back(std::move(r));
   }
   // The slowest rank sets the step: take each rank's medians, then the max.
   const train::Comm& comm = t.world_comm();
   const std::vector<double> mine = {median(total), median(ep), median(dp)};
   const std::vector<double> all = train::allgather(comm, mine, "bench: step times");
   double step = 0, ep_s = 0, dp_s = 0;
+  int slowest = 0;
   for (int q = 0; q < world.size(); ++q)
-    if (all[3 * q] > step) step = all[3 * q], ep_s = all[3 * q + 1], dp_s = all[3 * q + 2];
+    if (all[3 * q] > step)
+      step = all[3 * q], ep_s = all[3 * q + 1], dp_s = all[3 * q + 2], slowest = q;
+  PipelineSplit pipe;
+  if (t.schedule()) pipe = pipeline_split(t, timed, slowest);
   const double peak_mine = sgemm_gflops(1024);
   const std::vector<double> peaks = train::allgather(comm, std::vector<double>{peak_mine}, "bench: sgemm");
   double peak = 0;
@@ -115,6 +184,7 @@ int run_train_bench(const train::Config& config, Group& world, const TrainBenchO
               c.balancer.enabled ? ", balancer on" : "", c.train.threads, o.steps, tokens);
   std::printf("  %.0f tokens/s, %.1f ms/step (compute %.1f, ep %.1f, dp %.1f), slowest rank's median\n",
               tps, step * 1e3, (step - ep_s - dp_s) * 1e3, ep_s * 1e3, dp_s * 1e3);
+  if (t.schedule()) print_pipeline_split(pipe, c, step * 1e3, ep_s * 1e3, dp_s * 1e3);
   std::printf("  %.2f MFLOP/token (6 x active params + 12 L H seq): %.2f GFLOP/s per rank\n", fpt / 1e6,
               per_rank);
   std::printf("  sgemm peak, 1 thread, 1024^3, every rank at once: %.2f GFLOP/s per rank -> %.0f %% of peak\n",
@@ -131,6 +201,13 @@ int run_train_bench(const train::Config& config, Group& world, const TrainBenchO
                         {"ms_ep", ep_s * 1e3}, {"ms_dp", dp_s * 1e3}, {"flops_per_token", fpt},
                         {"gflops_per_rank", per_rank}, {"sgemm_peak_gflops", peak},
                         {"fraction_of_peak", per_rank / peak}};
+    if (t.schedule()) {
+      j["pp"] = c.parallel.pp;
+      j["schedule"] = c.parallel.schedule;
+      j["ms_pipeline"] = pipe.pipeline_ms;
+      j["ms_bubble"] = pipe.pipeline_ms - pipe.ops_ms;
+      j["ms_simulated"] = pipe.simulated_ms;
+    }
     if (torch_tps > 0) j["torch_tokens_per_s"] = torch_tps, j["speedup_vs_torch"] = tps / torch_tps;
     std::printf("%s\n", j.dump().c_str());
   }

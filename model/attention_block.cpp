@@ -49,8 +49,9 @@ void Engine::attention_backward(int layer, Saved& sv, std::vector<float>& dh) {
   float* dv = dk + T * H;
   float* dxn = dv + T * H;
   float* attn_scratch = dxn + T * H;
+  DeferredWeightGrads* held = sv.held();
   kernels::linear_backward_input(da, dh.data(), P.value(li.o), T, H, H, false);
-  kernels::linear_backward_weight(P.grad(li.o), dh.data(), s.a.data(), T, H, H);
+  weight_grad(held, P.grad(li.o), dh.data(), /*dy_changes=*/true, s.a.data(), T, H, H);
   kernels::attention_backward(dq, dk, dv, da, s.q.data(), s.k.data(), s.v.data(), s.probs.data(),
                               sv.batch, sv.seq, nh, hd, attn_scratch);
   kernels::rope_backward(dq, sv.positions.data(), T, nh, hd, theta);
@@ -59,9 +60,9 @@ void Engine::attention_backward(int layer, Saved& sv, std::vector<float>& dh) {
   kernels::linear_backward_input(dxn, dq, P.value(li.q), T, H, H, false);
   kernels::linear_backward_input(dxn, dk, P.value(li.k), T, H, H, true);
   kernels::linear_backward_input(dxn, dv, P.value(li.v), T, H, H, true);
-  kernels::linear_backward_weight(P.grad(li.q), dq, xn, T, H, H);
-  kernels::linear_backward_weight(P.grad(li.k), dk, xn, T, H, H);
-  kernels::linear_backward_weight(P.grad(li.v), dv, xn, T, H, H);
+  weight_grad(held, P.grad(li.q), dq, true, xn, T, H, H);
+  weight_grad(held, P.grad(li.k), dk, true, xn, T, H, H);
+  weight_grad(held, P.grad(li.v), dv, true, xn, T, H, H);
   norm_backward(dh, P.grad(li.attn_norm), dxn, s.norm, P.value(li.attn_norm), T, H);
 }
 

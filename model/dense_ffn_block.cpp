@@ -32,8 +32,8 @@ void Engine::dense_ffn_backward(int layer, Saved& sv, std::vector<float>& dh) {
   const std::int64_t T = sv.tokens, H = c.hidden_size, I = c.intermediate_size;
   float* dxn = at_least(sv.scratch, T * H + 3 * T * I);
   const kernels::MlpGrads g{P.grad(li.mlp_gate), P.grad(li.mlp_up), P.grad(li.mlp_down)};
-  kernels::mlp_backward(dxn, g, dh.data(), s.norm.xn.data(), s.mlp.data(), T,
-                        dense_mlp(P, li, H, I), dxn + T * H, false);
+  mlp_grads(sv.held(), dxn, g, dh.data(), s.norm.xn.data(), s.mlp.data(), T, dense_mlp(P, li, H, I),
+            dxn + T * H, false);
   norm_backward(dh, P.grad(li.ffn_norm), dxn, s.norm, P.value(li.ffn_norm), T, H);
 }
 

@@ -110,8 +110,13 @@ double Engine::forward_part(Saved& s, const MicroBatch& mb, const float* h_in, b
   return loss_sum;
 }
 
-void Engine::backward_part(Saved& s, const MicroBatch& mb, const float* grad_out,
-                           float loss_scale) {
+void Engine::backward_part(Saved& s, const MicroBatch& mb, const float* grad_out, float loss_scale,
+                           bool defer_weights) {
+  EPX_CHECK(!defer_weights || !hook_, Internal,
+            "Engine::backward_part: a backward hook cannot see held-back weight gradients");
+  EPX_CHECK(s.deferred.jobs.empty(), Internal,
+            "Engine::backward_part: the micro-batch's last weight_part did not run");
+  s.defer_weights = defer_weights;
   const ModelConfig& c = model_.config();
   ParamStore& P = model_.dense;
   const StagePart& part = model_.part();
@@ -127,8 +132,8 @@ void Engine::backward_part(Saved& s, const MicroBatch& mb, const float* grad_out
     kernels::cross_entropy_backward(logits, logits, s.lse.data(), mb.targets, T, V, loss_scale);
     float* dhn = at_least(s.dhn, T * H);
     kernels::linear_backward_input(dhn, logits, P.value(model_.lm_head), T, H, V, false);
-    kernels::linear_backward_weight(P.grad(model_.lm_head), logits, s.final_norm.xn.data(), T, H,
-                                    V);
+    weight_grad(s.held(), P.grad(model_.lm_head), logits, /*dy_changes=*/false,
+                s.final_norm.xn.data(), T, H, V);
     dh.assign(static_cast<std::size_t>(T * H), 0.0f);
     norm_backward(dh, P.grad(model_.final_norm), dhn, s.final_norm, P.value(model_.final_norm), T,
                   H);
@@ -147,9 +152,22 @@ void Engine::backward_part(Saved& s, const MicroBatch& mb, const float* grad_out
     if (hook_) hook_(l);
   }
   if (part.embed) {
-    kernels::embedding_backward(P.grad(model_.embed), dh.data(), mb.inputs, T, H);
+    // dh is not written again before weight_part: no copy.
+    float* dembed = P.grad(model_.embed);
+    const float* d = dh.data();
+    const std::int32_t* ids = mb.inputs;
+    if (DeferredWeightGrads* held = s.held()) {
+      held->jobs.emplace_back([=] { kernels::embedding_backward(dembed, d, ids, T, H); });
+    } else {
+      kernels::embedding_backward(dembed, d, ids, T, H);
+    }
     if (hook_) hook_(-1);
   }
+  s.defer_weights = false;
+}
+
+void Engine::weight_part(Saved& s) {
+  s.deferred.run();
 }
 
 const std::vector<float>& Engine::hidden(const Saved& s) {

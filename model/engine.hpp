@@ -87,9 +87,20 @@ class Engine {
   // output in hidden(s). count: add the routing to expert_counts().
   // backward_part takes the output gradient grad_out [T,H] (or, at the
   // head, loss_scale) and leaves the input gradient in input_grad(s).
+  //
+  // The zero-bubble split: with defer_weights, backward_part computes the
+  // input gradient (and the norms' small weight gradients) only; the weight
+  // GEMMs of every linear, MLP, expert, router, head and the embedding wait
+  // in s until weight_part(s) runs them. Each parameter's gradient then gets
+  // the same addends in the same order as the unsplit backward, so the
+  // split gives the same bits as long as weight_part runs micro-batches in
+  // their backward order (the schedules' W FIFO). s must not be reused, nor
+  // the micro-batch's tokens freed, in between. No backward hook may be set.
   std::unique_ptr<Saved> make_saved() const;
   double forward_part(Saved& s, const MicroBatch& mb, const float* h_in, bool count);
-  void backward_part(Saved& s, const MicroBatch& mb, const float* grad_out, float loss_scale);
+  void backward_part(Saved& s, const MicroBatch& mb, const float* grad_out, float loss_scale,
+                     bool defer_weights = false);
+  void weight_part(Saved& s);
   static const std::vector<float>& hidden(const Saved& s);
   static const std::vector<float>& losses(const Saved& s);
   static const std::vector<float>& input_grad(const Saved& s);

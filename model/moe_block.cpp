@@ -179,8 +179,8 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
     const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
     float* scratch = at_least(sv.shared_scratch, 3 * T * Is);
     const kernels::MlpGrads g{P.grad(li.shared_gate), P.grad(li.shared_up), P.grad(li.shared_down)};
-    kernels::mlp_backward(dxn.data(), g, dh.data(), xn, s.shared.data(), T, shared_mlp(P, li, c),
-                          scratch, false);
+    mlp_grads(sv.held(), dxn.data(), g, dh.data(), xn, s.shared.data(), T, shared_mlp(P, li, c),
+              scratch, false);
   }
 
   // The output gradient at every received row (combine's backward).
@@ -218,8 +218,22 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
   float* dxp = at_least(sv.dxp, pairs * H);
   float* scratch = at_least(sv.expert_scratch, 3 * most * Im);
   t0 = Clock::now();
-  kernels::grouped_mlp_backward(dxp, g.data(), doutp, s.xp.data(), s.mlp.data(),
-                                s.offsets.data(), El, w.data(), scratch, false);
+  if (DeferredWeightGrads* held = sv.held()) {
+    // The zero-bubble split: the experts' weight GEMMs wait for weight_part.
+    float* dgu = held->take(2 * pairs * Im);
+    kernels::grouped_mlp_backward_input(dxp, dgu, doutp, s.mlp.data(), s.offsets.data(), El,
+                                        w.data(), scratch, false);
+    const float* dyp = held->keep(doutp, pairs * H);
+    held->jobs.emplace_back([this, &s, g, w, El, dyp, dgu] {
+      const auto start = Clock::now();
+      kernels::grouped_mlp_backward_weight(g.data(), dyp, s.xp.data(), s.mlp.data(), dgu,
+                                           s.offsets.data(), El, w.data());
+      expert_seconds_ += seconds_since(start);
+    });
+  } else {
+    kernels::grouped_mlp_backward(dxp, g.data(), doutp, s.xp.data(), s.mlp.data(), s.offsets.data(),
+                                  El, w.data(), scratch, false);
+  }
   expert_seconds_ += seconds_since(t0);
 
   // [dx | dw] per received row back to the token owners.
@@ -252,7 +266,7 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
   float* dlogits = at_least(sv.dlogits_e, T * E);
   kernels::router_backward(dlogits, dweights, s.scores.data(), s.topk_idx.data(), T,
                            router_params(c));
-  kernels::linear_backward_weight(P.grad(li.router), dlogits, xn, T, H, E);
+  weight_grad(sv.held(), P.grad(li.router), dlogits, /*dy_changes=*/true, xn, T, H, E);
   kernels::linear_backward_input(dxn.data(), dlogits, P.value(li.router), T, H, E, true);
   norm_backward(dh, P.grad(li.ffn_norm), dxn.data(), s.norm, P.value(li.ffn_norm), T, H);
 }

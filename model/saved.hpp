@@ -3,9 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <epx/comm.hpp>
+#include <epx/model_kernels.hpp>
 
 #include "model/engine.hpp"
 
@@ -46,6 +48,25 @@ struct MoeSaved {
   std::vector<float> outp;            // [P,H] expert outputs
 };
 
+// The zero-bubble split (Engine::backward_part with defer_weights): a
+// micro-batch's weight-gradient GEMMs, held back until Engine::weight_part
+// runs them in the order the backward met them. What a job reads must
+// outlive the backward: the Saved's activations stay put; work arrays the
+// backward goes on to overwrite (output gradients, the MLPs' dg and du) are
+// copied into buffers owned here, which are reused from micro-batch to
+// micro-batch.
+struct DeferredWeightGrads {
+  std::vector<std::function<void()>> jobs;
+  std::vector<std::vector<float>> buffers;
+  std::size_t used = 0;
+  // A buffer of n floats that lives until run().
+  float* take(std::int64_t n);
+  // A copy of src[0, n) that lives until run().
+  const float* keep(const float* src, std::int64_t n);
+  // Runs the jobs in order and drops them (the buffers stay for reuse).
+  void run();
+};
+
 struct Engine::Saved {
   int batch = 0, seq = 0;
   std::int64_t tokens = 0;           // T = batch * seq
@@ -54,6 +75,11 @@ struct Engine::Saved {
   std::vector<DenseFfnSaved> dense;       // per layer (dense layers only)
   std::vector<MoeSaved> moe;              // per layer (MoE layers only)
   NormSaved final_norm;
+  // Set by backward_part for a zero-bubble Bi, whose weight GEMMs wait in
+  // `deferred` until weight_part.
+  bool defer_weights = false;
+  DeferredWeightGrads deferred;
+  DeferredWeightGrads* held() { return defer_weights ? &deferred : nullptr; }
   std::vector<float> logits;  // [T,V] (the gradient, in place, in the backward)
   std::vector<float> lse;     // [T]
   std::vector<float> scratch;
@@ -70,6 +96,16 @@ T* at_least(std::vector<T>& v, std::int64_t n) {
   if (static_cast<std::int64_t>(v.size()) < n) v.resize(static_cast<std::size_t>(n));
   return v.data();
 }
+
+// linear_backward_weight now, or held back in `deferred` when it is set.
+// dy_changes: dy is a work array the backward overwrites later, so a held
+// job reads a copy of it.
+void weight_grad(DeferredWeightGrads* deferred, float* dw, const float* dy, bool dy_changes,
+                 const float* x, std::int64_t n, std::int64_t in, std::int64_t out);
+// mlp_backward with its weight half held back the same way (dy copied).
+void mlp_grads(DeferredWeightGrads* deferred, float* dx, const kernels::MlpGrads& dw,
+               const float* dy, const float* x, const float* saved, std::int64_t n,
+               const kernels::MlpWeights& w, float* scratch, bool accumulate);
 
 // RMSNorm of h into s (x kept for the backward).
 void norm_forward(NormSaved& s, const std::vector<float>& h, const float* w, std::int64_t T,

@@ -4,6 +4,7 @@
 // is replaced last, so a crash at any moment leaves the previous checkpoint
 // whole and `latest` pointing at it. Files hold logical experts under their
 // HF names, so any grid resumes any checkpoint.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 
 #include "core/check.hpp"
 #include "core/file_io.hpp"
+#include "model/load_weights.hpp"
 #include "model/safetensors.hpp"
 #include "train/trainer.hpp"
 
@@ -86,6 +88,21 @@ std::string Trainer::save_checkpoint() {
     out.insert(out.end(), mine.avg_sq.begin(), mine.avg_sq.end());
     std::vector<MPI_Request> req;
     std::vector<int> peers;
+    // An MPI count is an int: a share goes in pieces of at most 2^28 floats
+    // (1 GiB), in order (MPI does not reorder messages of one tag between
+    // two ranks). Both ends cut the same length the same way.
+    constexpr std::int64_t kPiece = std::int64_t{1} << 28;
+    const auto post_data = [&](float* p, std::int64_t n, int peer, bool receive) {
+      for (std::int64_t at = 0; at == 0 || at < n; at += kPiece) {
+        const int len = static_cast<int>(std::min(kPiece, n - at));
+        req.emplace_back();
+        if (receive)
+          MPI_Irecv(p + at, len, MPI_FLOAT, peer, kTagShareData, world_comm_.get(), &req.back());
+        else
+          MPI_Isend(p + at, len, MPI_FLOAT, peer, kTagShareData, world_comm_.get(), &req.back());
+        peers.push_back(peer);
+      }
+    };
     if (rank_ == 0) {
       for (int q = 1; q < world_size_; ++q) {
         texts[q].resize(static_cast<std::size_t>(sizes[2 * q]));
@@ -94,20 +111,14 @@ std::string Trainer::save_checkpoint() {
         MPI_Irecv(texts[q].data(), static_cast<int>(texts[q].size()), MPI_CHAR, q, kTagShareNames,
                   world_comm_.get(), &req.back());
         peers.push_back(q);
-        req.emplace_back();
-        MPI_Irecv(data[q].data(), static_cast<int>(data[q].size()), MPI_FLOAT, q, kTagShareData,
-                  world_comm_.get(), &req.back());
-        peers.push_back(q);
+        post_data(data[q].data(), static_cast<std::int64_t>(data[q].size()), q, true);
       }
     } else {
       req.emplace_back();
       MPI_Isend(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagShareNames,
                 world_comm_.get(), &req.back());
       peers.push_back(0);
-      req.emplace_back();
-      MPI_Isend(out.data(), static_cast<int>(out.size()), MPI_FLOAT, 0, kTagShareData,
-                world_comm_.get(), &req.back());
-      peers.push_back(0);
+      post_data(out.data(), static_cast<std::int64_t>(out.size()), 0, false);
     }
     wait_all(world_comm_, req, peers, "checkpoint: collecting the parameters");
     if (rank_ == 0) {
@@ -189,37 +200,24 @@ std::string Trainer::save_checkpoint() {
 
 void Trainer::load_weights(const std::string& path, bool with_optimizer) {
   const model::SafetensorsReader w(path);
-  const auto load_into = [](const model::SafetensorsReader& r, const std::string& name,
-                            const model::ParamInfo& p, std::vector<float>& array) {
-    const Tensor t = r.load_f32(name, p.shape);
-    std::copy(t.data<float>(), t.data<float>() + p.numel, array.begin() + p.offset);
-  };
   std::unique_ptr<model::SafetensorsReader> o;
   if (with_optimizer)
     o = std::make_unique<model::SafetensorsReader>(
         (fs::path(path).parent_path() / "optimizer.safetensors").string());
   for (auto& m : models_) {
+    // A checkpoint (with_optimizer) always has the bias buffers.
+    model::load_weights(*m, w, /*require_bias=*/with_optimizer);
+    if (!o) continue;
     model::ParamStore& D = m->dense;
     model::ParamStore& X = m->experts;
-    const std::vector<std::string> names = m->expert_names();
-    for (const model::ParamInfo& p : D.params()) load_into(w, p.name, p, D.values);
-    for (std::size_t i = 0; i < names.size(); ++i)
-      load_into(w, names[i], X.info(static_cast<int>(i)), X.values);
-    for (int l = 0; l < m->num_moe_layers(); ++l) {
-      const std::string b = m->bias_name(l);
-      if (!w.contains(b) && !with_optimizer)
-        continue;  // an outside file may lack the buffer: b = 0
-      const Tensor t = w.load_f32(b, {config_.model.num_experts});
-      std::copy(t.data<float>(), t.data<float>() + config_.model.num_experts, m->bias[l].begin());
-    }
-    if (!o) continue;
     for (const model::ParamInfo& p : D.params()) {
-      load_into(*o, p.name + ".exp_avg", p, D.exp_avg);
-      load_into(*o, p.name + ".exp_avg_sq", p, D.exp_avg_sq);
+      model::load_param(*o, p.name + ".exp_avg", p, D.exp_avg);
+      model::load_param(*o, p.name + ".exp_avg_sq", p, D.exp_avg_sq);
     }
+    const std::vector<std::string> names = m->expert_names();
     for (std::size_t i = 0; i < names.size(); ++i) {
-      load_into(*o, names[i] + ".exp_avg", X.info(static_cast<int>(i)), X.exp_avg);
-      load_into(*o, names[i] + ".exp_avg_sq", X.info(static_cast<int>(i)), X.exp_avg_sq);
+      model::load_param(*o, names[i] + ".exp_avg", X.info(static_cast<int>(i)), X.exp_avg);
+      model::load_param(*o, names[i] + ".exp_avg_sq", X.info(static_cast<int>(i)), X.exp_avg_sq);
     }
   }
 }

@@ -29,7 +29,7 @@ namespace {
 // One YAML key: its C++ member, its type and the range it must lie in. The
 // tables below are the single list of keys, so that parsing, the per-key
 // checks and to_yaml() cannot disagree on a name.
-enum class Kind { Int, UInt64, Double, String, Bool };
+enum class Kind { Int, UInt64, Double, String, Bool, IntList };
 
 struct Range {
   double lo = -std::numeric_limits<double>::infinity();
@@ -41,7 +41,7 @@ struct Field {
   const char* key;
   Kind kind;
   void* (*ref)(Config&);               // the member this key sets
-  Range range{};                       // Int / Double
+  Range range{};                       // Int / Double, IntList's every element
   std::vector<std::string> choices{};  // String: allowed values (empty: any)
 };
 
@@ -109,7 +109,8 @@ const std::vector<Section>& sections() {
         EPX_KEY(parallel, schedule, String, {}, {"gpipe", "1f1b", "zb-h1", "dualpipe", "dualpipev", "auto"}),
         EPX_KEY(parallel, dp, Int, at_least(1)),
         EPX_KEY(parallel, ep, Int, at_least(1)),
-        EPX_KEY(parallel, fp8_dispatch, Bool)}},
+        EPX_KEY(parallel, fp8_dispatch, Bool),
+        EPX_KEY(parallel, layers_per_stage, IntList, at_least(1))}},
       {"balancer",
        {EPX_KEY(balancer, enabled, Bool),
         EPX_KEY(balancer, redundant_experts, Int, at_least(0)),
@@ -212,6 +213,8 @@ const char* kind_text(Kind kind) {
       return "a string";
     case Kind::Bool:
       return "true or false";
+    case Kind::IntList:
+      return "a list of integers ([a, b, ...])";
   }
   return "?";
 }
@@ -280,10 +283,28 @@ void check_value(const std::string& name, const Field& f, Config& config) {
         fail(name + " = " + v + ", expected one of " + joined(f.choices, ", "));
       break;
     }
+    case Kind::IntList: {
+      const auto& v = *static_cast<std::vector<int>*>(p);
+      for (std::size_t i = 0; i < v.size(); ++i)
+        if (!in_range(v[i], f.range))
+          fail(name + "[" + std::to_string(i) + "] = " + std::to_string(v[i]) + ", expected " +
+               range_text(f.range, Kind::Int));
+      break;
+    }
     case Kind::UInt64:
     case Kind::Bool:
       break;
   }
+}
+
+// YAML plain integer or a wrong-type error naming `name`.
+int integer_or_fail(const std::string& name, const YAML::Node& node, Kind kind) {
+  long long v = 0;
+  if (!node.IsScalar() || is_string_scalar(node) || !parse_integer(node.Scalar(), &v))
+    wrong_type(name, node, kind);
+  if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+    fail(name + " = " + node.Scalar() + ", expected a 32-bit integer");
+  return static_cast<int>(v);
 }
 
 // Sets one key from a YAML node, with the type and per-key range checks.
@@ -300,6 +321,18 @@ void set_value(const std::string& name, const Field& f, const YAML::Node& node, 
     check_value(name, f, config);
     return;
   }
+  if (f.kind == Kind::IntList) {
+    // An empty value (`layers_per_stage:`) or [] is the empty list, the default.
+    auto& v = *static_cast<std::vector<int>*>(p);
+    v.clear();
+    if (!node.IsNull()) {
+      if (!node.IsSequence()) wrong_type(name, node, f.kind);
+      for (std::size_t i = 0; i < node.size(); ++i)
+        v.push_back(integer_or_fail(name + "[" + std::to_string(i) + "]", node[i], Kind::Int));
+    }
+    check_value(name, f, config);
+    return;
+  }
   if (!node.IsScalar() || is_string_scalar(node)) wrong_type(name, node, f.kind);
   const std::string& text = node.Scalar();
   switch (f.kind) {
@@ -311,6 +344,7 @@ void set_value(const std::string& name, const Field& f, const YAML::Node& node, 
       *static_cast<int*>(p) = static_cast<int>(v);
       break;
     }
+    case Kind::IntList:
     case Kind::UInt64: {
       std::uint64_t v = 0;
       bool overflow = false;
@@ -464,6 +498,27 @@ Config parse_named(const std::string& yaml_text, const std::vector<std::string>&
   return config;
 }
 
+std::string list_text(const std::vector<int>& v) {
+  std::string t = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) t += (i ? ", " : "") + std::to_string(v[i]);
+  return t + "]";
+}
+
+// parallel.layers_per_stage: one count per model stage of the schedule (pp,
+// or 2 pp for DualPipeV), each >= 1 (checked per key), adding up to the layers.
+void check_layers_per_stage(const std::vector<int>& v, int stages, int num_layers,
+                            const std::string& schedule) {
+  const std::string name = "parallel.layers_per_stage = " + list_text(v);
+  if (static_cast<int>(v.size()) != stages)
+    fail(name + " has " + std::to_string(v.size()) + " entries, expected one per stage: " +
+         std::to_string(stages) + " for parallel.schedule = " + schedule);
+  long long sum = 0;
+  for (const int n : v) sum += n;
+  if (sum != num_layers)
+    fail(name + " adds up to " + std::to_string(sum) +
+         ", expected model.num_layers = " + std::to_string(num_layers));
+}
+
 std::string shape_of_groups(const ModelConfig& m) {
   return "topk_group " + std::to_string(m.topk_group) + " x " +
          std::to_string(m.num_experts / m.n_group) + " experts per group";
@@ -591,13 +646,19 @@ void validate(const Config& config_in, int world_size) {
       fail("parallel.schedule = " + p.schedule + " with parallel.pp = " + s(p.pp) +
            " and train.num_micro_batches = " + s(config.train.num_micro_batches) + ": " + why);
     }
-    if (m.num_layers < schedule.stages)
+    if (!p.layers_per_stage.empty()) {
+      check_layers_per_stage(p.layers_per_stage, schedule.stages, m.num_layers, p.schedule);
+    } else if (m.num_layers < schedule.stages) {
       fail("model.num_layers = " + s(m.num_layers) + " is fewer than the " + s(schedule.stages) +
            " pipeline stages of parallel.schedule = " + p.schedule +
            " with parallel.pp = " + s(p.pp) +
            (p.schedule == "auto"
                 ? std::string(" (auto chose ") + pipeline::to_string(schedule.kind) + ")"
                 : std::string()));
+    }
+  } else if (!p.layers_per_stage.empty()) {
+    fail("parallel.layers_per_stage = " + list_text(p.layers_per_stage) +
+         " splits the layers over pipeline stages, expected parallel.pp > 1 (it is 1)");
   }
   if (p.dp % p.ep != 0)
     fail("parallel.ep = " + s(p.ep) + " does not divide parallel.dp = " + s(p.dp));
@@ -668,6 +729,9 @@ std::string to_yaml(const Config& config_in) {
           break;
         case Kind::Bool:
           out << *static_cast<bool*>(p);
+          break;
+        case Kind::IntList:
+          out << YAML::Flow << *static_cast<std::vector<int>*>(p);
           break;
       }
     }

@@ -48,6 +48,9 @@ struct ParallelConfig {
   int dp = 1;                     // data-parallel ranks per pipeline stage
   int ep = 1;  // ranks per EP group: consecutive ranks that together hold every expert
   bool fp8_dispatch = false;
+  // Layers per model stage of the schedule (pp, or 2 pp for DualPipeV), in
+  // stage order; empty: the even split (train/pipeline_stage.hpp).
+  std::vector<int> layers_per_stage;
 };
 
 // The live expert balancer (docs/train.md): every `every` steps, the expert

@@ -68,6 +68,21 @@ void wait_all(const Comm& comm, std::vector<MPI_Request>& requests, const std::v
     missing << (first ? "" : ", ") << comm.world_rank(peers[i]);
     first = false;
   }
+  // The caller's buffers go away with the exception: cancel what is still
+  // pending (a receive not yet matched cancels at once), give the
+  // cancellations a moment, and release the rest, so that no request is
+  // left pointing at freed memory while the job aborts.
+  for (MPI_Request& q : requests)
+    if (q != MPI_REQUEST_NULL) MPI_Cancel(&q);
+  const core::Deadline grace(1.0);
+  for (;;) {
+    int done = 0;
+    MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+    if (done || grace.expired()) break;
+    backoff.pause();
+  }
+  for (MPI_Request& q : requests)
+    if (q != MPI_REQUEST_NULL) MPI_Request_free(&q);
   EPX_THROW(Timeout, phase, ": timed out after ", comm.timeout_s(), " s waiting for rank ",
             missing.str(), " (stalled, dead, or not making the same call)");
 }

@@ -41,7 +41,9 @@ class Comm {
 
 // Waits for every request (MPI_REQUEST_NULL allowed), yielding between polls,
 // until the comm's timeout; peers[i] is the rank requests[i] talks to. On
-// timeout throws Timeout naming the ranks not yet heard from and `phase`.
+// timeout throws Timeout naming the ranks not yet heard from and `phase`,
+// after cancelling and releasing the requests still pending (none is left
+// pointing at the caller's buffers).
 void wait_all(const Comm& comm, std::vector<MPI_Request>& requests, const std::vector<int>& peers,
               const std::string& phase);
 

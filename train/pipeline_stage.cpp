@@ -3,16 +3,25 @@
 #include <algorithm>
 #include <chrono>
 #include <type_traits>
+#include <utility>
 
 #include "core/check.hpp"
 #include "model/saved.hpp"
 
 namespace epx::train {
 
-model::StagePart stage_part(const model::ModelConfig& c, int stage, int num_stages) {
+model::StagePart stage_part(const model::ModelConfig& c, const std::vector<int>& layers_per_stage,
+                            int stage, int num_stages) {
   model::StagePart p;
-  p.first_layer = stage * c.num_layers / num_stages;
-  p.last_layer = (stage + 1) * c.num_layers / num_stages;
+  if (layers_per_stage.empty()) {
+    p.first_layer = stage * c.num_layers / num_stages;
+    p.last_layer = (stage + 1) * c.num_layers / num_stages;
+  } else {
+    EPX_CHECK_EQ(static_cast<int>(layers_per_stage.size()), num_stages, Internal,
+                 "stage_part: parallel.layers_per_stage was not validated");
+    for (int s = 0; s < stage; ++s) p.first_layer += layers_per_stage[s];
+    p.last_layer = p.first_layer + layers_per_stage[stage];
+  }
   p.embed = stage == 0;
   p.head = stage == num_stages - 1;
   return p;
@@ -29,6 +38,9 @@ void PipelineStage::begin_step(const std::vector<std::vector<std::int32_t>>* tok
   tokens_ = tokens;
   targets_ = targets;
   loss_scale_ = loss_scale;
+  times_.clear();
+  ep_ms_.clear();
+  fb_unit_hook_ = nullptr;
 }
 
 model::MicroBatch PipelineStage::micro_batch(int mb) const {
@@ -44,42 +56,60 @@ double now_ms() {
 }
 }  // namespace
 
+double PipelineStage::ep_ms_now() const {
+  double s = 0;
+  for (const model::Engine* e : engines_) s += e->ep_seconds();
+  return 1e3 * s;
+}
+
 template <class F>
 auto PipelineStage::timed(F&& f) {
-  const bool outer = recording_ && depth_ == 0;
+  const bool outer = depth_ == 0;
   const double start = outer ? now_ms() : 0;
+  const double ep_start = outer ? ep_ms_now() : 0;
   ++depth_;
   struct Leave {
     int& depth;
     ~Leave() { --depth; }
   } leave{depth_};
+  const auto record = [&] {
+    if (!outer) return;
+    times_.push_back({start, now_ms()});
+    ep_ms_.push_back(ep_ms_now() - ep_start);
+  };
   if constexpr (std::is_void_v<decltype(f())>) {
     f();
-    if (outer) times_.push_back({start, now_ms()});
+    record();
   } else {
     auto r = f();
-    if (outer) times_.push_back({start, now_ms()});
+    record();
     return r;
   }
 }
 
-void PipelineStage::record_times(bool on) {
-  recording_ = on;
-  if (on) times_.clear();
-}
-
 Tensor PipelineStage::backward_input(int chunk, int mb, const Tensor& grad_output) {
-  return timed([&] { return Stage::backward_input(chunk, mb, grad_output); });
+  return timed([&] { return backward_untimed(chunk, mb, grad_output, /*defer_weights=*/true); });
 }
 
 void PipelineStage::backward_weight(int chunk, int mb) {
-  timed([&] { Stage::backward_weight(chunk, mb); });
+  timed([&] {
+    const auto it = awaiting_w_.find({chunk, mb});
+    EPX_CHECK(it != awaiting_w_.end(), Internal, "PipelineStage: W of chunk ", chunk,
+              " micro-batch ", mb, " without its Bi");
+    std::unique_ptr<model::Engine::Saved> s = std::move(it->second);
+    awaiting_w_.erase(it);
+    engines_.at(static_cast<std::size_t>(chunk))->weight_part(*s);
+    spare_.push_back(std::move(s));
+  });
 }
 
 Tensor PipelineStage::forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk,
                                        int b_mb, const Tensor& grad_output, Tensor& grad_input) {
   return timed([&] {
-    return Stage::forward_backward(f_chunk, f_mb, input, b_chunk, b_mb, grad_output, grad_input);
+    Tensor y = forward_untimed(f_chunk, f_mb, input);
+    if (fb_unit_hook_) std::exchange(fb_unit_hook_, nullptr)();
+    grad_input = backward_untimed(b_chunk, b_mb, grad_output, /*defer_weights=*/false);
+    return y;
   });
 }
 
@@ -88,7 +118,7 @@ Tensor PipelineStage::forward(int chunk, int mb, const Tensor& input) {
 }
 
 Tensor PipelineStage::backward(int chunk, int mb, const Tensor& grad_output) {
-  return timed([&] { return backward_untimed(chunk, mb, grad_output); });
+  return timed([&] { return backward_untimed(chunk, mb, grad_output, /*defer_weights=*/false); });
 }
 
 Tensor PipelineStage::forward_untimed(int chunk, int mb, const Tensor& input) {
@@ -113,7 +143,8 @@ Tensor PipelineStage::forward_untimed(int chunk, int mb, const Tensor& input) {
   return y;
 }
 
-Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_output) {
+Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_output,
+                                       bool defer_weights) {
   model::Engine& e = *engines_.at(static_cast<std::size_t>(chunk));
   const auto it = live_.find({chunk, mb});
   EPX_CHECK(it != live_.end(), Internal, "PipelineStage: backward of chunk ", chunk,
@@ -122,7 +153,7 @@ Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_out
   live_.erase(it);
   const model::Model& m = e.model();
   const float* g = m.part().head ? nullptr : grad_output.data<float>();
-  e.backward_part(*s, micro_batch(mb), g, loss_scale_);
+  e.backward_part(*s, micro_batch(mb), g, loss_scale_, defer_weights);
   Tensor gx;
   if (!m.part().embed) {
     const std::int64_t T = static_cast<std::int64_t>(batch_) * seq_;
@@ -130,7 +161,11 @@ Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_out
     const std::vector<float>& d = model::Engine::input_grad(*s);
     std::copy(d.begin(), d.begin() + gx.numel(), gx.data<float>());
   }
-  spare_.push_back(std::move(s));
+  if (defer_weights) {
+    awaiting_w_[{chunk, mb}] = std::move(s);
+  } else {
+    spare_.push_back(std::move(s));
+  }
   return gx;
 }
 

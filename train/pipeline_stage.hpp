@@ -1,13 +1,15 @@
 // epx-train's pipeline stage: the layers of the model one rank holds for
 // each of its schedule chunks, run by pipeline::Executor. Stage s of S
 // model stages holds layers [s L / S, (s+1) L / S) (integer division: even,
-// with the remainder on the later stages), the embedding when s = 0 and the
-// final norm and head when s = S - 1. The last stage computes the loss
+// with the remainder on the later stages), or with parallel.layers_per_stage
+// n the n[s] layers after those of the stages before it; the embedding when
+// s = 0 and the final norm and head when s = S - 1. The last stage computes the loss
 // itself: its "output" is the per-position cross-entropy [T], whose
 // gradient the executor's loss function sets to the loss scale.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <utility>
@@ -20,8 +22,10 @@
 
 namespace epx::train {
 
-// Which part of the model stage `stage` of `num_stages` holds (above).
-model::StagePart stage_part(const model::ModelConfig& config, int stage, int num_stages);
+// Which part of the model stage `stage` of `num_stages` holds (above);
+// layers_per_stage empty: the even split.
+model::StagePart stage_part(const model::ModelConfig& config,
+                            const std::vector<int>& layers_per_stage, int stage, int num_stages);
 
 class PipelineStage : public pipeline::Stage {
  public:
@@ -37,25 +41,30 @@ class PipelineStage : public pipeline::Stage {
 
   Tensor forward(int chunk, int mb, const Tensor& input) override;
   Tensor backward(int chunk, int mb, const Tensor& grad_output) override;
-  // The zero-bubble split and the FB unit run as the base class does (the
-  // whole backward in Bi, forward then backward in FB); overridden only to
-  // time each op.
+  // The zero-bubble split: Bi computes the input gradient and holds the
+  // weight GEMMs back (Engine::backward_part with defer_weights) until W
+  // runs them; the gradients come out bit for bit as with a full backward.
+  // The FB unit runs its forward, then its backward (no overlap yet).
   Tensor backward_input(int chunk, int mb, const Tensor& grad_output) override;
   void backward_weight(int chunk, int mb) override;
   Tensor forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk, int b_mb,
                           const Tensor& grad_output, Tensor& grad_input) override;
   std::vector<Tensor> weight_grads(int chunk) override;
 
-  // With `on`, op_times() starts afresh and every op the executor runs from
-  // now on appends its start and end (ms on the host's steady clock), in op
-  // order; `off` stops recording and keeps them.
-  void record_times(bool on);
+  // Called once, in the next FB unit, between its forward and its backward
+  // (the fault tests' hook: train/faults.hpp); begin_step clears it.
+  void set_fb_unit_hook(std::function<void()> hook) { fb_unit_hook_ = std::move(hook); }
+
+  // Every op the executor ran since begin_step, in op order: its start and
+  // end (ms on the host's steady clock), and the ms of EP comm inside it
+  // (the engines' comm::Buffer calls).
   const std::vector<pipeline::OpTime>& op_times() const noexcept { return times_; }
+  const std::vector<double>& op_ep_ms() const noexcept { return ep_ms_; }
 
  private:
   model::MicroBatch micro_batch(int mb) const;
   Tensor forward_untimed(int chunk, int mb, const Tensor& input);
-  Tensor backward_untimed(int chunk, int mb, const Tensor& grad_output);
+  Tensor backward_untimed(int chunk, int mb, const Tensor& grad_output, bool defer_weights);
   std::vector<model::Engine*> engines_;
   int batch_ = 0, seq_ = 0;
   const std::vector<std::vector<std::int32_t>>* tokens_ = nullptr;
@@ -63,13 +72,17 @@ class PipelineStage : public pipeline::Stage {
   float loss_scale_ = 1;
   // Activations of the micro-batches in flight, by (chunk, mb); reused.
   std::map<std::pair<int, int>, std::unique_ptr<model::Engine::Saved>> live_;
+  // Those whose Bi ran and whose W has not, by (chunk, mb).
+  std::map<std::pair<int, int>, std::unique_ptr<model::Engine::Saved>> awaiting_w_;
   std::vector<std::unique_ptr<model::Engine::Saved>> spare_;
   // Times the outermost call only (Bi and FB call forward/backward inside).
   template <class F>
   auto timed(F&& f);
-  bool recording_ = false;
+  std::function<void()> fb_unit_hook_;
+  double ep_ms_now() const;
   int depth_ = 0;
   std::vector<pipeline::OpTime> times_;
+  std::vector<double> ep_ms_;
 };
 
 }  // namespace epx::train

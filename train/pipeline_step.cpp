@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/check.hpp"
 #include "core/file_io.hpp"
 #include "core/stopwatch.hpp"
 #include "model/saved.hpp"
@@ -41,7 +42,7 @@ bool Trainer::first_copy_of_stage(int chunk) const {
 StepResult Trainer::train_step_pipeline() {
   const TrainConfig& tc = config_.train;
   const std::int64_t t = step_ + 1;
-  inject_faults(rank_, t, timeout_s_);
+  inject_faults(FaultSite::StepStart, rank_, t, timeout_s_);
   const auto t0 = core::SteadyClock::now();
   for (auto& m : models_) {
     m->dense.zero_grads();
@@ -55,7 +56,6 @@ StepResult Trainer::train_step_pipeline() {
   // This pipeline's micro-batches of the global batch.
   const std::int64_t B = global_batch_, seq = tc.seq_len;
   const std::int64_t T = static_cast<std::int64_t>(tc.micro_batch_size) * seq;
-  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   const int M = tc.num_micro_batches;
   mb_tokens_.resize(static_cast<std::size_t>(M));
   mb_targets_.resize(static_cast<std::size_t>(M));
@@ -63,14 +63,13 @@ StepResult Trainer::train_step_pipeline() {
   for (int mb = 0; mb < M; ++mb) {
     mb_tokens_[mb].resize(static_cast<std::size_t>(T));
     mb_targets_[mb].resize(static_cast<std::size_t>(T));
-    for (int i = 0; i < tc.micro_batch_size; ++i)
-      data_->train_sequence(step_, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
-                            mb_tokens_[mb].data() + i * seq, mb_targets_[mb].data() + i * seq);
+    fill_micro_batch(false, step_, mb, mb_tokens_[mb].data(), mb_targets_[mb].data());
     inputs[mb] = Tensor::wrap(mb_tokens_[mb].data(), {T}, DType::i32);
     labels[mb] = Tensor::wrap(mb_targets_[mb].data(), {T}, DType::i32);
   }
   const float scale = static_cast<float>(1.0 / static_cast<double>(B * seq));
   stage_->begin_step(&mb_tokens_, &mb_targets_, scale);
+  stage_->set_fb_unit_hook([this, t] { inject_faults(FaultSite::FbUnit, rank_, t, timeout_s_); });
   // The last stage's output is the per-position loss; its gradient is the scale.
   const pipeline::LossFn loss = [&](int, const Tensor& out, const Tensor&, Tensor& grad) {
     double sum = 0;
@@ -83,9 +82,20 @@ StepResult Trainer::train_step_pipeline() {
     return sum;
   };
   const bool draw = !config_.log.timeline.empty() && t == config_.log.timeline_step;
-  stage_->record_times(draw);
+  const auto t_pipe = core::SteadyClock::now();
   const std::vector<double> losses = executor_->step(inputs, labels, loss);
-  stage_->record_times(false);
+  const double pipeline_seconds = seconds_since(t_pipe);
+  // This rank's ops by kind, for the bench's split and the simulator's costs.
+  const std::vector<pipeline::Op>& my_ops = schedule_->ops[static_cast<std::size_t>(stage_rank_)];
+  const std::vector<pipeline::OpTime>& times = stage_->op_times();
+  EPX_CHECK_EQ(times.size(), my_ops.size(), Internal, "the pipeline stage timed ", times.size(),
+               " ops, the schedule has ", my_ops.size());
+  OpTotals op_totals;
+  double ops_ms = 0;
+  for (std::size_t i = 0; i < times.size(); ++i) {
+    op_totals.add(my_ops[i].kind, times[i].end - times[i].start, stage_->op_ep_ms()[i]);
+    ops_ms += times[i].end - times[i].start;
+  }
   // The micro-batches whose last stage this rank holds (a NaN there is a
   // real one and must show).
   double loss_sum = 0;
@@ -111,6 +121,9 @@ StepResult Trainer::train_step_pipeline() {
     for (auto& m : models_) balancer_->sum_replica_gradients(*m);
   StepResult r;
   r.step = t;
+  r.pipeline_seconds = pipeline_seconds;
+  r.ops_seconds = ops_ms / 1e3;
+  r.ops = op_totals;
   r.loss = sum_over_ranks(world_comm_, std::vector<double>{loss_sum}, "sum of the loss")[0] /
            static_cast<double>(B * seq);
   // Counts: each rank's chunks hold distinct layers, and each layer's
@@ -163,17 +176,27 @@ void Trainer::draw_timeline(StepResult& r) {
   for (const auto& ops : schedule_->ops) most = std::max(most, ops.size());
   mine.resize(2 * most, 0.0);
   const std::vector<double> all = allgather(pp_comm_, mine, "gathering the pipeline timeline");
-  if (rank_ != 0) return;
-  std::vector<std::vector<pipeline::OpTime>> times(schedule_->ops.size());
-  for (std::size_t q = 0; q < times.size(); ++q)
-    for (std::size_t i = 0; i < schedule_->ops[q].size(); ++i)
-      times[q].push_back({all[2 * (q * most + i)], all[2 * (q * most + i) + 1]});
-  const TimelineReport rep = pipeline_timeline(*schedule_, times);
-  core::write_file_atomically(config_.log.timeline, {{rep.svg.data(), rep.svg.size()}},
-                              "log.timeline");
-  r.timeline = config_.log.timeline;
-  r.timeline_measured_ms = rep.measured_ms;
-  r.timeline_simulated_ms = rep.simulated_ms;
+  // Rank 0 draws and writes; the pipeline learns whether that worked, so a
+  // failure (say, a directory that is not there) stops every rank with its
+  // message instead of leaving the others to time out on rank 0.
+  std::string error;
+  if (rank_ == 0) {
+    try {
+      std::vector<std::vector<pipeline::OpTime>> times(schedule_->ops.size());
+      for (std::size_t q = 0; q < times.size(); ++q)
+        for (std::size_t i = 0; i < schedule_->ops[q].size(); ++i)
+          times[q].push_back({all[2 * (q * most + i)], all[2 * (q * most + i) + 1]});
+      const TimelineReport rep = pipeline_timeline(*schedule_, times);
+      core::write_file_atomically(config_.log.timeline, {{rep.svg.data(), rep.svg.size()}},
+                                  "log.timeline");
+      r.timeline = config_.log.timeline;
+      r.timeline_measured_ms = rep.measured_ms;
+      r.timeline_simulated_ms = rep.simulated_ms;
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  agree(pp_comm_, error, "log.timeline");
 }
 
 // Forward only, micro-batch by micro-batch along the schedule's first path
@@ -185,7 +208,6 @@ double Trainer::eval_loss_pipeline() {
   const std::int64_t B = global_batch_, seq = tc.seq_len;
   const std::int64_t T = static_cast<std::int64_t>(tc.micro_batch_size) * seq;
   const std::int64_t H = config_.model.hidden_size;
-  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   const std::vector<pipeline::Location>& path = schedule_->paths.at(0);
   const int S = schedule_->stages;
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(T)), targets(tokens.size());
@@ -195,9 +217,7 @@ double Trainer::eval_loss_pipeline() {
   double sum = 0;
   for (int b = 0; b < tc.eval_batches; ++b)
     for (int mb = 0; mb < tc.num_micro_batches; ++mb) {
-      for (int i = 0; i < tc.micro_batch_size; ++i)
-        data_->val_sequence(b, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
-                            tokens.data() + i * seq, targets.data() + i * seq);
+      fill_micro_batch(true, b, mb, tokens.data(), targets.data());
       const model::MicroBatch batch{tokens.data(), targets.data(), tc.micro_batch_size, tc.seq_len};
       for (int s = 0; s < S; ++s) {
         if (path[s].rank != stage_rank_) continue;

@@ -10,13 +10,6 @@ namespace epx::train {
 
 namespace {
 
-struct Mean {
-  double sum = 0;
-  int n = 0;
-  void add(double v) { sum += v, ++n; }
-  double get(double otherwise) const { return n ? sum / n : otherwise; }
-};
-
 // Nests a standalone SVG document at height offset `y`; adds its height to `y`.
 std::string nested(const std::string& doc, double& y) {
   const auto at = doc.find("<svg");
@@ -35,7 +28,52 @@ std::string caption(double y, const std::string& text) {
          "</text>\n";
 }
 
+int index(pipeline::OpKind kind) {
+  return static_cast<int>(kind);
+}
+
 }  // namespace
+
+void OpTotals::add(pipeline::OpKind kind, double op_ms, double op_ep_ms) {
+  ms[index(kind)] += op_ms;
+  ep_ms[index(kind)] += op_ep_ms;
+  count[index(kind)] += 1;
+}
+
+double OpTotals::mean(pipeline::OpKind kind, double otherwise) const {
+  const int k = index(kind);
+  return count[k] > 0 ? ms[k] / count[k] : otherwise;
+}
+
+double OpTotals::mean_ep(pipeline::OpKind kind) const {
+  const int k = index(kind);
+  return count[k] > 0 ? ep_ms[k] / count[k] : 0;
+}
+
+pipeline::Costs OpTotals::costs() const {
+  using pipeline::OpKind;
+  pipeline::Costs c;
+  c.f = mean(OpKind::F, 1);
+  c.w = mean(OpKind::W, 0);
+  c.b = count[index(OpKind::B)] > 0 ? mean(OpKind::B, 0) : mean(OpKind::Bi, 2 * c.f) + c.w;
+  c.fb = mean(OpKind::FB, -1);
+  return c;
+}
+
+std::vector<double> OpTotals::flat() const {
+  std::vector<double> v;
+  for (const auto* a : {&ms, &ep_ms, &count}) v.insert(v.end(), a->begin(), a->end());
+  return v;
+}
+
+OpTotals OpTotals::from_flat(const std::vector<double>& v) {
+  EPX_CHECK_EQ(v.size(), std::size_t{3 * kKinds}, Internal, "OpTotals::from_flat");
+  OpTotals t;
+  std::copy(v.begin(), v.begin() + kKinds, t.ms.begin());
+  std::copy(v.begin() + kKinds, v.begin() + 2 * kKinds, t.ep_ms.begin());
+  std::copy(v.begin() + 2 * kKinds, v.end(), t.count.begin());
+  return t;
+}
 
 TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
                                  const std::vector<std::vector<pipeline::OpTime>>& times) {
@@ -51,7 +89,7 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
   // The measured step as a Simulation, from its first op's start.
   pipeline::Simulation measured;
   measured.makespan = t1 - t0;
-  Mean f, b, bi, w, fb;
+  OpTotals totals;
   for (std::size_t r = 0; r < times.size(); ++r) {
     double busy = 0;
     measured.times.emplace_back();
@@ -60,23 +98,7 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
       measured.times.back().push_back(t);
       const double d = t.end - t.start;
       busy += d;
-      switch (schedule.ops[r][i].kind) {
-        case pipeline::OpKind::F:
-          f.add(d);
-          break;
-        case pipeline::OpKind::B:
-          b.add(d);
-          break;
-        case pipeline::OpKind::Bi:
-          bi.add(d);
-          break;
-        case pipeline::OpKind::W:
-          w.add(d);
-          break;
-        case pipeline::OpKind::FB:
-          fb.add(d);
-          break;
-      }
+      totals.add(schedule.ops[r][i].kind, d, 0);
     }
     measured.busy.push_back(busy);
     measured.bubble.push_back(measured.makespan - busy);
@@ -84,11 +106,7 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
   }
   TimelineReport rep;
   rep.measured_ms = measured.makespan;
-  // Per-chunk costs: B is Bi + W where the schedule splits it.
-  rep.costs.f = f.get(1);
-  rep.costs.w = w.get(0);
-  rep.costs.b = b.n ? b.get(2 * rep.costs.f) : bi.get(2 * rep.costs.f) + rep.costs.w;
-  rep.costs.fb = fb.n ? fb.get(-1) : -1;
+  rep.costs = totals.costs();
   const pipeline::Simulation sim = pipeline::simulate(schedule, rep.costs);
   rep.simulated_ms = sim.makespan;
 

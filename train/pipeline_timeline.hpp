@@ -4,12 +4,30 @@
 // be compared op by op. epx-train writes it for log.timeline_step.
 #pragma once
 
+#include <array>
 #include <string>
 #include <vector>
 
 #include <epx/pipeline_tools.hpp>
 
 namespace epx::train {
+
+// Per op kind (F, B, Bi, W, FB): the ms that ops of the kind ran, their
+// number, and the ms spent in EP comm (comm::Buffer calls) inside them.
+struct OpTotals {
+  static constexpr int kKinds = 5;
+  std::array<double, kKinds> ms{}, ep_ms{}, count{};
+  void add(pipeline::OpKind kind, double op_ms, double op_ep_ms);
+  double mean(pipeline::OpKind kind, double otherwise) const;
+  double mean_ep(pipeline::OpKind kind) const;
+  // The per-chunk costs pipeline::simulate takes, as measured: B is Bi + W
+  // where the schedule splits it; fb the measured FB unit (no overlap
+  // credited beyond what was measured).
+  pipeline::Costs costs() const;
+  // As one vector and back, to add totals over ranks.
+  std::vector<double> flat() const;
+  static OpTotals from_flat(const std::vector<double>& v);
+};
 
 struct TimelineReport {
   std::string svg;          // a standalone SVG document

@@ -89,7 +89,8 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
     pipeline::Schedule schedule = make_pipeline_schedule(config_);
     parts.clear();
     for (const int stage : schedule.stage_of[static_cast<std::size_t>(stage_rank_)])
-      parts.push_back(stage_part(config_.model, stage, schedule.stages));
+      parts.push_back(
+          stage_part(config_.model, config_.parallel.layers_per_stage, stage, schedule.stages));
     schedule_ = std::make_unique<pipeline::Schedule>(std::move(schedule));
   }
   for (const model::StagePart& part : parts) {
@@ -165,7 +166,7 @@ StepResult Trainer::train_step() {
   if (executor_) return train_step_pipeline();
   const TrainConfig& tc = config_.train;
   const std::int64_t t = step_ + 1;
-  inject_faults(rank_, t, timeout_s_);
+  inject_faults(FaultSite::StepStart, rank_, t, timeout_s_);
   const auto t0 = Clock::now();
   model_->dense.zero_grads();
   model_->experts.zero_grads();
@@ -174,7 +175,6 @@ StepResult Trainer::train_step() {
 
   // This rank's sequences of the global batch, micro_batch_size at a time.
   const std::int64_t B = global_batch_, seq = tc.seq_len;
-  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   const float scale = static_cast<float>(1.0 / static_cast<double>(B * seq));
   inputs_.resize(static_cast<std::size_t>(tc.micro_batch_size * seq));
   targets_.resize(inputs_.size());
@@ -196,9 +196,7 @@ StepResult Trainer::train_step() {
   };
   double loss_sum = 0;
   for (int mb = 0; mb < tc.num_micro_batches; ++mb) {
-    for (int i = 0; i < tc.micro_batch_size; ++i)
-      data_->train_sequence(step_, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
-                            inputs_.data() + i * seq, targets_.data() + i * seq);
+    fill_micro_batch(false, step_, mb, inputs_.data(), targets_.data());
     if (mb + 1 == tc.num_micro_batches) engine_->set_backward_hook(start_part);
     loss_sum += engine_->forward_backward(
         {inputs_.data(), targets_.data(), tc.micro_batch_size, tc.seq_len}, scale);
@@ -251,7 +249,7 @@ void Trainer::balance(StepResult& r, std::int64_t t) {
     if (check) check_replicas(world_comm_, all);
     return;
   }
-  inject_migration_faults(rank_, t, timeout_s_);
+  inject_faults(FaultSite::Migration, rank_, t, timeout_s_);
   // Point-to-point first, so that a rank that does not come is named (the
   // migration's own agreement can only say that one is missing).
   agree(ep_comm_, "", "the rebalance at step " + std::to_string(t));
@@ -279,19 +277,30 @@ void Trainer::update(StepResult& r, double grad_sq, std::int64_t t) {
   }
 }
 
+void Trainer::fill_micro_batch(bool val, std::int64_t index, int mb, std::int32_t* tokens,
+                               std::int32_t* targets) const {
+  const TrainConfig& tc = config_.train;
+  const std::int64_t B = global_batch_, seq = tc.seq_len;
+  const std::int64_t first =
+      dp_rank_ * (B / config_.parallel.dp) + static_cast<std::int64_t>(mb) * tc.micro_batch_size;
+  for (int i = 0; i < tc.micro_batch_size; ++i) {
+    if (val)
+      data_->val_sequence(index, first + i, B, tc.seq_len, tokens + i * seq, targets + i * seq);
+    else
+      data_->train_sequence(index, first + i, B, tc.seq_len, tokens + i * seq, targets + i * seq);
+  }
+}
+
 double Trainer::eval_loss() {
   if (executor_) return eval_loss_pipeline();
   const TrainConfig& tc = config_.train;
   const std::int64_t B = global_batch_, seq = tc.seq_len;
-  const std::int64_t first = dp_rank_ * (B / config_.parallel.dp);
   inputs_.resize(static_cast<std::size_t>(tc.micro_batch_size * seq));
   targets_.resize(inputs_.size());
   double sum = 0;
   for (int b = 0; b < tc.eval_batches; ++b)
     for (int mb = 0; mb < tc.num_micro_batches; ++mb) {
-      for (int i = 0; i < tc.micro_batch_size; ++i)
-        data_->val_sequence(b, first + mb * tc.micro_batch_size + i, B, tc.seq_len,
-                            inputs_.data() + i * seq, targets_.data() + i * seq);
+      fill_micro_batch(true, b, mb, inputs_.data(), targets_.data());
       sum += engine_->forward_loss({inputs_.data(), targets_.data(), tc.micro_batch_size, tc.seq_len});
     }
   return sum_over_ranks(world_comm_, std::vector<double>{sum}, "dp sum of the eval loss")[0] /

@@ -22,6 +22,7 @@
 #include "train/exchange.hpp"
 #include "train/expert_balancer.hpp"
 #include "train/pipeline_stage.hpp"
+#include "train/pipeline_timeline.hpp"
 
 namespace epx::train {
 
@@ -38,6 +39,10 @@ struct StepResult {
   double rank_pairs_max_over_mean = 0;
   double expert_seconds_max = 0, expert_seconds_mean = 0;
   std::vector<RebalanceReport> rebalances;  // the balancer's, at the end of this step
+  // pp > 1: the executor's wall time for the schedule, the part of it this
+  // rank's ops ran (the rest is bubble), and those ops' totals by kind.
+  double pipeline_seconds = 0, ops_seconds = 0;
+  OpTotals ops;
   // log.timeline's step (rank 0): the file written and the makespans.
   std::string timeline;
   double timeline_measured_ms = 0, timeline_simulated_ms = 0;
@@ -53,11 +58,10 @@ class Trainer {
 
   std::int64_t step() const noexcept { return step_; }  // steps done
   StepResult train_step();
+  // The mean cross-entropy over eval_batches global batches of the val split.
   double eval_loss();
   // The pipeline's schedule (pp > 1), else null.
-  const pipeline::Schedule* schedule() const noexcept {
-    return schedule_.get();
-  }  // mean cross-entropy over eval_batches global batches of the val split
+  const pipeline::Schedule* schedule() const noexcept { return schedule_.get(); }
   // Writes checkpoint_dir/step-N atomically and points `latest` at it; returns the directory.
   std::string save_checkpoint();
 
@@ -76,6 +80,11 @@ class Trainer {
   void record_expert_work(StepResult& r) const;    // collective: the rank_* / expert_* fields
   std::int64_t expert_pairs() const;               // over the chunks' engines
   double expert_seconds() const;
+  // Micro-batch mb of this dp rank's share of a global batch into tokens and
+  // targets ([micro_batch_size x seq_len] each): of the train split's batch
+  // for step `index` (val false), or of the val split's batch `index`.
+  void fill_micro_batch(bool val, std::int64_t index, int mb, std::int32_t* tokens,
+                        std::int32_t* targets) const;
   StepResult train_step_pipeline();  // pp > 1 (train/pipeline_step.cpp)
   double eval_loss_pipeline();
   void draw_timeline(StepResult& r);  // collective over the pipeline

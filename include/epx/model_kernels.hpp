@@ -106,6 +106,18 @@ EPX_API void mlp_forward(float* y, float* saved, const float* x, std::int64_t n,
 EPX_API void mlp_backward(float* dx, const MlpGrads& dw, const float* dy, const float* x,
                           const float* saved, std::int64_t n, const MlpWeights& w,
                           float* scratch, bool accumulate);
+// mlp_backward cut in two for the zero-bubble schedules, whose weight
+// gradients run later than the input gradient: the input half, dx (+)=,
+// leaves dg and du in dgu ([n, 2*inter]: dg, then du, each [n,inter]
+// contiguous); the weight half, dw +=, reads dy, x, saved and that dgu. The
+// two in turn give mlp_backward's results bit for bit. dh_scratch: at least
+// n * inter floats.
+EPX_API void mlp_backward_input(float* dx, float* dgu, const float* dy, const float* saved,
+                                std::int64_t n, const MlpWeights& w, float* dh_scratch,
+                                bool accumulate);
+EPX_API void mlp_backward_weight(const MlpGrads& dw, const float* dy, const float* x,
+                                 const float* saved, const float* dgu, std::int64_t n,
+                                 const MlpWeights& w);
 
 // The routed experts as a grouped GEMM: group e (0 <= e < num_groups) is
 // mlp_forward over rows [offsets[e], offsets[e+1]) of x with weights w[e]
@@ -120,6 +132,17 @@ EPX_API void grouped_mlp_forward(float* y, float* saved, const float* x,
 EPX_API void grouped_mlp_backward(float* dx, const MlpGrads* dw, const float* dy, const float* x,
                                   const float* saved, const std::int64_t* offsets, int num_groups,
                                   const MlpWeights* w, float* scratch, bool accumulate);
+// grouped_mlp_backward cut in two as mlp_backward is: dgu holds
+// [offsets[num_groups], 2*inter] floats laid out per group as
+// mlp_backward_input's (group e's block starts at float offsets[e] * 2 *
+// inter); dh_scratch: at least max_e(rows of e) * inter floats.
+EPX_API void grouped_mlp_backward_input(float* dx, float* dgu, const float* dy, const float* saved,
+                                        const std::int64_t* offsets, int num_groups,
+                                        const MlpWeights* w, float* dh_scratch, bool accumulate);
+EPX_API void grouped_mlp_backward_weight(const MlpGrads* dw, const float* dy, const float* x,
+                                         const float* saved, const float* dgu,
+                                         const std::int64_t* offsets, int num_groups,
+                                         const MlpWeights* w);
 
 // ---------------------------------------------------------------- router
 // DeepSeek-V3 routing. logits = x W_r^T [n,E] (computed by the caller).

@@ -14,10 +14,13 @@
 # balancer  the live balancer with redundant experts (both policies, 1 and 2 virtual nodes):
 #           losses as without it, every replica bit-identical after every step and
 #           migration, logical checkpoints that resume on any grid
-# pipeline  every schedule on pp 2 and 4, with and without dp and ep, against 1 rank; pp
-#           checkpoints resumed on other grids; bad pipeline settings
+# pipeline  every schedule on pp 2 and 4, with and without dp and ep, against 1 rank;
+#           zb-h1's split backward against 1f1b bit for bit; layers_per_stage; pp checkpoints
+#           resumed on other grids; the bench's pipeline split; bad pipeline settings
 # killmigrate a rank killed as a migration begins: every rank exits non-zero, naming it,
 #           and the last checkpoint resumes
+# killfb    a rank stalled or killed inside a DualPipe FB unit: the others fail in time,
+#           naming it, and the last checkpoint resumes
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
 cfg=$src/tests/train/small.yaml
@@ -126,7 +129,7 @@ badconfig)
       cat bad.log
       fail "--set $set_arg was accepted"
     fi
-    grep -q -- "$want" bad.log || { cat bad.log; fail "--set $set_arg: the error does not say '$want'"; }
+    grep -qF -- "$want" bad.log || { cat bad.log; fail "--set $set_arg: the error does not say '$want'"; }
     lines=$(grep -c "epx-train: FAILED" bad.log)
     [[ $lines == 1 ]] || { cat bad.log; fail "--set $set_arg: $lines error lines, expected one"; }
     grep -q "^step " bad.log && fail "--set $set_arg: training started"
@@ -301,6 +304,25 @@ pipeline)
     grep -q "eval loss $(grep -o 'eval loss [0-9.]*' ref.log | cut -d' ' -f3)" "$name.log" ||
       fail "$name: the eval loss differs ($(grep -o 'eval loss [0-9.]*' "$name.log"))"
   done
+  # An uneven split of the layers (parallel.layers_per_stage).
+  for split in "1f1b [1,3]" "zb-h1 [3,1]"; do
+    read -r sched layers <<<"$split"
+    name="split_$sched"
+    train "$name" 2 "${L4[@]}" --set parallel.pp=2 --set parallel.schedule="$sched" --set parallel.layers_per_stage="$layers" \
+      --set train.micro_batch_size=2 --set train.num_micro_batches=4 || { cat "$name.log"; fail "$name"; }
+    grep -q "layers_per_stage" "$name/step-10/state.json" || fail "$name: the checkpoint's config lacks the split"
+    echo "== pp 2, $sched, layers $layers, against 1 rank"
+    python3 "$compare" ref.jsonl "$name.jsonl" --steps 1:10 || fail "$name differs from the 1-rank run"
+  done
+  # The zero-bubble split backward (Bi now, W later) gives the full
+  # backward's bits: losses, weights and AdamW moments equal to 1F1B's.
+  for pp in 2 4; do
+    echo "== pp $pp: zb-h1 against 1f1b, bit for bit"
+    python3 "$compare" "pp${pp}_1f1b.jsonl" "pp${pp}_zb-h1.jsonl" --exact || fail "pp $pp: zb-h1 differs from 1f1b"
+    for f in model.safetensors optimizer.safetensors; do
+      cmp "pp${pp}_1f1b/step-10/$f" "pp${pp}_zb-h1/step-10/$f" || fail "pp $pp: zb-h1's $f differs from 1f1b's"
+    done
+  done
   # The live balancer on a pipeline: every replica and both DualPipe copies checked.
   bal=(--set balancer.enabled=true --set balancer.redundant_experts=2 --set balancer.every=2 --set balancer.window=2)
   for sched in dualpipe dualpipev; do
@@ -326,6 +348,31 @@ ok = len(d.getElementsByTagName("svg")) == 3 and "measured: one step" in texts a
 sys.exit(0 if ok else 1)
 PY
   done
+  # The bench's pipeline split: pp, schedule and balancer from its flags.
+  timeout 300 "$bin/epxrun" -n 4 -- "$bin/epx-train" "$cfg" "${L4[@]}" --set train.micro_batch_size=1 \
+    --set train.num_micro_batches=4 --set parallel.ep=2 --bench --bench-steps 2 --bench-warmup 1 --pp 2 --schedule dualpipe \
+    --balancer on --json >bench.log 2>&1 || { cat bench.log; fail "epx-train --bench --pp 2"; }
+  cat bench.log
+  grep -q "pp 2 (dualpipe) x dp 2 x ep 2, balancer on" bench.log || fail "the bench did not take --pp/--schedule/--balancer"
+  grep -q "step split (ms, slowest rank): compute .*, EP comm exposed .*, PP bubble .*, DP all-reduce" bench.log ||
+    fail "no step split"
+  grep -q "dualpipe: .* ms measured in the executor, .* ms simulated from the measured op costs" bench.log ||
+    fail "no simulator comparison"
+  grep -q "FB units: .* ms each" bench.log || fail "no FB unit line"
+  python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if j["ms_simulated"] > 0 and j["ms_pipeline"] > 0 and j["schedule"] == "dualpipe" else 1)' bench.log ||
+    fail "the bench JSON lacks the pipeline fields"
+  if "$bin/epx-train" "$cfg" --pp 2 >usage.log 2>&1; then fail "--pp without --bench was accepted"; fi
+  grep -q "go with --bench" usage.log || { cat usage.log; fail "--pp without --bench: no clear error"; }
+  # A timeline that cannot be written stops every rank of the pipeline with the reason.
+  start=$SECONDS
+  train tl_bad 2 "${L4[@]}" --set parallel.pp=2 --set train.micro_batch_size=2 --set train.num_micro_batches=4 \
+    --set log.timeline=/nonexistent/dir/t.svg && { cat tl_bad.log; fail "an unwritable log.timeline was accepted"; }
+  took=$((SECONDS - start))
+  # (The other rank's line, "log.timeline: rank 0 failed", may be cut short
+  # by mpirun ending the job as soon as rank 0 exits.)
+  grep -q "epx-train: FAILED.*log.timeline: cannot create /nonexistent/dir/t.svg" tl_bad.log ||
+    { cat tl_bad.log; fail "no error names log.timeline and the file"; }
+  ((took < 60)) || fail "an unwritable log.timeline took $took s to fail"
   # Checkpoints: DualPipe's on 1 rank, a 1-rank one on pp 4 with 1F1B.
   train back 1 "${L4[@]}" --resume "$work/pp2dp2ep2_dualpipe/step-5" || { cat back.log; fail "pp resume on 1 rank"; }
   python3 "$compare" pp2dp2ep2_dualpipe.jsonl back.jsonl --steps 6:10 || fail "the 1-rank resume differs"
@@ -339,17 +386,44 @@ PY
     "2|parallel.pp=2 parallel.dp=2|parallel.pp x parallel.dp = 2 x 2 = 4, expected the world size 2"
     "2|parallel.pp=1 parallel.dp=2 log.timeline=t.svg|log.timeline = t.svg draws a pipeline's step"
     "2|parallel.pp=2 parallel.dp=1 parallel.schedule=dualpipev train.num_micro_batches=4 model.num_layers=3|model.num_layers = 3 is fewer than the 4 pipeline stages"
+    "2|parallel.pp=2 parallel.dp=1 train.num_micro_batches=4 parallel.layers_per_stage=[1,3]|parallel.layers_per_stage = [1, 3] adds up to 4, expected model.num_layers = 3"
   )
   for c in "${cases[@]}"; do
     IFS='|' read -r n sets want <<<"$c"
     args=()
     for kv in $sets; do args+=(--set "$kv"); done
     if train bad "$n" "${args[@]}"; then cat bad.log; fail "$sets was accepted"; fi
-    grep -q -- "$want" bad.log || { cat bad.log; fail "$sets: the error does not say '$want'"; }
+    grep -qF -- "$want" bad.log || { cat bad.log; fail "$sets: the error does not say '$want'"; }
     [[ $(grep -c "epx-train: FAILED" bad.log) == 1 ]] || { cat bad.log; fail "$sets: not one error line"; }
     grep -q "^step " bad.log && fail "$sets: training started"
     echo "ok: $sets -> $(grep 'epx-train: FAILED' bad.log)"
   done
+  ;;
+killfb)
+  # A rank that stalls or dies inside a DualPipe FB unit (between its forward
+  # and its backward, its EP peer inside the same unit's dispatch).
+  fb=(--set model.num_layers=4 --set parallel.pp=2 --set parallel.dp=2 --set parallel.ep=2
+    --set parallel.schedule=dualpipe --set train.micro_batch_size=1 --set train.num_micro_batches=4)
+  start=$SECONDS
+  shm_before
+  EPX_TIMEOUT_S=5 EPX_TRAIN_STALL_FB=1:3 train stall 4 "${fb[@]}" && { cat stall.log; fail "the run with a stalled rank succeeded"; }
+  took=$((SECONDS - start))
+  grep -v '^step' stall.log
+  grep -q "rank 1 stalls inside an FB unit of step 3" stall.log || fail "the stall was not injected"
+  grep -q "FAILED.*rank 1" stall.log || fail "no error names rank 1"
+  ((took < 40)) || fail "took $took s to fail, timeout 5 s"
+  start=$SECONDS
+  EPX_TIMEOUT_S=10 EPX_TRAIN_KILL_FB=2:7 train kill 4 "${fb[@]}" && { cat kill.log; fail "the run with a killed rank succeeded"; }
+  took=$((SECONDS - start))
+  grep -v '^step' kill.log
+  grep -q "rank 2 kills itself inside an FB unit of step 7" kill.log || fail "the fault was not injected"
+  ((took < 60)) || fail "took $took s to end after the kill"
+  [[ "$(cat kill/latest)" == step-5 && -f kill/step-5/model.safetensors ]] || fail "the step-5 checkpoint is not the latest"
+  leaked=$(shm_leaked)
+  [[ -z $leaked ]] || fail "epx segments left in /dev/shm: $leaked"
+  train kill 4 "${fb[@]}" --resume auto || { cat kill.log; fail "resuming after the kill"; }
+  grep -q "resumed from .*step-5 at step 5" kill.log || { cat kill.log; fail "did not resume at step 5"; }
+  echo "ok: the stall failed in time naming rank 1; the kill ended the job, step-5 resumed"
   ;;
 killmigrate)
   # A stalled rank: its EP group peer waits in the migration and names it.

@@ -326,6 +326,47 @@ TEST(ModelKernelsGroupedMlp, MatchesOneMlpPerGroupIncludingEmptyGroups) {
   }
 }
 
+// The zero-bubble split: the input half, then (after the scratch is
+// clobbered, as the next layer's backward would) the weight half, give the
+// fused backward's bits, empty groups included.
+TEST(ModelKernelsGroupedMlp, SplitBackwardMatchesFusedBitForBit) {
+  const std::int64_t hidden = 11, inter = 9;
+  const std::vector<std::int64_t> offsets = {0, 4, 4, 9, 10, 10};
+  const int groups = static_cast<int>(offsets.size()) - 1;
+  const std::int64_t rows = offsets.back();
+  std::vector<MlpData> data;
+  std::vector<MlpWeights> w;
+  for (int e = 0; e < groups; ++e) data.push_back(make_mlp(hidden, inter, 400 + 3 * e));
+  for (auto& d : data) w.push_back(d.weights());
+  const auto x = randn(rows * hidden, 410), dy = randn(rows * hidden, 411);
+  std::vector<float> y(rows * hidden), saved(rows * 3 * inter);
+  grouped_mlp_forward(y.data(), saved.data(), x.data(), offsets.data(), groups, w.data());
+  const auto dx0 = randn(rows * hidden, 412);
+  std::vector<std::vector<float>> fused(3 * groups), split(3 * groups);
+  for (int i = 0; i < 3 * groups; ++i) fused[i] = split[i] = randn(inter * hidden, 420 + i);
+  auto grads_of = [&](std::vector<std::vector<float>>& v) {
+    std::vector<MlpGrads> g;
+    for (int e = 0; e < groups; ++e)
+      g.push_back({v[3 * e].data(), v[3 * e + 1].data(), v[3 * e + 2].data()});
+    return g;
+  };
+  for (bool accumulate : {false, true}) {
+    SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
+    auto dx_fused = dx0, dx_split = dx0;
+    std::vector<float> scratch(3 * 5 * inter, 7.0f), dgu(rows * 2 * inter, 7.0f),
+        dh(5 * inter, 7.0f);
+    grouped_mlp_backward(dx_fused.data(), grads_of(fused).data(), dy.data(), x.data(), saved.data(),
+                         offsets.data(), groups, w.data(), scratch.data(), accumulate);
+    grouped_mlp_backward_input(dx_split.data(), dgu.data(), dy.data(), saved.data(), offsets.data(),
+                               groups, w.data(), dh.data(), accumulate);
+    std::fill(dh.begin(), dh.end(), -3.0f);
+    grouped_mlp_backward_weight(grads_of(split).data(), dy.data(), x.data(), saved.data(),
+                                dgu.data(), offsets.data(), groups, w.data());
+    expect_bits(dx_split, dx_fused, "dx");
+    for (int i = 0; i < 3 * groups; ++i) expect_bits(split[i], fused[i], "weight grads");
+  }
+}
+
 TEST(ModelKernelsGroupedMlp, AllGroupsEmpty) {
   const auto m = make_mlp(4, 6, 60);
   const MlpWeights w[2] = {m.weights(), m.weights()};

@@ -273,6 +273,7 @@ TEST_F(TrainConfigTest, ToYamlRoundTripsEveryKey) {
                           "dp",
                           "ep",
                           "fp8_dispatch",
+                          "layers_per_stage",
                           "metrics",
                           "every",
                           "report"})
@@ -282,6 +283,25 @@ TEST_F(TrainConfigTest, ToYamlRoundTripsEveryKey) {
         << sec;
   // Readable doubles: the shortest text that round-trips.
   EXPECT_NE(to_yaml(Config{}).find("lr: 0.003"), std::string::npos) << to_yaml(Config{});
+}
+
+TEST_F(TrainConfigTest, IntegerListsParseRoundTripAndNameTheBadEntry) {
+  const Config c = parse_config("parallel:\n  layers_per_stage: [1, 3, 2]\n");
+  EXPECT_EQ(c.parallel.layers_per_stage, (std::vector<int>{1, 3, 2}));
+  EXPECT_EQ(parse_config(to_yaml(c)).parallel.layers_per_stage, c.parallel.layers_per_stage);
+  EXPECT_TRUE(
+      parse_config("parallel:\n  layers_per_stage: []\n").parallel.layers_per_stage.empty());
+  EXPECT_TRUE(parse_config("parallel:\n  layers_per_stage:\n").parallel.layers_per_stage.empty());
+  EXPECT_EQ(parse_config("", {"parallel.layers_per_stage=[2,2]"}).parallel.layers_per_stage,
+            (std::vector<int>{2, 2}));
+  expect_parse_error("parallel:\n  layers_per_stage: 3\n",
+                     {"parallel.layers_per_stage = 3", "expected a list of integers"});
+  expect_parse_error("parallel:\n  layers_per_stage: [1, two]\n",
+                     {"parallel.layers_per_stage[1] = two", "expected an integer"});
+  expect_parse_error("parallel:\n  layers_per_stage: [1, \"2\"]\n",
+                     {"parallel.layers_per_stage[1] = \"2\"", "expected an integer"});
+  expect_parse_error("parallel:\n  layers_per_stage: [2, 0]\n",
+                     {"parallel.layers_per_stage[1] = 0", "expected >= 1"});
 }
 
 TEST_F(TrainConfigTest, UnknownSectionsAndKeysAreNamed) {
@@ -488,6 +508,37 @@ TEST_F(TrainConfigTest, ValidateRefusesEveryBadConfigOfTheIssue) {
         c.train.min_lr = 2e-4;
       },
       1, {"train.min_lr = 0.0002", "train.lr = 0.0001"});
+  // parallel.layers_per_stage: one count per stage, adding up to the layers.
+  auto pp2 = [](Config& c, std::vector<int> layers) {
+    c.parallel.pp = 2;
+    c.train.num_micro_batches = 4;
+    c.parallel.layers_per_stage = std::move(layers);
+  };
+  bad(
+      [&](Config& c) {
+        pp2(c, {1, 2});
+      },
+      2, {"parallel.layers_per_stage = [1, 2] adds up to 3", "model.num_layers = 2"});
+  bad([&](Config& c) { pp2(c, {2}); }, 2,
+      {"parallel.layers_per_stage = [2] has 1 entries", "2 for parallel.schedule = 1f1b"});
+  bad(
+      [&](Config& c) {
+        pp2(c, {1, 1});
+        c.parallel.schedule = "dualpipev";
+      },
+      2, {"[1, 1] has 2 entries", "4 for parallel.schedule = dualpipev"});
+  bad([](Config& c) { c.parallel.layers_per_stage = {2}; }, 1,
+      {"parallel.layers_per_stage = [2]", "expected parallel.pp > 1"});
+  bad(
+      [](Config& c) {
+        c.parallel.layers_per_stage = {0, 2};
+      },
+      1, {"parallel.layers_per_stage[0] = 0, expected >= 1"});
+  {
+    Config c = good();
+    pp2(c, {1, 1});
+    EXPECT_NO_THROW(validate(c, 2));
+  }
   // Per-key ranges again, for a Config built in code.
   bad([](Config& c) { c.train.beta1 = 1.0; }, 1, {"train.beta1 = 1", "[0, 1)"});
   bad([](Config& c) { c.model.score_function = "relu"; }, 1, {"model.score_function = relu"});
