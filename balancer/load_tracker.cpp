@@ -12,6 +12,7 @@
 #include "core/agree.hpp"
 #include "core/check.hpp"
 #include "core/config.hpp"
+#include "core/log.hpp"
 #include "core/wait.hpp"
 
 namespace epx::balancer {
@@ -45,6 +46,12 @@ bool add_counts(const T* v, std::int64_t* dst, int n, int layer, std::string& er
 
 // Sums `data` over the group in place, waiting at most until `deadline`.
 void sum_over_group(Group& group, std::vector<std::int64_t>& data, const core::Deadline& deadline) {
+  EPX_LOG(Trace, Balancer, "LoadTracker::end_step: sum of ", data.size(), " counts over ",
+          group.size(), " ranks");
+  // An aborted group (a failure in another module, or the user's abort on
+  // any rank) stops the balancer too, before the sum.
+  EPX_CHECK(!group.aborted(), PeerFailure, "LoadTracker::end_step: the group was aborted (",
+            group.abort_reason(), ")");
   std::vector<std::int64_t> out(data.size());
   MPI_Request request;
   MPI_Iallreduce(data.data(), out.data(), static_cast<int>(data.size()), MPI_INT64_T, MPI_SUM,

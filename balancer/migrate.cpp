@@ -154,6 +154,10 @@ Migration migrate_experts(Group& group, const Placement& current, const Placemen
     return pair.current[l * pair.current_slots + me * sc + i];
   };
 
+  // An aborted group (another module's failure, or the user's abort) stops
+  // the migration before any weight moves.
+  EPX_CHECK(!group.aborted(), PeerFailure, kOp, ": the group was aborted (", group.abort_reason(),
+            ")");
   // 3. Receive buffers, then every receive and send, then wait for all.
   std::map<std::pair<int, int>, SlotTensors> received;  // (layer, expert) -> one copy
   std::vector<MPI_Request> requests;
@@ -179,6 +183,8 @@ Migration migrate_experts(Group& group, const Placement& current, const Placemen
     out.stats.bytes_sent += slot_bytes[t.layer];
     if (node_of[t.dst] != node_of[me]) out.stats.internode_bytes_sent += slot_bytes[t.layer];
   }
+  EPX_LOG(Trace, Balancer, "migrate_experts: ", plan.size(), " transfers in the plan, ",
+          requests.size(), " messages posted by this rank");
   core::Backoff backoff;
   std::vector<int> done(requests.size());
   // Count what is pending: a request may already be null (complete).

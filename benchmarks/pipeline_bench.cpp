@@ -2,9 +2,9 @@
 // Builds the schedule (or lets `auto` choose), simulates it and prints the
 // makespan, bubbles, activation peaks, weight copies and hidden all-to-all
 // time, optionally with an SVG timeline. Pure computation: rank 0 does it all.
-#include <epx/error.hpp>
-#include <epx/pipeline.hpp>
 #include <cstdint>
+#include <epx/error.hpp>
+#include <epx/pipeline_tools.hpp>
 #include <fstream>
 #include <iostream>
 #include <string>

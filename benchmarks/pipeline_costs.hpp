@@ -4,7 +4,7 @@
 // the same model; DualPipeV's chunks hold half of that and cost half.
 #pragma once
 
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 #include <string>
 
 #include "benchmarks/options.hpp"

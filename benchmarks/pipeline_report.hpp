@@ -3,7 +3,7 @@
 // the unit of --memory-budget, so that DualPipeV's half-size chunks compare.
 #pragma once
 
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 #include <ostream>
 #include <string>
 #include <vector>

@@ -11,7 +11,7 @@
 #include <chrono>
 #include <epx/error.hpp>
 #include <epx/group.hpp>
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 #include <iomanip>
 #include <iostream>
 #include <memory>

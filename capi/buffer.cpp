@@ -5,25 +5,31 @@
 
 #include "capi/capi.hpp"
 
-using epx::capi::guard;
-using epx::capi::need;
-using epx::capi::to_c;
-using epx::capi::to_tensor;
+using namespace epx::capi;  // the C ABI's helpers (capi/capi.hpp)
 
 namespace {
 
-// The options of a dispatch (a bad config struct is noted in *problem).
-epx::comm::DispatchOptions dispatch_options(const epxDispatchConfig_t* config,
-                                            const epx::Tensor& x_scales, std::string* problem) {
-  const epxDispatchConfig_t defaults = EPX_DISPATCH_CONFIG_INIT;
-  epxDispatchConfig_t c;
-  epx::capi::note(problem, epx::capi::read_config(config, defaults, "epxDispatchConfig_t", &c));
-  epx::comm::DispatchOptions o;
-  o.fp8 = c.fp8 != 0;
-  o.ue8m0 = c.ue8m0 != 0;
+epx::comm::DispatchOptions dispatch_options(const epxDispatchConfig_t& c) {
+  auto o = fp8_options<epx::comm::DispatchOptions>(c);
   o.expert_alignment = c.expert_alignment;
-  o.x_scales = x_scales;
   return o;
+}
+
+// The payload as the caller gave it: x, with x_scales (an Fp8Tensor) when not NULL.
+struct Payload {
+  epx::Tensor x, scales;
+  bool with_scales;
+  // Calls f with the C++ payload, once every input was read: any problem,
+  // also of an optional input, makes x undefined, rejected on every rank.
+  template <class F>
+  epx::comm::DispatchResult apply(const Inputs& in, F&& f) const {
+    const epx::Tensor xt = in.checked(x);
+    return with_scales ? f(epx::comm::Fp8Tensor{xt, scales}) : f(xt);
+  }
+};
+
+Payload payload(Inputs& in, const epxTensor_t* x, const epxTensor_t* x_scales) {
+  return Payload{in.tensor(x, "x"), in.tensor(x_scales, "x_scales"), x_scales != nullptr};
 }
 
 // The result object: the C++ result plus num_recv_tokens_per_expert as a
@@ -51,30 +57,23 @@ extern "C" {
 
 epxResult_t epxBufferCreate(epxGroup_t group, const epxBufferConfig_t* config,
                             epxBuffer_t* buffer) {
-  std::string problem;
-  return guard(
-      "epxBufferCreate",
-      [&] {
-        need(group, "epxBufferCreate", "group");
-        const epxBufferConfig_t defaults = EPX_BUFFER_CONFIG_INIT;
-        epxBufferConfig_t c;
-        epx::capi::note(&problem,
-                        epx::capi::read_config(config, defaults, "epxBufferConfig_t", &c));
-        epx::comm::BufferOptions o;
-        o.num_bytes = c.num_bytes;
-        o.timeout_s = c.timeout_s;
-        o.low_latency = c.low_latency != 0;
-        o.max_tokens_per_rank = c.max_tokens_per_rank;
-        o.hidden = c.hidden;
-        o.num_experts = c.num_experts;
-        // A bad struct on one rank must fail every rank: options the Buffer
-        // rejects in its agreement (this rank's message says why).
-        if (!problem.empty()) o.num_bytes = SIZE_MAX;
-        auto b = std::make_unique<epxBuffer_s>();
-        b->buffer = std::make_unique<epx::comm::Buffer>(group->group, o);
-        *need(buffer, "epxBufferCreate", "buffer (the output pointer)") = b.release();
-      },
-      &problem);
+  return with_inputs("epxBufferCreate", [&](Inputs& in) {
+    need(group, "epxBufferCreate", "group");
+    const epxBufferConfig_t c = in.config(config);
+    epx::comm::BufferOptions o;
+    o.num_bytes = c.num_bytes;
+    o.timeout_s = c.timeout_s;
+    o.low_latency = c.low_latency != 0;
+    o.max_tokens_per_rank = c.max_tokens_per_rank;
+    o.hidden = c.hidden;
+    o.num_experts = c.num_experts;
+    // A bad struct on one rank must fail every rank: options the Buffer
+    // rejects in its agreement (this rank's message says why).
+    if (!in.ok()) o.num_bytes = SIZE_MAX;
+    auto b = std::make_unique<epxBuffer_s>();
+    b->buffer = std::make_unique<epx::comm::Buffer>(group->group, o);
+    *need(buffer, "epxBufferCreate", "buffer (the output pointer)") = b.release();
+  });
 }
 
 epxResult_t epxBufferDestroy(epxBuffer_t buffer) {
@@ -83,17 +82,12 @@ epxResult_t epxBufferDestroy(epxBuffer_t buffer) {
 
 epxResult_t epxGetDispatchLayout(epxBuffer_t buffer, const epxTensor_t* topk_idx, int num_experts,
                                  epxLayout_t* layout) {
-  std::string problem;
-  return guard(
-      "epxGetDispatchLayout",
-      [&] {
-        need(buffer, "epxGetDispatchLayout", "buffer");
-        auto l = std::make_unique<epxLayout_s>();
-        l->layout = buffer->buffer->get_dispatch_layout(to_tensor(topk_idx, "topk_idx", &problem),
-                                                        num_experts);
-        *need(layout, "epxGetDispatchLayout", "layout (the output pointer)") = l.release();
-      },
-      &problem);
+  return with_inputs("epxGetDispatchLayout", [&](Inputs& in) {
+    need(buffer, "epxGetDispatchLayout", "buffer");
+    auto l = std::make_unique<epxLayout_s>();
+    l->layout = buffer->buffer->get_dispatch_layout(in.tensor(topk_idx, "topk_idx"), num_experts);
+    *need(layout, "epxGetDispatchLayout", "layout (the output pointer)") = l.release();
+  });
 }
 
 epxResult_t epxLayoutGetOutputs(epxLayout_t layout, epxLayoutOutputs_t* outputs) {
@@ -114,48 +108,37 @@ epxResult_t epxDispatch(epxBuffer_t buffer, const epxTensor_t* x, const epxTenso
                         const epxTensor_t* topk_idx, const epxTensor_t* topk_weights,
                         epxLayout_t layout, const epxDispatchConfig_t* config,
                         epxDispatchResult_t* result) {
-  std::string problem;
   const char* call = "epxDispatch";
-  return guard(
-      call,
-      [&] {
-        need(buffer, call, "buffer");
-        // A NULL layout is bad input like a bad tensor: an empty Layout,
-        // which dispatch rejects on every rank.
-        const epx::comm::Layout empty;
-        if (layout == nullptr) epx::capi::note(&problem, "layout is NULL");
-        const epx::comm::Layout& l = layout ? layout->layout : empty;
-        epx::Tensor xt = to_tensor(x, "x", &problem);
-        const epx::Tensor st = to_tensor(x_scales, "x_scales", &problem);
-        const epx::Tensor it = to_tensor(topk_idx, "topk_idx", &problem);
-        const epx::Tensor wt = to_tensor(topk_weights, "topk_weights", &problem);
-        const epx::comm::DispatchOptions o = dispatch_options(config, st, &problem);
-        // Any problem, also of an optional input, fails the call on every rank.
-        if (!problem.empty()) xt = epx::Tensor();
-        store(result, buffer->buffer->dispatch(xt, it, wt, l, o), call);
-      },
-      &problem);
+  return with_inputs(call, [&](Inputs& in) {
+    need(buffer, call, "buffer");
+    // A NULL layout is bad input like a bad tensor: an empty Layout, which
+    // dispatch rejects on every rank.
+    const epx::comm::Layout empty;
+    if (layout == nullptr) in.note_problem("layout is NULL");
+    const epx::comm::Layout& l = layout ? layout->layout : empty;
+    const Payload p = payload(in, x, x_scales);
+    const epx::Tensor it = in.tensor(topk_idx, "topk_idx");
+    const epx::Tensor wt = in.tensor(topk_weights, "topk_weights");
+    const epx::comm::DispatchOptions o = dispatch_options(in.config(config));
+    store(result,
+          p.apply(in, [&](const auto& xp) { return buffer->buffer->dispatch(xp, it, wt, l, o); }),
+          call);
+  });
 }
 
 epxResult_t epxDispatchCached(epxBuffer_t buffer, const epxTensor_t* x, const epxTensor_t* x_scales,
                               epxHandle_t handle, const epxDispatchConfig_t* config,
                               epxDispatchResult_t* result) {
-  std::string problem;
   const char* call = "epxDispatchCached";
-  return guard(
-      call,
-      [&] {
-        need(buffer, call, "buffer");
-        if (handle == nullptr) epx::capi::note(&problem, "handle is NULL");
-        const epx::comm::Handle h = handle ? handle->handle : epx::comm::Handle();
-        epx::Tensor xt = to_tensor(x, "x", &problem);
-        const epx::Tensor st = to_tensor(x_scales, "x_scales", &problem);
-        const epx::comm::DispatchOptions o = dispatch_options(config, st, &problem);
-        // Any problem, also of an optional input, fails the call on every rank.
-        if (!problem.empty()) xt = epx::Tensor();
-        store(result, buffer->buffer->dispatch(xt, h, o), call);
-      },
-      &problem);
+  return with_inputs(call, [&](Inputs& in) {
+    need(buffer, call, "buffer");
+    if (handle == nullptr) in.note_problem("handle is NULL");
+    const epx::comm::Handle h = handle ? handle->handle : epx::comm::Handle();
+    const Payload p = payload(in, x, x_scales);
+    const epx::comm::DispatchOptions o = dispatch_options(in.config(config));
+    store(result, p.apply(in, [&](const auto& xp) { return buffer->buffer->dispatch(xp, h, o); }),
+          call);
+  });
 }
 
 epxResult_t epxDispatchResultGetOutputs(epxDispatchResult_t result, epxDispatchOutputs_t* outputs) {
@@ -193,26 +176,18 @@ epxResult_t epxHandleDestroy(epxHandle_t handle) {
 
 epxResult_t epxCombine(epxBuffer_t buffer, const epxTensor_t* y, epxHandle_t handle,
                        const epxCombineConfig_t* config, const epxTensor_t* out) {
-  std::string problem;
   const char* call = "epxCombine";
-  return guard(
-      call,
-      [&] {
-        need(buffer, call, "buffer");
-        if (handle == nullptr) epx::capi::note(&problem, "handle is NULL");
-        const epx::comm::Handle h = handle ? handle->handle : epx::comm::Handle();
-        const epxCombineConfig_t defaults = EPX_COMBINE_CONFIG_INIT;
-        epxCombineConfig_t c;
-        epx::capi::note(&problem,
-                        epx::capi::read_config(config, defaults, "epxCombineConfig_t", &c));
-        epx::Tensor yt = to_tensor(y, "y", &problem);
-        if (!problem.empty()) yt = epx::Tensor();  // rejected on every rank
-        epx::comm::CombineOptions o;
-        o.partials_in_input_dtype = c.partials_in_input_dtype != 0;
-        const epx::Tensor sum = buffer->buffer->combine(yt, h, o);
-        epx::capi::copy_out(sum, out, call);
-      },
-      &problem);
+  return with_inputs(call, [&](Inputs& in) {
+    need(buffer, call, "buffer");
+    if (handle == nullptr) in.note_problem("handle is NULL");
+    const epx::comm::Handle h = handle ? handle->handle : epx::comm::Handle();
+    const epxCombineConfig_t c = in.config(config);
+    const epx::Tensor yt = in.tensor(y, "y");
+    epx::comm::CombineOptions o;
+    o.partials_in_input_dtype = c.partials_in_input_dtype != 0;
+    const epx::Tensor sum = buffer->buffer->combine(in.checked(yt), h, o);
+    epx::capi::copy_out(sum, out, call);
+  });
 }
 
 }  // extern "C"

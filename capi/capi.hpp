@@ -105,6 +105,63 @@ inline void note(std::string* problem, const std::string& why) {
   if (problem->empty()) *problem = why;
 }
 
+// The name and the _INIT defaults of each versioned config struct.
+template <class C>
+struct ConfigOf;
+#define EPX_CAPI_CONFIG(C, INIT)                  \
+  template <>                                     \
+  struct ConfigOf<C> {                            \
+    static constexpr const char* name = #C;       \
+    static C defaults() noexcept { return INIT; } \
+  }
+EPX_CAPI_CONFIG(epxBufferConfig_t, EPX_BUFFER_CONFIG_INIT);
+EPX_CAPI_CONFIG(epxDispatchConfig_t, EPX_DISPATCH_CONFIG_INIT);
+EPX_CAPI_CONFIG(epxCombineConfig_t, EPX_COMBINE_CONFIG_INIT);
+EPX_CAPI_CONFIG(epxLowLatencyConfig_t, EPX_LOW_LATENCY_CONFIG_INIT);
+#undef EPX_CAPI_CONFIG
+
+// The C inputs of one collective call, converted without throwing: what is
+// wrong with a struct is noted (the first problem is this rank's message),
+// and the call still goes to every rank with an input it rejects there, so
+// that no rank is left waiting.
+class Inputs {
+ public:
+  Tensor tensor(const epxTensor_t* t, const char* name) { return to_tensor(t, name, &problem_); }
+  // The caller's config struct, or its defaults when NULL or bad.
+  template <class C>
+  C config(const C* in) {
+    C out;
+    note(&problem_, read_config(in, ConfigOf<C>::defaults(), ConfigOf<C>::name, &out));
+    return out;
+  }
+  void note_problem(const std::string& why) { note(&problem_, why); }
+  bool ok() const noexcept { return problem_.empty(); }
+  // `main` if nothing was wrong, else undefined: rejected on every rank.
+  Tensor checked(Tensor main) const { return ok() ? std::move(main) : Tensor(); }
+  const std::string* problem() const noexcept { return &problem_; }
+
+ private:
+  std::string problem_;
+};
+
+// The FP8 fields that the dispatch and low-latency configs share, as C++ options.
+template <class Options, class Config>
+Options fp8_options(const Config& c) {
+  Options o;
+  o.fp8 = c.fp8 != 0;
+  o.ue8m0 = c.ue8m0 != 0;
+  return o;
+}
+
+// Runs the body of a collective C call with its Inputs (guard's boundary:
+// an InvalidArgument reports this rank's noted problem).
+template <class F>
+epxResult_t with_inputs(const char* call, F&& body) noexcept {
+  Inputs in;
+  return guard(
+      call, [&] { body(in); }, in.problem());
+}
+
 // Throws InvalidArgument naming `what` when p is NULL.
 template <class P>
 P* need(P* p, const char* call, const char* what) {

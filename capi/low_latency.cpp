@@ -1,20 +1,12 @@
 // The C ABI of the low-latency calls and of the hooks that finish them.
 #include "capi/capi.hpp"
 
-using epx::capi::guard;
-using epx::capi::need;
-using epx::capi::to_c;
-using epx::capi::to_tensor;
+using namespace epx::capi;  // the C ABI's helpers (capi/capi.hpp)
 
 namespace {
 
-epx::comm::LowLatencyOptions ll_options(const epxLowLatencyConfig_t* config, std::string* problem) {
-  const epxLowLatencyConfig_t defaults = EPX_LOW_LATENCY_CONFIG_INIT;
-  epxLowLatencyConfig_t c;
-  epx::capi::note(problem, epx::capi::read_config(config, defaults, "epxLowLatencyConfig_t", &c));
-  epx::comm::LowLatencyOptions o;
-  o.fp8 = c.fp8 != 0;
-  o.ue8m0 = c.ue8m0 != 0;
+epx::comm::LowLatencyOptions ll_options(const epxLowLatencyConfig_t& c) {
+  auto o = fp8_options<epx::comm::LowLatencyOptions>(c);
   o.return_recv_hook = c.return_recv_hook != 0;
   return o;
 }
@@ -38,25 +30,20 @@ extern "C" {
 epxResult_t epxLowLatencyDispatch(epxBuffer_t buffer, const epxTensor_t* x,
                                   const epxTensor_t* topk_idx, const epxLowLatencyConfig_t* config,
                                   epxLowLatencyResult_t* result, epxHook_t* hook) {
-  std::string problem;
   const char* call = "epxLowLatencyDispatch";
   if (hook) *hook = nullptr;
-  return guard(
-      call,
-      [&] {
-        need(buffer, call, "buffer");
-        const epx::comm::LowLatencyOptions o = ll_options(config, &problem);
-        epx::Tensor xt = to_tensor(x, "x", &problem);
-        const epx::Tensor it = to_tensor(topk_idx, "topk_idx", &problem);
-        if (!problem.empty()) xt = epx::Tensor();  // rejected on every rank
-        auto r = std::make_unique<epxLowLatencyResult_s>();
-        r->result = buffer->buffer->low_latency_dispatch(xt, it, o);
-        std::function<void()> wait = std::move(r->result.hook);
-        need(result, call, "result (the output pointer)");
-        store_hook(std::move(wait), hook, call);
-        *result = r.release();
-      },
-      &problem);
+  return with_inputs(call, [&](Inputs& in) {
+    need(buffer, call, "buffer");
+    const epx::comm::LowLatencyOptions o = ll_options(in.config(config));
+    const epx::Tensor xt = in.tensor(x, "x");
+    const epx::Tensor it = in.tensor(topk_idx, "topk_idx");
+    auto r = std::make_unique<epxLowLatencyResult_s>();
+    r->result = buffer->buffer->low_latency_dispatch(in.checked(xt), it, o);
+    std::function<void()> wait = std::move(r->result.hook);
+    need(result, call, "result (the output pointer)");
+    store_hook(std::move(wait), hook, call);
+    *result = r.release();
+  });
 }
 
 epxResult_t epxLowLatencyResultGetOutputs(epxLowLatencyResult_t result,
@@ -90,40 +77,34 @@ epxResult_t epxLowLatencyCombine(epxBuffer_t buffer, const epxTensor_t* y,
                                  const epxTensor_t* topk_idx, const epxTensor_t* topk_weights,
                                  epxLowLatencyHandle_t handle, const epxLowLatencyConfig_t* config,
                                  const epxTensor_t* out, epxHook_t* hook) {
-  std::string problem;
   const char* call = "epxLowLatencyCombine";
   if (hook) *hook = nullptr;
-  return guard(
-      call,
-      [&] {
-        need(buffer, call, "buffer");
-        const epx::comm::LowLatencyOptions o = ll_options(config, &problem);
-        if (handle == nullptr) epx::capi::note(&problem, "handle is NULL");
-        const epx::comm::LowLatencyHandle h =
-            handle ? handle->handle : epx::comm::LowLatencyHandle();
-        epx::Tensor yt = to_tensor(y, "y", &problem);
-        const epx::Tensor it = to_tensor(topk_idx, "topk_idx", &problem);
-        const epx::Tensor wt = to_tensor(topk_weights, "topk_weights", &problem);
-        if (!problem.empty()) yt = epx::Tensor();  // rejected on every rank
-        epx::comm::LowLatencyCombineResult r =
-            buffer->buffer->low_latency_combine(yt, it, wt, h, o);
-        if (!r.hook) {
-          epx::capi::copy_out(r.x, out, call);
-          return;
-        }
-        // The sum lands in r.x when the hook runs; the copy into the
-        // caller's out follows it. out is read now: the caller's struct
-        // need not outlive this call, only its memory.
-        EPX_CHECK(out != nullptr, InvalidArgument, call, ": out is NULL");
-        const epxTensor_t out_copy = *out;
-        store_hook(
-            [wait = std::move(r.hook), sum = r.x, out_copy]() {
-              wait();
-              epx::capi::copy_out(sum, &out_copy, "epxHookWait");
-            },
-            hook, call);
-      },
-      &problem);
+  return with_inputs(call, [&](Inputs& in) {
+    need(buffer, call, "buffer");
+    const epx::comm::LowLatencyOptions o = ll_options(in.config(config));
+    if (handle == nullptr) in.note_problem("handle is NULL");
+    const epx::comm::LowLatencyHandle h = handle ? handle->handle : epx::comm::LowLatencyHandle();
+    const epx::Tensor yt = in.tensor(y, "y");
+    const epx::Tensor it = in.tensor(topk_idx, "topk_idx");
+    const epx::Tensor wt = in.tensor(topk_weights, "topk_weights");
+    epx::comm::LowLatencyCombineResult r =
+        buffer->buffer->low_latency_combine(in.checked(yt), it, wt, h, o);
+    if (!r.hook) {
+      epx::capi::copy_out(r.x, out, call);
+      return;
+    }
+    // The sum lands in r.x when the hook runs; the copy into the caller's
+    // out follows it. out is read now: the caller's struct need not outlive
+    // this call, only its memory.
+    EPX_CHECK(out != nullptr, InvalidArgument, call, ": out is NULL");
+    const epxTensor_t out_copy = *out;
+    store_hook(
+        [wait = std::move(r.hook), sum = r.x, out_copy]() {
+          wait();
+          epx::capi::copy_out(sum, &out_copy, "epxHookWait");
+        },
+        hook, call);
+  });
 }
 
 epxResult_t epxHookWait(epxHook_t hook) {

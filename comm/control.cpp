@@ -5,6 +5,7 @@
 #include <epx/group.hpp>
 
 #include "core/check.hpp"
+#include "core/log.hpp"
 
 namespace epx::comm {
 
@@ -94,6 +95,8 @@ std::vector<Message> Control::exchange_some(Round round, const std::vector<Messa
                                             const std::vector<int>& to,
                                             const std::vector<int>& from,
                                             const core::Deadline& deadline) {
+  EPX_LOG(Trace, Comm, op_name(op_), " #", seq_, ": ", round_name(round), " round, to ", to.size(),
+          " ranks, from ", from.size());
   for (int p : to) {
     fabric_.to(p).put(p, &out[p], region_, message_offset(round, rank_), sizeof(Message));
     fabric_.to(p).signal(p, region_, signal_offset(round, rank_), seq_);
@@ -109,6 +112,7 @@ std::vector<Message> Control::exchange_some(Round round, const std::vector<Messa
     std::memcpy(&in[p], base + message_offset(round, p), sizeof(Message));
     check_call(in[p], p, round);
   }
+  EPX_LOG(Trace, Comm, op_name(op_), " #", seq_, ": ", round_name(round), " round done");
   return in;
 }
 

@@ -32,26 +32,39 @@ constexpr int kMaxAlignment = 1 << 20;
 // Token indices and counts are 32-bit (as the layout's i32 counts).
 constexpr std::int64_t kMaxTokens = std::int64_t{1} << 31;
 
+// The payload of a dispatch as the caller gave it: a plain tensor (scales
+// null) or an Fp8Tensor's x and scales.
+struct Payload {
+  const Tensor& x;
+  const Tensor* scales;
+};
+
 // Checks x and options (shared by both dispatch forms); fills the payload part of the plan.
-void plan_payload(Plan& p, const Tensor& x, const DispatchOptions& o, std::int64_t tokens,
+void plan_payload(Plan& p, const Payload& in, const DispatchOptions& o, std::int64_t tokens,
                   const char* op) {
+  const Tensor& x = in.x;
+  const char* x_name = in.scales ? "x.x" : "x";
   EPX_CHECK(tokens < kMaxTokens, InvalidArgument, op, ": ", tokens, " tokens, expected fewer than ",
             kMaxTokens);
-  check_tensor(x, op, "x", {DType::f32, DType::bf16, DType::e4m3}, 2);
-  check_dim(x, 0, tokens, op, "x", "number of tokens");
+  if (in.scales) {
+    check_tensor(x, op, x_name, {DType::e4m3}, 2);
+  } else {
+    check_tensor(x, op, x_name, {DType::f32, DType::bf16, DType::e4m3}, 2);
+    EPX_CHECK(x.dtype() != DType::e4m3, InvalidArgument, op, ": x is ", x.describe(),
+              " without its scales; pass an already-quantised x as Fp8Tensor{x, scales}",
+              " (scales f32 [T, H/128])");
+  }
+  check_dim(x, 0, tokens, op, x_name, "number of tokens");
   p.tokens = tokens;
   p.hidden = x.dim(1);
   p.x = static_cast<const std::byte*>(x.raw());
   p.x_dtype = x.dtype();
   EPX_CHECK(o.expert_alignment >= 1 && o.expert_alignment <= kMaxAlignment, InvalidArgument, op,
             ": options.expert_alignment = ", o.expert_alignment, ", expected 1 to ", kMaxAlignment);
-  const bool prequantized = x.dtype() == DType::e4m3;
-  EPX_CHECK(!o.x_scales.defined() || prequantized, InvalidArgument, op,
-            ": options.x_scales is set but x is ", x.describe(), "; scales go with an e4m3 x");
-  EPX_CHECK(o.x_scales.defined() || !prequantized, InvalidArgument, op, ": x is ", x.describe(),
-            " but options.x_scales is not set; an e4m3 x needs its f32 [T, H/128] scales");
+  const bool prequantized = in.scales != nullptr;
   if (o.fp8 || prequantized) {
-    EPX_CHECK(p.hidden % kScaleBlock == 0, InvalidArgument, op, ": hidden = x.dim(1) = ", p.hidden,
+    EPX_CHECK(p.hidden % kScaleBlock == 0, InvalidArgument, op, ": hidden = ", x_name,
+              ".dim(1) = ", p.hidden,
               ", expected a multiple of 128 for FP8 (one scale per 128 channels)");
     p.num_scales = p.hidden / kScaleBlock;
     p.wire = DType::e4m3;
@@ -61,10 +74,10 @@ void plan_payload(Plan& p, const Tensor& x, const DispatchOptions& o, std::int64
     p.wire = x.dtype();
   }
   if (prequantized) {
-    check_tensor(o.x_scales, op, "options.x_scales", {DType::f32}, 2);
-    check_dim(o.x_scales, 0, tokens, op, "options.x_scales", "number of tokens");
-    check_dim(o.x_scales, 1, p.num_scales, op, "options.x_scales", "hidden / 128");
-    p.x_scales = o.x_scales.data<float>();
+    check_tensor(*in.scales, op, "x.scales", {DType::f32}, 2);
+    check_dim(*in.scales, 0, tokens, op, "x.scales", "number of tokens");
+    check_dim(*in.scales, 1, p.num_scales, op, "x.scales", "hidden / 128");
+    p.x_scales = in.scales->data<float>();
   }
   p.row_bytes = static_cast<std::size_t>(p.hidden) * dtype_size(p.wire);
 }
@@ -195,12 +208,17 @@ std::vector<int> count_per_expert(const Tensor& topk_idx, int local_experts, int
   return n;
 }
 
-}  // namespace
+// A fresh dispatch; the handle's state is returned next to the result (the
+// Buffer wraps it: Handle's constructor is the Buffer's).
+struct Fresh {
+  DispatchResult result;
+  std::shared_ptr<detail::HandleState> state;
+};
 
-DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const Tensor& topk_weights,
-                                const Layout& layout, const DispatchOptions& options) {
-  Impl& I = *impl_;
-  return I.guarded([&]() -> DispatchResult {
+Fresh fresh_dispatch(Buffer::Impl& I, const Payload& x, const Tensor& topk_idx,
+                     const Tensor& topk_weights, const Layout& layout,
+                     const DispatchOptions& options) {
+  return I.guarded([&]() -> Fresh {
     I.control.begin(Op::Dispatch);
     const core::Deadline deadline = I.deadline();
     const int R = I.group.size();
@@ -272,14 +290,12 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const T
     state->node_tokens = std::move(node_tokens);
     state->routes = std::move(routes);
     state->num_recv_tokens_per_expert = result.num_recv_tokens_per_expert;
-    result.handle = Handle(std::move(state));
-    return result;
+    return Fresh{std::move(result), std::move(state)};
   });
 }
 
-DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
-                                const DispatchOptions& options) {
-  Impl& I = *impl_;
+DispatchResult cached_dispatch(Buffer::Impl& I, const Payload& x, const Handle& handle,
+                               const DispatchOptions& options) {
   return I.guarded([&]() -> DispatchResult {
     I.control.begin(Op::CachedDispatch);
     const core::Deadline deadline = I.deadline();
@@ -327,6 +343,33 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
     result.handle = handle;
     return result;
   });
+}
+
+}  // namespace
+
+DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& topk_idx, const Tensor& topk_weights,
+                                const Layout& layout, const DispatchOptions& options) {
+  Fresh f = fresh_dispatch(*impl_, {x, nullptr}, topk_idx, topk_weights, layout, options);
+  f.result.handle = Handle(std::move(f.state));
+  return std::move(f.result);
+}
+
+DispatchResult Buffer::dispatch(const Fp8Tensor& x, const Tensor& topk_idx,
+                                const Tensor& topk_weights, const Layout& layout,
+                                const DispatchOptions& options) {
+  Fresh f = fresh_dispatch(*impl_, {x.x, &x.scales}, topk_idx, topk_weights, layout, options);
+  f.result.handle = Handle(std::move(f.state));
+  return std::move(f.result);
+}
+
+DispatchResult Buffer::dispatch(const Tensor& x, const Handle& handle,
+                                const DispatchOptions& options) {
+  return cached_dispatch(*impl_, {x, nullptr}, handle, options);
+}
+
+DispatchResult Buffer::dispatch(const Fp8Tensor& x, const Handle& handle,
+                                const DispatchOptions& options) {
+  return cached_dispatch(*impl_, {x.x, &x.scales}, handle, options);
 }
 
 }  // namespace epx::comm

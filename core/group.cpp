@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <map>
 #include <mutex>
+#include <random>
 
 #include "core/check.hpp"
 #include "core/config.hpp"
@@ -11,9 +15,40 @@
 
 namespace epx {
 
+namespace {
+constexpr int kAbortTag = 1;
+constexpr int kAbortBytes = 512;  // a reason is cut to this (small: sent eagerly, never waited)
+constexpr std::int64_t kPollNs = 50'000;
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 struct Group::Impl {
   MPI_Comm comm = MPI_COMM_NULL;
   MPI_Comm node_comm = MPI_COMM_NULL;
+  // The failure channel: a private duplicate on which every rank keeps one
+  // receive posted; abort() sends its reason to every peer there. Whatever
+  // epx waits on polls it through aborted(), so one rank's abort (the
+  // user's, or a module's after a failure) reaches every rank and module.
+  // A message is this group's nonce (drawn by rank 0 at construction), then
+  // the reason: MPI reuses the ids of freed communicators, so a late message
+  // meant for a group gone by now must not abort a new one.
+  MPI_Comm abort_comm = MPI_COMM_NULL;
+  MPI_Request abort_recv = MPI_REQUEST_NULL;
+  std::uint64_t nonce = 0;
+  char abort_in[sizeof(std::uint64_t) + kAbortBytes] = {};
+  std::string abort_out;  // the sent message; lives as long as the sends may
+  // The channel is polled at most every kPollNs (aborted() sits in hot waits).
+  std::int64_t next_poll_ns = 0;
+
+  void post_abort_recv() {
+    MPI_Irecv(abort_in, static_cast<int>(sizeof abort_in), MPI_CHAR, MPI_ANY_SOURCE, kAbortTag,
+              abort_comm, &abort_recv);
+  }
   int rank = 0, size = 1;
   int ranks_per_node = 0;  // 0: physical hosts
   std::vector<int> node_of;
@@ -27,6 +62,11 @@ struct Group::Impl {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;  // too late to free; MPI released everything
+    if (abort_recv != MPI_REQUEST_NULL) {
+      MPI_Cancel(&abort_recv);
+      MPI_Wait(&abort_recv, MPI_STATUS_IGNORE);
+    }
+    if (abort_comm != MPI_COMM_NULL) MPI_Comm_free(&abort_comm);
     if (node_comm != MPI_COMM_NULL) MPI_Comm_free(&node_comm);
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   }
@@ -119,6 +159,17 @@ Group::Group(MPI_Comm comm, int ranks_per_node) {
     }
   }
   build_topology(*impl, rpn, env_error);
+  MPI_Comm_dup(impl->comm, &impl->abort_comm);
+  // A failed peer must not turn into an MPI error that kills this rank.
+  MPI_Comm_set_errhandler(impl->abort_comm, MPI_ERRORS_RETURN);
+  if (impl->rank == 0) {
+    std::random_device random;
+    impl->nonce =
+        (std::uint64_t{random()} << 32) ^ random() ^
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }
+  MPI_Bcast(&impl->nonce, 1, MPI_UINT64_T, 0, impl->comm);
+  impl->post_abort_recv();
   EPX_LOG(Info, Core, "group of ", impl->size, " ranks: node ", impl->node, "/", impl->num_nodes,
           ", local rank ", impl->local_rank, "/", impl->node_ranks.size());
   impl_ = std::move(impl);
@@ -157,16 +208,63 @@ Group Group::split(int color, int key) const {
 }
 
 void Group::abort(const std::string& reason) {
+  Impl& g = *impl_;
   {
-    std::lock_guard<std::mutex> lock(impl_->mutex);
-    if (impl_->aborted.load()) return;  // the first reason stays
-    impl_->abort_reason = reason;
-    impl_->aborted.store(true, std::memory_order_release);
+    std::lock_guard<std::mutex> lock(g.mutex);
+    if (g.aborted.load()) return;  // the first reason stays (a peer's too)
+    g.abort_reason = reason;
+    g.aborted.store(true, std::memory_order_release);
+    // Tell every peer, without waiting: a small message goes out eagerly, and
+    // a peer that is gone must not hold this rank up.
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized && g.abort_comm != MPI_COMM_NULL) {
+      g.abort_out.assign(reinterpret_cast<const char*>(&g.nonce), sizeof g.nonce);
+      g.abort_out += reason.substr(0, kAbortBytes - 1);
+      for (int peer = 0; peer < g.size; ++peer) {
+        if (peer == g.rank) continue;
+        MPI_Request r = MPI_REQUEST_NULL;
+        if (MPI_Isend(g.abort_out.c_str(), static_cast<int>(g.abort_out.size()) + 1, MPI_CHAR, peer,
+                      kAbortTag, g.abort_comm, &r) == MPI_SUCCESS &&
+            r != MPI_REQUEST_NULL)
+          MPI_Request_free(&r);
+      }
+    }
   }
   EPX_LOG(Warn, Core, "group aborted: ", reason);
 }
 
-bool Group::aborted() const noexcept { return impl_->aborted.load(std::memory_order_acquire); }
+bool Group::aborted() const noexcept {
+  Impl& g = *impl_;
+  if (g.aborted.load(std::memory_order_acquire)) return true;
+  std::string reason;
+  {
+    std::lock_guard<std::mutex> lock(g.mutex);
+    if (g.aborted.load() || g.abort_recv == MPI_REQUEST_NULL) return g.aborted.load();
+    const std::int64_t now = now_ns();
+    if (now < g.next_poll_ns) return false;
+    g.next_poll_ns = now + kPollNs;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) return false;
+    int done = 0;
+    MPI_Status status;
+    if (MPI_Test(&g.abort_recv, &done, &status) != MPI_SUCCESS || !done) return false;
+    std::uint64_t nonce = 0;
+    std::memcpy(&nonce, g.abort_in, sizeof nonce);
+    if (nonce != g.nonce) {  // for an older group that had this id: not ours
+      g.post_abort_recv();
+      return false;
+    }
+    g.abort_in[sizeof g.abort_in - 1] = '\0';
+    reason =
+        core::concat("rank ", status.MPI_SOURCE, " aborted the group: ", g.abort_in + sizeof nonce);
+    g.abort_reason = reason;
+    g.aborted.store(true, std::memory_order_release);
+  }
+  EPX_LOG(Warn, Core, "group aborted: ", reason);
+  return true;
+}
 
 std::string Group::abort_reason() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

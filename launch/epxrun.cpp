@@ -1,6 +1,8 @@
 // epxrun: starts N ranks of a program with the mpirun (or srun) command line
-// that works on this machine, prints that command, and becomes it (execv), so
-// signals and the exit status are the launcher's. See docs/epxrun.md.
+// that works on this machine and prints that command. srun it becomes
+// (execv); mpirun it runs as a child whose stderr loses the banners that only
+// repeat a rank's non-zero exit (launch/mpirun_output.hpp), with signals
+// forwarded and the child's exit status as epxrun's. See docs/epxrun.md.
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +17,7 @@
 #include "core/config.hpp"
 #include "launch/command.hpp"
 #include "launch/host_probe.hpp"
+#include "launch/mpirun_output.hpp"
 #include "launch/options.hpp"
 
 namespace {
@@ -117,6 +120,11 @@ int main(int argc, char** argv) {
   std::vector<char*> cargv;
   for (std::string& word : cmd) cargv.push_back(word.data());
   cargv.push_back(nullptr);
-  execv(launcher_path.c_str(), cargv.data());
+  if (launcher == Launcher::mpirun) {
+    const int status = run_filtered(launcher_path, cargv);
+    if (status >= 0) return status;
+  } else {
+    execv(launcher_path.c_str(), cargv.data());
+  }
   return fail(kExitFailure, "cannot run " + launcher_path + ": " + std::strerror(errno));
 }

@@ -162,7 +162,7 @@ std::string usage_text() {
 
 Starts N ranks of PROGRAM with mpirun (or srun inside a Slurm job) and the
 flags that make that work on this machine. The command is printed to stderr
-("epxrun: ..."), then run in place of epxrun, so its exit status is epxrun's.
+("epxrun: ..."), then run; its exit status is epxrun's.
 
 options:
   -n, -np, --np N       number of ranks (required with a program)

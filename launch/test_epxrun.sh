@@ -81,6 +81,23 @@ expect_status 0 "3 ranks with -x"
 run "$epxrun" -n 2 -- /bin/sh -c 'exit 3'
 expect_status 3 "exit status passed through"
 
+# A program's usage error under epxrun is its own one line: mpirun's banners
+# that only repeat the non-zero exit ("Primary job terminated normally ...")
+# are dropped. What epxrun prints first is its command line.
+run "$epxrun" -n 2 -- /bin/sh -c '[ "$OMPI_COMM_WORLD_RANK" = 0 ] && echo "prog: bad option --x" >&2; exit 2'
+expect_status 2 "usage error under epxrun"
+rest=$(printf '%s\n' "$out" | grep -v '^epxrun: mpirun ')
+[[ "$rest" == "prog: bad option --x" ]] || fail "usage error under epxrun: expected one line, got: $rest"
+run "$epxrun" -n 2 -- epx-bench dispatch --no-such-flag
+expect_status 2 "epx-bench usage error under epxrun"
+expect_in "epx-bench dispatch: unknown option '--no-such-flag'" "epx-bench usage error under epxrun"
+expect_not_in "Primary job" "epx-bench usage error under epxrun"
+expect_not_in "mpirun detected" "epx-bench usage error under epxrun"
+# A rank killed by a signal is not a usage error: mpirun's report stays.
+run "$epxrun" -n 2 -- /bin/sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then kill -SEGV $$; fi; sleep 1'
+expect_status 139 "a rank killed by SIGSEGV"
+expect_in "signal 11" "a rank killed by SIGSEGV: mpirun says so"
+
 if ((failures)); then
   echo "test_epxrun: $failures check(s) failed"
   exit 1

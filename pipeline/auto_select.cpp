@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 
 #include "core/check.hpp"
 

@@ -73,25 +73,10 @@ void Channel::wait_sends(const std::string& what) {
   sends_.clear();
 }
 
-void Channel::announce_failure(int rank, int ranks) {
-  for (int r = 0; r < ranks; ++r) {
-    if (r == rank) continue;
-    Pending p;
-    p.peer = r;
-    MPI_Isend(notice_.data(), 1, MPI_INT, r, kAbortTag, comm_, &p.request);
-    sends_.push_back(std::move(p));
-  }
-}
-
-void Channel::check_peers() {
-  int flag = 0;
-  MPI_Status status;
-  MPI_Iprobe(MPI_ANY_SOURCE, kAbortTag, comm_, &flag, &status);
-  if (!flag) return;
-  int notice = 0;
-  MPI_Recv(&notice, 1, MPI_INT, status.MPI_SOURCE, kAbortTag, comm_, MPI_STATUS_IGNORE);
-  failed_peer_ = status.MPI_SOURCE;
-  EPX_THROW(PeerFailure, "pipeline executor: rank ", status.MPI_SOURCE, " failed");
+void Channel::check_group(const std::string& what) {
+  if (!group_.aborted()) return;
+  peer_failed_ = true;
+  EPX_THROW(PeerFailure, "pipeline executor: ", what, ": ", group_.abort_reason());
 }
 
 void Channel::wait(Pending& p, const std::string& what) {
@@ -101,7 +86,7 @@ void Channel::wait(Pending& p, const std::string& what) {
     int done = 0;
     MPI_Test(&p.request, &done, MPI_STATUS_IGNORE);
     if (done) return;
-    check_peers();
+    check_group(what);
     EPX_CHECK(!deadline.expired(), Timeout, "pipeline executor: ", what, ": no progress with rank ",
               p.peer, " after ", timeout_s_, " s");
     backoff.pause();

@@ -55,8 +55,8 @@ struct Executor::Impl {
   int stage_of(int chunk) const { return schedule.stage_of[rank][chunk]; }
   int last_stage() const { return schedule.stages - 1; }
 
-  // Message tags: one per (micro-batch, producing stage, direction); 0 is the
-  // failure notice, and the pair-sum tags follow the last message tag.
+  // Message tags: one per (micro-batch, producing stage, direction), from 1;
+  // the pair-sum tags follow the last message tag.
   int message_tag(int mb, int from_stage, bool gradient) const {
     return 1 + (mb * schedule.stages + from_stage) * 2 + (gradient ? 1 : 0);
   }
@@ -135,7 +135,7 @@ Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOpt
   EPX_CHECK(lo == hi, InvalidArgument, "pipeline Executor: options.activation_shape and dtype "
             "differ across the ranks (here ", format, "); every rank must give the same");
   MPI_Comm_dup(pp_group.comm(), &s.comm);
-  s.channel = std::make_unique<detail::Channel>(s.comm, s.options.timeout_s);
+  s.channel = std::make_unique<detail::Channel>(s.comm, s.options.timeout_s, pp_group);
   s.plan_receives();
   stage.progress_ = [channel = s.channel.get()] { channel->progress(); };
   EPX_LOG(Info, Pipeline, "executor: ", to_string(s.schedule.kind), " on ", s.schedule.ranks,
@@ -262,6 +262,7 @@ std::vector<double> Executor::Impl::run_ops(const std::vector<Tensor>& inputs,
   const std::vector<Op>& ops = schedule.ops[rank];
   for (std::size_t i = 0; i < ops.size(); ++i) {
     const Op& op = ops[i];
+    EPX_LOG(Trace, Pipeline, "step: op ", i, " of ", ops.size(), ": ", to_string(op));
     post_ahead(i);
     switch (op.kind) {
       case OpKind::F: {
@@ -385,21 +386,31 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
   std::exception_ptr own;
   s.stats = {};
   try {
+    s.channel->check_group("pipeline step");  // also where no op waits (one rank)
     losses = s.run_ops(inputs, labels, loss);
     s.sum_weight_copies();
     s.channel->wait_sends("pipeline step: sends");
   } catch (...) {
     s.failed = true;
     if (!s.channel->peer_failed()) {
+      // This rank's own failure: abort the group, the one failure channel,
+      // so that every rank's waits end, here and in the other modules on it.
       own = std::current_exception();
-      s.channel->announce_failure(s.rank, s.schedule.ranks);
+      std::string what = "an exception that is not a std::exception";
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      s.channel->group().abort(core::concat("pipeline step: rank ", s.rank, " failed: ", what));
     }
   }
   s.local.clear();
   s.loss_grads.clear();
   // Every rank arrives here, failed or not, and learns who failed. If the
   // agreement itself times out (a stalled peer may not arrive in time), a rank
-  // reports what it knows best: its own error, else the peer that announced one.
+  // reports what it knows best: its own error, else the group's abort reason.
   int failed_rank = -1;
   try {
     failed_rank = core::allreduce_int(s.comm, own ? s.rank : -1, MPI_MAX,
@@ -407,7 +418,7 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
   } catch (const Error&) {
     s.failed = true;
     if (!own && !s.channel->peer_failed()) throw;
-    failed_rank = s.channel->failed_peer();
+    if (!own) EPX_THROW(PeerFailure, "pipeline step: ", s.channel->group().abort_reason());
   }
   // The executor is failed now (s.failed): the error says so.
   if (own) core::rethrow_poisoned(own);

@@ -4,7 +4,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 
 #include "core/check.hpp"
 

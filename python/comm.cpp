@@ -28,10 +28,17 @@ struct ReleaseGilDelete {
 };
 using BufferHolder = std::unique_ptr<Buffer, ReleaseGilDelete>;
 
-// DeepEP passes FP8 input as a tuple (x, x_scales); epx takes x_scales too.
-// torch 1.x has no float8 dtype, so a uint8 x with scales is e4m3.
+// DeepEP passes FP8 input as a tuple (x, x_scales); epx takes x_scales= too.
+// Either way it is dispatched as a comm::Fp8Tensor. torch 1.x has no float8
+// dtype, so a uint8 x with scales is e4m3.
 struct Payload {
   TorchArg x, scales;
+  bool with_scales = false;
+  // Calls f with the C++ payload: the Fp8Tensor when scales were given, else x.
+  template <class F>
+  auto apply(F&& f) const {
+    return with_scales ? f(comm::Fp8Tensor{x.tensor, scales.tensor}) : f(x.tensor);
+  }
 };
 Payload payload(const py::object& x, const py::object& x_scales) {
   py::object data = x, scales = x_scales;
@@ -42,6 +49,7 @@ Payload payload(const py::object& x, const py::object& x_scales) {
     scales = t[1];
   }
   Payload p;
+  p.with_scales = !scales.is_none();
   p.scales = from_torch(scales, "x_scales");
   const bool one_byte = !data.is_none() && py::hasattr(data, "dtype") &&
                         std::string(py::str(data.attr("dtype"))) == "torch.uint8";
@@ -49,12 +57,11 @@ Payload payload(const py::object& x, const py::object& x_scales) {
   return p;
 }
 
-comm::DispatchOptions dispatch_options(const Payload& p, int expert_alignment, bool fp8, bool ue8m0) {
+comm::DispatchOptions dispatch_options(int expert_alignment, bool fp8, bool ue8m0) {
   comm::DispatchOptions o;
   o.fp8 = fp8;
   o.ue8m0 = ue8m0;
   o.expert_alignment = expert_alignment;
-  o.x_scales = p.scales.tensor;
   return o;
 }
 
@@ -150,8 +157,10 @@ void register_comm(py::module_& m) {
           [](Buffer& b, const py::object& x, const comm::Handle& handle, int expert_alignment, bool fp8,
              bool ue8m0, const py::object& x_scales) {
             Payload p = payload(x, x_scales);
-            comm::DispatchOptions o = dispatch_options(p, expert_alignment, fp8, ue8m0);
-            return collective({&p.x, &p.scales}, [&] { return b.dispatch(p.x.tensor, handle, o); });
+            comm::DispatchOptions o = dispatch_options(expert_alignment, fp8, ue8m0);
+            return collective({&p.x, &p.scales}, [&] {
+              return p.apply([&](const auto& x) { return b.dispatch(x, handle, o); });
+            });
           },
           "x"_a, "handle"_a, py::kw_only(), "expert_alignment"_a = 1, "fp8"_a = false, "ue8m0"_a = false,
           "x_scales"_a = py::none())
@@ -162,9 +171,11 @@ void register_comm(py::module_& m) {
             Payload p = payload(x, x_scales);
             TorchArg idx = from_torch(topk_idx, "topk_idx"), w = from_torch(topk_weights, "topk_weights");
             comm::Layout l = as_layout(layout);
-            comm::DispatchOptions o = dispatch_options(p, expert_alignment, fp8, ue8m0);
-            return collective({&p.x, &p.scales, &idx, &w},
-                              [&] { return b.dispatch(p.x.tensor, idx.tensor, w.tensor, l, o); });
+            comm::DispatchOptions o = dispatch_options(expert_alignment, fp8, ue8m0);
+            return collective({&p.x, &p.scales, &idx, &w}, [&] {
+              return p.apply(
+                  [&](const auto& x) { return b.dispatch(x, idx.tensor, w.tensor, l, o); });
+            });
           },
           "x"_a, "topk_idx"_a, "topk_weights"_a, "layout"_a, py::kw_only(), "expert_alignment"_a = 1,
           "fp8"_a = false, "ue8m0"_a = false, "x_scales"_a = py::none())

@@ -1,4 +1,4 @@
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 
 #include "python/bindings.hpp"
 

@@ -12,7 +12,7 @@
 #include <sstream>
 
 #include <yaml-cpp/yaml.h>
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 
 #include "core/check.hpp"
 

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 
 #include "model/engine.hpp"
 #include "model/model.hpp"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 
 namespace epx::train {
 

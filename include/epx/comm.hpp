@@ -114,7 +114,15 @@ struct DispatchOptions {
   bool fp8 = false;          // cast bf16/f32 x to e4m3 with per-token 1x128 scales on the way
   bool ue8m0 = false;        // with fp8: scales rounded up to powers of two
   int expert_alignment = 1;  // num_recv_tokens_per_expert rounded up to a multiple of this
-  Tensor x_scales;           // set when x is already e4m3: f32 [T, H/128]
+};
+
+// An already-quantised dispatch payload: an e4m3 tensor with its per-token
+// 1x128 f32 scales, as DeepEP's (x, x_scales) tuple. Pass it where dispatch
+// takes x: buffer.dispatch(Fp8Tensor{q, scales}, topk_idx, topk_weights, layout)
+// (kernels::per_token_cast_to_fp8 makes the pair from f32/bf16).
+struct Fp8Tensor {
+  Tensor x;       // e4m3 [T,H], H % 128 == 0
+  Tensor scales;  // f32 [T,H/128]: row t, block j is dequantised as float(x) * scales[t,j]
 };
 
 // Options of the normal-mode combine.
@@ -158,13 +166,19 @@ class EPX_API Buffer {
   // the placement's P: slot p is then on rank p / (P/R), where it was placed.
   Layout get_dispatch_layout(const Tensor& topk_idx, int num_experts);
 
-  // x: f32/bf16 [T,H] (or e4m3 with options.x_scales), topk_weights: f32 [T,K].
+  // x: f32/bf16 [T,H] (options.fp8 casts it on the way), or an Fp8Tensor
+  // (sent as it is; an e4m3 Tensor without its scales is InvalidArgument).
+  // topk_weights: f32 [T,K].
   DispatchResult dispatch(const Tensor& x, const Tensor& topk_idx, const Tensor& topk_weights,
+                          const Layout& layout, const DispatchOptions& options = {});
+  DispatchResult dispatch(const Fp8Tensor& x, const Tensor& topk_idx, const Tensor& topk_weights,
                           const Layout& layout, const DispatchOptions& options = {});
 
   // Cached dispatch: the routing of `handle`, a new payload (the backward of
-  // combine). x: [T,H] f32/bf16, or e4m3 with options.x_scales; options.fp8 casts.
+  // combine). x as above: [T,H] f32/bf16 (options.fp8 casts), or an Fp8Tensor.
   DispatchResult dispatch(const Tensor& x, const Handle& handle,
+                          const DispatchOptions& options = {});
+  DispatchResult dispatch(const Fp8Tensor& x, const Handle& handle,
                           const DispatchOptions& options = {});
 
   // y: [M,H'] f32/bf16, one row per received row. Returns [T,H'] in y's dtype:

@@ -108,7 +108,7 @@ EPX_C_EXPORT epxResult_t epxGroupNumNodes(epxGroup_t group, int* num_nodes);
 EPX_C_EXPORT epxResult_t epxGroupLocalRank(epxGroup_t group, int* local_rank);
 EPX_C_EXPORT epxResult_t epxGroupLocalSize(epxGroup_t group, int* local_size);
 /* Marks the group failed (not collective): every ongoing or later wait on it
- * fails with epxPeerFailure, on this rank and on the peers it reaches. */
+ * fails with epxPeerFailure, on this rank and on every rank of the group. */
 EPX_C_EXPORT epxResult_t epxGroupAbort(epxGroup_t group, const char* reason);
 /* *status = epxSuccess, or epxPeerFailure (the reason in epxGetLastError())
  * once the group was aborted here or by a peer. */

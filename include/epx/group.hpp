@@ -41,9 +41,15 @@ class EPX_API Group {
   // key (MPI_Comm_split), keeping this group's ranks_per_node rule.
   Group split(int color, int key) const;
 
-  // Marks the group failed. Every later or ongoing epx wait on it fails fast
-  // with PeerFailure; transports pass the mark on to peers they can reach.
+  // Marks the group failed, here and on every rank of it (the reason is sent
+  // to each peer without waiting; the first reason a rank sees stays). The
+  // one failure channel of epx: comm Buffers, the pipeline Executor and the
+  // balancer's collectives on this group (or a copy of it) abort it when
+  // they fail on one rank, and every later or ongoing epx wait on it, on any
+  // rank, fails fast with PeerFailure. Not collective; any rank may call it.
   void abort(const std::string& reason);
+  // Whether this rank's group was aborted, by itself or a peer (a peer's
+  // reason reads "rank p aborted the group: ..."). Polls, never waits.
   bool aborted() const noexcept;
   std::string abort_reason() const;
 

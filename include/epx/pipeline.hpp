@@ -1,9 +1,10 @@
-// epx::pipeline: pipeline-parallel schedules as plain data, a validator, a
-// simulator and an executor. A Schedule lists, per rank, the ops that rank
-// runs in order, and says which (rank, chunk) holds which model stage;
-// generators build the published schedules (GPipe, 1F1B, ZB-H1, DualPipe,
-// DualPipeV), validate() proves one runs to the end, simulate() predicts its
-// time and memory, and Executor runs it over MPI with the user's Stage.
+// epx::pipeline: pipeline-parallel schedules as plain data, a validator and
+// an executor. A Schedule lists, per rank, the ops that rank runs in order,
+// and says which (rank, chunk) holds which model stage; generators build the
+// published schedules (GPipe, 1F1B, ZB-H1, DualPipe, DualPipeV), validate()
+// proves one runs to the end, and Executor runs it over MPI with the user's
+// Stage. The planning tools (the simulator, choose_schedule for `auto`, the
+// SVG timeline) are in <epx/pipeline_tools.hpp>.
 #pragma once
 
 #include <cstdint>
@@ -119,85 +120,6 @@ EPX_API Schedule dualpipe_v(int ranks, int microbatches);
 // (receives block, sends do not: activations and gradients are posted as
 // non-blocking sends). The message names the rank, the op and what it waits for.
 EPX_API void validate(const Schedule& schedule);
-
-// Time of each op kind for one chunk, and the wire. `comm` is the expert
-// all-to-all time inside each F and each B/Bi chunk: a sequential op pays it,
-// an FB unit hides each half's comm behind the other half's compute as far
-// as that compute lasts (min(comm, F) + min(comm, B)). W has no comm.
-// Bi costs b - w. fb < 0 means f + b (no compute overlap).
-struct Costs {
-  double f = 1.0;
-  double b = 2.0;
-  double w = 1.0;
-  double fb = -1.0;
-  double comm = 0.0;
-  double p2p = 0.0;  // latency of one activation/gradient between two ranks
-};
-
-struct OpTime {
-  double start = 0.0;
-  double end = 0.0;
-};
-
-struct Simulation {
-  double makespan = 0.0;
-  std::vector<double> busy;    // [rank] time spent in ops
-  std::vector<double> bubble;  // [rank] makespan - busy
-  double max_bubble = 0.0;
-  // [rank] most micro-batch-chunks whose activations are alive at once: from
-  // the start of a chunk's F to the end of its last backward piece (B, or
-  // the W that follows Bi, since W still reads the stored inputs).
-  std::vector<int> peak_activations;
-  int param_copies = 0;             // most copies of any stage's weights
-  std::vector<double> comm_hidden;  // [rank] all-to-all time hidden by FB
-  double total_comm_hidden = 0.0;
-  std::vector<std::vector<OpTime>> times;  // [rank][op], parallel to Schedule::ops
-};
-
-// Validates, then plays the schedule with every op as early as its rank and
-// its inputs allow. Throws epx::Error(InvalidArgument) for negative costs or
-// w > b.
-EPX_API Simulation simulate(const Schedule& schedule, const Costs& costs);
-
-// Costs given per 1/ranks of the model, scaled to this schedule's chunks
-// (halved for DualPipeV; p2p latency unchanged).
-EPX_API Costs scale_costs(const Schedule& schedule, const Costs& per_stage);
-
-// `auto`: every schedule that the shape allows, simulated with per_stage
-// costs scaled to its chunks; the least makespan among those whose peak
-// activations (in micro-batches x 1/ranks of the model) fit the budget.
-struct AutoRequest {
-  int ranks = 0;
-  int microbatches = 0;
-  Costs per_stage;             // costs of 1/ranks of the model
-  double memory_budget = 0.0;  // per rank, micro-batches x 1/ranks of the model; 0: no limit
-};
-
-struct AutoCandidate {
-  ScheduleKind kind = ScheduleKind::one_f_one_b;
-  bool possible = false;  // the shape allows it
-  bool fits = false;      // and its peak fits the budget
-  double makespan = 0.0;
-  double peak_activations = 0.0;  // max over ranks, budget units
-  std::string note;               // why not, when not possible or not fitting
-};
-
-struct AutoChoice {
-  Schedule schedule;
-  Costs costs;  // as simulated (per chunk)
-  Simulation simulation;
-  std::vector<AutoCandidate> candidates;
-  std::string reason;  // one sentence: why this one
-};
-
-// Throws epx::Error(InvalidArgument) when no schedule is possible or fits.
-EPX_API AutoChoice choose_schedule(const AutoRequest& request);
-
-// A Gantt chart of a simulated schedule: ranks as rows, ops coloured by kind,
-// micro-batch numbers in the boxes. A standalone SVG document.
-EPX_API std::string timeline_svg(const Schedule& schedule, const Simulation& simulation);
-
-// ---- Running a schedule over MPI ----------------------------------------
 
 // A forward or backward cut into pieces (say attention, dispatch, experts,
 // combine), run one piece per call, so that two of them can alternate.

@@ -3,11 +3,12 @@
 # runs every installed program's --help, a 2-rank check of epx-bench dispatch
 # launched by the installed epxrun, and builds tests/install/consumer against
 # the moved prefix twice, with find_package(epx) and with pkg-config (epx.pc),
-# and runs both on 2 ranks.
+# and runs both on 2 ranks; the C consumer too, both ways.
 # Inputs: BUILD_DIR, SOURCE_DIR, WORK_DIR, MPIEXEC, MPIEXEC_FLAGS (;-list),
 # LIBDIR (CMAKE_INSTALL_LIBDIR), CXX_COMPILER, C_COMPILER, PKG_CONFIG (empty: that part fails,
-# pkg-config is required). The C consumer (tests/capi/test_capi.c, epx.h only) is built the
-# same pkg-config way with the C compiler and runs on 2 ranks.
+# pkg-config is required). The C consumer (tests/capi/test_capi.c, epx.h only) is built with
+# the C compiler through find_package (tests/install/c_consumer, a C-only project) and
+# pkg-config, and runs on 2 ranks.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 function(run)
@@ -44,6 +45,13 @@ run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/install/consumer -B ${WORK_DIR}/buil
     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${MPIEXEC} -n 2 ${MPIEXEC_FLAGS} ${WORK_DIR}/build/epx_consumer)
+
+# find_package(epx) from C: a project with no C++ compiler enabled, so MPI
+# comes as its C component (epxConfig.cmake).
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/install/c_consumer -B ${WORK_DIR}/build_c
+    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=${C_COMPILER})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/build_c)
+run(${MPIEXEC} -n 2 ${MPIEXEC_FLAGS} ${WORK_DIR}/build_c/epx_c_consumer)
 
 # pkg-config: the way a Makefile user builds, c++ app.cpp $(pkg-config ...).
 if(NOT PKG_CONFIG)

@@ -105,10 +105,21 @@ TEST(Dispatch, PrequantizedInput) {
   RankInputs in = make_inputs(s, me);
   auto [q, scales] = kernels::per_token_cast_to_fp8(in.x, false);
   comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
-  comm::DispatchOptions o;
-  o.x_scales = scales;
-  DispatchResult got = buffer.dispatch(q, in.topk_idx, in.topk_weights, layout, o);
+  DispatchResult got =
+      buffer.dispatch(comm::Fp8Tensor{q, scales}, in.topk_idx, in.topk_weights, layout);
   check_dispatch(got, expected_dispatch(s, me, true, false, 1), s.hidden, true);
+
+  // Cached, with a new pre-quantised payload: the bytes and scales as given.
+  RankInputs in2 = make_inputs(s, me, /*salt=*/7);
+  auto [q2, scales2] = kernels::per_token_cast_to_fp8(in2.x, false);
+  DispatchResult cached = buffer.dispatch(comm::Fp8Tensor{q2, scales2}, got.handle);
+  const ExpectedDispatch want2 = expected_dispatch(s, me, true, false, 1, 7);
+  ASSERT_EQ(cached.x.dim(0), want2.rows);
+  EXPECT_EQ(cached.x.dtype(), DType::e4m3);
+  expect_rows_equal(static_cast<const std::uint8_t*>(cached.x.raw()), want2.x.data(), want2.rows,
+                    s.hidden, "cached x bytes");
+  expect_rows_equal(cached.x_scales.data<float>(), want2.scales.data(), want2.rows, s.hidden / 128,
+                    "cached x_scales");
 }
 
 TEST(Dispatch, AllTokensWithoutExperts) {

@@ -2,7 +2,12 @@
 // EPX_RANKS_PER_NODE or the constructor, checked against plain arithmetic.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include <epx/epx.hpp>
 
@@ -102,13 +107,74 @@ TEST(Group, BufferRefusesNodesOfDifferentSizes) {
   }
 }
 
+bool eventually_aborted(const Group& g) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!g.aborted() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return g.aborted();
+}
+
+// The first reason a rank sees stays: its own, or the peer's that came first.
 TEST(Group, AbortIsSticky) {
   Group g(MPI_COMM_WORLD);
   EXPECT_FALSE(g.aborted());
-  g.abort("test reason");
+  MPI_Barrier(MPI_COMM_WORLD);  // every rank looked before rank 0 aborts
+  if (g.rank() == 0) g.abort("test reason");
+  EXPECT_TRUE(eventually_aborted(g));
   g.abort("second reason is ignored");
   EXPECT_TRUE(g.aborted());
-  EXPECT_EQ(g.abort_reason(), "test reason");
+  EXPECT_EQ(g.abort_reason(),
+            g.rank() == 0 ? "test reason" : "rank 0 aborted the group: test reason");
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Group::abort on one rank reaches every rank of the group (no Buffer or
+// other module needed), and a Buffer on the group then fails on every rank.
+TEST(Group, AbortReachesEveryRank) {
+  Group g(MPI_COMM_WORLD);
+  // A Buffer needs nodes of one size (every rank decides alike, from node_of).
+  std::vector<int> per_node(static_cast<std::size_t>(g.num_nodes()), 0);
+  for (int r = 0; r < g.size(); ++r) ++per_node[g.node_of(r)];
+  const bool even =
+      std::all_of(per_node.begin(), per_node.end(), [&](int n) { return n == per_node[0]; });
+  std::optional<comm::Buffer> b;
+  if (even) b.emplace(g, comm::BufferOptions{std::size_t{1} << 16, 60});
+  const int last = g.size() - 1;
+  if (g.rank() == last) g.abort("stop from the last rank");
+  EXPECT_TRUE(eventually_aborted(g));
+  const std::string want = g.rank() == last ? "stop from the last rank"
+                                            : "rank " + std::to_string(last) +
+                                                  " aborted the group: stop from the last rank";
+  EXPECT_EQ(g.abort_reason(), want);
+  try {
+    if (b) {
+      b->get_dispatch_layout(Tensor::zeros({2, 1}, DType::i64), g.size());
+      ADD_FAILURE() << "the Buffer ran on an aborted group";
+    }
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::PeerFailure) << e.what();
+    EXPECT_TRUE(e.poisoned());
+  }
+  // Copies share the failure state; a split group has its own.
+  const Group copy = g;
+  EXPECT_TRUE(copy.aborted());
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// A late abort of a group that is gone never aborts a newer group, though MPI
+// may give the newer group's channel the freed one's id.
+TEST(Group, AnOldGroupsAbortDoesNotReachANewGroup) {
+  for (int round = 0; round < 3; ++round) {
+    {
+      Group old(MPI_COMM_WORLD);
+      if (old.rank() == 0) old.abort("meant for the old group");
+      MPI_Barrier(MPI_COMM_WORLD);  // the others never poll it: its message stays unread
+    }
+    Group fresh(MPI_COMM_WORLD);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_FALSE(fresh.aborted()) << fresh.abort_reason();
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
 }
 
 }  // namespace

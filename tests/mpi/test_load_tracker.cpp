@@ -37,8 +37,10 @@ TEST(LoadTracker, SlidingWindowSumsOverRanks) {
     tracker.end_step();
     EXPECT_EQ(tracker.steps(), std::min(step + 1, window));
     const Tensor load = tracker.load();
-    ASSERT_EQ(load.shape(), (std::vector<std::int64_t>{layers, experts}));
-    for (int l = 0; l < layers; ++l) {
+    // No ASSERT: every rank must reach the next step's end_step.
+    const bool shaped = load.shape() == std::vector<std::int64_t>{layers, experts};
+    EXPECT_TRUE(shaped) << "load is " << load.describe();
+    for (int l = 0; shaped && l < layers; ++l) {
       for (int e = 0; e < experts; ++e) {
         std::int64_t expect = 0;
         for (int s = std::max(0, step - window + 1); s <= step; ++s)

@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <epx/balancer.hpp>
+#include <epx/comm.hpp>
 #include <epx/error.hpp>
 #include <epx/group.hpp>
 #include <epx/pipeline.hpp>
@@ -328,8 +330,9 @@ void run_and_compare(Group& group, const Schedule& s, bool cut = false,
     // Receives posted ahead stay within the window (an FB unit's own two may
     // exceed a window of 1).
     EXPECT_LE(executor.last_step_stats().peak_posted_receives, std::max(o.receive_window, 2));
-    ASSERT_EQ(losses.size(), static_cast<std::size_t>(s.microbatches));
-    for (int mb = 0; mb < s.microbatches; ++mb) {
+    // No ASSERT: every rank must reach the next round's step.
+    EXPECT_EQ(losses.size(), static_cast<std::size_t>(s.microbatches));
+    for (int mb = 0; mb < static_cast<int>(losses.size()) && mb < s.microbatches; ++mb) {
       const int last = s.paths[s.path_of[mb]][s.stages - 1].rank;
       if (last == group.rank()) {
         EXPECT_EQ(losses[mb], ref.losses[mb]) << "micro-batch " << mb;
@@ -455,12 +458,79 @@ void expect_every_rank_fails(Group& group, const Schedule& s, int culprit, bool 
   }
 }
 
+// Whether the group shows aborted within 30 s (a peer's abort travels on the
+// group's own channel, unordered with the executor's messages).
+bool eventually_aborted(const Group& group) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!group.aborted() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return group.aborted();
+}
+
 TEST(PipelineExecutor, AFailingStageFailsEveryRank) {
+  const int p = Group(MPI_COMM_WORLD).size();
+  {
+    // A failure aborts the group (the one failure channel): each case on its own.
+    Group group(MPI_COMM_WORLD);
+    expect_every_rank_fails(group, one_f_one_b(p, 2 * p), p - 1, false);
+  }
+  {
+    // A middle rank's backward, inside DualPipeV's overlapped units.
+    Group group(MPI_COMM_WORLD);
+    expect_every_rank_fails(group, dualpipe_v(p, 2 * p), p / 2, true);
+  }
+}
+
+// The executor's failure goes through Group::abort: every rank's group is
+// aborted with the failing rank's reason, and the other modules on the group
+// (a comm Buffer, the balancer's LoadTracker) stop at once instead of running
+// on, or waiting for a rank that has given up.
+TEST(PipelineExecutor, AFailureStopsTheOtherModulesOnTheGroup) {
   Group group(MPI_COMM_WORLD);
   const int p = group.size();
+  comm::Buffer buffer(group, {std::size_t{1} << 16, 60});
+  balancer::LoadTracker tracker(group, 1, p, 1, 60);
   expect_every_rank_fails(group, one_f_one_b(p, 2 * p), p - 1, false);
-  // A middle rank's backward, inside DualPipeV's overlapped units.
-  expect_every_rank_fails(group, dualpipe_v(p, 2 * p), p / 2, true);
+  ASSERT_TRUE(eventually_aborted(group));  // local from here on: no collective follows
+  EXPECT_NE(group.abort_reason().find("pipeline step: rank " + std::to_string(p - 1) +
+                                      " failed: test stage"),
+            std::string::npos)
+      << group.abort_reason();
+  const Tensor idx = Tensor::zeros({4, 1}, DType::i64);
+  try {
+    buffer.get_dispatch_layout(idx, p);
+    ADD_FAILURE() << "the Buffer ran on an aborted group";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::PeerFailure) << e.what();
+  }
+  try {
+    tracker.end_step();
+    ADD_FAILURE() << "the LoadTracker summed on an aborted group";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::PeerFailure) << e.what();
+  }
+}
+
+// The user's abort on one rank reaches every rank's step.
+TEST(PipelineExecutor, AUserAbortOnOneRankStopsEveryRank) {
+  Group group(MPI_COMM_WORLD);
+  const int p = group.size();
+  const Schedule s = one_f_one_b(p, 2 * p);
+  TinyStage<float> stage(s, group.rank());
+  Executor executor(group, s, stage, options());
+  std::vector<Tensor> inputs, labels;
+  make_batch(s.microbatches, inputs, labels);
+  if (group.rank() == 0) group.abort("the user stops the job");
+  try {
+    executor.step(inputs, labels, mse<float>);
+    ADD_FAILURE() << "a step ran although rank 0 aborted the group";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::PeerFailure) << e.what();
+    EXPECT_TRUE(e.poisoned()) << e.what();
+  }
+  EXPECT_TRUE(eventually_aborted(group));
+  EXPECT_NE(group.abort_reason().find("the user stops the job"), std::string::npos)
+      << group.abort_reason();
 }
 
 class StallingStage : public TinyStage<float> {

@@ -84,7 +84,12 @@ TEST_P(ReplicaRouting, DispatchReachesReplicasEvenly) {
   for (std::int64_t row = 0; row < got.x.dim(0); ++row) {
     const int src = static_cast<int>(got.x.data<float>()[row * kHidden]);
     const std::int64_t t = static_cast<std::int64_t>(got.x.data<float>()[row * kHidden + 1]);
-    ASSERT_TRUE(src >= 0 && src < R);
+    // No ASSERT: every rank must reach the all-reduce below (a rank that
+    // returned early would leave the others waiting).
+    if (src < 0 || src >= R) {
+      ADD_FAILURE() << "row " << row << " says it came from rank " << src << " of " << R;
+      continue;
+    }
     if (!sources.count(src)) sources[src] = {logical_topk(src, load, experts), route(src)};
     const auto& [lg, ph] = sources[src];
     ++rows_from[src];

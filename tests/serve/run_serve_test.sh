@@ -17,13 +17,22 @@ bin=$1 src=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 export EPX_TIMEOUT_S=${EPX_TIMEOUT_S:-30}
 
+# Every process under pid $1 (epxrun runs mpirun, which runs the ranks).
+descendants() {
+  local p
+  for p in $(ps -o pid= --ppid "$1"); do
+    echo "$p"
+    descendants "$p"
+  done
+}
+
 # A server still running when the script ends (a failed check) goes with it:
-# its ranks by pid, then mpirun.
+# its ranks by pid, then mpirun and epxrun.
 server_pid=
 cleanup() {
   [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null || return 0
   local ranks
-  ranks=$(ps -o pid= --ppid "$server_pid" | tr -d ' ')
+  ranks=$(descendants "$server_pid" | tac)
   # shellcheck disable=SC2086
   kill -9 $ranks "$server_pid" 2>/dev/null
 }
@@ -52,7 +61,7 @@ generate() {
 
 ids() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["choices"][0]["token_ids"])' "$1"; }
 
-# start_server RANKS ARGS...: epx-serve on a free port; sets port, server_pid (mpirun's), rank0_pid.
+# start_server RANKS ARGS...: epx-serve on a free port; sets port, server_pid (epxrun's), rank0_pid.
 start_server() {
   local n=$1
   shift
@@ -281,7 +290,9 @@ dead)
     "http://127.0.0.1:$port/v1/completions" >dead.status &
   curl_pid=$!
   wait_running
-  victim=$(ps -o pid= --ppid "$server_pid" | tr -d ' ' | grep -vx "$rank0_pid" | head -1)
+  victim=$(for p in $(descendants "$server_pid"); do
+    [[ $(ps -o comm= -p "$p") == epx-serve && $p != "$rank0_pid" ]] && echo "$p"
+  done | head -1)
   [[ -n $victim ]] || fail "no rank 1 process under mpirun $server_pid"
   start=$SECONDS
   kill -9 "$victim"

@@ -5,7 +5,7 @@
 
 #include <algorithm>
 #include <epx/error.hpp>
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 #include <string>
 #include <utility>
 

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <epx/error.hpp>
-#include <epx/pipeline.hpp>
+#include <epx/pipeline_tools.hpp>
 #include <tuple>
 
 namespace epx::pipeline {
