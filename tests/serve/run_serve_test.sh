@@ -12,6 +12,7 @@
 # drain   a full queue answers 503 with Retry-After; a client that leaves mid-stream
 #         frees its cache; SIGTERM drains (in flight finishes, new get 503) and exits 0
 # dead    a rank killed mid-request ends the job within the timeout, naming it; no hang
+# bench   epx-bench serve launches a 2-rank server, drives it at 1 and 4 clients, stops it
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
@@ -295,6 +296,26 @@ dead)
   grep -q "rank 1" server.log || fail "nothing names rank 1"
   wait $curl_pid
   echo "ok: rank 1 killed: the job ended in $took s naming it; the client got status $(cat dead.status)"
+  ;;
+bench)
+  # Small sizes: this checks that the benchmark runs end to end and loses no
+  # request, not its numbers (docs/performance.md has those).
+  timeout 120 "$bin/epx-bench" serve --model "$work/ck" --ranks 2 --clients 1,4 --requests 6 \
+    --prompt-max 16 --output-max 12 --prefill-tokens 40 --decode-tokens 8 --roofline-iters 1 \
+    --gemm-n 256 --bandwidth-mib 16 --json >bench.json 2>bench.err || { cat bench.err bench.json; fail "epx-bench serve"; }
+  python3 -c '
+import json, sys
+r = json.loads([l for l in open("bench.json") if l.startswith("{")][-1])
+assert r["ranks"] == 2 and r["server_exit"] == 0, r
+assert [l["clients"] for l in r["levels"]] == [1, 4], r["levels"]
+for l in r["levels"]:
+    assert l["requests"] == 6 and l["failed"] == 0 and l["output_tokens_per_s"] > 0, l
+    assert 0 < l["ttft_p50"] <= l["ttft_p99"] and 0 < l["tpot_p50"] <= l["tpot_p99"], l
+assert r["gemm"]["flops"] > 0 and r["bandwidth"]["bytes_per_s"] > 0, r
+assert r["prefill"]["flops"] > 0 and r["decode_batch1"]["bytes_per_token"] > r["active_weight_bytes"], r
+print("ok: epx-bench serve:", {k: r[k] for k in ("gemm", "bandwidth", "prefill", "decode_batch1")})
+' || { cat bench.err; fail "the benchmark's report"; }
+  grep -q "epx-serve: stopped" bench.err || fail "the launched server did not drain and stop"
   ;;
 *) fail "unknown scenario" ;;
 esac
