@@ -97,6 +97,7 @@ struct Level {
   double seconds = 0;
   std::int64_t output_tokens = 0;
   double ttft_p50 = 0, ttft_p99 = 0, tpot_p50 = 0, tpot_p99 = 0;
+  StepTimes steps;  // the server's decode steps during the level
 };
 
 // `clients` threads share the requests 0..n-1, each with its own seeded prompt and length.
@@ -269,7 +270,9 @@ int run_serve_bench(MPI_Comm comm, const std::vector<std::string>& args) {
     const int n =
         o.get_int("requests") > 0 ? static_cast<int>(o.get_int("requests")) : std::max(8, 2 * c);
     if (!json) std::cerr << "epx-bench serve: " << c << " client(s), " << n << " requests...\n";
+    const StepTimes before = decode_step_times(get_text(at, "/metrics"));
     results.push_back(run_level(at, c, n, o, m["vocab_size"].get<int>()));
+    results.back().steps = decode_step_times(get_text(at, "/metrics")) - before;
   }
   int server_status = 0;
   if (server) server_status = server->stop();
@@ -301,7 +304,12 @@ int run_serve_bench(MPI_Comm comm, const std::vector<std::string>& args) {
                             {"of_bandwidth", decode_bps / bw.bytes_per_s}};
     }
     j["levels"] = nlohmann::json::array();
-    for (const Level& l : results)
+    for (const Level& l : results) {
+      nlohmann::json steps = nlohmann::json::object();
+      for (std::size_t i = 0; i < l.steps.modes.size(); ++i)
+        if (l.steps.count[i] > 0)
+          steps[l.steps.modes[i]] = {{"steps", l.steps.count[i]},
+                                     {"mean_seconds", l.steps.seconds[i] / l.steps.count[i]}};
       j["levels"].push_back({{"clients", l.clients},
                              {"requests", l.requests},
                              {"failed", l.failed},
@@ -310,7 +318,9 @@ int run_serve_bench(MPI_Comm comm, const std::vector<std::string>& args) {
                              {"tpot_p50", l.tpot_p50},
                              {"tpot_p99", l.tpot_p99},
                              {"requests_per_s", (l.requests - l.failed) / l.seconds},
-                             {"output_tokens_per_s", l.output_tokens / l.seconds}});
+                             {"output_tokens_per_s", l.output_tokens / l.seconds},
+                             {"decode_steps", steps}});
+    }
     std::cout << j.dump() << "\n";
   } else {
     std::cout << std::fixed;
@@ -343,6 +353,19 @@ int run_serve_bench(MPI_Comm comm, const std::vector<std::string>& args) {
                 << std::setw(13) << l.tpot_p99 * 1e3 << std::setw(12)
                 << (l.requests - l.failed) / l.seconds << std::setprecision(1) << std::setw(17)
                 << l.output_tokens / l.seconds << "\n";
+    for (const Level& l : results) {
+      std::string line;
+      for (std::size_t i = 0; i < l.steps.modes.size(); ++i) {
+        if (l.steps.count[i] <= 0) continue;
+        std::ostringstream w;
+        w << std::fixed << std::setprecision(2) << (line.empty() ? "" : ", ") << l.steps.modes[i]
+          << " " << 1e3 * l.steps.seconds[i] / l.steps.count[i] << " ms ("
+          << static_cast<long>(l.steps.count[i]) << " steps)";
+        line += w.str();
+      }
+      if (!line.empty())
+        std::cout << "  " << l.clients << " client(s): mean decode step: " << line << "\n";
+    }
     for (const Level& l : results)
       if (l.failed > 0)
         std::cout << "  " << l.clients << " client(s): first failure: " << l.first_error << "\n";

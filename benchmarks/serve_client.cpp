@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <regex>
+#include <sstream>
 #include <stdexcept>
 
 #include "benchmarks/options.hpp"
@@ -44,7 +45,7 @@ Endpoint parse_url(const std::string& url) {
   return e;
 }
 
-nlohmann::json get_json(const Endpoint& at, const std::string& path) {
+std::string get_text(const Endpoint& at, const std::string& path) {
   httplib::Client cli(at.host, at.port);
   cli.set_read_timeout(60, 0);
   const httplib::Result r = cli.Get(path.c_str());
@@ -52,7 +53,42 @@ nlohmann::json get_json(const Endpoint& at, const std::string& path) {
   if (r->status != 200)
     throw std::runtime_error("GET " + where(at, path) + ": status " + std::to_string(r->status) +
                              " " + r->body);
-  return nlohmann::json::parse(r->body);
+  return r->body;
+}
+
+nlohmann::json get_json(const Endpoint& at, const std::string& path) {
+  return nlohmann::json::parse(get_text(at, path));
+}
+
+StepTimes decode_step_times(const std::string& metrics) {
+  static const std::regex re(
+      R"re(^epx_decode_step_seconds_(sum|count)\{mode="([^"]+)"\} (\S+)$)re");
+  StepTimes t;
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (!std::regex_match(line, m, re)) continue;
+    std::size_t i = 0;
+    while (i < t.modes.size() && t.modes[i] != m[2].str()) ++i;
+    if (i == t.modes.size()) {
+      t.modes.push_back(m[2].str());
+      t.seconds.push_back(0);
+      t.count.push_back(0);
+    }
+    (m[1].str() == "sum" ? t.seconds : t.count)[i] = std::stod(m[3].str());
+  }
+  return t;
+}
+
+StepTimes operator-(const StepTimes& after, const StepTimes& before) {
+  StepTimes d = after;
+  for (std::size_t i = 0; i < d.modes.size(); ++i)
+    for (std::size_t j = 0; j < before.modes.size(); ++j)
+      if (before.modes[j] == d.modes[i]) {
+        d.seconds[i] -= before.seconds[j];
+        d.count[i] -= before.count[j];
+      }
+  return d;
 }
 
 Completion stream_completion(const Endpoint& at, const std::vector<std::int32_t>& prompt,

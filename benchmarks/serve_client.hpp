@@ -21,8 +21,20 @@ struct Endpoint {
 // "http://HOST:PORT" (the path, if any, ignored). Throws UsageError.
 Endpoint parse_url(const std::string& url);
 
-// GET path as JSON; throws std::runtime_error naming the URL on failure.
+// GET path's body; throws std::runtime_error naming the URL on failure.
+std::string get_text(const Endpoint& at, const std::string& path);
+// The same, parsed as JSON.
 nlohmann::json get_json(const Endpoint& at, const std::string& path);
+
+// Decode step time by path, from /metrics' epx_decode_step_seconds_{sum,count}{mode="..."}.
+struct StepTimes {
+  std::vector<std::string> modes;
+  std::vector<double> seconds;
+  std::vector<double> count;
+};
+StepTimes decode_step_times(const std::string& metrics);
+// after - before, mode by mode (modes missing before count from 0).
+StepTimes operator-(const StepTimes& after, const StepTimes& before);
 
 // One streamed completion, timed from the send on the steady clock.
 struct Completion {

@@ -33,7 +33,11 @@ const char* const kServeFlagsHelp =
     "  --deterministic     batch-invariant kernels: a request's output does not depend on\n"
     "                      the other requests of its steps (docs/serve.md)\n"
     "  --decode-mode M     normal (default) or low-latency: the dispatch and combine of\n"
-    "                      decode steps (the same outputs; docs/serve.md compares their speed)\n";
+    "                      decode steps (the same outputs; docs/serve.md compares their speed)\n"
+    "  --overlap M         off (default), on or alternate: low-latency decode steps in two\n"
+    "                      micro-batches, one's all-to-all in flight while the other computes\n"
+    "                      (the same outputs; slower on CPU, docs/serve.md); alternate: every\n"
+    "                      other step, both timed in /metrics (epx_decode_step_seconds)\n";
 
 long parse_int_flag(const std::string& flag, const std::string& v, long lo, long hi) {
   char* end = nullptr;
@@ -85,6 +89,12 @@ bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i, const char* 
     if (v != "normal" && v != "low-latency")
       throw UsageError("--decode-mode = '" + v + "', expected normal or low-latency");
     f.low_latency_decode = v == "low-latency";
+  } else if (s == "--overlap") {
+    const std::string v = value();
+    using Overlap = serve::EngineOptions::Overlap;
+    if (v != "on" && v != "off" && v != "alternate")
+      throw UsageError("--overlap = '" + v + "', expected on, off or alternate");
+    f.overlap = v == "on" ? Overlap::on : v == "off" ? Overlap::off : Overlap::alternate;
   } else {
     return false;
   }
@@ -158,6 +168,7 @@ ServedModel load_served_model(const ServeFlags& f, Group& world, double timeout_
     e.prefill_chunk = f.prefill_chunk;
     e.deterministic = f.deterministic;
     e.low_latency_decode = f.low_latency_decode;
+    e.overlap_decode = f.overlap;
     e.timeout_s = timeout_s;
   } catch (const std::exception& e) {
     error = e.what();

@@ -108,9 +108,16 @@ void Engine::step(const StepPlan& plan) {
     mine.push_back({s.seq, s.start, s.tokens.data(), static_cast<std::int64_t>(s.tokens.size()),
                     s.want_logits});
   }
-  bool decode = options_.low_latency_decode;
+  bool decode = true;
   for (const PlannedSegment& s : plan.segments) decode = decode && s.tokens.size() == 1;
-  forward_->run(mine, logits_, decode);
+  const bool low_latency = decode && options_.low_latency_decode;
+  using Overlap = EngineOptions::Overlap;
+  const bool overlap =
+      low_latency && (options_.overlap_decode == Overlap::on ||
+                      (options_.overlap_decode == Overlap::alternate && decode_steps_ % 2 == 0));
+  if (decode) ++decode_steps_;
+  const auto start = std::chrono::steady_clock::now();
+  forward_->run(mine, logits_, low_latency, overlap);
   // The expert counts ride behind the logits (exact in f32: < 2^24 per step).
   const std::vector<std::int64_t> counts = forward_->take_expert_counts();
   std::vector<float> out = logits_;
@@ -121,6 +128,12 @@ void Engine::step(const StepPlan& plan) {
     sizes[q] = static_cast<int>(plan.logit_rows(q) * V + static_cast<std::int64_t>(counts.size()));
   const std::vector<float> all = control_.gather(out, sizes, "gathering the logits");
   if (rank_ != 0) return;
+  if (decode)
+    metrics_->decode_step(
+        overlap       ? "low-latency-overlap"
+        : low_latency ? "low-latency"
+                      : "normal",
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   std::vector<float> logits;
   std::vector<std::int64_t> total(counts.size(), 0);
   std::size_t at = 0;

@@ -5,9 +5,9 @@
 # steps on 1 rank, about a second).
 # ep      greedy and seeded outputs equal on 1 rank and EP over 2 and 4 ranks,
 #         with and without --deterministic, decode in normal and low-latency
-#         mode; chunked prefill; bad flags
+#         mode (with and without the two-batch overlap); chunked prefill; bad flags
 # logits  the first token's logits against the training forward (serve_logits_check)
-# http    the real server on a loopback port (low-latency decode): against epx-generate, streaming,
+# http    the real server on a loopback port (low-latency decode, overlapped): against epx-generate, streaming,
 #         stop strings, concurrent clients, metrics (http_checks.py); bad inputs with curl
 # drain   a full queue answers 503 with Retry-After; a client that leaves mid-stream
 #         frees its cache; SIGTERM drains (in flight finishes, new get 503) and exits 0
@@ -113,8 +113,9 @@ ep)
     generate "chunked_det$n.json" $n "${args[@]}" --deterministic --prefill-chunk 3
     generate "greedy_ll$n.json" $n "${args[@]}" --decode-mode low-latency
     generate "sampled_ll$n.json" $n "${sampled[@]}" --decode-mode low-latency
+    generate "greedy_ovl$n.json" $n "${args[@]}" --decode-mode low-latency --overlap on
   done
-  for kind in greedy greedy_det sampled_det chunked_det greedy_ll sampled_ll; do
+  for kind in greedy greedy_det sampled_det chunked_det greedy_ll sampled_ll greedy_ovl; do
     for n in 2 4; do
       [[ "$(ids $kind$n.json)" == "$(ids ${kind}1.json)" ]] ||
         fail "$kind: EP over $n ranks gives $(ids $kind$n.json), 1 rank $(ids ${kind}1.json)"
@@ -124,7 +125,8 @@ ep)
   [[ "$(ids chunked_det1.json)" == "$(ids greedy_det1.json)" ]] || fail "prefill in chunks of 3 differs"
   [[ "$(ids greedy_ll1.json)" == "$(ids greedy1.json)" ]] || fail "low-latency decode differs from normal (greedy)"
   [[ "$(ids sampled_ll1.json)" == "$(ids sampled_det1.json)" ]] || fail "low-latency decode differs (sampled)"
-  echo "ok: low-latency decode gives the normal mode's outputs"
+  [[ "$(ids greedy_ovl1.json)" == "$(ids greedy1.json)" ]] || fail "two-batch overlap decode differs from normal (greedy)"
+  echo "ok: low-latency decode, with and without the two-batch overlap, gives the normal mode's outputs"
   # The exported file with the config beside it: the same model.
   "$bin/epx-train" --export "$work/ck" "$work/model.safetensors" >/dev/null || fail "--export"
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"])' "$work/ck/step-200/state.json" >model.yaml
@@ -147,6 +149,7 @@ ep)
     "--temperature -1|temperature = -1, expected >= 0"
     "--model /nonexistent|--model /nonexistent: no such file or directory"
     "--decode-mode fast|--decode-mode = 'fast', expected normal or low-latency"
+    "--overlap sometimes|--overlap = 'sometimes', expected on, off or alternate"
   )
   for c in "${bad[@]}"; do
     flags=${c%%|*} want=${c#*|}
@@ -172,8 +175,8 @@ http)
   generate sampled.json 2 --prompt "When 'wrap' is set" --max-tokens 40 --temperature 0.9 --top-p 0.95 --seed 11 \
     --deterministic --max-context 256
   python3 -c 'import json,sys; json.dump({"greedy": json.load(open("greedy.json")), "sampled": json.load(open("sampled.json"))}, open("golden.json", "w"))'
-  # epx-generate decodes in normal mode, the server in low-latency mode.
-  start_server 2 --deterministic --max-context 256 --decode-mode low-latency
+  # epx-generate decodes in normal mode, the server in low-latency mode with the two-batch overlap.
+  start_server 2 --deterministic --max-context 256 --decode-mode low-latency --overlap on
   python3 "$src/tests/serve/http_checks.py" "$port" golden.json || fail "http_checks.py"
   # Bad inputs: each a body and the words the error must contain (param|message).
   bad=(
@@ -310,7 +313,8 @@ assert r["ranks"] == 2 and r["server_exit"] == 0, r
 assert [l["clients"] for l in r["levels"]] == [1, 4], r["levels"]
 for l in r["levels"]:
     assert l["requests"] == 6 and l["failed"] == 0 and l["output_tokens_per_s"] > 0, l
-    assert 0 < l["ttft_p50"] <= l["ttft_p99"] and 0 < l["tpot_p50"] <= l["tpot_p99"], l
+    # Events that arrive in one read share a time: a TPOT of 0 is possible here.
+    assert 0 < l["ttft_p50"] <= l["ttft_p99"] and 0 <= l["tpot_p50"] <= l["tpot_p99"], l
 assert r["gemm"]["flops"] > 0 and r["bandwidth"]["bytes_per_s"] > 0, r
 assert r["prefill"]["flops"] > 0 and r["decode_batch1"]["bytes_per_token"] > r["active_weight_bytes"], r
 print("ok: epx-bench serve:", {k: r[k] for k in ("gemm", "bandwidth", "prefill", "decode_batch1")})
