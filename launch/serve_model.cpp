@@ -1,12 +1,14 @@
 #include "launch/serve_model.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include <mpi.h>
 
@@ -184,6 +186,22 @@ bool is_rank0_by_env() {
   return !r || std::string(r) == "0";
 }
 
+namespace {
+
+// MPI_Abort, bounded: when mpirun is already ending the job (a rank died)
+// it waits, forever, to hand mpirun its message; after 3 s this rank exits 1
+// by itself, and mpirun, seeing a non-zero status, ends the job.
+[[noreturn]] void abort_job() {
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    std::_Exit(1);
+  }).detach();
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::_Exit(1);
+}
+
+}  // namespace
+
 int run_mpi_program(const char* name, int argc, char** argv,
                     const std::function<int(Group&)>& body) {
   MPI_Init(&argc, &argv);
@@ -201,11 +219,11 @@ int run_mpi_program(const char* name, int argc, char** argv,
     }
     std::fprintf(stderr, "%s: FAILED: %s\n", name, e.what());
     std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    abort_job();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: FAILED: %s\n", name, e.what());
     std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    abort_job();
   }
   MPI_Finalize();
   return rc;

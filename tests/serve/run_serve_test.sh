@@ -11,7 +11,8 @@
 #         stop strings, concurrent clients, metrics (http_checks.py); bad inputs with curl
 # drain   a full queue answers 503 with Retry-After; a client that leaves mid-stream
 #         frees its cache; SIGTERM drains (in flight finishes, new get 503) and exits 0
-# dead    a rank killed mid-request ends the job within the timeout, naming it; no hang
+# dead    a rank killed mid-request (mpirun with orte_enable_recovery): 503 and a stream error
+#         event naming it, the job exits non-zero within the timeout; no hang
 # bench   epx-bench serve launches a 2-rank server, drives it at 1 and 4 clients, stops it
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
@@ -277,14 +278,23 @@ drain)
   echo "ok: every rank exited 0 after SIGTERM"
   ;;
 dead)
-  # A rank killed mid-request: the job ends within the timeout, naming the
-  # rank, and the client's request returns (no hang). mpirun ends the job, so
-  # the client sees the connection close rather than a 503 (docs/serve.md).
-  EPX_TIMEOUT_S=10 start_server 2 --max-context 8192
+  # A rank killed mid-request. mpirun then ends the job, giving the other
+  # ranks odls_base_sigkill_timeout seconds after its SIGTERM (docs/serve.md):
+  # with more than EPX_TIMEOUT_S, rank 0 notices within the timeout, answers
+  # 503 to the request in flight and an error event to the stream in flight,
+  # both naming rank 1, and exits; the job exits non-zero naming rank 1. No hang.
+  OMPI_MCA_odls_base_sigkill_timeout=6 EPX_TIMEOUT_S=3 start_server 2 --max-context 8192
   curl -s --max-time 60 -o dead.json -w '%{http_code}' --data-binary '{"prompt": "The option", "max_tokens": 8000}' \
     "http://127.0.0.1:$port/v1/completions" >dead.status &
   curl_pid=$!
-  wait_running
+  curl -sN --max-time 60 --data-binary '{"prompt": "The option", "max_tokens": 8000, "stream": true}' \
+    "http://127.0.0.1:$port/v1/completions" >dead.stream &
+  stream_pid=$!
+  for _ in $(seq 100); do
+    curl -s "http://127.0.0.1:$port/metrics" | grep -q '^epx_requests_running 2' && break
+    sleep 0.1
+  done
+  curl -s "http://127.0.0.1:$port/metrics" | grep -q '^epx_requests_running 2' || fail "the two requests did not start"
   victim=$(ps -o pid= --ppid "$server_pid" | tr -d ' ' | grep -vx "$rank0_pid" | head -1)
   [[ -n $victim ]] || fail "no rank 1 process under mpirun $server_pid"
   start=$SECONDS
@@ -296,9 +306,16 @@ dead)
   kill -0 $server_pid 2>/dev/null && { kill -9 $server_pid; fail "the job still runs 30 s after rank 1 died"; }
   wait $server_pid && fail "the job exited 0 after rank 1 died"
   took=$((SECONDS - start))
-  grep -q "rank 1" server.log || fail "nothing names rank 1"
+  ((took <= 20)) || fail "the job took $took s to end after rank 1 died (timeout 3 s, sigkill 6 s)"
+  grep -q "rank 1" server.log || fail "the job's output does not name rank 1"
   wait $curl_pid
-  echo "ok: rank 1 killed: the job ended in $took s naming it; the client got status $(cat dead.status)"
+  wait $stream_pid
+  [[ $(cat dead.status) == 503 ]] || fail "the request in flight got status $(cat dead.status): $(head -c 300 dead.json)"
+  python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert e["type"] == "server_error" and "rank 1" in e["message"], e' dead.json ||
+    fail "the 503's body: $(head -c 300 dead.json)"
+  grep -q '^data: {"error":.*rank 1' dead.stream || fail "the stream in flight got no error event naming rank 1: $(tail -c 300 dead.stream)"
+  echo "ok: rank 1 killed: 503 and an error event naming it, the job ended in $took s (timeout 3 s, sigkill 6 s), exit non-zero"
+  echo "  $(grep -m1 'FAILED' server.log)"
   ;;
 bench)
   # Small sizes: this checks that the benchmark runs end to end and loses no
