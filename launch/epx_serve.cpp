@@ -73,6 +73,8 @@ int run_server(const Args& a, Group& world) {
   const double timeout_s = core::params::timeout_s.get();
   launch::ServedModel m = launch::load_served_model(a.flags, world, timeout_s);
   serve::Engine engine(*m.model, world, m.engine);
+  if (world.rank() == 0 && !engine.decode_modes().empty())
+    std::fprintf(stderr, "epx-serve: %s\n", engine.decode_modes().c_str());
   if (world.rank() != 0) {
     engine.run();  // until rank 0 plans the shutdown
     return 0;

@@ -34,8 +34,9 @@ const char* const kServeFlagsHelp =
     "  --prefill-chunk N   prompt tokens per request per step (default 64)\n"
     "  --deterministic     batch-invariant kernels: a request's output does not depend on\n"
     "                      the other requests of its steps (docs/serve.md)\n"
-    "  --decode-mode M     normal (default) or low-latency: the dispatch and combine of\n"
-    "                      decode steps (the same outputs; docs/serve.md compares their speed)\n"
+    "  --decode-mode M     normal (default), low-latency or auto: the dispatch and combine of\n"
+    "                      decode steps (the same outputs; docs/serve.md compares their speed);\n"
+    "                      auto: per batch size, the faster at a start-up measurement (logged)\n"
     "  --overlap M         off (default), on or alternate: low-latency decode steps in two\n"
     "                      micro-batches, one's all-to-all in flight while the other computes\n"
     "                      (the same outputs; slower on CPU, docs/serve.md); alternate: every\n"
@@ -88,9 +89,10 @@ bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i, const char* 
     f.deterministic = true;
   } else if (s == "--decode-mode") {
     const std::string v = value();
-    if (v != "normal" && v != "low-latency")
-      throw UsageError("--decode-mode = '" + v + "', expected normal or low-latency");
+    if (v != "normal" && v != "low-latency" && v != "auto")
+      throw UsageError("--decode-mode = '" + v + "', expected normal, low-latency or auto");
     f.low_latency_decode = v == "low-latency";
+    f.auto_decode = v == "auto";
   } else if (s == "--overlap") {
     const std::string v = value();
     using Overlap = serve::EngineOptions::Overlap;
@@ -170,6 +172,7 @@ ServedModel load_served_model(const ServeFlags& f, Group& world, double timeout_
     e.prefill_chunk = f.prefill_chunk;
     e.deterministic = f.deterministic;
     e.low_latency_decode = f.low_latency_decode;
+    e.auto_decode = f.auto_decode;
     e.overlap_decode = f.overlap;
     e.timeout_s = timeout_s;
   } catch (const std::exception& e) {

@@ -48,7 +48,7 @@ Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
   comm::BufferOptions bo;
   bo.num_bytes = buffer_bytes(c, options, size_);
   bo.timeout_s = options.timeout_s;
-  if (options.low_latency_decode) {
+  if (options.low_latency_decode || options.auto_decode) {
     // A decode step has at most one token per running sequence, max_batch in all.
     bo.low_latency = true;
     bo.max_tokens_per_rank = options.max_batch;
@@ -56,6 +56,7 @@ Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
     bo.num_experts = c.num_experts;
   }
   buffer_ = std::make_unique<comm::Buffer>(world, bo);
+  if (options.auto_decode) choice_ = choose_decode_modes(*buffer_, control_, c, options.max_batch);
   forward_ = std::make_unique<Forward>(model, *buffer_, *cache_, options.deterministic);
   if (rank_ == 0) {
     metrics_ = std::make_unique<Metrics>(size_, model.num_moe_layers(), c.num_experts,
@@ -110,7 +111,9 @@ void Engine::step(const StepPlan& plan) {
   }
   bool decode = true;
   for (const PlannedSegment& s : plan.segments) decode = decode && s.tokens.size() == 1;
-  const bool low_latency = decode && options_.low_latency_decode;
+  const bool low_latency =
+      decode && (options_.auto_decode ? choice_.low_latency(static_cast<int>(plan.segments.size()))
+                                      : options_.low_latency_decode);
   using Overlap = EngineOptions::Overlap;
   const bool overlap =
       low_latency && (options_.overlap_decode == Overlap::on ||

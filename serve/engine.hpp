@@ -22,6 +22,7 @@
 #include "serve/forward.hpp"
 #include "serve/kv_cache.hpp"
 #include "serve/metrics.hpp"
+#include "serve/mode_choice.hpp"
 #include "serve/scheduler.hpp"
 
 namespace epx::serve {
@@ -37,6 +38,9 @@ struct EngineOptions {
   // Decode steps (every segment one token) through the Buffer's low-latency
   // dispatch and combine instead of the normal mode (the same bits).
   bool low_latency_decode = false;
+  // Instead: each decode step takes the mode that a start-up measurement
+  // found faster for its batch size (serve/mode_choice.hpp).
+  bool auto_decode = false;
   // With low_latency_decode: two micro-batches per decode step, one's
   // dispatch or combine in flight while the other computes (the same bits).
   // alternate: every other decode step with it, the others without (to
@@ -62,6 +66,8 @@ class Engine {
   Metrics* metrics() noexcept { return metrics_.get(); }        // rank 0 only, else null
   int blocks_per_rank() const noexcept { return cache_->num_blocks(); }
   const EngineOptions& options() const noexcept { return options_; }
+  // With auto_decode: the measured choice per batch size, one line; else empty.
+  std::string decode_modes() const { return options_.auto_decode ? choice_.describe() : ""; }
 
   // Collective: runs steps until rank 0's scheduler plans the shutdown.
   // On a failure rank 0 ends every request with the error, then it throws.
@@ -80,6 +86,7 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<float> logits_;
   std::int64_t decode_steps_ = 0;  // the same count on every rank
+  DecodeModeChoice choice_;
 };
 
 }  // namespace epx::serve

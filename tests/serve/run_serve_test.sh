@@ -115,8 +115,12 @@ ep)
     generate "greedy_ll$n.json" $n "${args[@]}" --decode-mode low-latency
     generate "sampled_ll$n.json" $n "${sampled[@]}" --decode-mode low-latency
     generate "greedy_ovl$n.json" $n "${args[@]}" --decode-mode low-latency --overlap on
+    generate "greedy_auto$n.json" $n "${args[@]}" --decode-mode auto --batch 3 --deterministic
+    grep -q "^epx-generate: decode mode by batch (start-up measurement" "greedy_auto$n.json.err" ||
+      fail "--decode-mode auto on $n ranks logged no choice"
+    echo "ok: $n ranks: $(grep -o 'decode mode by batch.*' "greedy_auto$n.json.err")"
   done
-  for kind in greedy greedy_det sampled_det chunked_det greedy_ll sampled_ll greedy_ovl; do
+  for kind in greedy greedy_det sampled_det chunked_det greedy_ll sampled_ll greedy_ovl greedy_auto; do
     for n in 2 4; do
       [[ "$(ids $kind$n.json)" == "$(ids ${kind}1.json)" ]] ||
         fail "$kind: EP over $n ranks gives $(ids $kind$n.json), 1 rank $(ids ${kind}1.json)"
@@ -127,6 +131,7 @@ ep)
   [[ "$(ids greedy_ll1.json)" == "$(ids greedy1.json)" ]] || fail "low-latency decode differs from normal (greedy)"
   [[ "$(ids sampled_ll1.json)" == "$(ids sampled_det1.json)" ]] || fail "low-latency decode differs (sampled)"
   [[ "$(ids greedy_ovl1.json)" == "$(ids greedy1.json)" ]] || fail "two-batch overlap decode differs from normal (greedy)"
+  [[ "$(ids greedy_auto1.json)" == "$(ids greedy_det1.json)" ]] || fail "--decode-mode auto (3 copies) differs from normal"
   echo "ok: low-latency decode, with and without the two-batch overlap, gives the normal mode's outputs"
   # The exported file with the config beside it: the same model.
   "$bin/epx-train" --export "$work/ck" "$work/model.safetensors" >/dev/null || fail "--export"
@@ -149,7 +154,7 @@ ep)
     "--kv-memory 1 --max-context 100000|fewer than the 6250 that one request of --max-context 100000 needs"
     "--temperature -1|temperature = -1, expected >= 0"
     "--model /nonexistent|--model /nonexistent: no such file or directory"
-    "--decode-mode fast|--decode-mode = 'fast', expected normal or low-latency"
+    "--decode-mode fast|--decode-mode = 'fast', expected normal, low-latency or auto"
     "--overlap sometimes|--overlap = 'sometimes', expected on, off or alternate"
   )
   for c in "${bad[@]}"; do
