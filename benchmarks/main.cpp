@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   register_eplb_bench(registry);
   register_pipeline_bench(registry);
   register_pipeline_run_bench(registry);
+  register_serve_bench(registry);
 
   // Help needs no MPI, so it also works outside mpirun.
   const std::vector<std::string> args(argv + 1, argv + argc);

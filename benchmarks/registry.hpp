@@ -35,5 +35,6 @@ void register_low_latency_bench(Registry& registry);
 void register_eplb_bench(Registry& registry);
 void register_pipeline_bench(Registry& registry);
 void register_pipeline_run_bench(Registry& registry);
+void register_serve_bench(Registry& registry);
 
 }  // namespace epx::bench

@@ -103,6 +103,8 @@ int generate(const Args& a, Group& world) {
     throw Error(ErrorCode::InvalidArgument, err.message);
   if (a.batch > m.engine.max_batch) m.engine.max_batch = a.batch;
   serve::Engine engine(*m.model, world, m.engine);
+  if (world.rank() == 0 && !engine.decode_modes().empty())
+    std::fprintf(stderr, "epx-generate: %s\n", engine.decode_modes().c_str());
   std::vector<std::shared_ptr<serve::Request>> all;
   const auto start = std::chrono::steady_clock::now();
   if (world.rank() == 0) {
@@ -132,7 +134,10 @@ int generate(const Args& a, Group& world) {
   std::fprintf(stderr,
                "epx-generate: batch %d on %d ranks (%s decode%s): first tokens after %.1f ms, then "
                "%.1f tokens/s per request, %.1f in all (%zu decode tokens in %.3f s)\n",
-               a.batch, world.size(), m.engine.low_latency_decode ? "low-latency" : "normal",
+               a.batch, world.size(),
+               m.engine.auto_decode          ? "auto"
+               : m.engine.low_latency_decode ? "low-latency"
+                                             : "normal",
                m.engine.deterministic ? ", deterministic" : "", 1e3 * ttft,
                decode > 0 ? static_cast<double>(decoded) / a.batch / decode : 0.0,
                decode > 0 ? static_cast<double>(decoded) / decode : 0.0, decoded, end - ttft);

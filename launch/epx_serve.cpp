@@ -20,6 +20,7 @@
 #include "launch/options.hpp"
 #include "launch/serve_model.hpp"
 #include "serve/http_server.hpp"
+#include "serve/model_cost.hpp"
 
 using namespace epx;
 
@@ -27,7 +28,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: epx-serve --model CKPT [--config YAML] [--host ADDR] [--port N] [engine flags]\n"
-    "Serves POST /v1/completions, GET /health and GET /metrics on rank 0 (epxrun -n N -- ...).\n"
+    "Serves POST /v1/completions, GET /v1/models, GET /health and GET /metrics on rank 0\n"
+    "(epxrun -n N -- ...).\n"
     "  --host ADDR         the address to listen on (default 127.0.0.1)\n"
     "  --port N            the port (default 8000; 0: any free port, printed at start)\n";
 
@@ -71,6 +73,8 @@ int run_server(const Args& a, Group& world) {
   const double timeout_s = core::params::timeout_s.get();
   launch::ServedModel m = launch::load_served_model(a.flags, world, timeout_s);
   serve::Engine engine(*m.model, world, m.engine);
+  if (world.rank() == 0 && !engine.decode_modes().empty())
+    std::fprintf(stderr, "epx-serve: %s\n", engine.decode_modes().c_str());
   if (world.rank() != 0) {
     engine.run();  // until rank 0 plans the shutdown
     return 0;
@@ -80,6 +84,7 @@ int run_server(const Args& a, Group& world) {
   ho.host = a.host;
   ho.port = a.port;
   ho.model_name = m.name;
+  ho.models_body = serve::models_json(m.name, m.config.model, world.size());
   ho.limits = {m.config.model.vocab_size, m.engine.max_context};
   ho.threads = std::min(256, a.flags.max_batch + a.flags.max_queue + 8);
   serve::HttpServer http(*engine.scheduler(), *engine.metrics(), ho);

@@ -1,12 +1,14 @@
 #include "launch/serve_model.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include <mpi.h>
 
@@ -32,8 +34,13 @@ const char* const kServeFlagsHelp =
     "  --prefill-chunk N   prompt tokens per request per step (default 64)\n"
     "  --deterministic     batch-invariant kernels: a request's output does not depend on\n"
     "                      the other requests of its steps (docs/serve.md)\n"
-    "  --decode-mode M     normal (default) or low-latency: the dispatch and combine of\n"
-    "                      decode steps (the same outputs; docs/serve.md compares their speed)\n";
+    "  --decode-mode M     normal (default), low-latency or auto: the dispatch and combine of\n"
+    "                      decode steps (the same outputs; docs/serve.md compares their speed);\n"
+    "                      auto: per batch size, the faster at a start-up measurement (logged)\n"
+    "  --overlap M         off (default), on or alternate: low-latency decode steps in two\n"
+    "                      micro-batches, one's all-to-all in flight while the other computes\n"
+    "                      (the same outputs; slower on CPU, docs/serve.md); alternate: every\n"
+    "                      other step, both timed in /metrics (epx_decode_step_seconds)\n";
 
 long parse_int_flag(const std::string& flag, const std::string& v, long lo, long hi) {
   char* end = nullptr;
@@ -82,9 +89,16 @@ bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i, const char* 
     f.deterministic = true;
   } else if (s == "--decode-mode") {
     const std::string v = value();
-    if (v != "normal" && v != "low-latency")
-      throw UsageError("--decode-mode = '" + v + "', expected normal or low-latency");
+    if (v != "normal" && v != "low-latency" && v != "auto")
+      throw UsageError("--decode-mode = '" + v + "', expected normal, low-latency or auto");
     f.low_latency_decode = v == "low-latency";
+    f.auto_decode = v == "auto";
+  } else if (s == "--overlap") {
+    const std::string v = value();
+    using Overlap = serve::EngineOptions::Overlap;
+    if (v != "on" && v != "off" && v != "alternate")
+      throw UsageError("--overlap = '" + v + "', expected on, off or alternate");
+    f.overlap = v == "on" ? Overlap::on : v == "off" ? Overlap::off : Overlap::alternate;
   } else {
     return false;
   }
@@ -158,6 +172,8 @@ ServedModel load_served_model(const ServeFlags& f, Group& world, double timeout_
     e.prefill_chunk = f.prefill_chunk;
     e.deterministic = f.deterministic;
     e.low_latency_decode = f.low_latency_decode;
+    e.auto_decode = f.auto_decode;
+    e.overlap_decode = f.overlap;
     e.timeout_s = timeout_s;
   } catch (const std::exception& e) {
     error = e.what();
@@ -172,6 +188,22 @@ bool is_rank0_by_env() {
   if (!r) r = std::getenv("PMI_RANK");
   return !r || std::string(r) == "0";
 }
+
+namespace {
+
+// MPI_Abort, bounded: when mpirun is already ending the job (a rank died)
+// it waits, forever, to hand mpirun its message; after 3 s this rank exits 1
+// by itself, and mpirun, seeing a non-zero status, ends the job.
+[[noreturn]] void abort_job() {
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    std::_Exit(1);
+  }).detach();
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::_Exit(1);
+}
+
+}  // namespace
 
 int run_mpi_program(const char* name, int argc, char** argv,
                     const std::function<int(Group&)>& body) {
@@ -190,11 +222,11 @@ int run_mpi_program(const char* name, int argc, char** argv,
     }
     std::fprintf(stderr, "%s: FAILED: %s\n", name, e.what());
     std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    abort_job();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: FAILED: %s\n", name, e.what());
     std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    abort_job();
   }
   MPI_Finalize();
   return rc;

@@ -27,6 +27,9 @@ struct ServeFlags {
   int prefill_chunk = 64;
   bool deterministic = false;
   bool low_latency_decode = false;  // --decode-mode low-latency
+  bool auto_decode = false;         // --decode-mode auto
+  // --overlap on|off|alternate: the two-batch overlap of low-latency decode.
+  serve::EngineOptions::Overlap overlap = serve::EngineOptions::Overlap::off;
 };
 
 // The flag text of ServeFlags for a --help.

@@ -2,7 +2,9 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
+#include <string>
 
 #include "core/agree.hpp"
 #include "core/check.hpp"
@@ -56,17 +58,55 @@ void Control::broadcast(std::vector<std::int64_t>& message, const char* what, bo
   wait(r, what, false);
 }
 
+void Control::wait_all(std::vector<MPI_Request>& requests, const std::vector<int>& peers,
+                       const char* what) {
+  const core::Deadline deadline(timeout_s_);
+  const auto start = std::chrono::steady_clock::now();
+  for (int round = 0;; ++round) {
+    std::string missing;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      int done = 0;
+      if (requests[i] != MPI_REQUEST_NULL) MPI_Test(&requests[i], &done, MPI_STATUS_IGNORE);
+      if (requests[i] != MPI_REQUEST_NULL)
+        missing += (missing.empty() ? "rank " : ", ") + std::to_string(peers[i]);
+    }
+    if (missing.empty()) return;
+    EPX_CHECK(!deadline.expired(), Timeout, "serve: ", what, ": no answer from ", missing,
+              " after ", timeout_s_, " s");
+    if (round < 64) {
+      sched_yield();
+      continue;
+    }
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    timespec ts{0, (waited < 0.05 ? 50 : 1000) * 1000L};
+    nanosleep(&ts, nullptr);
+  }
+}
+
 std::vector<float> Control::gather(const std::vector<float>& mine, const std::vector<int>& counts,
                                    const char* what) {
   EPX_CHECK_EQ(static_cast<int>(mine.size()), counts[static_cast<std::size_t>(rank_)], Internal,
                "serve: ", what);
+  constexpr int kTag = 17;
+  if (rank_ != 0) {
+    MPI_Request r;
+    MPI_Isend(mine.data(), static_cast<int>(mine.size()), MPI_FLOAT, 0, kTag, comm_, &r);
+    wait(r, what, false);
+    return {};
+  }
   std::vector<int> displs(counts.size(), 0);
   for (std::size_t r = 1; r < counts.size(); ++r) displs[r] = displs[r - 1] + counts[r - 1];
-  std::vector<float> all(rank_ == 0 ? static_cast<std::size_t>(displs.back() + counts.back()) : 0);
-  MPI_Request r;
-  MPI_Igatherv(mine.data(), static_cast<int>(mine.size()), MPI_FLOAT, all.data(), counts.data(),
-               displs.data(), MPI_FLOAT, 0, comm_, &r);
-  wait(r, what, false);
+  std::vector<float> all(static_cast<std::size_t>(displs.back() + counts.back()));
+  std::copy(mine.begin(), mine.end(), all.begin());
+  std::vector<MPI_Request> requests;
+  std::vector<int> peers;
+  for (int q = 1; q < size_; ++q) {
+    requests.emplace_back();
+    peers.push_back(q);
+    MPI_Irecv(all.data() + displs[q], counts[q], MPI_FLOAT, q, kTag, comm_, &requests.back());
+  }
+  wait_all(requests, peers, what);
   return all;
 }
 

@@ -27,7 +27,9 @@ class Control {
   // Rank 0's `message` to every rank (resized on the others). patient: the
   // message may be a heartbeat away (poll slowly, sparing the cores).
   void broadcast(std::vector<std::int64_t>& message, const char* what, bool patient);
-  // Every rank's `mine` (counts[r] floats from rank r), concatenated by rank, on rank 0.
+  // Every rank's `mine` (counts[r] floats from rank r), concatenated by rank,
+  // on rank 0: point to point, so that a timeout names the ranks that did
+  // not send.
   std::vector<float> gather(const std::vector<float>& mine, const std::vector<int>& counts,
                             const char* what);
   // Throws on every rank if any rank's own_error is not empty.
@@ -35,6 +37,9 @@ class Control {
 
  private:
   void wait(MPI_Request& request, const char* what, bool patient);
+  // Waits for requests[i] from rank peers[i], all of them, against one deadline.
+  void wait_all(std::vector<MPI_Request>& requests, const std::vector<int>& peers,
+                const char* what);
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   double timeout_s_;

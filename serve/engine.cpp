@@ -48,7 +48,7 @@ Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
   comm::BufferOptions bo;
   bo.num_bytes = buffer_bytes(c, options, size_);
   bo.timeout_s = options.timeout_s;
-  if (options.low_latency_decode) {
+  if (options.low_latency_decode || options.auto_decode) {
     // A decode step has at most one token per running sequence, max_batch in all.
     bo.low_latency = true;
     bo.max_tokens_per_rank = options.max_batch;
@@ -56,6 +56,7 @@ Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
     bo.num_experts = c.num_experts;
   }
   buffer_ = std::make_unique<comm::Buffer>(world, bo);
+  if (options.auto_decode) choice_ = choose_decode_modes(*buffer_, control_, c, options.max_batch);
   forward_ = std::make_unique<Forward>(model, *buffer_, *cache_, options.deterministic);
   if (rank_ == 0) {
     metrics_ = std::make_unique<Metrics>(size_, model.num_moe_layers(), c.num_experts,
@@ -108,9 +109,18 @@ void Engine::step(const StepPlan& plan) {
     mine.push_back({s.seq, s.start, s.tokens.data(), static_cast<std::int64_t>(s.tokens.size()),
                     s.want_logits});
   }
-  bool decode = options_.low_latency_decode;
+  bool decode = true;
   for (const PlannedSegment& s : plan.segments) decode = decode && s.tokens.size() == 1;
-  forward_->run(mine, logits_, decode);
+  const bool low_latency =
+      decode && (options_.auto_decode ? choice_.low_latency(static_cast<int>(plan.segments.size()))
+                                      : options_.low_latency_decode);
+  using Overlap = EngineOptions::Overlap;
+  const bool overlap =
+      low_latency && (options_.overlap_decode == Overlap::on ||
+                      (options_.overlap_decode == Overlap::alternate && decode_steps_ % 2 == 0));
+  if (decode) ++decode_steps_;
+  const auto start = std::chrono::steady_clock::now();
+  forward_->run(mine, logits_, low_latency, overlap);
   // The expert counts ride behind the logits (exact in f32: < 2^24 per step).
   const std::vector<std::int64_t> counts = forward_->take_expert_counts();
   std::vector<float> out = logits_;
@@ -121,6 +131,12 @@ void Engine::step(const StepPlan& plan) {
     sizes[q] = static_cast<int>(plan.logit_rows(q) * V + static_cast<std::int64_t>(counts.size()));
   const std::vector<float> all = control_.gather(out, sizes, "gathering the logits");
   if (rank_ != 0) return;
+  if (decode)
+    metrics_->decode_step(
+        overlap       ? "low-latency-overlap"
+        : low_latency ? "low-latency"
+                      : "normal",
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   std::vector<float> logits;
   std::vector<std::int64_t> total(counts.size(), 0);
   std::size_t at = 0;

@@ -4,8 +4,9 @@
 // plan, every rank runs its segments (attention on its own sequences, MoE
 // through comm::Buffer's normal-mode dispatch and combine over all ranks),
 // and rank 0 gathers the logits and samples. Prefill runs in normal mode;
-// decode in normal or low-latency mode (low_latency_decode), one micro-batch
-// per step (no two-batch overlap yet).
+// decode in normal or low-latency mode (low_latency_decode), the latter
+// optionally with two micro-batches per step that overlap compute and
+// all-to-all (overlap_decode).
 #pragma once
 
 #include <chrono>
@@ -21,6 +22,7 @@
 #include "serve/forward.hpp"
 #include "serve/kv_cache.hpp"
 #include "serve/metrics.hpp"
+#include "serve/mode_choice.hpp"
 #include "serve/scheduler.hpp"
 
 namespace epx::serve {
@@ -36,6 +38,16 @@ struct EngineOptions {
   // Decode steps (every segment one token) through the Buffer's low-latency
   // dispatch and combine instead of the normal mode (the same bits).
   bool low_latency_decode = false;
+  // Instead: each decode step takes the mode that a start-up measurement
+  // found faster for its batch size (serve/mode_choice.hpp).
+  bool auto_decode = false;
+  // With low_latency_decode: two micro-batches per decode step, one's
+  // dispatch or combine in flight while the other computes (the same bits).
+  // alternate: every other decode step with it, the others without (to
+  // measure both in one run: epx_decode_step_seconds in /metrics).
+  // Off by default: on this CPU path it is slower (docs/serve.md).
+  enum class Overlap { off, on, alternate };
+  Overlap overlap_decode = Overlap::off;
   double timeout_s = 300;  // every wait on another rank
   // Rank 0 sends a plan at least this often, even with nothing to do, so
   // that the other ranks' wait for it stays bounded by timeout_s.
@@ -54,6 +66,8 @@ class Engine {
   Metrics* metrics() noexcept { return metrics_.get(); }        // rank 0 only, else null
   int blocks_per_rank() const noexcept { return cache_->num_blocks(); }
   const EngineOptions& options() const noexcept { return options_; }
+  // With auto_decode: the measured choice per batch size, one line; else empty.
+  std::string decode_modes() const { return options_.auto_decode ? choice_.describe() : ""; }
 
   // Collective: runs steps until rank 0's scheduler plans the shutdown.
   // On a failure rank 0 ends every request with the error, then it throws.
@@ -71,6 +85,8 @@ class Engine {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<float> logits_;
+  std::int64_t decode_steps_ = 0;  // the same count on every rank
+  DecodeModeChoice choice_;
 };
 
 }  // namespace epx::serve

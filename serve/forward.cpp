@@ -31,50 +31,68 @@ void Forward::linear(float* y, const float* x, const float* w, std::int64_t n, s
     kernels::linear_forward(y + t * out, x + t * in, w, 1, in, out, accumulate);
 }
 
-void Forward::run(const std::vector<Segment>& segs, std::vector<float>& logits, bool low_latency) {
-  low_latency_ = low_latency;
-  const model::ModelConfig& c = model_.config();
-  model::ParamStore& P = model_.dense;
-  const std::int64_t H = c.hidden_size, V = c.vocab_size;
-  T_ = 0;
-  for (const Segment& s : segs) T_ += s.count;
-  row_seq_.resize(static_cast<std::size_t>(T_));
-  row_pos_.resize(static_cast<std::size_t>(T_));
-  positions_.resize(static_cast<std::size_t>(T_));
-  std::vector<std::int32_t> tokens(static_cast<std::size_t>(T_));
+void Forward::load(Rows& r, const std::vector<Segment>& segs, std::size_t first, std::size_t last) {
+  const std::int64_t V = model_.config().vocab_size;
+  r.T = 0;
+  for (std::size_t i = first; i < last; ++i) r.T += segs[i].count;
+  const auto n = static_cast<std::size_t>(r.T);
+  r.seq.resize(n);
+  r.pos.resize(n);
+  r.positions.resize(n);
+  r.tokens.resize(n);
   std::int64_t t = 0;
-  for (const Segment& s : segs) {
+  for (std::size_t si = first; si < last; ++si) {
+    const Segment& s = segs[si];
     EPX_CHECK(s.start + s.count <= cache_.capacity(s.seq), Internal, "serve::Forward: sequence ",
               s.seq, " positions [", s.start, ", ", s.start + s.count, ") past its cache capacity ",
               cache_.capacity(s.seq));
     for (std::int64_t i = 0; i < s.count; ++i, ++t) {
       EPX_CHECK(s.tokens[i] >= 0 && s.tokens[i] < V, Internal, "serve::Forward: token ",
                 s.tokens[i], " outside the vocabulary of ", V);
-      tokens[t] = s.tokens[i];
-      row_seq_[t] = s.seq;
-      row_pos_[t] = s.start + i;
-      positions_[t] = static_cast<std::int32_t>(s.start + i);
+      r.tokens[t] = s.tokens[i];
+      r.seq[t] = s.seq;
+      r.pos[t] = s.start + i;
+      r.positions[t] = static_cast<std::int32_t>(s.start + i);
     }
   }
+  const std::int64_t H = model_.config().hidden_size;
+  kernels::embedding_forward(detail::at_least(r.h, r.T * H), model_.dense.value(model_.embed),
+                             r.tokens.data(), r.T, H);
+}
 
-  float* h = detail::at_least(h_, T_ * H);
-  kernels::embedding_forward(h, P.value(model_.embed), tokens.data(), T_, H);
-  for (int l = 0; l < c.num_layers; ++l) {
-    attention(l);
-    if (model_.layers[l].moe) {
-      moe(l);
-    } else {
-      dense_ffn(l);
+void Forward::run(const std::vector<Segment>& segs, std::vector<float>& logits, bool low_latency,
+                  bool overlap) {
+  low_latency_ = low_latency;
+  const model::ModelConfig& c = model_.config();
+  model::ParamStore& P = model_.dense;
+  const std::int64_t H = c.hidden_size, V = c.vocab_size;
+  const bool two = low_latency && overlap;
+  const std::size_t half = two ? (segs.size() + 1) / 2 : segs.size();
+  load(rows_[0], segs, 0, half);
+  load(rows_[1], segs, half, segs.size());
+  if (two) {
+    layers_overlapped();
+  } else {
+    for (int l = 0; l < c.num_layers; ++l) {
+      attention(rows_[0], l);
+      if (model_.layers[l].moe) {
+        moe(rows_[0], l);
+      } else {
+        dense_ffn(rows_[0], l);
+      }
     }
   }
 
   // The head, only at the last position of each segment that wants logits.
   std::vector<float> last;
-  t = 0;
-  for (const Segment& s : segs) {
+  std::int64_t t = 0;
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    const Segment& s = segs[i];
+    if (i == half) t = 0;
     t += s.count;
+    const std::vector<float>& h = rows_[i < half ? 0 : 1].h;
     if (s.want_logits && s.count > 0)
-      last.insert(last.end(), h_.begin() + (t - 1) * H, h_.begin() + t * H);
+      last.insert(last.end(), h.begin() + (t - 1) * H, h.begin() + t * H);
   }
   const std::int64_t n = static_cast<std::int64_t>(last.size()) / H;
   std::vector<float> xn(last.size()), rstd(static_cast<std::size_t>(n));
@@ -84,37 +102,63 @@ void Forward::run(const std::vector<Segment>& segs, std::vector<float>& logits, 
   linear(logits.data(), xn.data(), P.value(model_.lm_head), n, H, V, false);
 }
 
+void Forward::layers_overlapped() {
+  const model::ModelConfig& c = model_.config();
+  InFlight f[2];
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (!model_.layers[l].moe) {
+      for (Rows& r : rows_) {
+        attention(r, l);
+        dense_ffn(r, l);
+      }
+      continue;
+    }
+    // Micro-batch 1's attention runs while 0's dispatch is in flight, 1's
+    // experts while 0's combine is, 0's shared experts while 1's combine is.
+    for (int b = 0; b < 2; ++b) {
+      attention(rows_[b], l);
+      route(rows_[b], l);
+      ll_dispatch(rows_[b], f[b], true);
+    }
+    for (int b = 0; b < 2; ++b) ll_experts_combine(rows_[b], l, f[b], true);
+    for (int b = 0; b < 2; ++b) {
+      ll_receive(rows_[b], f[b]);
+      shared_and_add(rows_[b], l);
+    }
+  }
+}
+
 // h += o_proj(attention(RoPE(q), cached RoPE(k), cached v)): each row at
 // position p attends to positions 0..p of its sequence; this step's keys and
 // values go into the cache first, so a chunk's rows see each other.
-void Forward::attention(int layer) {
+void Forward::attention(Rows& r, int layer) {
   const model::ModelConfig& c = model_.config();
   const model::LayerIndex& li = model_.layers[layer];
   model::ParamStore& P = model_.dense;
-  const std::int64_t T = T_, H = c.hidden_size, nh = c.num_heads, hd = c.head_dim();
+  const std::int64_t T = r.T, H = c.hidden_size, nh = c.num_heads, hd = c.head_dim();
   const float theta = static_cast<float>(c.rope_theta);
-  float* xn = detail::at_least(xn_, T * H);
-  kernels::rmsnorm_forward(xn, detail::at_least(rstd_, T), h_.data(), P.value(li.attn_norm), T, H,
+  float* xn = detail::at_least(r.xn, T * H);
+  kernels::rmsnorm_forward(xn, detail::at_least(r.rstd, T), r.h.data(), P.value(li.attn_norm), T, H,
                            static_cast<float>(c.rms_norm_eps));
-  float* q = detail::at_least(q_, T * H);
-  float* k = detail::at_least(k_, T * H);
-  float* v = detail::at_least(v_, T * H);
+  float* q = detail::at_least(r.q, T * H);
+  float* k = detail::at_least(r.k, T * H);
+  float* v = detail::at_least(r.v, T * H);
   linear(q, xn, P.value(li.q), T, H, H, false);
   linear(k, xn, P.value(li.k), T, H, H, false);
   linear(v, xn, P.value(li.v), T, H, H, false);
-  kernels::rope_forward(q, positions_.data(), T, nh, hd, theta);
-  kernels::rope_forward(k, positions_.data(), T, nh, hd, theta);
+  kernels::rope_forward(q, r.positions.data(), T, nh, hd, theta);
+  kernels::rope_forward(k, r.positions.data(), T, nh, hd, theta);
   for (std::int64_t t = 0; t < T; ++t) {
-    std::memcpy(cache_.key(row_seq_[t], layer, row_pos_[t]), k + t * H, sizeof(float) * H);
-    std::memcpy(cache_.value(row_seq_[t], layer, row_pos_[t]), v + t * H, sizeof(float) * H);
+    std::memcpy(cache_.key(r.seq[t], layer, r.pos[t]), k + t * H, sizeof(float) * H);
+    std::memcpy(cache_.value(r.seq[t], layer, r.pos[t]), v + t * H, sizeof(float) * H);
   }
   // The kernel's formulas (include/epx/model_kernels.hpp): s_j = (q . k_j) *
   // (1 / sqrtf(head_dim)), p_j = expf(s_j - max) / sum, out = sum_j p_j v_j.
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
-  float* a = detail::at_least(a_, T * H);
+  float* a = detail::at_least(r.a, T * H);
   for (std::int64_t t = 0; t < T; ++t) {
-    const std::int64_t seq = row_seq_[t], pos = row_pos_[t];
-    float* p = detail::at_least(scores_, pos + 1);
+    const std::int64_t seq = r.seq[t], pos = r.pos[t];
+    float* p = detail::at_least(r.scores, pos + 1);
     for (std::int64_t hh = 0; hh < nh; ++hh) {
       const float* qh = q + t * H + hh * hd;
       for (std::int64_t j = 0; j <= pos; ++j) {
@@ -139,22 +183,22 @@ void Forward::attention(int layer) {
       }
     }
   }
-  linear(h_.data(), a, P.value(li.o), T, H, H, /*accumulate=*/true);
+  linear(r.h.data(), a, P.value(li.o), T, H, H, /*accumulate=*/true);
 }
 
-void Forward::dense_ffn(int layer) {
+void Forward::dense_ffn(Rows& r, int layer) {
   const model::ModelConfig& c = model_.config();
   const model::LayerIndex& li = model_.layers[layer];
   model::ParamStore& P = model_.dense;
-  const std::int64_t T = T_, H = c.hidden_size, I = c.intermediate_size;
-  float* xn = detail::at_least(xn_, T * H);
-  kernels::rmsnorm_forward(xn, detail::at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
+  const std::int64_t T = r.T, H = c.hidden_size, I = c.intermediate_size;
+  float* xn = detail::at_least(r.xn, T * H);
+  kernels::rmsnorm_forward(xn, detail::at_least(r.rstd, T), r.h.data(), P.value(li.ffn_norm), T, H,
                            static_cast<float>(c.rms_norm_eps));
   const kernels::MlpWeights w{P.value(li.mlp_gate), P.value(li.mlp_up), P.value(li.mlp_down), H, I};
-  float* saved = detail::at_least(mlp_, (deterministic_ ? 1 : T) * 3 * I);
-  if (!deterministic_) return kernels::mlp_forward(h_.data(), saved, xn, T, w, true);
+  float* saved = detail::at_least(r.mlp, (deterministic_ ? 1 : T) * 3 * I);
+  if (!deterministic_) return kernels::mlp_forward(r.h.data(), saved, xn, T, w, true);
   for (std::int64_t t = 0; t < T; ++t)
-    kernels::mlp_forward(h_.data() + t * H, saved, xn + t * H, 1, w, true);
+    kernels::mlp_forward(r.h.data() + t * H, saved, xn + t * H, 1, w, true);
 }
 
 }  // namespace epx::serve

@@ -56,22 +56,61 @@ class Forward {
   // max_tokens_per_rank rows per rank. Its combine sums w_k * out_k in k
   // order in f32, the same sum as the normal path's, so both modes give
   // the same bits.
+  // With low_latency and overlap (every rank must pass the same), the rows
+  // split into two micro-batches (this rank's first half of the segments,
+  // then the rest) whose layers interleave: one's dispatch or combine is in
+  // flight while the other's attention or experts run. Every row's
+  // arithmetic is the same as without the split; with `deterministic` (one
+  // row per GEMM) the bits are too.
   void run(const std::vector<Segment>& segments, std::vector<float>& logits,
-           bool low_latency = false);
+           bool low_latency = false, bool overlap = false);
 
   // Per MoE layer and logical expert, the (token, expert) choices of this
   // rank's tokens since the last take (the /metrics expert load).
   std::vector<std::int64_t> take_expert_counts();
 
  private:
+  // One micro-batch: its rows (positions of this step on this rank) and the
+  // work arrays of its layers. A step is one micro-batch, or two with the
+  // low-latency overlap.
+  struct Rows {
+    std::int64_t T = 0;
+    std::vector<std::int64_t> seq, pos;
+    std::vector<std::int32_t> positions, tokens;
+    std::vector<float> h, xn, rstd, q, k, v, a, scores, mlp;
+    std::vector<float> logits_e, route_scores, topk_w, out;
+    std::vector<std::int64_t> topk_idx;
+  };
+  // A low-latency dispatch or combine of one micro-batch, sent, not yet received.
+  struct InFlight {
+    comm::LowLatencyDispatchResult dispatch;
+    comm::LowLatencyCombineResult combine;
+    comm::LowLatencyHandle handle;
+    Tensor y;  // the combine's input, held until it is received
+  };
+
+  void load(Rows& r, const std::vector<Segment>& segs, std::size_t first, std::size_t last);
   void linear(float* y, const float* x, const float* w, std::int64_t n, std::int64_t in,
               std::int64_t out, bool accumulate) const;
-  void attention(int layer);
-  void dense_ffn(int layer);
-  void moe(int layer);
-  // The routed experts of xn_ [T_, H] with topk_idx_/topk_w_, summed into out [T_, H].
-  void routed_normal(int layer, float* out);
-  void routed_low_latency(int layer, float* out);
+  void attention(Rows& r, int layer);
+  void dense_ffn(Rows& r, int layer);
+  void moe(Rows& r, int layer);
+  // RMSNorm, router and top-k of r's rows into r.xn, r.topk_idx, r.topk_w.
+  void route(Rows& r, int layer);
+  // r.out += the shared experts of r.xn; then r.h += r.out.
+  void shared_and_add(Rows& r, int layer);
+  // The routed experts of r.xn with r.topk_idx/topk_w into r.out [T, H].
+  void routed_normal(Rows& r, int layer);
+  // The low-latency path in three parts, so that two micro-batches can
+  // interleave: send the dispatch; receive it, run the experts and send the
+  // combine; receive the combine into r.out. With `hook` the sends return
+  // before the peers' rows arrive (the Buffer's return_recv_hook).
+  void ll_dispatch(Rows& r, InFlight& f, bool hook);
+  void ll_experts_combine(Rows& r, int layer, InFlight& f, bool hook);
+  void ll_receive(Rows& r, InFlight& f);
+  // Decode layers of two micro-batches, each one's all-to-all in flight
+  // while the other computes (docs/serve.md, "Two-batch overlap").
+  void layers_overlapped();
   void expert_rows(int layer, int e, float* y, const float* x, std::int64_t rows);
 
   model::Model& model_;
@@ -79,12 +118,8 @@ class Forward {
   KvCache& cache_;
   bool deterministic_;
   bool low_latency_ = false;  // this step's MoE path
-  std::int64_t T_ = 0;        // rows of this step on this rank
-  std::vector<std::int64_t> row_seq_, row_pos_;
-  std::vector<std::int32_t> positions_;
-  std::vector<float> h_, xn_, rstd_, q_, k_, v_, a_, scores_, mlp_, scratch_;
-  std::vector<float> logits_e_, route_scores_, topk_w_, xp_, outp_, out_;
-  std::vector<std::int64_t> topk_idx_;
+  Rows rows_[2];
+  std::vector<float> xp_, outp_, mlp_;
   std::vector<std::int64_t> counts_;  // [MoE layers * E]
 };
 

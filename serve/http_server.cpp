@@ -78,6 +78,9 @@ HttpServer::HttpServer(Scheduler& scheduler, Metrics& metrics, HttpOptions optio
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
+  // Each streamed event leaves at once: with Nagle's algorithm the events of
+  // consecutive tokens wait for the client's ACK and arrive together.
+  server_->set_tcp_nodelay(true);
   server_->set_payload_max_length(std::size_t{16} << 20);
   routes();
 }
@@ -111,6 +114,9 @@ void HttpServer::routes() {
     res.status = draining ? 503 : 200;
     res.set_content(draining ? R"({"status":"draining"})" : R"({"status":"ok"})",
                     "application/json");
+  });
+  server_->Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(options_.models_body, "application/json");
   });
   server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_.prometheus(), "text/plain; version=0.0.4");

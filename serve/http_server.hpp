@@ -1,6 +1,6 @@
 // epx-serve's HTTP front end on rank 0 (cpp-httplib): POST /v1/completions
 // (serve/api.hpp's format; stream: server-sent events ending with
-// `data: [DONE]`), GET /health and GET /metrics. Handlers run on httplib's
+// `data: [DONE]`), GET /v1/models, GET /health and GET /metrics. Handlers run on httplib's
 // thread pool and only talk to the Scheduler; the engine's thread does the
 // rest. A full queue answers 503 with Retry-After; a stream whose client
 // goes away cancels its request, which frees its KV cache.
@@ -24,6 +24,7 @@ struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;  // 0: any free port
   std::string model_name;
+  std::string models_body;  // GET /v1/models (serve/model_cost.hpp's models_json)
   ApiLimits limits;
   int threads = 16;  // handler threads: every accepted request holds one
 };

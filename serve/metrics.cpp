@@ -83,6 +83,17 @@ void Metrics::next_token(double s) {
   tpot_.observe(s);
 }
 
+void Metrics::decode_step(const std::string& mode, double seconds) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& [k, v] : decode_steps_)
+    if (k == mode) {
+      v.first += seconds;
+      ++v.second;
+      return;
+    }
+  decode_steps_.push_back({mode, {seconds, 1}});
+}
+
 void Metrics::step(int batch, std::int64_t tokens, int running, int waiting,
                    const std::vector<std::int64_t>& blocks_used) {
   std::lock_guard<std::mutex> l(mu_);
@@ -129,6 +140,12 @@ std::string Metrics::prometheus() const {
   header(o, "epx_time_per_output_token_seconds", "histogram",
          "Between consecutive generated tokens");
   tpot_.write(o, "epx_time_per_output_token_seconds");
+  header(o, "epx_decode_step_seconds", "summary",
+         "Decode steps on rank 0, forward to gathered logits, by dispatch path");
+  for (const auto& [k, v] : decode_steps_) {
+    o += "epx_decode_step_seconds_sum{mode=\"" + k + "\"} " + std::to_string(v.first) + "\n";
+    o += "epx_decode_step_seconds_count{mode=\"" + k + "\"} " + std::to_string(v.second) + "\n";
+  }
   header(o, "epx_batch_size", "gauge", "Sequences in the last step");
   o += "epx_batch_size " + std::to_string(batch_) + "\n";
   header(o, "epx_requests_running", "gauge", "Requests holding a KV cache");

@@ -38,6 +38,10 @@ class Metrics {
             const std::vector<std::int64_t>& blocks_used);
   void expert_tokens(const std::vector<std::int64_t>& counts);  // [MoE layer * E], added
   void kv_blocks(const std::vector<std::int64_t>& used);        // per rank, now
+  // A decode step (every segment one token) on rank 0, from the forward to
+  // the gathered logits, by its path: "normal", "low-latency" or
+  // "low-latency-overlap" (epx_decode_step_seconds{mode=...}, sum and count).
+  void decode_step(const std::string& mode, double seconds);
 
   std::string prometheus() const;
 
@@ -49,6 +53,7 @@ class Metrics {
   Histogram ttft_, tpot_;
   int batch_ = 0, running_ = 0, waiting_ = 0;
   std::vector<std::int64_t> blocks_used_, expert_tokens_;
+  std::vector<std::pair<std::string, std::pair<double, std::uint64_t>>> decode_steps_;
 };
 
 }  // namespace epx::serve

@@ -38,13 +38,13 @@ void Forward::expert_rows(int layer, int e, float* y, const float* x, std::int64
     kernels::mlp_forward(y + r * H, saved, x + r * H, 1, w, false);
 }
 
-void Forward::routed_normal(int layer, float* out) {
+void Forward::routed_normal(Rows& r, int layer) {
   const model::ModelConfig& c = model_.config();
-  const std::int64_t T = T_, H = c.hidden_size, E = c.num_experts, K = c.top_k;
+  const std::int64_t T = r.T, H = c.hidden_size, E = c.num_experts, K = c.top_k;
   const int El = model_.local_experts();
-  const Tensor x_t = Tensor::wrap(T > 0 ? xn_.data() : nullptr, {T, H}, DType::f32);
-  const Tensor idx_t = Tensor::wrap(T > 0 ? topk_idx_.data() : nullptr, {T, K}, DType::i64);
-  const Tensor w_t = Tensor::wrap(T > 0 ? topk_w_.data() : nullptr, {T, K}, DType::f32);
+  const Tensor x_t = Tensor::wrap(T > 0 ? r.xn.data() : nullptr, {T, H}, DType::f32);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? r.topk_idx.data() : nullptr, {T, K}, DType::i64);
+  const Tensor w_t = Tensor::wrap(T > 0 ? r.topk_w.data() : nullptr, {T, K}, DType::f32);
   const comm::Layout layout = buffer_.get_dispatch_layout(idx_t, static_cast<int>(E));
   comm::DispatchResult got = buffer_.dispatch(x_t, idx_t, w_t, layout);
   const std::int64_t M = got.x.dim(0);
@@ -93,6 +93,7 @@ void Forward::routed_normal(int layer, float* out) {
   y = Tensor();
 
   const float* b = back.data<float>();
+  float* out = r.out.data();
   for (std::int64_t t = 0; t < T; ++t) {
     float* o = out + t * H;
     std::fill(o, o + H, 0.0f);
@@ -103,70 +104,100 @@ void Forward::routed_normal(int layer, float* out) {
   }
 }
 
-void Forward::routed_low_latency(int layer, float* out) {
+void Forward::ll_dispatch(Rows& r, InFlight& f, bool hook) {
   const model::ModelConfig& c = model_.config();
-  const std::int64_t T = T_, H = c.hidden_size, K = c.top_k;
-  const int El = model_.local_experts();
-  const Tensor x_t = Tensor::wrap(T > 0 ? xn_.data() : nullptr, {T, H}, DType::f32);
-  const Tensor idx_t = Tensor::wrap(T > 0 ? topk_idx_.data() : nullptr, {T, K}, DType::i64);
-  const Tensor w_t = Tensor::wrap(T > 0 ? topk_w_.data() : nullptr, {T, K}, DType::f32);
+  const std::int64_t T = r.T, H = c.hidden_size, K = c.top_k;
+  const Tensor x_t = Tensor::wrap(T > 0 ? r.xn.data() : nullptr, {T, H}, DType::f32);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? r.topk_idx.data() : nullptr, {T, K}, DType::i64);
   comm::LowLatencyOptions lo;
   lo.fp8 = false;  // exact rows: the same bits as the normal path
-  comm::LowLatencyDispatchResult got = buffer_.low_latency_dispatch(x_t, idx_t, lo);
-  const std::int64_t slots = got.x.dim(1);
-  const float* x = got.x.data<float>();
-  const std::int32_t* count = got.count.data<std::int32_t>();
-  Tensor y = Tensor::empty({El, slots, H}, DType::f32);
-  for (int e = 0; e < El; ++e)
-    expert_rows(layer, e, y.data<float>() + e * slots * H, x + e * slots * H, count[e]);
-  const comm::LowLatencyHandle handle = got.handle;
-  got = comm::LowLatencyDispatchResult();  // its half of the buffer is free again
-  const comm::LowLatencyCombineResult back = buffer_.low_latency_combine(y, idx_t, w_t, handle, lo);
-  if (T > 0) std::memcpy(out, back.x.data<float>(), sizeof(float) * T * H);
+  lo.return_recv_hook = hook;
+  f.dispatch = buffer_.low_latency_dispatch(x_t, idx_t, lo);
 }
 
-void Forward::moe(int layer) {
+void Forward::ll_experts_combine(Rows& r, int layer, InFlight& f, bool hook) {
+  const model::ModelConfig& c = model_.config();
+  const std::int64_t T = r.T, H = c.hidden_size, K = c.top_k;
+  const int El = model_.local_experts();
+  if (f.dispatch.hook) f.dispatch.hook();
+  const std::int64_t slots = f.dispatch.x.dim(1);
+  const float* x = f.dispatch.x.data<float>();
+  const std::int32_t* count = f.dispatch.count.data<std::int32_t>();
+  f.y = Tensor::empty({El, slots, H}, DType::f32);
+  for (int e = 0; e < El; ++e)
+    expert_rows(layer, e, f.y.data<float>() + e * slots * H, x + e * slots * H, count[e]);
+  f.handle = f.dispatch.handle;
+  f.dispatch = comm::LowLatencyDispatchResult();  // its half of the buffer is free again
+  const Tensor idx_t = Tensor::wrap(T > 0 ? r.topk_idx.data() : nullptr, {T, K}, DType::i64);
+  const Tensor w_t = Tensor::wrap(T > 0 ? r.topk_w.data() : nullptr, {T, K}, DType::f32);
+  comm::LowLatencyOptions lo;
+  lo.fp8 = false;
+  lo.return_recv_hook = hook;
+  f.combine = buffer_.low_latency_combine(f.y, idx_t, w_t, f.handle, lo);
+}
+
+void Forward::ll_receive(Rows& r, InFlight& f) {
+  const std::int64_t H = model_.config().hidden_size;
+  if (f.combine.hook) f.combine.hook();
+  if (r.T > 0) std::memcpy(r.out.data(), f.combine.x.data<float>(), sizeof(float) * r.T * H);
+  f = InFlight();
+}
+
+void Forward::route(Rows& r, int layer) {
   const model::ModelConfig& c = model_.config();
   const model::LayerIndex& li = model_.layers[layer];
   model::ParamStore& P = model_.dense;
-  const std::int64_t T = T_, H = c.hidden_size, E = c.num_experts, K = c.top_k;
-  const std::int64_t Im = c.moe_intermediate_size;
-
-  // Route.
-  float* xn = detail::at_least(xn_, T * H);
-  kernels::rmsnorm_forward(xn, detail::at_least(rstd_, T), h_.data(), P.value(li.ffn_norm), T, H,
+  const std::int64_t T = r.T, H = c.hidden_size, E = c.num_experts, K = c.top_k;
+  float* xn = detail::at_least(r.xn, T * H);
+  kernels::rmsnorm_forward(xn, detail::at_least(r.rstd, T), r.h.data(), P.value(li.ffn_norm), T, H,
                            static_cast<float>(c.rms_norm_eps));
-  float* logits = detail::at_least(logits_e_, T * E);
+  float* logits = detail::at_least(r.logits_e, T * E);
   linear(logits, xn, P.value(li.router), T, H, E, false);
-  std::int64_t* idx = detail::at_least(topk_idx_, T * K);
-  kernels::router_forward(idx, detail::at_least(topk_w_, T * K),
-                          detail::at_least(route_scores_, T * E), logits,
+  std::int64_t* idx = detail::at_least(r.topk_idx, T * K);
+  kernels::router_forward(idx, detail::at_least(r.topk_w, T * K),
+                          detail::at_least(r.route_scores, T * E), logits,
                           model_.bias[li.moe_index].data(), T, model::router_params(c));
   std::int64_t* cnt = counts_.data() + static_cast<std::int64_t>(li.moe_index) * E;
   for (std::int64_t i = 0; i < T * K; ++i)
     if (idx[i] >= 0) ++cnt[idx[i]];
+  detail::at_least(r.out, T * H);
+}
 
-  // out = routed + shared(xn) (added in this order, as in training); h += out.
-  float* out = detail::at_least(out_, T * H);
-  if (low_latency_) {
-    routed_low_latency(layer, out);
-  } else {
-    routed_normal(layer, out);
-  }
+void Forward::shared_and_add(Rows& r, int layer) {
+  const model::ModelConfig& c = model_.config();
+  const model::LayerIndex& li = model_.layers[layer];
+  model::ParamStore& P = model_.dense;
+  const std::int64_t T = r.T, H = c.hidden_size, Im = c.moe_intermediate_size;
+  float* out = r.out.data();
+  const float* xn = r.xn.data();
   if (li.shared_gate >= 0) {
     const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
     const kernels::MlpWeights sw{P.value(li.shared_gate), P.value(li.shared_up),
                                  P.value(li.shared_down), H, Is};
     if (!deterministic_) {
-      kernels::mlp_forward(out, detail::at_least(mlp_, T * 3 * Is), xn, T, sw, true);
+      kernels::mlp_forward(out, detail::at_least(r.mlp, T * 3 * Is), xn, T, sw, true);
     } else {
-      float* saved = detail::at_least(mlp_, 3 * Is);
+      float* saved = detail::at_least(r.mlp, 3 * Is);
       for (std::int64_t t = 0; t < T; ++t)
         kernels::mlp_forward(out + t * H, saved, xn + t * H, 1, sw, true);
     }
   }
-  float* h = h_.data();
+  float* h = r.h.data();
   for (std::int64_t i = 0; i < T * H; ++i) h[i] += out[i];
+}
+
+// out = routed + shared(xn) (added in this order, as in training); h += out.
+void Forward::moe(Rows& r, int layer) {
+  route(r, layer);
+  if (low_latency_) {
+    InFlight f;
+    ll_dispatch(r, f, false);
+    ll_experts_combine(r, layer, f, false);
+    ll_receive(r, f);
+  } else {
+    routed_normal(r, layer);
+  }
+  shared_and_add(r, layer);
 }
 
 }  // namespace epx::serve

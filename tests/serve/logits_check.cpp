@@ -7,7 +7,8 @@
 // Also: a prompt prefilled in chunks of 1, 3 and 7 gives the same bits as in
 // one piece with --deterministic kernels, and the same logits to 1e-5
 // without; and decode steps through the low-latency dispatch and combine
-// give the same bits as through the normal mode.
+// give the same bits as through the normal mode, with and without the
+// two-batch overlap.
 //
 //   epxrun -n N -- serve_logits_check STEP_DIR   (prints "serve logits: OK ...", exits 0)
 #include <cmath>
@@ -51,20 +52,30 @@ std::vector<float> serve_logits(model::Model& m, comm::Buffer& buf,
   return logits;
 }
 
-// Two sequences (the prompt and its first half) prefilled, then 8 decode
-// steps feeding back each step's argmax; every step's logits, concatenated.
+enum class Decode { normal, low_latency, overlapped };
+
+// Sequences prefilled, then 8 decode steps feeding back each step's argmax;
+// every step's logits of this rank's sequences, concatenated. Rank 0 holds
+// three (the prompt, its first half and third: with the overlap, two in its
+// first micro-batch, one in its second), every other rank one (its second
+// micro-batch is empty).
 std::vector<float> decode_logits(model::Model& m, comm::Buffer& buf,
-                                 const std::vector<std::int32_t>& prompt, bool det,
-                                 bool low_latency, int rank) {
+                                 const std::vector<std::int32_t>& prompt, bool det, Decode mode,
+                                 int rank) {
   serve::KvCache cache(m.config().num_layers, m.config().hidden_size, 4, std::size_t{4} << 20);
   serve::Forward f(m, buf, cache, det);
   const std::int64_t V = m.config().vocab_size;
-  std::vector<std::vector<std::int32_t>> seqs{prompt,
-                                              {prompt.begin(), prompt.begin() + prompt.size() / 2}};
+  std::vector<std::vector<std::int32_t>> seqs;
+  if (rank == 0) {
+    seqs = {prompt,
+            {prompt.begin(), prompt.begin() + prompt.size() / 2},
+            {prompt.begin(), prompt.begin() + prompt.size() / 3}};
+  } else {
+    seqs = {{prompt.begin() + rank, prompt.end()}};
+  }
   std::vector<float> logits, all;
   std::vector<serve::Segment> segs;
   for (std::size_t i = 0; i < seqs.size(); ++i) {
-    if (rank != 0) break;
     cache.add(static_cast<std::int64_t>(i), static_cast<std::int64_t>(seqs[i].size()) + 8);
     segs.push_back({static_cast<std::int64_t>(i), 0, seqs[i].data(),
                     static_cast<std::int64_t>(seqs[i].size()), true});
@@ -72,12 +83,12 @@ std::vector<float> decode_logits(model::Model& m, comm::Buffer& buf,
   f.run(segs, logits);
   for (int step = 0; step < 8; ++step) {
     segs.clear();
-    for (std::size_t i = 0; i < seqs.size() && rank == 0; ++i) {
+    for (std::size_t i = 0; i < seqs.size(); ++i) {
       seqs[i].push_back(serve::argmax(logits.data() + i * V, V));
       segs.push_back({static_cast<std::int64_t>(i), static_cast<std::int64_t>(seqs[i].size()) - 1,
                       &seqs[i].back(), 1, true});
     }
-    f.run(segs, logits, low_latency);
+    f.run(segs, logits, mode != Decode::normal, mode == Decode::overlapped);
     all.insert(all.end(), logits.begin(), logits.end());
   }
   return all;
@@ -148,12 +159,20 @@ int main(int argc, char** argv) {
       if (!same || diff > 1e-5) failed = 1;
     }
     for (const bool d : {true, false}) {
-      const std::vector<float> normal = decode_logits(m, buf, prompt, d, false, rank);
-      const std::vector<float> ll = decode_logits(m, buf, prompt, d, true, rank);
+      const std::vector<float> normal = decode_logits(m, buf, prompt, d, Decode::normal, rank);
+      const std::vector<float> ll = decode_logits(m, buf, prompt, d, Decode::low_latency, rank);
+      const std::vector<float> two = decode_logits(m, buf, prompt, d, Decode::overlapped, rank);
+      // Every rank compares its own sequences' logits; rank 0 reports for all.
+      int bad[2] = {ll != normal || normal.empty(), two != ll};
+      MPI_Allreduce(MPI_IN_PLACE, bad, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
       if (rank != 0) continue;
-      std::printf("8 decode steps of 2 sequences%s: low-latency mode %s the normal mode's logits\n",
-                  d ? " (deterministic)" : "", ll == normal ? "bit-identical to" : "DIFFERS from");
-      if (ll != normal || normal.empty()) failed = 1;
+      std::printf(
+          "8 decode steps of %d sequences%s: low-latency mode %s the normal mode's logits\n",
+          world.size() + 2, d ? " (deterministic)" : "",
+          bad[0] ? "DIFFERS from" : "bit-identical to");
+      std::printf("  two-batch overlap %s the low-latency mode's without it\n",
+                  bad[1] ? "DIFFERS from" : "bit-identical to");
+      if (bad[0] || bad[1]) failed = 1;
     }
     if (rank == 0) std::printf("serve logits: %s\n", failed ? "FAILED" : "OK");
   }

@@ -5,13 +5,15 @@
 # steps on 1 rank, about a second).
 # ep      greedy and seeded outputs equal on 1 rank and EP over 2 and 4 ranks,
 #         with and without --deterministic, decode in normal and low-latency
-#         mode; chunked prefill; bad flags
+#         mode (with and without the two-batch overlap); chunked prefill; bad flags
 # logits  the first token's logits against the training forward (serve_logits_check)
-# http    the real server on a loopback port (low-latency decode): against epx-generate, streaming,
+# http    the real server on a loopback port (low-latency decode, overlapped): against epx-generate, streaming,
 #         stop strings, concurrent clients, metrics (http_checks.py); bad inputs with curl
 # drain   a full queue answers 503 with Retry-After; a client that leaves mid-stream
 #         frees its cache; SIGTERM drains (in flight finishes, new get 503) and exits 0
-# dead    a rank killed mid-request ends the job within the timeout, naming it; no hang
+# dead    a rank killed mid-request (mpirun with orte_enable_recovery): 503 and a stream error
+#         event naming it, the job exits non-zero within the timeout; no hang
+# bench   epx-bench serve launches a 2-rank server, drives it at 1 and 4 clients, stops it
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
@@ -121,8 +123,13 @@ ep)
     generate "chunked_det$n.json" $n "${args[@]}" --deterministic --prefill-chunk 3
     generate "greedy_ll$n.json" $n "${args[@]}" --decode-mode low-latency
     generate "sampled_ll$n.json" $n "${sampled[@]}" --decode-mode low-latency
+    generate "greedy_ovl$n.json" $n "${args[@]}" --decode-mode low-latency --overlap on
+    generate "greedy_auto$n.json" $n "${args[@]}" --decode-mode auto --batch 3 --deterministic
+    grep -q "^epx-generate: decode mode by batch (start-up measurement" "greedy_auto$n.json.err" ||
+      fail "--decode-mode auto on $n ranks logged no choice"
+    echo "ok: $n ranks: $(grep -o 'decode mode by batch.*' "greedy_auto$n.json.err")"
   done
-  for kind in greedy greedy_det sampled_det chunked_det greedy_ll sampled_ll; do
+  for kind in greedy greedy_det sampled_det chunked_det greedy_ll sampled_ll greedy_ovl greedy_auto; do
     for n in 2 4; do
       [[ "$(ids $kind$n.json)" == "$(ids ${kind}1.json)" ]] ||
         fail "$kind: EP over $n ranks gives $(ids $kind$n.json), 1 rank $(ids ${kind}1.json)"
@@ -132,7 +139,9 @@ ep)
   [[ "$(ids chunked_det1.json)" == "$(ids greedy_det1.json)" ]] || fail "prefill in chunks of 3 differs"
   [[ "$(ids greedy_ll1.json)" == "$(ids greedy1.json)" ]] || fail "low-latency decode differs from normal (greedy)"
   [[ "$(ids sampled_ll1.json)" == "$(ids sampled_det1.json)" ]] || fail "low-latency decode differs (sampled)"
-  echo "ok: low-latency decode gives the normal mode's outputs"
+  [[ "$(ids greedy_ovl1.json)" == "$(ids greedy1.json)" ]] || fail "two-batch overlap decode differs from normal (greedy)"
+  [[ "$(ids greedy_auto1.json)" == "$(ids greedy_det1.json)" ]] || fail "--decode-mode auto (3 copies) differs from normal"
+  echo "ok: low-latency decode, with and without the two-batch overlap, gives the normal mode's outputs"
   # The exported file with the config beside it: the same model.
   "$bin/epx-train" --export "$work/ck" "$work/model.safetensors" >/dev/null || fail "--export"
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"])' "$work/ck/step-200/state.json" >model.yaml
@@ -154,7 +163,8 @@ ep)
     "--kv-memory 1 --max-context 100000|fewer than the 6250 that one request of --max-context 100000 needs"
     "--temperature -1|temperature = -1, expected >= 0"
     "--model /nonexistent|--model /nonexistent: no such file or directory"
-    "--decode-mode fast|--decode-mode = 'fast', expected normal or low-latency"
+    "--decode-mode fast|--decode-mode = 'fast', expected normal, low-latency or auto"
+    "--overlap sometimes|--overlap = 'sometimes', expected on, off or alternate"
   )
   for c in "${bad[@]}"; do
     flags=${c%%|*} want=${c#*|}
@@ -180,8 +190,8 @@ http)
   generate sampled.json 2 --prompt "When 'wrap' is set" --max-tokens 40 --temperature 0.9 --top-p 0.95 --seed 11 \
     --deterministic --max-context 256
   python3 -c 'import json,sys; json.dump({"greedy": json.load(open("greedy.json")), "sampled": json.load(open("sampled.json"))}, open("golden.json", "w"))'
-  # epx-generate decodes in normal mode, the server in low-latency mode.
-  start_server 2 --deterministic --max-context 256 --decode-mode low-latency
+  # epx-generate decodes in normal mode, the server in low-latency mode with the two-batch overlap.
+  start_server 2 --deterministic --max-context 256 --decode-mode low-latency --overlap on
   python3 "$src/tests/serve/http_checks.py" "$port" golden.json || fail "http_checks.py"
   # Bad inputs: each a body and the words the error must contain (param|message).
   bad=(
@@ -282,14 +292,24 @@ drain)
   echo "ok: every rank exited 0 after SIGTERM"
   ;;
 dead)
-  # A rank killed mid-request: the job ends within the timeout, naming the
-  # rank, and the client's request returns (no hang). mpirun ends the job, so
-  # the client sees the connection close rather than a 503 (docs/serve.md).
-  EPX_TIMEOUT_S=10 start_server 2 --max-context 8192
+  # A rank killed mid-request. mpirun then ends the job, giving the other
+  # ranks odls_base_sigkill_timeout seconds after its SIGTERM (docs/serve.md):
+  # with more than EPX_TIMEOUT_S, rank 0 notices within the timeout, answers
+  # 503 to the request in flight and an error event to the stream in flight,
+  # both naming rank 1, and exits; the job exits non-zero naming rank 1. No hang.
+  OMPI_MCA_odls_base_sigkill_timeout=6 EPX_TIMEOUT_S=3 start_server 2 --max-context 8192
   curl -s --max-time 60 -o dead.json -w '%{http_code}' --data-binary '{"prompt": "The option", "max_tokens": 8000}' \
     "http://127.0.0.1:$port/v1/completions" >dead.status &
   curl_pid=$!
-  wait_running
+  curl -sN --max-time 60 --data-binary '{"prompt": "The option", "max_tokens": 8000, "stream": true}' \
+    "http://127.0.0.1:$port/v1/completions" >dead.stream &
+  stream_pid=$!
+  for _ in $(seq 100); do
+    curl -s "http://127.0.0.1:$port/metrics" | grep -q '^epx_requests_running 2' && break
+    sleep 0.1
+  done
+  curl -s "http://127.0.0.1:$port/metrics" | grep -q '^epx_requests_running 2' || fail "the two requests did not start"
+  # The ranks are mpirun's children, and mpirun is epxrun's.
   victim=$(for p in $(descendants "$server_pid"); do
     [[ $(ps -o comm= -p "$p") == epx-serve && $p != "$rank0_pid" ]] && echo "$p"
   done | head -1)
@@ -303,9 +323,37 @@ dead)
   kill -0 $server_pid 2>/dev/null && { kill -9 $server_pid; fail "the job still runs 30 s after rank 1 died"; }
   wait $server_pid && fail "the job exited 0 after rank 1 died"
   took=$((SECONDS - start))
-  grep -q "rank 1" server.log || fail "nothing names rank 1"
+  ((took <= 20)) || fail "the job took $took s to end after rank 1 died (timeout 3 s, sigkill 6 s)"
+  grep -q "rank 1" server.log || fail "the job's output does not name rank 1"
   wait $curl_pid
-  echo "ok: rank 1 killed: the job ended in $took s naming it; the client got status $(cat dead.status)"
+  wait $stream_pid
+  [[ $(cat dead.status) == 503 ]] || fail "the request in flight got status $(cat dead.status): $(head -c 300 dead.json)"
+  python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert e["type"] == "server_error" and "rank 1" in e["message"], e' dead.json ||
+    fail "the 503's body: $(head -c 300 dead.json)"
+  grep -q '^data: {"error":.*rank 1' dead.stream || fail "the stream in flight got no error event naming rank 1: $(tail -c 300 dead.stream)"
+  echo "ok: rank 1 killed: 503 and an error event naming it, the job ended in $took s (timeout 3 s, sigkill 6 s), exit non-zero"
+  echo "  $(grep -m1 'FAILED' server.log)"
+  ;;
+bench)
+  # Small sizes: this checks that the benchmark runs end to end and loses no
+  # request, not its numbers (docs/performance.md has those).
+  timeout 120 "$bin/epx-bench" serve --model "$work/ck" --ranks 2 --clients 1,4 --requests 6 \
+    --prompt-max 16 --output-max 12 --prefill-tokens 40 --decode-tokens 8 --roofline-iters 1 \
+    --gemm-n 256 --bandwidth-mib 16 --json >bench.json 2>bench.err || { cat bench.err bench.json; fail "epx-bench serve"; }
+  python3 -c '
+import json, sys
+r = json.loads([l for l in open("bench.json") if l.startswith("{")][-1])
+assert r["ranks"] == 2 and r["server_exit"] == 0, r
+assert [l["clients"] for l in r["levels"]] == [1, 4], r["levels"]
+for l in r["levels"]:
+    assert l["requests"] == 6 and l["failed"] == 0 and l["output_tokens_per_s"] > 0, l
+    # Events that arrive in one read share a time: a TPOT of 0 is possible here.
+    assert 0 < l["ttft_p50"] <= l["ttft_p99"] and 0 <= l["tpot_p50"] <= l["tpot_p99"], l
+assert r["gemm"]["flops"] > 0 and r["bandwidth"]["bytes_per_s"] > 0, r
+assert r["prefill"]["flops"] > 0 and r["decode_batch1"]["bytes_per_token"] > r["active_weight_bytes"], r
+print("ok: epx-bench serve:", {k: r[k] for k in ("gemm", "bandwidth", "prefill", "decode_batch1")})
+' || { cat bench.err; fail "the benchmark's report"; }
+  grep -q "epx-serve: stopped" bench.err || fail "the launched server did not drain and stop"
   ;;
 *) fail "unknown scenario" ;;
 esac
