@@ -145,6 +145,12 @@ Param<std::string> ucx_progress(
     "ucx transport: thread (a progress thread per Buffer serves incoming puts and pushes "
     "pending ones while the rank computes) or inline (progress only inside epx's calls)",
     {[](const std::string& v) { return v == "thread" || v == "inline"; }, "thread or inline"});
+Param<std::string> ucx_signal(
+    "EPX_UCX_SIGNAL", "flush",
+    "ucx transport: how a signal follows the puts before it: fence (ucp_worker_fence, then "
+    "the store) or flush (the store once ucp_ep_flush_nbx of the puts has completed at the "
+    "target: one round trip more)",
+    {[](const std::string& v) { return v == "fence" || v == "flush"; }, "fence or flush"});
 Param<std::string> mpi_transport(
     "EPX_MPI_TRANSPORT", "rma",
     "Older name, read when EPX_INTERNODE_TRANSPORT is auto: rma or msg chooses that transport",

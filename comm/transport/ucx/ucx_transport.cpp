@@ -218,6 +218,7 @@ class UcxTransport final : public Transport {
       close();
       throw;
     }
+    fence_ = core::params::ucx_signal.get() == "fence";
     if (core::params::ucx_progress.get() == "thread") {
       if (ucp_worker_get_efd(worker_, &efd_) != UCS_OK) efd_ = -1;
       thread_ = std::thread([this] { serve(); });
@@ -388,7 +389,16 @@ class UcxTransport final : public Transport {
     s.region = id;
     s.offset = offset;
     s.value = value;
-    if (p.dirty) {
+    if (p.dirty && fence_) {
+      // UCX completes the operations before a fence before any after it:
+      // the store can go at once, behind the puts (no round trip).
+      const ucs_status_t st = ucp_worker_fence(worker_);
+      if (st != UCS_OK) {
+        p.signals.pop_back();
+        fail(p, st, "fence before a signal");
+      }
+      p.dirty = false;
+    } else if (p.dirty) {
       // Stored only once the puts before it are complete at the target.
       ucp_request_param_t param{};
       ucs_status_ptr_t r = ucp_ep_flush_nbx(p.ep, &param);
@@ -430,7 +440,6 @@ class UcxTransport final : public Transport {
   // worker's event fd (or 1 ms) when idle, and yields to the rank's thread
   // while work is pending.
   void serve() {
-    core::Backoff backoff;
     while (!stop_.load(std::memory_order_acquire)) {
       bool pending;
       bool armed = false;
@@ -438,18 +447,18 @@ class UcxTransport final : public Transport {
         std::lock_guard<std::mutex> lock(mu_);
         progress_locked();
         pending = busy();
-        if (!pending && efd_ >= 0) armed = ucp_worker_arm(worker_) == UCS_OK;
+        if (efd_ >= 0) armed = ucp_worker_arm(worker_) == UCS_OK;
       }
-      if (pending) {
-        backoff.pause();
-        continue;
-      }
-      backoff.reset();
+      // Sleep on the event fd (an incoming put, a socket that takes more),
+      // briefly while this rank's puts are pending, 1 ms when idle.
+      // Spinning here would take the core from the ranks (they outnumber it).
+      timespec ts{0, (pending ? 100 : 1000) * 1000};
       if (armed) {
         pollfd fd{efd_, POLLIN, 0};
-        ::poll(&fd, 1, 1);
+        ::ppoll(&fd, 1, &ts, nullptr);
+      } else if (efd_ >= 0) {
+        sched_yield();  // events to process first (arm said busy)
       } else {
-        timespec ts{0, 200 * 1000};
         nanosleep(&ts, nullptr);
       }
     }
@@ -500,8 +509,10 @@ class UcxTransport final : public Transport {
     auto* p = static_cast<Peer*>(arg);
     if (p->failed != UCS_OK) return;
     p->failed = status;
+    // Info, not Warn: a peer that closed its Buffer first ends the same way;
+    // a put or signal to a failed peer raises PeerFailure naming it.
     try {
-      EPX_LOG(Warn, Transport, "transport ucx: the connection to rank ", p->rank, " (node ",
+      EPX_LOG(Info, Transport, "transport ucx: the connection to rank ", p->rank, " (node ",
               p->self->group_.node_of(p->rank), ") failed: ", status_text(status));
     } catch (...) {
     }
@@ -627,6 +638,7 @@ class UcxTransport final : public Transport {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   int efd_ = -1;
+  bool fence_ = false;  // EPX_UCX_SIGNAL: a fence (true) or a flush before each signal's store
   ucp_worker_h worker_ = nullptr;
   std::vector<Peer> peers_;  // by rank; endpoints to the ranks of other nodes
   std::map<RegionId, Region> regions_;
