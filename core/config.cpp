@@ -133,10 +133,27 @@ Param<std::string> log_file("EPX_LOG_FILE", "",
 Param<bool> shm_direct("EPX_SHM_DIRECT", true,
                        "shm transport: write peers' memory with direct stores (0: use the "
                        "put path every transport has, for testing)");
+Param<std::string> internode_transport(
+    "EPX_INTERNODE_TRANSPORT", "auto",
+    "Between nodes: ucx (UCX puts; no call waits on a peer), rma (MPI-3 windows; a peer "
+    "stalled outside MPI can hold a signal past the timeout), msg (MPI point-to-point "
+    "messages; no call waits on a peer) or auto (ucx when built with UCX, else rma)",
+    {[](const std::string& v) { return v == "auto" || v == "ucx" || v == "rma" || v == "msg"; },
+     "auto, ucx, rma or msg"});
+Param<std::string> ucx_progress(
+    "EPX_UCX_PROGRESS", "thread",
+    "ucx transport: thread (a progress thread per Buffer serves incoming puts and pushes "
+    "pending ones while the rank computes) or inline (progress only inside epx's calls)",
+    {[](const std::string& v) { return v == "thread" || v == "inline"; }, "thread or inline"});
+Param<std::string> ucx_signal(
+    "EPX_UCX_SIGNAL", "flush",
+    "ucx transport: how a signal follows the puts before it: fence (ucp_worker_fence, then "
+    "the store) or flush (the store once ucp_ep_flush_nbx of the puts has completed at the "
+    "target: one round trip more)",
+    {[](const std::string& v) { return v == "fence" || v == "flush"; }, "fence or flush"});
 Param<std::string> mpi_transport(
     "EPX_MPI_TRANSPORT", "rma",
-    "Between nodes: rma (MPI-3 windows; a peer stalled outside MPI can hold a signal past "
-    "the timeout) or msg (MPI point-to-point messages; no call waits on a peer)",
+    "Older name, read when EPX_INTERNODE_TRANSPORT is auto: rma or msg chooses that transport",
     {[](const std::string& v) { return v == "rma" || v == "msg"; }, "rma or msg"});
 }  // namespace params
 

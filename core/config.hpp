@@ -99,7 +99,10 @@ extern Param<std::string> log_level;      // EPX_LOG_LEVEL
 extern Param<std::string> log_subsys;     // EPX_LOG_SUBSYS
 extern Param<std::string> log_file;       // EPX_LOG_FILE
 extern Param<bool> shm_direct;            // EPX_SHM_DIRECT
-extern Param<std::string> mpi_transport;  // EPX_MPI_TRANSPORT
+extern Param<std::string> internode_transport;  // EPX_INTERNODE_TRANSPORT
+extern Param<std::string> ucx_progress;         // EPX_UCX_PROGRESS
+extern Param<std::string> ucx_signal;           // EPX_UCX_SIGNAL
+extern Param<std::string> mpi_transport;        // EPX_MPI_TRANSPORT (older name)
 }  // namespace params
 
 // One timeout convention for every options struct (BufferOptions,

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/transport/registry.hpp"
 #include "core/config.hpp"
 #include "launch/command.hpp"
 #include "launch/host_probe.hpp"
@@ -42,6 +43,10 @@ bool print_config(const LaunchOptions& o) {
     setenv("EPX_RANKS_PER_NODE", std::to_string(o.ranks_per_node).c_str(), 1);
   try {
     epx::core::print_params(std::cout);
+    // What the parameters and the build choose between nodes (within a
+    // node, shared memory carries the traffic).
+    const auto choice = epx::comm::transport::internode_choice();
+    std::cout << "inter-node transport: " << choice.name << " (" << choice.why << ")\n";
   } catch (const std::exception& e) {
     std::cout.flush();
     std::cerr << "epxrun: bad configuration: " << e.what() << "\n";

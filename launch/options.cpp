@@ -177,8 +177,9 @@ options:
                         mpirun), mpirun or srun
   --dry-run             print the command but do not run it
   --print-config        print every EPX_* parameter with the value the ranks will
-                        see (environment, -x and --ranks-per-node applied); without
-                        '-- PROGRAM' nothing is launched
+                        see (environment, -x and --ranks-per-node applied), and the
+                        transport chosen between nodes; without '-- PROGRAM'
+                        nothing is launched
   -h, --help            this text
 
 what epxrun adds to mpirun:

@@ -64,6 +64,11 @@ expect_status 1 "no mpirun"; expect_in "mpirun not found on PATH" "no mpirun"
 # --print-config: the registry, with -x applied; bad values are caught here.
 run "$epxrun" --print-config -x EPX_TIMEOUT_S=7
 expect_status 0 "--print-config"; expect_in "EPX_TIMEOUT_S" "--print-config"; expect_in "= 7 " "--print-config -x"
+expect_in "inter-node transport: " "--print-config names the inter-node transport"
+run "$epxrun" --print-config -x EPX_INTERNODE_TRANSPORT=msg
+expect_status 0 "--print-config msg"; expect_in "inter-node transport: msg (EPX_INTERNODE_TRANSPORT=msg)" "--print-config msg"
+run "$epxrun" --print-config -x EPX_INTERNODE_TRANSPORT=tcp
+expect_status 2 "--print-config bad transport"; expect_in "expected auto, ucx, rma or msg" "bad transport named"
 run env EPX_TIMEOUT_S=soon "$epxrun" --print-config
 expect_status 2 "--print-config with a bad value"; expect_in "EPX_TIMEOUT_S=soon" "bad value named"
 # Values that parse but cannot bound a wait: refused, naming the variable.

@@ -26,6 +26,8 @@ PACKAGES=(
   libcpp-httplib-dev  # epx-serve's HTTP front end
   vim-runtime       # configs/tiny.yaml trains on its help text (/usr/share/vim/vim90/doc)
   libibverbs-dev    # detected for the RDMA transport to come (EPX_WITH_IBVERBS=AUTO)
+  libucx-dev        # the inter-node transport (comm/transport/ucx; EPX_WITH_UCX=AUTO)
+  pkgconf           # finds UCX (and builds the install test's consumer)
 )
 
 # With --all (the test suite): the scripts of the tests, the PyTorch
@@ -38,7 +40,6 @@ TEST_PACKAGES=(
   python3-torch     # tests/reference/torch_moe.py, and the Python module's tests (tests/python)
   python3-dev       # Python headers: the module `epx` (python/)
   pybind11-dev      # the module's bindings
-  pkgconf           # the install test builds a consumer with pkg-config (epx.pc)
 )
 
 say() { echo "setup: $*"; }

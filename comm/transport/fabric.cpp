@@ -26,7 +26,12 @@ Fabric::Fabric(Group& group, double timeout_s) : group_(group), timeout_s_(timeo
   // Set-up errors (a window MPI cannot create, say) come back as codes that
   // epx turns into errors naming the cause, instead of aborting the job.
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-  transports_ = create_transports(TransportContext{group, comm_});
+  try {
+    transports_ = create_transports(TransportContext{group, comm_, timeout_s});
+  } catch (...) {
+    MPI_Comm_free(&comm_);
+    throw;
+  }
   route_.assign(group.size(), nullptr);
   caps_.resize(group.size());
   remote_.resize(group.size());
@@ -55,7 +60,7 @@ Fabric::Fabric(Group& group, double timeout_s) : group_(group), timeout_s_(timeo
   if (unreachable >= 0)
     err = core::concat(core::rank_prefix(), " comm: no transport of this build (", names,
                        ") reaches rank ", unreachable, " (node ", group.node_of(unreachable),
-                       ") from node ", group.node(), "; inter-node transports are not built in yet");
+                       ") from node ", group.node());
   core::agree_on_error(comm_, err, ErrorCode::Unsupported, deadline, "comm: transport set-up");
   abort_region_ = create_region(kAbortTextOffset + kAbortTextBytes * group.size(), deadline);
   EPX_LOG(Info, Transport, "fabric over ", group.size(), " ranks with ", names);

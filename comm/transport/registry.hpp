@@ -3,6 +3,7 @@
 // folder, one line in registry.cpp and one CMake `if`.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "comm/transport/transport.hpp"
@@ -11,5 +12,16 @@ namespace epx::comm::transport {
 
 // Collective: creates every backend compiled in, in priority order.
 std::vector<TransportPtr> create_transports(const TransportContext& context);
+
+// Which backend carries the traffic between nodes, from EPX_INTERNODE_TRANSPORT
+// (or the older EPX_MPI_TRANSPORT) and the build: "ucx", "rma" or "msg", and
+// why ("default: this build has UCX 1.13.1"). Throws InvalidArgument for
+// ucx in a build without UCX.
+struct InternodeChoice {
+  std::string name;
+  std::string why;
+  bool explicit_choice = false;  // chosen by the user, not by default
+};
+InternodeChoice internode_choice();
 
 }  // namespace epx::comm::transport

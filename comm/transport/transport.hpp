@@ -39,6 +39,7 @@ using RegionId = int;
 struct TransportContext {
   Group& group;
   MPI_Comm comm;
+  double timeout_s = core::Deadline::kForever;  // bound of the backend's set-up waits
 };
 
 class Transport {

@@ -11,6 +11,8 @@
 
 #include <epx/epx.hpp>
 
+#include "comm/transport/registry.hpp"
+
 namespace epx {
 namespace {
 
@@ -82,14 +84,17 @@ TEST(Group, SplitKeepsTopologyRules) {
   EXPECT_EQ(half.num_nodes(), half.size());  // one rank per node, as in the parent
 }
 
-TEST(Group, BufferPicksShmInsideANodeAndMpiBetweenNodes) {
+TEST(Group, BufferPicksShmInsideANodeAndTheChosenTransportBetweenNodes) {
+  // EPX_INTERNODE_TRANSPORT and the build choose: ucx by default where built.
+  const std::string choice = comm::transport::internode_choice().name;
+  const std::string between = choice == "ucx" ? "ucx" : choice == "msg" ? "mpi-msg" : "mpi";
   for (int rpn : {1, 2, world_size()}) {
     if (world_size() % rpn != 0) continue;  // a Buffer needs nodes of one size (next test)
     Group g(MPI_COMM_WORLD, rpn);
     comm::Buffer b(g, {std::size_t{1} << 16, 30});
     for (int peer = 0; peer < g.size(); ++peer)
-      EXPECT_STREQ(b.transport_name(peer), g.node_of(peer) == g.node() ? "shm" : "mpi")
-          << "peer " << peer << " with " << rpn << " ranks per node";
+      EXPECT_EQ(b.transport_name(peer), g.node_of(peer) == g.node() ? "shm" : between)
+          << "peer " << peer << " with " << rpn << " ranks per node (" << choice << ")";
   }
 }
 

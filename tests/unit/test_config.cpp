@@ -100,8 +100,9 @@ TEST(Config, TimeoutConvention) {
 TEST(Config, PrintListsEveryBuiltInParameter) {
   std::ostringstream os;
   print_params(os);
-  for (const char* name : {"EPX_TIMEOUT_S", "EPX_RANKS_PER_NODE", "EPX_LOG_LEVEL", "EPX_LOG_SUBSYS",
-                           "EPX_LOG_FILE", "EPX_SHM_DIRECT", "EPX_MPI_TRANSPORT"})
+  for (const char* name :
+       {"EPX_TIMEOUT_S", "EPX_RANKS_PER_NODE", "EPX_LOG_LEVEL", "EPX_LOG_SUBSYS", "EPX_LOG_FILE",
+        "EPX_SHM_DIRECT", "EPX_MPI_TRANSPORT", "EPX_INTERNODE_TRANSPORT"})
     EXPECT_NE(os.str().find(name), std::string::npos) << name << " missing from\n" << os.str();
 }
 
