@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <epx/balancer.hpp>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,18 +53,29 @@ void sum_over_group(Group& group, std::vector<std::int64_t>& data, const core::D
   // any rank) stops the balancer too, before the sum.
   EPX_CHECK(!group.aborted(), PeerFailure, "LoadTracker::end_step: the group was aborted (",
             group.abort_reason(), ")");
-  std::vector<std::int64_t> out(data.size());
+  // Both buffers on the heap, leaked if the sum is given up: MPI may read and
+  // write them whenever the other ranks come.
+  auto in = std::make_unique<std::vector<std::int64_t>>(data);
+  auto out = std::make_unique<std::vector<std::int64_t>>(data.size());
   MPI_Request request;
-  MPI_Iallreduce(data.data(), out.data(), static_cast<int>(data.size()), MPI_INT64_T, MPI_SUM,
+  MPI_Iallreduce(in->data(), out->data(), static_cast<int>(data.size()), MPI_INT64_T, MPI_SUM,
                  group.comm(), &request);
+  const auto give_up = [&] {
+    static_cast<void>(in.release());
+    static_cast<void>(out.release());
+  };
   core::Backoff backoff;
   for (;;) {
     int done = 0;
     MPI_Test(&request, &done, MPI_STATUS_IGNORE);
     if (done) break;
-    EPX_CHECK(!group.aborted(), PeerFailure, "LoadTracker::end_step: the group was aborted (",
-              group.abort_reason(), ")");
+    if (group.aborted()) {
+      give_up();
+      EPX_THROW(PeerFailure, "LoadTracker::end_step: the group was aborted (", group.abort_reason(),
+                ")");
+    }
     if (deadline.expired()) {
+      give_up();
       // The request stays pending and the communicator is unusable: poison
       // the group so that every other wait on it fails fast.
       const std::string why =
@@ -74,7 +86,7 @@ void sum_over_group(Group& group, std::vector<std::int64_t>& data, const core::D
     }
     backoff.pause();
   }
-  data.swap(out);
+  data.swap(*out);
 }
 
 }  // namespace

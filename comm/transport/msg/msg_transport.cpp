@@ -117,9 +117,9 @@ class MsgTransport final : public Transport {
     r.memory = memory;
     r.bytes = bytes;
     r.sizes.assign(group_.size(), 0);
-    unsigned long long mine = bytes;
+    r.own_size = bytes;  // in the region: MPI may read it after a timeout below
     MPI_Request request;
-    MPI_Iallgather(&mine, 1, MPI_UNSIGNED_LONG_LONG, r.sizes.data(), 1, MPI_UNSIGNED_LONG_LONG,
+    MPI_Iallgather(&r.own_size, 1, MPI_UNSIGNED_LONG_LONG, r.sizes.data(), 1, MPI_UNSIGNED_LONG_LONG,
                    comm_, &request);
     core::Backoff backoff;
     for (int done = 0;;) {
@@ -178,6 +178,7 @@ class MsgTransport final : public Transport {
     std::shared_ptr<std::byte> memory;
     std::size_t bytes = 0;
     std::vector<unsigned long long> sizes;  // by rank
+    unsigned long long own_size = 0;        // the send buffer of that exchange
   };
   struct Send {
     MPI_Request request;

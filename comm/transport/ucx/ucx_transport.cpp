@@ -106,11 +106,12 @@ std::vector<std::vector<std::byte>> allgather_bytes(MPI_Comm comm, const void* d
                                                     const std::string& what) {
   int size = 0;
   MPI_Comm_size(comm, &size);
-  auto sizes = std::make_shared<std::vector<unsigned long long>>(size);
-  unsigned long long mine = bytes;
+  // The last entry is this rank's send buffer, kept with the result.
+  auto sizes = std::make_shared<std::vector<unsigned long long>>(size + 1);
+  sizes->back() = bytes;
   MPI_Request request;
-  MPI_Iallgather(&mine, 1, MPI_UNSIGNED_LONG_LONG, sizes->data(), 1, MPI_UNSIGNED_LONG_LONG, comm,
-                 &request);
+  MPI_Iallgather(&sizes->back(), 1, MPI_UNSIGNED_LONG_LONG, sizes->data(), 1,
+                 MPI_UNSIGNED_LONG_LONG, comm, &request);
   try {
     wait_request(request, deadline, what);
   } catch (...) {
@@ -129,12 +130,16 @@ std::vector<std::vector<std::byte>> allgather_bytes(MPI_Comm comm, const void* d
               " bytes in all");
   }
   auto all = std::make_shared<std::vector<std::byte>>(std::max<std::size_t>(total, 1));
-  MPI_Iallgatherv(data, static_cast<int>(bytes), MPI_BYTE, all->data(), counts.data(),
+  // A copy of this rank's bytes: the caller's may be gone when MPI reads them.
+  const auto* first = static_cast<const std::byte*>(data);
+  auto own = std::make_shared<std::vector<std::byte>>(first, first + bytes);
+  MPI_Iallgatherv(own->data(), static_cast<int>(bytes), MPI_BYTE, all->data(), counts.data(),
                   displs.data(), MPI_BYTE, comm, &request);
   try {
     wait_request(request, deadline, what);
   } catch (...) {
     new std::shared_ptr<std::vector<std::byte>>(all);
+    new std::shared_ptr<std::vector<std::byte>>(own);
     throw;
   }
   std::vector<std::vector<std::byte>> out(size);
