@@ -106,6 +106,10 @@ TEST(Drift, RanksInDifferentCallsGetPoisonedErrors) {
     RankInputs in = make_inputs(s, g.rank());
     comm::Buffer buffer(g, {std::size_t{1} << 16, 5.0});
     comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
+    // Every rank leaves the first call before any starts the second: a rank
+    // still finishing it (growing its arena, say) would otherwise meet the
+    // others' abort there, outside the try, and skip the barrier below.
+    MPI_Barrier(MPI_COMM_WORLD);
     try {
       if (g.rank() == 0)
         buffer.get_dispatch_layout(in.topk_idx, s.experts);
