@@ -85,7 +85,8 @@ TEST(Group, SplitKeepsTopologyRules) {
 }
 
 TEST(Group, BufferPicksShmInsideANodeAndTheChosenTransportBetweenNodes) {
-  // EPX_INTERNODE_TRANSPORT and the build choose: ucx by default where built.
+  // EPX_INTERNODE_TRANSPORT, the build and the host choose: msg by default
+  // without an RDMA device.
   const std::string choice = comm::transport::internode_choice().name;
   const std::string between = choice == "ucx" ? "ucx" : choice == "msg" ? "mpi-msg" : "mpi";
   for (int rpn : {1, 2, world_size()}) {
