@@ -146,7 +146,7 @@ badconfig)
     "parallel.dp=3|parallel.pp x parallel.dp = 1 x 3 = 3, expected the world size 2"
     "balancer.redundant_experts=1|balancer.redundant_experts = 1 gives 9 expert slots per layer"
     "balancer.policy=greedy|balancer.policy = greedy, expected one of balanced, eplb, incremental"
-    "balancer.max_migration=1.5|balancer.max_migration = 1.5, expected in .0, 1."
+    "balancer.max_migration=1.5|balancer.max_migration = 1.5, expected in [0, 1]"
     "balancer.every=0|balancer.every = 0, expected >= 1"
   )
   for c in "${cases[@]}"; do
