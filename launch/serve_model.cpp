@@ -27,6 +27,8 @@ const char* const kServeFlagsHelp =
     "  --model CKPT        an epx-train checkpoint (a step-N directory, or a checkpoint_dir\n"
     "                      with a `latest`), or an exported .safetensors file (with --config)\n"
     "  --config YAML       the model's config (default: the checkpoint's state.json)\n"
+    "  --set KEY=VALUE     override one config entry, e.g. balancer.enabled=true (repeatable;\n"
+    "                      the balancer: section turns on live expert balancing, docs/serve.md)\n"
     "  --max-batch N       requests running at once (default 8)\n"
     "  --max-queue N       requests waiting for a slot; past it, 503 (default 64)\n"
     "  --kv-memory MiB     KV cache per rank (default 64)\n"
@@ -75,6 +77,8 @@ bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i, const char* 
     f.model = value();
   } else if (s == "--config") {
     f.config = value();
+  } else if (s == "--set") {
+    f.sets.push_back(value());
   } else if (s == "--max-batch") {
     f.max_batch = static_cast<int>(parse_int_flag(s, value(), 1, 4096));
   } else if (s == "--max-queue") {
@@ -125,11 +129,11 @@ train::Config read_config(const ServeFlags& f, fs::path& weights) {
     weights = m;
     EPX_CHECK(!f.config.empty(), InvalidArgument, "--model ", f.model,
               " is a safetensors file: give its config with --config");
-    return train::load_config(f.config);
+    return train::load_config(f.config, f.sets);
   }
   const fs::path dir = step_dir(m);
   weights = dir / "model.safetensors";
-  if (!f.config.empty()) return train::load_config(f.config);
+  if (!f.config.empty()) return train::load_config(f.config, f.sets);
   std::ifstream in(dir / "state.json");
   EPX_CHECK(in.good(), InvalidArgument, "--model ", f.model, ": ", (dir / "state.json").string(),
             " cannot be read (or give --config)");
@@ -142,7 +146,7 @@ train::Config read_config(const ServeFlags& f, fs::path& weights) {
   }
   EPX_CHECK(state.contains("config") && state["config"].is_string(), InvalidArgument,
             (dir / "state.json").string(), " has no config (or give --config)");
-  return train::parse_config(state["config"].get<std::string>());
+  return train::parse_config(state["config"].get<std::string>(), f.sets);
 }
 
 }  // namespace
@@ -162,8 +166,12 @@ ServedModel load_served_model(const ServeFlags& f, Group& world, double timeout_
     EPX_CHECK(c.num_experts % world.size() == 0, InvalidArgument,
               "config: model.num_experts = ", c.num_experts, " does not split over the ",
               world.size(), " ranks (EP over every rank: run on a divisor of it)");
-    s.model = std::make_unique<model::Model>(c, world.rank(), world.size());
-    model::load_weights(*s.model, s.weights);
+    const train::BalancerConfig& b = s.config.balancer;
+    EPX_CHECK(!b.enabled || (c.num_experts + b.redundant_experts) % world.size() == 0,
+              InvalidArgument, "config: balancer.redundant_experts = ", b.redundant_experts,
+              " gives ", c.num_experts + b.redundant_experts, " expert slots per layer (",
+              "model.num_experts = ", c.num_experts, " + it), expected a multiple of the ",
+              world.size(), " ranks (each holds the same number of slots)");
     serve::EngineOptions& e = s.engine;
     e.max_batch = f.max_batch;
     e.max_queue = f.max_queue;
@@ -175,6 +183,24 @@ ServedModel load_served_model(const ServeFlags& f, Group& world, double timeout_
     e.auto_decode = f.auto_decode;
     e.overlap_decode = f.overlap;
     e.timeout_s = timeout_s;
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  core::agree_on_error(world.comm(), error, ErrorCode::InvalidArgument, core::Deadline(timeout_s),
+                       "reading the model's config");
+  const model::ModelConfig& c = s.config.model;
+  if (s.config.balancer.enabled) {
+    // Every rank reached here (the agreement above): the set-up collectives are safe.
+    s.balancer_comm = std::make_unique<train::Comm>(world.comm(), timeout_s);
+    s.balancer = std::make_unique<train::ExpertBalancer>(s.config, world, world, *s.balancer_comm,
+                                                         /*moments=*/false);
+    s.engine.balancer = s.balancer.get();
+  }
+  try {
+    s.model = s.balancer ? std::make_unique<model::Model>(c, world.rank(), world.size(),
+                                                          s.balancer->slots_of(world.rank()))
+                         : std::make_unique<model::Model>(c, world.rank(), world.size());
+    model::load_weights(*s.model, s.weights);
   } catch (const std::exception& e) {
     error = e.what();
   }

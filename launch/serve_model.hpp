@@ -7,6 +7,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <epx/group.hpp>
 
@@ -14,12 +15,15 @@
 #include "model/model.hpp"
 #include "serve/engine.hpp"
 #include "train/config.hpp"
+#include "train/exchange.hpp"
+#include "train/expert_balancer.hpp"
 
 namespace epx::launch {
 
 struct ServeFlags {
   std::string model;   // --model CKPT
   std::string config;  // --config YAML
+  std::vector<std::string> sets;  // --set section.key=value, over the config
   int max_batch = 8;
   int max_queue = 64;
   int kv_memory_mib = 64;
@@ -50,6 +54,11 @@ struct ServedModel {
   train::Config config;
   std::string weights;  // the safetensors file
   std::string name;     // the model field of the responses
+  // With balancer.enabled: the live balancer over the world (EP over every
+  // rank), whose placement the model's slots follow; engine.balancer points
+  // to it. Declared before the model: it goes after it.
+  std::unique_ptr<train::Comm> balancer_comm;
+  std::unique_ptr<train::ExpertBalancer> balancer;
   std::unique_ptr<model::Model> model;
   serve::EngineOptions engine;
 };
@@ -57,7 +66,9 @@ struct ServedModel {
 // Collective over `world`: resolves --model (a step-N directory with
 // model.safetensors and state.json, a checkpoint_dir with a `latest`, or a
 // .safetensors file, which needs --config; --config overrides state.json's
-// config), builds this rank's share of the model and loads its weights.
+// config; --set overrides either), builds this rank's share of the model
+// (with balancer.enabled, the balancer and its first placement's slots) and
+// loads its weights.
 // Any rank's failure throws InvalidArgument on every rank, with one message.
 ServedModel load_served_model(const ServeFlags& flags, Group& world, double timeout_s);
 

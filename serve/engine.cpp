@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/check.hpp"
+#include "core/log.hpp"
 
 namespace epx::serve {
 
@@ -53,11 +54,17 @@ Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
     bo.low_latency = true;
     bo.max_tokens_per_rank = options.max_batch;
     bo.hidden = c.hidden_size;
-    bo.num_experts = c.num_experts;
+    bo.num_experts = model.ep_size() * model.local_experts();  // physical slots
   }
   buffer_ = std::make_unique<comm::Buffer>(world, bo);
-  if (options.auto_decode) choice_ = choose_decode_modes(*buffer_, control_, c, options.max_batch);
+  if (options.auto_decode) {
+    model::ModelConfig served = c;  // the shape the dispatch sees: one expert per slot
+    served.num_experts = static_cast<int>(bo.num_experts);
+    choice_ = choose_decode_modes(*buffer_, control_, served, options.max_batch);
+  }
   forward_ = std::make_unique<Forward>(model, *buffer_, *cache_, options.deterministic);
+  if (options.balancer)
+    forward_->set_placement(&options.balancer->placement(), options.balancer->num_nodes());
   if (rank_ == 0) {
     metrics_ = std::make_unique<Metrics>(size_, model.num_moe_layers(), c.num_experts,
                                          cache_->num_blocks());
@@ -130,6 +137,7 @@ void Engine::step(const StepPlan& plan) {
   for (int q = 0; q < size_; ++q)
     sizes[q] = static_cast<int>(plan.logit_rows(q) * V + static_cast<std::int64_t>(counts.size()));
   const std::vector<float> all = control_.gather(out, sizes, "gathering the logits");
+  if (options_.balancer) balance(counts);
   if (rank_ != 0) return;
   if (decode)
     metrics_->decode_step(
@@ -150,6 +158,31 @@ void Engine::step(const StepPlan& plan) {
   }
   metrics_->expert_tokens(total);
   scheduler_->apply(plan, logits);
+}
+
+void Engine::balance(const std::vector<std::int64_t>& counts) {
+  train::ExpertBalancer& b = *options_.balancer;
+  const int L = model_.num_moe_layers();
+  const std::size_t E = static_cast<std::size_t>(model_.config().num_experts);
+  std::vector<std::vector<std::int64_t>> per_layer(static_cast<std::size_t>(L));
+  for (int l = 0; l < L; ++l)
+    per_layer[l].assign(counts.begin() + l * E, counts.begin() + (l + 1) * E);
+  b.observe(per_layer);
+  ++steps_;
+  if (!b.due(steps_)) return;
+  // Between two steps: the requests in flight wait for it, none is dropped,
+  // and their next tokens are computed on the new placement.
+  const train::RebalanceReport r = b.rebalance({&model_}, steps_);
+  forward_->set_placement(&b.placement(), b.num_nodes());
+  if (rank_ != 0) return;
+  const auto worst = [](const std::vector<double>& v) {
+    return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end());
+  };
+  metrics_->rebalanced(r.moved_bytes, worst(r.before), worst(r.after), r.seconds);
+  EPX_LOG(Info, Balancer, "epx-serve: rebalance at step ", steps_, ": worst layer max/mean ",
+          worst(r.before), " -> ", worst(r.after), " (EPLB from scratch ", worst(r.eplb), "), ",
+          r.moved_bytes, " bytes received by rank 0 (", r.naive_bytes, " without slot matching), ",
+          1e3 * r.seconds, " ms");
 }
 
 }  // namespace epx::serve

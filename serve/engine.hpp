@@ -24,6 +24,7 @@
 #include "serve/metrics.hpp"
 #include "serve/mode_choice.hpp"
 #include "serve/scheduler.hpp"
+#include "train/expert_balancer.hpp"
 
 namespace epx::serve {
 
@@ -52,6 +53,13 @@ struct EngineOptions {
   // Rank 0 sends a plan at least this often, even with nothing to do, so
   // that the other ranks' wait for it stays bounded by timeout_s.
   std::chrono::milliseconds heartbeat{100};
+  // Live expert balancing (the config's balancer: section; built over the
+  // world by launch/serve_model.cpp, which gives the model its placement's
+  // slots): every engine step's expert counts go into it, and every
+  // balancer.every steps the experts move to a new placement between two
+  // steps (weights only). The outputs do not change (serve/forward.hpp);
+  // with --deterministic not a bit. nullptr: off.
+  train::ExpertBalancer* balancer = nullptr;
 };
 
 class Engine {
@@ -75,6 +83,8 @@ class Engine {
 
  private:
   void step(const StepPlan& plan);
+  // Collective: the step's expert counts into the balancer; a rebalance when due.
+  void balance(const std::vector<std::int64_t>& counts);
   model::Model& model_;
   EngineOptions options_;
   int rank_ = 0, size_ = 1;
@@ -86,6 +96,7 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<float> logits_;
   std::int64_t decode_steps_ = 0;  // the same count on every rank
+  std::int64_t steps_ = 0;         // engine steps with tokens, the same on every rank
   DecodeModeChoice choice_;
 };
 

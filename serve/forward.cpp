@@ -24,6 +24,11 @@ std::vector<std::int64_t> Forward::take_expert_counts() {
   return c;
 }
 
+void Forward::set_placement(const balancer::Placement* placement, int num_nodes) {
+  placement_ = placement;
+  placement_nodes_ = num_nodes;
+}
+
 void Forward::linear(float* y, const float* x, const float* w, std::int64_t n, std::int64_t in,
                      std::int64_t out, bool accumulate) const {
   if (!deterministic_) return kernels::linear_forward(y, x, w, n, in, out, accumulate);

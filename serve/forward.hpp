@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <vector>
 
+#include <epx/balancer.hpp>
 #include <epx/comm.hpp>
 
 #include "model/model.hpp"
@@ -69,6 +70,15 @@ class Forward {
   // rank's tokens since the last take (the /metrics expert load).
   std::vector<std::int64_t> take_expert_counts();
 
+  // Redundant experts: with a placement (the live balancer's, over the
+  // Buffer's group; model.expert_slots() this rank's share of it) each
+  // (token, logical expert) goes to one of its replicas
+  // (balancer::route_to_replicas, num_nodes as planned) and the MoE layers
+  // dispatch to physical slots. The outputs stay the same bits (the sums
+  // above do not depend on the placement). nullptr: slot = expert. Every
+  // rank must set the same; the placement must outlive its use.
+  void set_placement(const balancer::Placement* placement, int num_nodes);
+
  private:
   // One micro-batch: its rows (positions of this step on this rank) and the
   // work arrays of its layers. A step is one micro-batch, or two with the
@@ -80,6 +90,7 @@ class Forward {
     std::vector<float> h, xn, rstd, q, k, v, a, scores, mlp;
     std::vector<float> logits_e, route_scores, topk_w, out;
     std::vector<std::int64_t> topk_idx;
+    std::vector<std::int64_t> slot_idx;  // topk_idx as the physical slots to dispatch to
   };
   // A low-latency dispatch or combine of one micro-batch, sent, not yet received.
   struct InFlight {
@@ -121,6 +132,8 @@ class Forward {
   Rows rows_[2];
   std::vector<float> xp_, outp_, mlp_;
   std::vector<std::int64_t> counts_;  // [MoE layers * E]
+  const balancer::Placement* placement_ = nullptr;
+  int placement_nodes_ = 1;
 };
 
 }  // namespace epx::serve

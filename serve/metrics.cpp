@@ -116,6 +116,15 @@ void Metrics::expert_tokens(const std::vector<std::int64_t>& counts) {
     expert_tokens_[i] += counts[i];
 }
 
+void Metrics::rebalanced(std::uint64_t moved_bytes, double before, double after, double seconds) {
+  std::lock_guard<std::mutex> l(mu_);
+  ++rebalances_;
+  moved_bytes_ += moved_bytes;
+  rebalance_seconds_ += seconds;
+  load_before_ = before;
+  load_after_ = after;
+}
+
 std::string Metrics::prometheus() const {
   std::lock_guard<std::mutex> l(mu_);
   std::string o;
@@ -165,6 +174,18 @@ std::string Metrics::prometheus() const {
       o += "epx_expert_tokens_total{moe_layer=\"" + std::to_string(m) + "\",expert=\"" +
            std::to_string(e) + "\"} " +
            std::to_string(expert_tokens_[static_cast<std::size_t>(m) * num_experts_ + e]) + "\n";
+  header(o, "epx_rebalances_total", "counter", "Live expert rebalances (balancer: in the config)");
+  o += "epx_rebalances_total " + std::to_string(rebalances_) + "\n";
+  header(o, "epx_rebalance_moved_bytes_total", "counter",
+         "Expert weight bytes rank 0 received in rebalances");
+  o += "epx_rebalance_moved_bytes_total " + std::to_string(moved_bytes_) + "\n";
+  header(o, "epx_rebalance_seconds_total", "counter", "Rank 0's time planning and migrating");
+  o += "epx_rebalance_seconds_total " + std::to_string(rebalance_seconds_) + "\n";
+  header(o, "epx_expert_load_max_over_mean", "gauge",
+         "The worst MoE layer's max/mean rank load over the balancer window, under the placement "
+         "before and after the last rebalance");
+  o += "epx_expert_load_max_over_mean{placement=\"before\"} " + std::to_string(load_before_) + "\n";
+  o += "epx_expert_load_max_over_mean{placement=\"after\"} " + std::to_string(load_after_) + "\n";
   return o;
 }
 

@@ -42,6 +42,9 @@ class Metrics {
   // the gathered logits, by its path: "normal", "low-latency" or
   // "low-latency-overlap" (epx_decode_step_seconds{mode=...}, sum and count).
   void decode_step(const std::string& mode, double seconds);
+  // A rank-0 view of one live rebalance (the balancer's report): moved
+  // bytes and the worst layer's max/mean rank load before and after.
+  void rebalanced(std::uint64_t moved_bytes, double before, double after, double seconds);
 
   std::string prometheus() const;
 
@@ -54,6 +57,8 @@ class Metrics {
   int batch_ = 0, running_ = 0, waiting_ = 0;
   std::vector<std::int64_t> blocks_used_, expert_tokens_;
   std::vector<std::pair<std::string, std::pair<double, std::uint64_t>>> decode_steps_;
+  std::uint64_t rebalances_ = 0, moved_bytes_ = 0;
+  double rebalance_seconds_ = 0, load_before_ = 0, load_after_ = 0;
 };
 
 }  // namespace epx::serve

@@ -12,6 +12,9 @@
 // Low-latency mode (decode): dispatch puts each (token, expert) pair in the
 // expert's slot -> SwiGLU per expert over its count rows -> the low-latency
 // combine, which sums w_k * out_k in k order in f32 on the owner.
+// With a balancer placement, both dispatch to the physical slot (replica)
+// route_to_replicas picks for each (token, expert); nothing else changes.
+#include <algorithm>
 #include <cstring>
 
 #include <epx/kernels.hpp>
@@ -40,12 +43,12 @@ void Forward::expert_rows(int layer, int e, float* y, const float* x, std::int64
 
 void Forward::routed_normal(Rows& r, int layer) {
   const model::ModelConfig& c = model_.config();
-  const std::int64_t T = r.T, H = c.hidden_size, E = c.num_experts, K = c.top_k;
+  const std::int64_t T = r.T, H = c.hidden_size, K = c.top_k;
   const int El = model_.local_experts();
   const Tensor x_t = Tensor::wrap(T > 0 ? r.xn.data() : nullptr, {T, H}, DType::f32);
-  const Tensor idx_t = Tensor::wrap(T > 0 ? r.topk_idx.data() : nullptr, {T, K}, DType::i64);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? r.slot_idx.data() : nullptr, {T, K}, DType::i64);
   const Tensor w_t = Tensor::wrap(T > 0 ? r.topk_w.data() : nullptr, {T, K}, DType::f32);
-  const comm::Layout layout = buffer_.get_dispatch_layout(idx_t, static_cast<int>(E));
+  const comm::Layout layout = buffer_.get_dispatch_layout(idx_t, model_.ep_size() * El);
   comm::DispatchResult got = buffer_.dispatch(x_t, idx_t, w_t, layout);
   const std::int64_t M = got.x.dim(0);
   const float* xrows = got.x.data<float>();
@@ -108,7 +111,7 @@ void Forward::ll_dispatch(Rows& r, InFlight& f, bool hook) {
   const model::ModelConfig& c = model_.config();
   const std::int64_t T = r.T, H = c.hidden_size, K = c.top_k;
   const Tensor x_t = Tensor::wrap(T > 0 ? r.xn.data() : nullptr, {T, H}, DType::f32);
-  const Tensor idx_t = Tensor::wrap(T > 0 ? r.topk_idx.data() : nullptr, {T, K}, DType::i64);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? r.slot_idx.data() : nullptr, {T, K}, DType::i64);
   comm::LowLatencyOptions lo;
   lo.fp8 = false;  // exact rows: the same bits as the normal path
   lo.return_recv_hook = hook;
@@ -128,7 +131,7 @@ void Forward::ll_experts_combine(Rows& r, int layer, InFlight& f, bool hook) {
     expert_rows(layer, e, f.y.data<float>() + e * slots * H, x + e * slots * H, count[e]);
   f.handle = f.dispatch.handle;
   f.dispatch = comm::LowLatencyDispatchResult();  // its half of the buffer is free again
-  const Tensor idx_t = Tensor::wrap(T > 0 ? r.topk_idx.data() : nullptr, {T, K}, DType::i64);
+  const Tensor idx_t = Tensor::wrap(T > 0 ? r.slot_idx.data() : nullptr, {T, K}, DType::i64);
   const Tensor w_t = Tensor::wrap(T > 0 ? r.topk_w.data() : nullptr, {T, K}, DType::f32);
   comm::LowLatencyOptions lo;
   lo.fp8 = false;
@@ -160,6 +163,15 @@ void Forward::route(Rows& r, int layer) {
   std::int64_t* cnt = counts_.data() + static_cast<std::int64_t>(li.moe_index) * E;
   for (std::int64_t i = 0; i < T * K; ++i)
     if (idx[i] >= 0) ++cnt[idx[i]];
+  std::int64_t* slot = detail::at_least(r.slot_idx, T * K);
+  if (placement_ && T > 0) {
+    const Tensor s = balancer::route_to_replicas(
+        Tensor::wrap(idx, {T, K}, DType::i64), *placement_,
+        {li.moe_index, model_.ep_rank(), model_.ep_size(), placement_nodes_});
+    std::memcpy(slot, s.raw(), sizeof(std::int64_t) * T * K);
+  } else {
+    std::copy(idx, idx + T * K, slot);
+  }
   detail::at_least(r.out, T * H);
 }
 

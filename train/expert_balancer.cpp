@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "core/agree.hpp"
 #include "core/check.hpp"
@@ -71,7 +72,7 @@ std::int64_t slot_floats(const model::ModelConfig& c) {
 }  // namespace
 
 ExpertBalancer::ExpertBalancer(const Config& config, Group& world, Group& ep_group,
-                               const Comm& ep_comm)
+                               const Comm& ep_comm, bool moments)
     : ep_group_(ep_group),
       ep_comm_(ep_comm),
       tracker_(world, std::max(0, config.model.num_layers - config.model.first_k_dense),
@@ -88,6 +89,7 @@ ExpertBalancer::ExpertBalancer(const Config& config, Group& world, Group& ep_gro
                                    core::Deadline(core::params::timeout_s.get()),
                                    "epx-train: agreeing on the balancer's nodes");
   every_ = config.balancer.every;
+  moments_ = moments;
   incremental_ = config.balancer.policy == "incremental";
   incremental_options_.max_migration = config.balancer.max_migration;
   timeout_s_ = core::params::timeout_s.get();
@@ -160,9 +162,12 @@ RebalanceReport ExpertBalancer::rebalance(const std::vector<model::Model*>& mode
       weights.emplace_back();
       for (int i = 0; i < model->local_experts(); ++i) {
         const std::int64_t off = slot_offset(*model, *layers[l], i);
-        weights.back().push_back({Tensor::wrap(X.values.data() + off, {n}, DType::f32),
-                                  Tensor::wrap(X.exp_avg.data() + off, {n}, DType::f32),
-                                  Tensor::wrap(X.exp_avg_sq.data() + off, {n}, DType::f32)});
+        balancer::SlotTensors t{Tensor::wrap(X.values.data() + off, {n}, DType::f32)};
+        if (moments_) {
+          t.push_back(Tensor::wrap(X.exp_avg.data() + off, {n}, DType::f32));
+          t.push_back(Tensor::wrap(X.exp_avg_sq.data() + off, {n}, DType::f32));
+        }
+        weights.back().push_back(std::move(t));
       }
     }
     balancer::Migration mig =
@@ -180,6 +185,7 @@ RebalanceReport ExpertBalancer::rebalance(const std::vector<model::Model*>& mode
         const std::int64_t off = slot_offset(*model, *relaid[held[h]], i);
         const balancer::SlotTensors& t = mig.weights[h][static_cast<std::size_t>(i)];
         std::memcpy(X.values.data() + off, t[0].data<float>(), sizeof(float) * n);
+        if (!moments_) continue;  // the new store's moments stay zero
         std::memcpy(X.exp_avg.data() + off, t[1].data<float>(), sizeof(float) * n);
         std::memcpy(X.exp_avg_sq.data() + off, t[2].data<float>(), sizeof(float) * n);
       }

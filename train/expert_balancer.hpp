@@ -40,8 +40,10 @@ struct RebalanceReport {
 class ExpertBalancer {
  public:
   // Collective over `world` (the load tracker). ep_group / ep_comm: this
-  // rank's EP group. Starts from the plan for a uniform load.
-  ExpertBalancer(const Config& config, Group& world, Group& ep_group, const Comm& ep_comm);
+  // rank's EP group. Starts from the plan for a uniform load. Without
+  // `moments` (serving: no optimizer) a rebalance moves the weights only.
+  ExpertBalancer(const Config& config, Group& world, Group& ep_group, const Comm& ep_comm,
+                 bool moments = true);
 
   const balancer::Placement& placement() const noexcept { return placement_; }
   // The nodes the placement is planned for: the EP groups' nodes when they
@@ -57,7 +59,7 @@ class ExpertBalancer {
   void observe(const std::vector<std::vector<std::int64_t>>& counts);
   bool due(std::int64_t step) const noexcept { return step % every_ == 0; }
   // Collective over the EP group: plans from the window, migrates the
-  // experts (values, exp_avg, exp_avg_sq) of each model (the rank's
+  // experts (values, and exp_avg, exp_avg_sq with moments) of each model (the rank's
   // pipeline chunks, each holding some MoE layers) and adopts the new
   // placement.
   RebalanceReport rebalance(const std::vector<model::Model*>& models, std::int64_t step);
@@ -82,6 +84,7 @@ class ExpertBalancer {
   balancer::IncrementalOptions incremental_options_;
   balancer::Placement placement_;
   int num_slots_ = 0, num_groups_ = 1, num_nodes_ = 1, every_ = 1;
+  bool moments_ = true;
   double timeout_s_ = 300;
 };
 

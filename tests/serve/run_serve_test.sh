@@ -14,6 +14,10 @@
 # dead    a rank killed mid-request (mpirun with orte_enable_recovery): 503 and a stream error
 #         event naming it, the job exits non-zero within the timeout; no hang
 # bench   epx-bench serve launches a 2-rank server, drives it at 1 and 4 clients, stops it
+# balance the live balancer while serving (--set balancer.*): redundant experts, a
+#         rebalance every 3 steps during decode, on 2 and 4 ranks, normal and low-latency
+#         decode, epx-generate and 4 concurrent server requests: outputs bit for bit those
+#         without it (--deterministic), rebalances logged and in /metrics; bad slot counts
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
@@ -176,6 +180,54 @@ ep)
     ((lines == 1)) || { cat bad.log; fail "$flags: $lines lines from epx-generate, expected one"; }
     echo "ok: $flags -> $(grep "^epx-generate:" bad.log)"
   done
+  ;;
+balance)
+  args=(--prompt "The 'tabstop' option" --max-tokens 40 --deterministic)
+  on=(--set balancer.enabled=true --set balancer.every=3 --set balancer.window=4)
+  export EPX_LOG_LEVEL=INFO EPX_LOG_SUBSYS=BALANCER
+  for mode in normal low-latency; do
+    generate "plain_$mode.json" 2 "${args[@]}" --decode-mode "$mode"
+    for n in 2 4; do
+      generate "bal${n}_$mode.json" $n "${args[@]}" --decode-mode "$mode" "${on[@]}" \
+        --set balancer.redundant_experts=$n
+      [[ "$(ids "bal${n}_$mode.json")" == "$(ids "plain_$mode.json")" ]] ||
+        fail "$mode decode with the balancer on $n ranks gives $(ids "bal${n}_$mode.json"), without $(ids "plain_$mode.json")"
+      moves=$(grep -c "epx-serve: rebalance at step" "bal${n}_$mode.json.err")
+      ((moves >= 10)) || { cat "bal${n}_$mode.json.err"; fail "$mode on $n ranks: $moves rebalances, expected >= 10"; }
+      echo "ok: $mode decode, $n ranks, $n redundant experts: the same tokens through $moves rebalances;" \
+        "last: $(grep -o 'rebalance at step.*' "bal${n}_$mode.json.err" | tail -1)"
+    done
+  done
+  # The server: 4 requests at once, each against epx-generate without the balancer.
+  prompts=("The 'tabstop' option" "When 'wrap' is set" "'shiftwidth' 'sw'" "Vim option")
+  for i in "${!prompts[@]}"; do
+    generate "want$i.json" 1 --prompt "${prompts[$i]}" --max-tokens 30 --deterministic
+  done
+  start_server 2 --deterministic --decode-mode low-latency --max-batch 4 "${on[@]}" --set balancer.redundant_experts=2
+  curls=()
+  for i in "${!prompts[@]}"; do
+    body=$(python3 -c 'import json,sys; print(json.dumps({"prompt": sys.argv[1], "max_tokens": 30, "temperature": 0}))' "${prompts[$i]}")
+    curl -s --max-time 60 -H 'Content-Type: application/json' --data-binary "$body" \
+      "http://127.0.0.1:$port/v1/completions" >"got$i.json" &
+    curls+=($!)
+  done
+  wait "${curls[@]}"
+  for i in "${!prompts[@]}"; do
+    [[ "$(ids "got$i.json")" == "$(ids "want$i.json")" ]] ||
+      fail "request $i through the balancing server: $(cat "got$i.json"), want $(ids "want$i.json")"
+  done
+  m=$(curl -s "http://127.0.0.1:$port/metrics")
+  n=$(awk '/^epx_rebalances_total /{print $2}' <<<"$m")
+  ((n >= 5)) || fail "/metrics: epx_rebalances_total = ${n:-none}, expected >= 5"
+  grep -q '^epx_rebalance_moved_bytes_total [1-9]' <<<"$m" || fail "/metrics: no moved bytes"
+  echo "ok: 4 concurrent requests through $n rebalances, each the same tokens as without the balancer"
+  stop_server
+  # Slots that do not split over the ranks: one line, before any work.
+  timeout 60 "$bin/epxrun" -n 2 -- "$bin/epx-generate" --model "$work/ck" --prompt x "${on[@]}" \
+    --set balancer.redundant_experts=1 >bad.log 2>&1 && { cat bad.log; fail "9 slots on 2 ranks were accepted"; }
+  want="balancer.redundant_experts = 1 gives 9 expert slots per layer"
+  grep -qF "$want" bad.log || { cat bad.log; fail "the error does not say '$want'"; }
+  echo "ok: $(grep '^epx-generate:' bad.log)"
   ;;
 logits)
   for n in 1 2; do
