@@ -310,7 +310,10 @@ int run_training(const Args& a) {
 int main(int argc, char** argv) {
   const Args a = parse_args(argc, argv);
   if (!a.export_dir.empty()) return export_weights(a);
-  MPI_Init(&argc, &argv);
+  // Threads: DualPipe's FB overlap runs a second one that calls epx (and
+  // MPI, between nodes) while the first does (parallel.fb_overlap).
+  int provided = MPI_THREAD_SINGLE;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rc = 0;
   try {
     rc = run_training(a);

@@ -21,6 +21,8 @@
 
 namespace epx::model {
 
+class ComputeTurn;
+
 struct MicroBatch {
   const std::int32_t* inputs = nullptr;   // [batch, seq] token ids
   const std::int32_t* targets = nullptr;  // [batch, seq]
@@ -65,6 +67,11 @@ class Engine {
   // and the dispatch addresses physical slots. nullptr: slot = expert, the
   // contiguous layout. The placement must outlive its use.
   void set_placement(const balancer::Placement* placement, int num_nodes);
+
+  // The FB overlap (model/compute_turn.hpp): with a turn, each comm::Buffer
+  // call lets go of it for its duration and takes it back after. The caller
+  // holds it around the engine's work. nullptr: off.
+  void set_compute_turn(ComputeTurn* turn) noexcept { turn_ = turn; }
 
   // Called inside forward_backward's backward as soon as a part's parameter
   // gradients are final for this micro-batch, so their all-reduce can start
@@ -123,6 +130,7 @@ class Engine {
   const balancer::Placement* placement_ = nullptr;
   int placement_nodes_ = 1;
   std::unique_ptr<Saved> saved_;
+  ComputeTurn* turn_ = nullptr;
   std::function<void(int)> hook_;
 };
 

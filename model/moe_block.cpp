@@ -18,6 +18,7 @@
 #include <epx/kernels.hpp>
 
 #include "core/stopwatch.hpp"
+#include "model/compute_turn.hpp"
 #include "model/router_params.hpp"
 #include "model/saved.hpp"
 
@@ -83,11 +84,15 @@ void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count
   if (placement_)
     idx_t = balancer::route_to_replicas(
         idx_t, *placement_, {li.moe_index, model_.ep_rank(), model_.ep_size(), placement_nodes_});
-  const comm::Layout layout =
-      buffer_.get_dispatch_layout(idx_t, model_.ep_size() * model_.local_experts());
   comm::DispatchOptions dopt;
   dopt.fp8 = options_.fp8_dispatch;
-  comm::DispatchResult got = buffer_.dispatch(x_t, idx_t, w_t, layout, dopt);
+  comm::DispatchResult got;
+  {
+    CommScope comm(turn_);
+    const comm::Layout layout =
+        buffer_.get_dispatch_layout(idx_t, model_.ep_size() * model_.local_experts());
+    got = buffer_.dispatch(x_t, idx_t, w_t, layout, dopt);
+  }
   ep_seconds_ += seconds_since(t0);
   const std::int64_t M = got.x.dim(0);
   s.handle = got.handle;
@@ -143,7 +148,11 @@ void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count
       for (std::int64_t j = 0; j < H; ++j) ym[j] += wk * o[j];
     }
   t0 = Clock::now();
-  const Tensor routed = buffer_.combine(y, s.handle);
+  Tensor routed;
+  {
+    CommScope comm(turn_);
+    routed = buffer_.combine(y, s.handle);
+  }
   ep_seconds_ += seconds_since(t0);
   y = Tensor();
 
@@ -185,7 +194,11 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
 
   // The output gradient at every received row (combine's backward).
   auto t0 = Clock::now();
-  comm::DispatchResult got = buffer_.dispatch(Tensor::wrap(dh.data(), {T, H}, DType::f32), s.handle);
+  comm::DispatchResult got;
+  {
+    CommScope comm(turn_);
+    got = buffer_.dispatch(Tensor::wrap(dh.data(), {T, H}, DType::f32), s.handle);
+  }
   ep_seconds_ += seconds_since(t0);
   const float* dy = got.x.data<float>();
 
@@ -251,7 +264,11 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
       zm[H + k] = dw[m * K + k];
     }
   t0 = Clock::now();
-  const Tensor back = buffer_.combine(z, s.handle);
+  Tensor back;
+  {
+    CommScope comm(turn_);
+    back = buffer_.combine(z, s.handle);
+  }
   ep_seconds_ += seconds_since(t0);
   z = Tensor();
   s.handle = comm::Handle();

@@ -51,6 +51,9 @@ struct ParallelConfig {
   // Layers per model stage of the schedule (pp, or 2 pp for DualPipeV), in
   // stage order; empty: the even split (train/pipeline_stage.hpp).
   std::vector<int> layers_per_stage;
+  // DualPipe/DualPipeV: each FB unit overlaps its forward and backward
+  // halves on two threads (train/pipeline_stage.hpp); the same numbers.
+  bool fb_overlap = true;
 };
 
 // The live expert balancer (docs/train.md): every `every` steps, the expert

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <type_traits>
 #include <utility>
 
 #include "core/check.hpp"
+#include "model/compute_turn.hpp"
 #include "model/saved.hpp"
 
 namespace epx::train {
@@ -27,8 +29,11 @@ model::StagePart stage_part(const model::ModelConfig& c, const std::vector<int>&
   return p;
 }
 
-PipelineStage::PipelineStage(std::vector<model::Engine*> engines, int batch, int seq)
-    : engines_(std::move(engines)), batch_(batch), seq_(seq) {}
+PipelineStage::PipelineStage(std::vector<model::Engine*> engines, int batch, int seq,
+                             bool fb_overlap)
+    : engines_(std::move(engines)), batch_(batch), seq_(seq) {
+  if (fb_overlap) worker_ = std::make_unique<FbWorker>();
+}
 
 PipelineStage::~PipelineStage() = default;
 
@@ -40,6 +45,8 @@ void PipelineStage::begin_step(const std::vector<std::vector<std::int32_t>>* tok
   loss_scale_ = loss_scale;
   times_.clear();
   ep_ms_.clear();
+  compute_ms_.clear();
+  hidden_ms_.clear();
   fb_unit_hook_ = nullptr;
 }
 
@@ -76,6 +83,11 @@ auto PipelineStage::timed(F&& f) {
     if (!outer) return;
     times_.push_back({start, now_ms()});
     ep_ms_.push_back(ep_ms_now() - ep_start);
+    const double wall = times_.back().end - start;
+    compute_ms_.push_back(overlapped_compute_ms_ >= 0 ? overlapped_compute_ms_
+                                                      : wall - ep_ms_.back());
+    hidden_ms_.push_back(overlapped_compute_ms_ >= 0 ? overlapped_hidden_ms_ : 0);
+    overlapped_compute_ms_ = -1;
   };
   if constexpr (std::is_void_v<decltype(f())>) {
     f();
@@ -106,6 +118,9 @@ void PipelineStage::backward_weight(int chunk, int mb) {
 Tensor PipelineStage::forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk,
                                        int b_mb, const Tensor& grad_output, Tensor& grad_input) {
   return timed([&] {
+    if (worker_ && f_chunk != b_chunk)
+      return forward_backward_overlapped(f_chunk, f_mb, input, b_chunk, b_mb, grad_output,
+                                         grad_input);
     Tensor y = forward_untimed(f_chunk, f_mb, input);
     if (fb_unit_hook_) std::exchange(fb_unit_hook_, nullptr)();
     grad_input = backward_untimed(b_chunk, b_mb, grad_output, /*defer_weights=*/false);
@@ -121,52 +136,122 @@ Tensor PipelineStage::backward(int chunk, int mb, const Tensor& grad_output) {
   return timed([&] { return backward_untimed(chunk, mb, grad_output, /*defer_weights=*/false); });
 }
 
-Tensor PipelineStage::forward_untimed(int chunk, int mb, const Tensor& input) {
+std::unique_ptr<model::Engine::Saved> PipelineStage::take_spare(int chunk) {
+  if (spare_.empty()) return engines_.at(static_cast<std::size_t>(chunk))->make_saved();
+  std::unique_ptr<model::Engine::Saved> s = std::move(spare_.back());
+  spare_.pop_back();
+  return s;
+}
+
+std::unique_ptr<model::Engine::Saved> PipelineStage::take_live(int chunk, int mb) {
+  const auto it = live_.find({chunk, mb});
+  EPX_CHECK(it != live_.end(), Internal, "PipelineStage: backward of chunk ", chunk,
+            " micro-batch ", mb, " without its forward");
+  std::unique_ptr<model::Engine::Saved> s = std::move(it->second);
+  live_.erase(it);
+  return s;
+}
+
+Tensor PipelineStage::run_forward(int chunk, int mb, const Tensor& input, model::Engine::Saved& s) {
   model::Engine& e = *engines_.at(static_cast<std::size_t>(chunk));
-  std::unique_ptr<model::Engine::Saved> s;
-  if (spare_.empty()) {
-    s = e.make_saved();
-  } else {
-    s = std::move(spare_.back());
-    spare_.pop_back();
-  }
   const model::Model& m = e.model();
   const float* h_in = m.part().embed ? nullptr : input.data<float>();
-  e.forward_part(*s, micro_batch(mb), h_in, /*count=*/true);
+  e.forward_part(s, micro_batch(mb), h_in, /*count=*/true);
   const std::vector<float>& out =
-      m.part().head ? model::Engine::losses(*s) : model::Engine::hidden(*s);
+      m.part().head ? model::Engine::losses(s) : model::Engine::hidden(s);
   const std::int64_t T = static_cast<std::int64_t>(batch_) * seq_;
   Tensor y = m.part().head ? Tensor::empty({T}, DType::f32)
                            : Tensor::empty({T, m.config().hidden_size}, DType::f32);
   std::copy(out.begin(), out.begin() + y.numel(), y.data<float>());
+  return y;
+}
+
+Tensor PipelineStage::run_backward(int chunk, int mb, const Tensor& grad_output,
+                                   model::Engine::Saved& s, bool defer_weights) {
+  model::Engine& e = *engines_.at(static_cast<std::size_t>(chunk));
+  const model::Model& m = e.model();
+  const float* g = m.part().head ? nullptr : grad_output.data<float>();
+  e.backward_part(s, micro_batch(mb), g, loss_scale_, defer_weights);
+  Tensor gx;
+  if (!m.part().embed) {
+    const std::int64_t T = static_cast<std::int64_t>(batch_) * seq_;
+    gx = Tensor::empty({T, m.config().hidden_size}, DType::f32);
+    const std::vector<float>& d = model::Engine::input_grad(s);
+    std::copy(d.begin(), d.begin() + gx.numel(), gx.data<float>());
+  }
+  return gx;
+}
+
+void PipelineStage::backward_done(int chunk, int mb, std::unique_ptr<model::Engine::Saved> s,
+                                  bool defer_weights) {
+  if (defer_weights)
+    awaiting_w_[{chunk, mb}] = std::move(s);
+  else
+    spare_.push_back(std::move(s));
+}
+
+Tensor PipelineStage::forward_untimed(int chunk, int mb, const Tensor& input) {
+  std::unique_ptr<model::Engine::Saved> s = take_spare(chunk);
+  Tensor y = run_forward(chunk, mb, input, *s);
   live_[{chunk, mb}] = std::move(s);
   return y;
 }
 
 Tensor PipelineStage::backward_untimed(int chunk, int mb, const Tensor& grad_output,
                                        bool defer_weights) {
-  model::Engine& e = *engines_.at(static_cast<std::size_t>(chunk));
-  const auto it = live_.find({chunk, mb});
-  EPX_CHECK(it != live_.end(), Internal, "PipelineStage: backward of chunk ", chunk,
-            " micro-batch ", mb, " without its forward");
-  std::unique_ptr<model::Engine::Saved> s = std::move(it->second);
-  live_.erase(it);
-  const model::Model& m = e.model();
-  const float* g = m.part().head ? nullptr : grad_output.data<float>();
-  e.backward_part(*s, micro_batch(mb), g, loss_scale_, defer_weights);
-  Tensor gx;
-  if (!m.part().embed) {
-    const std::int64_t T = static_cast<std::int64_t>(batch_) * seq_;
-    gx = Tensor::empty({T, m.config().hidden_size}, DType::f32);
-    const std::vector<float>& d = model::Engine::input_grad(*s);
-    std::copy(d.begin(), d.begin() + gx.numel(), gx.data<float>());
-  }
-  if (defer_weights) {
-    awaiting_w_[{chunk, mb}] = std::move(s);
-  } else {
-    spare_.push_back(std::move(s));
-  }
+  std::unique_ptr<model::Engine::Saved> s = take_live(chunk, mb);
+  Tensor gx = run_backward(chunk, mb, grad_output, *s, defer_weights);
+  backward_done(chunk, mb, std::move(s), defer_weights);
   return gx;
+}
+
+Tensor PipelineStage::forward_backward_overlapped(int f_chunk, int f_mb, const Tensor& input,
+                                                  int b_chunk, int b_mb, const Tensor& grad_output,
+                                                  Tensor& grad_input) {
+  // The bookkeeping (maps of Saved) on this thread, before and after; in
+  // between each half touches only its own Saved, engine, Buffer and model
+  // chunk (the forward reads its weights, the backward adds to the other
+  // chunk's gradients).
+  std::unique_ptr<model::Engine::Saved> fs = take_spare(f_chunk);
+  std::unique_ptr<model::Engine::Saved> bs = take_live(b_chunk, b_mb);
+  model::ComputeTurn turn;
+  model::Engine& fe = *engines_.at(static_cast<std::size_t>(f_chunk));
+  model::Engine& be = *engines_.at(static_cast<std::size_t>(b_chunk));
+  fe.set_compute_turn(&turn);
+  be.set_compute_turn(&turn);
+  struct Unset {
+    model::Engine &f, &b;
+    ~Unset() { f.set_compute_turn(nullptr), b.set_compute_turn(nullptr); }
+  } unset{fe, be};
+  std::function<void()> hook = std::exchange(fb_unit_hook_, nullptr);
+  Tensor gx;
+  worker_->run([&] {
+    // The fault tests' hook stalls or ends this rank inside the unit, its
+    // forward under way and its backward not started.
+    if (hook) hook();
+    model::ComputingScope computing(&turn);
+    gx = run_backward(b_chunk, b_mb, grad_output, *bs, /*defer_weights=*/false);
+  });
+  Tensor y;
+  try {
+    model::ComputingScope computing(&turn);
+    y = run_forward(f_chunk, f_mb, input, *fs);
+  } catch (...) {
+    // The worker holds references to this frame: it must be done first (its
+    // comm fails fast once this rank's error has aborted the group).
+    try {
+      worker_->wait();
+    } catch (...) {
+    }
+    throw;
+  }
+  worker_->wait();
+  overlapped_compute_ms_ = turn.computing_ms();
+  overlapped_hidden_ms_ = turn.hidden_ms();
+  live_[{f_chunk, f_mb}] = std::move(fs);
+  backward_done(b_chunk, b_mb, std::move(bs), /*defer_weights=*/false);
+  grad_input = std::move(gx);
+  return y;
 }
 
 std::vector<Tensor> PipelineStage::weight_grads(int chunk) {

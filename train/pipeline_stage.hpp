@@ -19,6 +19,7 @@
 
 #include "model/engine.hpp"
 #include "model/model.hpp"
+#include "train/fb_worker.hpp"
 
 namespace epx::train {
 
@@ -31,7 +32,10 @@ class PipelineStage : public pipeline::Stage {
  public:
   // engines[c]: the engine of local chunk c (its model holds that chunk's
   // stage). seq: tokens per sequence, batch: sequences per micro-batch.
-  PipelineStage(std::vector<model::Engine*> engines, int batch, int seq);
+  // fb_overlap: the FB units of DualPipe/DualPipeV run their two halves
+  // overlapped (below); the chunks' engines must then use different
+  // comm::Buffers, and MPI must allow threads (MPI_THREAD_MULTIPLE).
+  PipelineStage(std::vector<model::Engine*> engines, int batch, int seq, bool fb_overlap = false);
   ~PipelineStage() override;
 
   // This step's micro-batches: tokens[mb] and targets[mb], [batch * seq]
@@ -44,7 +48,13 @@ class PipelineStage : public pipeline::Stage {
   // The zero-bubble split: Bi computes the input gradient and holds the
   // weight GEMMs back (Engine::backward_part with defer_weights) until W
   // runs them; the gradients come out bit for bit as with a full backward.
-  // The FB unit runs its forward, then its backward (no overlap yet).
+  // An FB unit (forward of one micro-batch on one chunk, backward of another
+  // on the other chunk) with fb_overlap runs its backward on a second thread
+  // while this one runs the forward; the two take turns computing, each
+  // letting go for every dispatch and combine (model/compute_turn.hpp), so
+  // one's all-to-all is in flight while the other computes. The same bits
+  // as the forward, then the backward (without fb_overlap, or for a unit
+  // whose halves share a chunk).
   Tensor backward_input(int chunk, int mb, const Tensor& grad_output) override;
   void backward_weight(int chunk, int mb) override;
   Tensor forward_backward(int f_chunk, int f_mb, const Tensor& input, int b_chunk, int b_mb,
@@ -60,11 +70,28 @@ class PipelineStage : public pipeline::Stage {
   // (the engines' comm::Buffer calls).
   const std::vector<pipeline::OpTime>& op_times() const noexcept { return times_; }
   const std::vector<double>& op_ep_ms() const noexcept { return ep_ms_; }
+  // And the ms it computed: an overlapped FB unit's held compute turn
+  // (model/compute_turn.hpp), any other op's time less its EP comm.
+  const std::vector<double>& op_compute_ms() const noexcept { return compute_ms_; }
+  // And the ms of its EP comm hidden behind compute: in an overlapped FB
+  // unit, while one half was in a comm call the other computed; else 0.
+  const std::vector<double>& op_hidden_ms() const noexcept { return hidden_ms_; }
 
  private:
   model::MicroBatch micro_batch(int mb) const;
   Tensor forward_untimed(int chunk, int mb, const Tensor& input);
   Tensor backward_untimed(int chunk, int mb, const Tensor& grad_output, bool defer_weights);
+  Tensor forward_backward_overlapped(int f_chunk, int f_mb, const Tensor& input, int b_chunk,
+                                     int b_mb, const Tensor& grad_output, Tensor& grad_input);
+  // The pieces of the two above: the Saved bookkeeping (one thread) and the
+  // engine work on a Saved (either thread).
+  std::unique_ptr<model::Engine::Saved> take_spare(int chunk);
+  std::unique_ptr<model::Engine::Saved> take_live(int chunk, int mb);
+  Tensor run_forward(int chunk, int mb, const Tensor& input, model::Engine::Saved& s);
+  Tensor run_backward(int chunk, int mb, const Tensor& grad_output, model::Engine::Saved& s,
+                      bool defer_weights);
+  void backward_done(int chunk, int mb, std::unique_ptr<model::Engine::Saved> s,
+                     bool defer_weights);
   std::vector<model::Engine*> engines_;
   int batch_ = 0, seq_ = 0;
   const std::vector<std::vector<std::int32_t>>* tokens_ = nullptr;
@@ -83,6 +110,10 @@ class PipelineStage : public pipeline::Stage {
   int depth_ = 0;
   std::vector<pipeline::OpTime> times_;
   std::vector<double> ep_ms_;
+  std::vector<double> compute_ms_, hidden_ms_;
+  // Set by an overlapped FB unit for timed().
+  double overlapped_compute_ms_ = -1, overlapped_hidden_ms_ = 0;
+  std::unique_ptr<FbWorker> worker_;  // with fb_overlap: runs the FB units' backward halves
 };
 
 }  // namespace epx::train

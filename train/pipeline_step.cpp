@@ -93,7 +93,8 @@ StepResult Trainer::train_step_pipeline() {
   OpTotals op_totals;
   double ops_ms = 0;
   for (std::size_t i = 0; i < times.size(); ++i) {
-    op_totals.add(my_ops[i].kind, times[i].end - times[i].start, stage_->op_ep_ms()[i]);
+    op_totals.add(my_ops[i].kind, times[i].end - times[i].start, stage_->op_ep_ms()[i],
+                  stage_->op_compute_ms()[i], stage_->op_hidden_ms()[i]);
     ops_ms += times[i].end - times[i].start;
   }
   // The micro-batches whose last stage this rank holds (a NaN there is a

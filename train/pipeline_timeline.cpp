@@ -34,10 +34,14 @@ int index(pipeline::OpKind kind) {
 
 }  // namespace
 
-void OpTotals::add(pipeline::OpKind kind, double op_ms, double op_ep_ms) {
-  ms[index(kind)] += op_ms;
-  ep_ms[index(kind)] += op_ep_ms;
-  count[index(kind)] += 1;
+void OpTotals::add(pipeline::OpKind kind, double op_ms, double op_ep_ms, double op_compute_ms,
+                   double op_hidden_ms) {
+  const int k = index(kind);
+  ms[k] += op_ms;
+  ep_ms[k] += op_ep_ms;
+  compute_ms[k] += op_compute_ms;
+  hidden_ms[k] += op_hidden_ms;
+  count[k] += 1;
 }
 
 double OpTotals::mean(pipeline::OpKind kind, double otherwise) const {
@@ -48,6 +52,16 @@ double OpTotals::mean(pipeline::OpKind kind, double otherwise) const {
 double OpTotals::mean_ep(pipeline::OpKind kind) const {
   const int k = index(kind);
   return count[k] > 0 ? ep_ms[k] / count[k] : 0;
+}
+
+double OpTotals::mean_compute(pipeline::OpKind kind) const {
+  const int k = index(kind);
+  return count[k] > 0 ? compute_ms[k] / count[k] : 0;
+}
+
+double OpTotals::mean_hidden(pipeline::OpKind kind) const {
+  const int k = index(kind);
+  return count[k] > 0 ? hidden_ms[k] / count[k] : 0;
 }
 
 pipeline::Costs OpTotals::costs() const {
@@ -62,16 +76,19 @@ pipeline::Costs OpTotals::costs() const {
 
 std::vector<double> OpTotals::flat() const {
   std::vector<double> v;
-  for (const auto* a : {&ms, &ep_ms, &count}) v.insert(v.end(), a->begin(), a->end());
+  for (const auto* a : {&ms, &ep_ms, &compute_ms, &hidden_ms, &count})
+    v.insert(v.end(), a->begin(), a->end());
   return v;
 }
 
 OpTotals OpTotals::from_flat(const std::vector<double>& v) {
-  EPX_CHECK_EQ(v.size(), std::size_t{3 * kKinds}, Internal, "OpTotals::from_flat");
+  EPX_CHECK_EQ(v.size(), std::size_t{5 * kKinds}, Internal, "OpTotals::from_flat");
   OpTotals t;
-  std::copy(v.begin(), v.begin() + kKinds, t.ms.begin());
-  std::copy(v.begin() + kKinds, v.begin() + 2 * kKinds, t.ep_ms.begin());
-  std::copy(v.begin() + 2 * kKinds, v.end(), t.count.begin());
+  std::size_t at = 0;
+  for (auto* a : {&t.ms, &t.ep_ms, &t.compute_ms, &t.hidden_ms, &t.count}) {
+    std::copy(v.begin() + at, v.begin() + at + kKinds, a->begin());
+    at += kKinds;
+  }
   return t;
 }
 
@@ -98,7 +115,7 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
       measured.times.back().push_back(t);
       const double d = t.end - t.start;
       busy += d;
-      totals.add(schedule.ops[r][i].kind, d, 0);
+      totals.add(schedule.ops[r][i].kind, d, 0, d, 0);
     }
     measured.busy.push_back(busy);
     measured.bubble.push_back(measured.makespan - busy);

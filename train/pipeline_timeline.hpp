@@ -13,13 +13,19 @@
 namespace epx::train {
 
 // Per op kind (F, B, Bi, W, FB): the ms that ops of the kind ran, their
-// number, and the ms spent in EP comm (comm::Buffer calls) inside them.
+// number, the ms spent in EP comm (comm::Buffer calls) inside them, and the
+// ms they computed (an overlapped FB unit: the time its compute turn was
+// held; any other op: its time less its EP comm), and the ms of EP comm
+// hidden behind compute (an overlapped FB unit's; else 0).
 struct OpTotals {
   static constexpr int kKinds = 5;
-  std::array<double, kKinds> ms{}, ep_ms{}, count{};
-  void add(pipeline::OpKind kind, double op_ms, double op_ep_ms);
+  std::array<double, kKinds> ms{}, ep_ms{}, compute_ms{}, hidden_ms{}, count{};
+  void add(pipeline::OpKind kind, double op_ms, double op_ep_ms, double op_compute_ms,
+           double op_hidden_ms);
   double mean(pipeline::OpKind kind, double otherwise) const;
   double mean_ep(pipeline::OpKind kind) const;
+  double mean_compute(pipeline::OpKind kind) const;
+  double mean_hidden(pipeline::OpKind kind) const;
   // The per-chunk costs pipeline::simulate takes, as measured: B is Bi + W
   // where the schedule splits it; fb the measured FB unit (no overlap
   // credited beyond what was measured).

@@ -11,6 +11,7 @@
 
 #include "core/check.hpp"
 #include "core/config.hpp"
+#include "core/log.hpp"
 #include "core/stopwatch.hpp"
 #include "train/faults.hpp"
 #include "train/optimizer.hpp"
@@ -19,6 +20,13 @@
 namespace epx::train {
 
 namespace {
+// Whether the schedule has FB units (DualPipe, DualPipeV).
+bool has_fb_units(const pipeline::Schedule& s) {
+  for (const auto& ops : s.ops)
+    for (const pipeline::Op& op : ops)
+      if (op.kind == pipeline::OpKind::FB) return true;
+  return false;
+}
 
 using Clock = core::SteadyClock;
 using core::seconds_since;
@@ -93,10 +101,28 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
           stage_part(config_.model, config_.parallel.layers_per_stage, stage, schedule.stages));
     schedule_ = std::make_unique<pipeline::Schedule>(std::move(schedule));
   }
+  // The FB overlap runs a rank's two chunks on two threads at once: each
+  // chunk gets a Buffer of its own (every rank of the EP group makes the
+  // same calls on each in the same order), and MPI must allow the threads.
+  bool fb_overlap =
+      par.pp > 1 && par.fb_overlap && parts.size() == 2 && schedule_ && has_fb_units(*schedule_);
+  if (fb_overlap) {
+    int provided = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&provided);
+    if (provided < MPI_THREAD_MULTIPLE) {
+      EPX_LOG(Warn, Pipeline,
+              "parallel.fb_overlap: MPI was started without MPI_THREAD_MULTIPLE, "
+              "so the FB units run their halves one after the other");
+      fb_overlap = false;
+    } else {
+      second_buffer_ = std::make_unique<comm::Buffer>(*ep_group_, bo);
+    }
+  }
   for (const model::StagePart& part : parts) {
     models_.push_back(std::make_unique<model::Model>(config_.model, dp_rank_ % par.ep, par.ep,
                                                      slots_of(dp_rank_ % par.ep), part));
-    engines_.push_back(std::make_unique<model::Engine>(*models_.back(), *buffer_, eo));
+    comm::Buffer& b = fb_overlap && engines_.size() == 1 ? *second_buffer_ : *buffer_;
+    engines_.push_back(std::make_unique<model::Engine>(*models_.back(), b, eo));
   }
   model_ = models_.front().get();
   engine_ = engines_.front().get();
@@ -105,7 +131,7 @@ Trainer::Trainer(const Config& config, Group& world, const std::string& resume_d
   if (par.pp > 1) {
     std::vector<model::Engine*> chunks;
     for (auto& e : engines_) chunks.push_back(e.get());
-    stage_ = std::make_unique<PipelineStage>(chunks, tc.micro_batch_size, tc.seq_len);
+    stage_ = std::make_unique<PipelineStage>(chunks, tc.micro_batch_size, tc.seq_len, fb_overlap);
     pipeline::ExecutorOptions xo;
     xo.activation_shape = {static_cast<std::int64_t>(tc.micro_batch_size) * tc.seq_len,
                            config_.model.hidden_size};

@@ -106,6 +106,7 @@ class Trainer {
   Comm world_comm_, ep_comm_, replica_comm_;
   std::unique_ptr<Group> ep_group_;
   std::unique_ptr<comm::Buffer> buffer_;
+  std::unique_ptr<comm::Buffer> second_buffer_;  // chunk 1's, with parallel.fb_overlap
   std::unique_ptr<ExpertBalancer> balancer_;  // null: balancer.enabled false
   // One model part and engine per local pipeline chunk (one without pp).
   std::vector<std::unique_ptr<model::Model>> models_;

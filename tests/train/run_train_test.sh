@@ -15,7 +15,8 @@
 #           losses as without it, every replica bit-identical after every step and
 #           migration, logical checkpoints that resume on any grid
 # pipeline  every schedule on pp 2 and 4, with and without dp and ep, against 1 rank;
-#           zb-h1's split backward against 1f1b bit for bit; layers_per_stage; pp checkpoints
+#           zb-h1's split backward against 1f1b bit for bit; dualpipe(v)'s FB overlap against
+#           sequential FB units bit for bit; layers_per_stage; pp checkpoints
 #           resumed on other grids; the bench's pipeline split; bad pipeline settings
 # killmigrate a rank killed as a migration begins: every rank exits non-zero, naming it,
 #           and the last checkpoint resumes
@@ -355,6 +356,20 @@ pipeline)
       cmp "pp${pp}_1f1b/step-10/$f" "pp${pp}_zb-h1/step-10/$f" || fail "pp $pp: zb-h1's $f differs from 1f1b's"
     done
   done
+  # DualPipe's FB overlap (two threads taking turns) against its FB units run
+  # half after half: the same losses, weights and AdamW moments, bit for bit.
+  for sched in dualpipe dualpipev; do
+    name="pp2dp2ep2_${sched}_sequential"
+    train "$name" 4 "${L4[@]}" --set parallel.pp=2 --set parallel.dp=2 --set parallel.ep=2 \
+      --set parallel.schedule="$sched" --set train.micro_batch_size=1 --set train.num_micro_batches=4 \
+      --set parallel.fb_overlap=false || { cat "$name.log"; fail "$name"; }
+    grep -q "MPI_THREAD_MULTIPLE" "pp2dp2ep2_$sched.log" && fail "$sched: the overlap fell back (no MPI_THREAD_MULTIPLE)"
+    echo "== pp 2 x dp 2 x ep 2, $sched: FB units overlapped against sequential, bit for bit"
+    python3 "$compare" "$name.jsonl" "pp2dp2ep2_$sched.jsonl" --exact || fail "$sched: the FB overlap changes the losses"
+    for f in model.safetensors optimizer.safetensors; do
+      cmp "$name/step-10/$f" "pp2dp2ep2_$sched/step-10/$f" || fail "$sched: the FB overlap changes $f"
+    done
+  done
   # The live balancer on a pipeline: every replica and both DualPipe copies checked.
   bal=(--set balancer.enabled=true --set balancer.redundant_experts=2 --set balancer.every=2 --set balancer.window=2)
   for sched in dualpipe dualpipev; do
@@ -390,7 +405,8 @@ PY
     fail "no step split"
   grep -q "dualpipe: .* ms measured in the executor, .* ms simulated from the measured op costs" bench.log ||
     fail "no simulator comparison"
-  grep -q "FB units: .* ms each" bench.log || fail "no FB unit line"
+  grep -q "FB units (overlapped): .* ms each.*of which hidden behind the other half's compute" bench.log ||
+    fail "no FB unit line"
   python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if j["ms_simulated"] > 0 and j["ms_pipeline"] > 0 and j["schedule"] == "dualpipe" else 1)' bench.log ||
     fail "the bench JSON lacks the pipeline fields"
   if "$bin/epx-train" "$cfg" --pp 2 >usage.log 2>&1; then fail "--pp without --bench was accepted"; fi
