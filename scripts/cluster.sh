@@ -4,6 +4,7 @@
 #
 #   cluster.sh [--name NAME] up N [--ranks-per-node R] [--rate RATE]
 #   cluster.sh [--name NAME] tc RATE|off        # every node link, both directions
+#   cluster.sh [--name NAME] link NODE up|down  # cut node NODE's link (both ends), or restore it
 #   cluster.sh [--name NAME] run [MPIRUN ARGS] PROGRAM [ARGS]   # e.g. run -np 8 epx-bench
 #   cluster.sh [--name NAME] status             # nodes, rates, tc byte counters
 #   cluster.sh [--name NAME] down
@@ -38,7 +39,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,9p' "$SELF" | sed 's/^# \{0,1\}//'
+  sed -n '2,10p' "$SELF" | sed 's/^# \{0,1\}//'
 }
 
 prefix() { echo "epxcl-$NAME-"; }
@@ -122,6 +123,18 @@ cmd_tc() {
     shape_link "$(ns_node "$i")" eth0 "$1"  # the node's sends
     shape_link "$(ns_bridge)" "n$i" "$1"     # what the node receives
   done
+}
+
+cmd_link() {
+  need_root
+  [[ $# == 2 && $1 =~ ^[0-9]+$ && ($2 == up || $2 == down) ]] || die "usage: cluster.sh link NODE up|down"
+  local nodes rpn
+  read -r nodes rpn < <(shape)
+  (($1 < nodes)) || die "link: node $1, the cluster has nodes 0 to $((nodes - 1))"
+  # Both ends: nothing leaves the node and nothing reaches it. Its TCP
+  # connections stay open, as on a pulled cable, and time out on their own.
+  ip -n "$(ns_node "$1")" link set eth0 "$2"
+  ip -n "$(ns_bridge)" link set "n$1" "$2"
 }
 
 cmd_up() {
@@ -276,6 +289,7 @@ main() {
   case $cmd in
     up) cmd_up "$@" ;;
     tc) cmd_tc "$@" ;;
+    link) cmd_link "$@" ;;
     run) cmd_run "$@" ;;
     status) cmd_status "$@" ;;
     down) cmd_down "$@" ;;

@@ -21,18 +21,8 @@ if [[ ${1:-} == --then ]]; then
 fi
 [[ ${1:-} == -- ]] && shift
 
-skip() {
-  echo "skipped: $*"
-  exit 77
-}
-[[ $(id -u) == 0 ]] || skip "the emulated cluster needs root"
-command -v ip >/dev/null && command -v tc >/dev/null || skip "no ip/tc (iproute2)"
-probe="epxcl-$name-probe"
-ip netns add "$probe" 2>/dev/null || skip "this machine cannot create network namespaces"
-ip netns exec "$probe" unshare --uts --ipc --mount --propagation private true 2>/dev/null
-unshare_rc=$?
-ip netns del "$probe"
-((unshare_rc == 0)) || skip "unshare --uts --ipc --mount is not allowed here"
+# shellcheck source=cluster_probe.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cluster_probe.sh" "$name"
 
 c() { "$cluster" --name "$name" "$@"; }
 # A cluster of this name left by a killed earlier run goes first.
