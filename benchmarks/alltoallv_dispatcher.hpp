@@ -21,12 +21,12 @@
 #include <map>
 #include <vector>
 
+#include "tests/support/inputs.hpp"
+
 namespace epx::bench {
 
-struct BaselineOptions {
-  bool fp8 = false;
-  bool ue8m0 = false;
-};
+// fp8 / ue8m0: the payload as the references send it.
+using BaselineOptions = test::PayloadFormat;
 
 // What a rank receives. The tensors view the dispatcher's buffers and stay
 // valid until its next dispatch.

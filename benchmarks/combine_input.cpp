@@ -1,41 +1,29 @@
 #include "benchmarks/combine_input.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <epx/error.hpp>
+#include <vector>
 
 #include "kernels/float_convert.hpp"
 #include "kernels/fp8_quant.hpp"
 
 namespace epx::bench {
 
-float combine_factor(int rank, std::int64_t row) {
-  return 1.0f + static_cast<float>((row * 7 + rank * 3) % 16) / 16.0f;
-}
+namespace {
 
-void make_y_row(const Tensor& x, const Tensor& scales, std::int64_t row, float factor,
-                std::uint16_t* out) {
+// The value of element h of row `row` of x, as dispatch delivered it.
+float x_value(const Tensor& x, const Tensor& scales, std::int64_t row, std::int64_t h) {
   const std::int64_t hidden = x.dim(1);
   switch (x.dtype()) {
-    case DType::bf16: {
-      const std::uint16_t* src = x.data<std::uint16_t>() + row * hidden;
-      for (std::int64_t h = 0; h < hidden; ++h)
-        out[h] = kernels::float_to_bf16(kernels::bf16_to_float(src[h]) * factor);
-      return;
-    }
-    case DType::f32: {
-      const float* src = x.data<float>() + row * hidden;
-      for (std::int64_t h = 0; h < hidden; ++h) out[h] = kernels::float_to_bf16(src[h] * factor);
-      return;
-    }
-    case DType::e4m3: {
-      const std::uint8_t* src = x.data<std::uint8_t>() + row * hidden;
-      const float* s = scales.data<float>() + row * scales.dim(1);
-      for (std::int64_t h = 0; h < hidden; ++h) {
-        const float value = kernels::e4m3_to_float(src[h]) * s[h / kernels::kFp8BlockSize];
-        out[h] = kernels::float_to_bf16(value * factor);
-      }
-      return;
-    }
+    case DType::bf16:
+      return kernels::bf16_to_float(x.data<std::uint16_t>()[row * hidden + h]);
+    case DType::f32:
+      return x.data<float>()[row * hidden + h];
+    case DType::e4m3:
+      return kernels::e4m3_to_float(x.data<std::uint8_t>()[row * hidden + h]) *
+             scales.data<float>()[row * scales.dim(1) + h / kernels::kFp8BlockSize];
     default:
       throw Error(ErrorCode::InvalidArgument, std::string("combine input: x dtype ") +
                                                   dtype_name(x.dtype()) +
@@ -43,11 +31,36 @@ void make_y_row(const Tensor& x, const Tensor& scales, std::int64_t row, float f
   }
 }
 
-Tensor make_combine_input(const Tensor& x, const Tensor& scales, int rank) {
-  Tensor y = Tensor::empty({x.dim(0), x.dim(1)}, DType::bf16);
-  std::uint16_t* out = y.data<std::uint16_t>();
+}  // namespace
+
+float combine_factor(int rank, std::int64_t row, const YSpec& spec) {
+  const float base = 1.0f + static_cast<float>((row * 7 + rank * 3) % 16) / 16.0f;
+  if (!spec.wide) return base;
+  // 24 binades and a sign from (rank, row): a token's rows on different
+  // ranks differ in magnitude by up to 2^24 and cancel in part.
+  const int binade = static_cast<int>((row * 5 + rank * 11) % 24);
+  const float sign = (row + rank) % 2 == 0 ? 1.0f : -1.0f;
+  return sign * std::ldexp(base, -binade);
+}
+
+void make_y_row(const Tensor& x, const Tensor& scales, std::int64_t row, float factor,
+                const YSpec& spec, void* out) {
+  const std::int64_t hidden = x.dim(1);
+  for (std::int64_t h = 0; h < hidden; ++h) {
+    const float v = x_value(x, scales, row, h) * factor;
+    if (spec.wide)
+      static_cast<float*>(out)[h] = v;
+    else
+      static_cast<std::uint16_t*>(out)[h] = kernels::float_to_bf16(v);
+  }
+}
+
+Tensor make_combine_input(const Tensor& x, const Tensor& scales, int rank, const YSpec& spec) {
+  Tensor y = Tensor::empty({x.dim(0), x.dim(1)}, spec.dtype());
+  const std::size_t row_bytes = static_cast<std::size_t>(x.dim(1)) * dtype_size(spec.dtype());
+  auto* out = static_cast<unsigned char*>(y.raw());
   for (std::int64_t m = 0; m < x.dim(0); ++m)
-    make_y_row(x, scales, m, combine_factor(rank, m), out + m * x.dim(1));
+    make_y_row(x, scales, m, combine_factor(rank, m, spec), spec, out + m * row_bytes);
   return y;
 }
 
@@ -69,9 +82,40 @@ Tensor make_low_latency_combine_input(const Tensor& x, const Tensor& scales, con
     std::uint16_t* out = y.data<std::uint16_t>() + e * slots * hidden;
     const std::int64_t n = std::clamp<std::int64_t>(count.data<std::int32_t>()[e], 0, slots);
     for (std::int64_t m = 0; m < n; ++m)
-      make_y_row(rows, row_scales, m, combine_factor(rank, e * slots + m), out + m * hidden);
+      make_y_row(rows, row_scales, m, combine_factor(rank, e * slots + m), {}, out + m * hidden);
   }
   return y;
+}
+
+namespace {
+
+// make_y_row's values as the f32 values the references sum.
+void y_row_f32(const test::Payload& own, std::int64_t token, float factor, const YSpec& spec,
+               float* out) {
+  const std::int64_t hidden = own.x.dim(1);
+  if (spec.wide) return make_y_row(own.x, own.scales, token, factor, spec, out);
+  std::vector<std::uint16_t> bits(static_cast<std::size_t>(hidden));
+  make_y_row(own.x, own.scales, token, factor, spec, bits.data());
+  for (std::int64_t h = 0; h < hidden; ++h)
+    out[h] = kernels::bf16_to_float(bits[static_cast<std::size_t>(h)]);
+}
+
+}  // namespace
+
+test::ExpertRows combine_rows(const test::Payload& own, const YSpec& spec) {
+  return [own, spec](int rank, std::int64_t row, std::int64_t token, float* out) {
+    y_row_f32(own, token, combine_factor(rank, row, spec), spec, out);
+  };
+}
+
+test::ExpertSlotRows low_latency_combine_rows(const test::Payload& own, int experts_per_rank,
+                                              std::int64_t slots) {
+  return [own, experts_per_rank, slots](std::int64_t expert, std::int64_t row, std::int64_t token,
+                                        float* out) {
+    const int rank = static_cast<int>(expert / experts_per_rank);
+    const std::int64_t local = expert % experts_per_rank;
+    y_row_f32(own, token, combine_factor(rank, local * slots + row), {}, out);
+  };
 }
 
 }  // namespace epx::bench

@@ -14,20 +14,24 @@
 #include "benchmarks/alltoallv_dispatcher.hpp"
 #include "benchmarks/buffer_util.hpp"
 #include "benchmarks/collective.hpp"
-
 #include "benchmarks/combine_input.hpp"
 #include "benchmarks/dispatch_report.hpp"
 #include "benchmarks/options.hpp"
-#include "benchmarks/reference.hpp"
 #include "benchmarks/registry.hpp"
 #include "benchmarks/report_output.hpp"
 #include "benchmarks/timing.hpp"
-#include "benchmarks/verify.hpp"
 #include "benchmarks/workload.hpp"
+#include "tests/support/combine_reference.hpp"
+#include "tests/support/compare.hpp"
+#include "tests/support/dispatch_reference.hpp"
 
 namespace epx::bench {
 
 namespace {
+
+using test::compare_counts;
+using test::compare_tensors;
+using test::first_error;
 
 const char* const kSummary =
     "dispatch + combine of random tokens: epx vs an MPI_Alltoallv dispatcher, checked bit for bit";
@@ -49,8 +53,12 @@ OptionSet make_options() {
             "MPI-3 RMA transport); 0: EPX_RANKS_PER_NODE, else the hosts");
   o.add_flag("bf16-partials",
              "across nodes, time combine with its per-node partial sums crossing in bf16\n"
-             "(y's dtype) instead of f32: half the bytes, one more rounding per node, so the\n"
-             "bit-for-bit check runs with f32 partials (tests check the bf16 variant)");
+             "(y's dtype) instead of f32: half the bytes, one more rounding per node (checked\n"
+             "bit for bit against the reference rounded the same way)");
+  o.add_flag("wide-y",
+             "combine an f32 y whose rows differ by up to 2^24 and in sign (not a bf16 y in\n"
+             "[1, 2) x): its f32 sums round, so the order of each sum shows in the bits\n"
+             "(checked: node by node for epx across nodes, rank by rank for the baseline)");
   o.add_flag("json", "print one JSON object instead of the table");
   o.add_flag("check-only", "check the results (epx, baseline, reference) and stop; no timing");
   return o;
@@ -62,6 +70,7 @@ struct Config {
   Repeat repeat;
   int ranks_per_node = 0;
   bool bf16_partials = false;
+  YSpec y;
   bool json = false;
   bool check_only = false;
 };
@@ -81,6 +90,7 @@ Config parse_config(MPI_Comm comm, const std::vector<std::string>& args) {
   c.repeat.iters = static_cast<int>(o.get_int("iters"));
   c.ranks_per_node = static_cast<int>(o.get_int("ranks-per-node"));
   c.bf16_partials = o.flag("bf16-partials");
+  c.y.wide = o.flag("wide-y");
   c.json = o.flag("json");
   c.check_only = o.flag("check-only");
 
@@ -115,15 +125,19 @@ comm::CombineOptions combine_options(const Config& c) {
 }
 
 // Dispatch and combine once on both paths and compare everything, bit for
-// bit: the baseline against the reference, epx against the baseline.
-// Returns y, the combine input both paths are timed with.
+// bit: dispatch of the baseline against the reference, epx against the
+// baseline; combine of each against the reference summed in its own order
+// (the baseline rank by rank; epx node by node, then rank by rank, as
+// documented). Returns y, the combine input both paths are timed with.
 Tensor check_results(MPI_Comm comm, const Config& c, const Workload& w,
                      AlltoallvDispatcher& baseline, comm::Buffer& buffer,
                      const comm::Layout& layout) {
   const int rank = comm_rank(comm);
   progress(comm, "dispatch: computing the reference and checking both paths");
-  const Expected ref = compute_expected(c.spec, rank, comm_size(comm), c.format);
-  const std::vector<RowOrigin>* from = &ref.origin;
+  const test::InputsOf inputs = workload_inputs(c.spec);
+  const test::Topology nodes = test::Topology::of(buffer.group(), c.spec.experts);
+  const test::ExpectedDispatch ref = test::expected_dispatch(nodes, rank, inputs, c.format);
+  const std::vector<test::RowOrigin>* from = &ref.origin;
 
   const BaselineDispatch& b = baseline.dispatch(w.x, w.topk_idx, w.topk_weights, c.format);
   agree_on_check(
@@ -150,16 +164,36 @@ Tensor check_results(MPI_Comm comm, const Config& c, const Workload& w,
                           b.num_recv_tokens_per_expert)}),
       "epx dispatch differs from the MPI_Alltoallv baseline");
 
-  Tensor y = make_combine_input(b.x, b.x_scales, rank);
+  const test::ExpertRows y_rows = combine_rows(test::payload_of(w.x, c.format), c.y);
+  test::CombineReference order;
+  order.ydtype = c.y.dtype();
+  const Tensor by_rank = test::expected_combine(test::Topology::flat(nodes.ranks(), c.spec.experts),
+                                                rank, inputs, y_rows, order);
+  // One node: the same order.
+  const Tensor by_node =
+      nodes.num_nodes() == 1 ? by_rank : test::expected_combine(nodes, rank, inputs, y_rows, order);
+  Tensor y = make_combine_input(b.x, b.x_scales, rank, c.y);
   const Tensor yb = baseline.combine(y);
-  agree_on_check(comm, compare_tensors("baseline combine", yb, ref.combined, nullptr),
-                 "the MPI_Alltoallv baseline's combine differs from the reference");
+  agree_on_check(comm, compare_tensors("baseline combine", yb, by_rank),
+                 "the MPI_Alltoallv baseline's combine differs from the reference (rank order)");
   const Tensor ye = buffer.combine(y, e->handle);
-  agree_on_check(comm, compare_tensors("epx combine", ye, yb, nullptr),
-                 "epx combine differs from the MPI_Alltoallv baseline");
+  agree_on_check(comm, compare_tensors("epx combine", ye, by_node),
+                 "epx combine differs from the reference (node order, then rank order)");
   const Tensor yi = in_buffer(buffer, e->handle, y);
-  agree_on_check(comm, compare_tensors("epx combine (y in the buffer)", buffer.combine(yi, e->handle), yb, nullptr),
-                 "epx combine of a y in the buffer differs from the MPI_Alltoallv baseline");
+  agree_on_check(
+      comm,
+      compare_tensors("epx combine (y in the buffer)", buffer.combine(yi, e->handle), by_node),
+      "epx combine of a y in the buffer differs from the reference");
+
+  if (c.bf16_partials && nodes.num_nodes() > 1) {
+    test::CombineReference rounded = order;
+    rounded.partials_in_input_dtype = true;
+    agree_on_check(comm,
+                   compare_tensors("epx combine (bf16 partials)",
+                                   buffer.combine(y, e->handle, combine_options(c)),
+                                   test::expected_combine(nodes, rank, inputs, y_rows, rounded)),
+                   "epx combine with bf16 partials differs from the reference");
+  }
 
   if (c.check_only) {
     // A second round on the same buffer must give the same bits.
@@ -169,7 +203,7 @@ Tensor check_results(MPI_Comm comm, const Config& c, const Workload& w,
         comm,
         first_error({compare_tensors("epx dispatch x (second call)", again->x, ref.x, from),
                      compare_tensors("epx combine (second call)", buffer.combine(y, again->handle),
-                                     ref.combined, nullptr)}),
+                                     by_node)}),
         "a second epx dispatch/combine differs from the first");
   }
   return y;
@@ -233,7 +267,7 @@ DispatchReport measure(MPI_Comm comm, const Config& c, const Workload& w,
   r.dispatch_bytes = r.recv_tokens * static_cast<double>(r.bytes_per_token);
   // Combine brings back as many rows, in total, as dispatch delivered.
   r.combine_bytes = mean_over_ranks(comm, static_cast<double>(baseline.num_send_rows())) *
-                    static_cast<double>(c.spec.hidden * 2);
+                    static_cast<double>(c.spec.hidden) * static_cast<double>(dtype_size(y.dtype()));
   measure_internode(comm, c, w, baseline, buffer, layout, y, r);
 
   const std::string each = " (" + std::to_string(c.repeat.warmup) + " warm-up + " +

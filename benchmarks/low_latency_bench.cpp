@@ -18,20 +18,23 @@
 #include "benchmarks/alltoallv_dispatcher.hpp"
 #include "benchmarks/buffer_util.hpp"
 #include "benchmarks/collective.hpp"
-#include "benchmarks/expert_layout.hpp"
 #include "benchmarks/combine_input.hpp"
-#include "benchmarks/low_latency_reference.hpp"
+#include "benchmarks/expert_layout.hpp"
 #include "benchmarks/low_latency_report.hpp"
 #include "benchmarks/options.hpp"
 #include "benchmarks/registry.hpp"
 #include "benchmarks/report_output.hpp"
 #include "benchmarks/timing.hpp"
-#include "benchmarks/verify.hpp"
 #include "benchmarks/workload.hpp"
+#include "tests/support/compare.hpp"
+#include "tests/support/low_latency_reference.hpp"
 
 namespace epx::bench {
 
 namespace {
+
+using test::compare_tensors;
+using test::first_error;
 
 const char* const kSummary =
     "low-latency dispatch + combine (decode): latency vs normal mode and MPI_Alltoallv, with hooks";
@@ -123,84 +126,52 @@ std::size_t normal_buffer_bytes(const Config& c, int ranks) {
   return std::max(need, std::size_t{16} << 20);
 }
 
-// Everything wrong with one low-latency dispatch result, first problem only.
-std::string check_dispatch(const std::string& what, const comm::LowLatencyDispatchResult& r,
-                           const LowLatencyExpected& ref, const Config& c, int ranks) {
-  const std::int64_t local = static_cast<std::int64_t>(ref.count.size());
-  const std::int64_t slots = static_cast<std::int64_t>(ranks) * c.spec.tokens;
-  const std::int64_t h = c.spec.hidden;
-  const DType dtype = c.format.fp8 ? DType::e4m3 : DType::bf16;
-  const std::vector<std::int64_t> x_shape = {local, slots, h};
-  if (!r.x.defined() || r.x.dtype() != dtype || r.x.shape() != x_shape)
-    return what + " x: got " + (r.x.defined() ? r.x.describe() : std::string("nothing")) +
-           ", expected " + dtype_name(dtype) + "[" + std::to_string(local) + "," +
-           std::to_string(slots) + "," + std::to_string(h) + "]";
-  if (c.format.fp8) {
-    const std::vector<std::int64_t> s_shape = {local, slots, h / 128};
-    if (!r.x_scales.defined() || r.x_scales.dtype() != DType::f32 || r.x_scales.shape() != s_shape)
-      return what + " x_scales: got " +
-             (r.x_scales.defined() ? r.x_scales.describe() : std::string("nothing")) +
-             ", expected f32[" + std::to_string(local) + "," + std::to_string(slots) + "," +
-             std::to_string(h / 128) + "]";
-  } else if (r.x_scales.defined()) {
-    return what + " x_scales: got " + r.x_scales.describe() + " without fp8, expected nothing";
-  }
-  if (!r.count.defined() || r.count.dtype() != DType::i32 ||
-      r.count.shape() != std::vector<std::int64_t>{local})
-    return what + " count: got " +
-           (r.count.defined() ? r.count.describe() : std::string("nothing")) + ", expected i32[" +
-           std::to_string(local) + "]";
-  const std::int32_t* count = r.count.data<std::int32_t>();
-  const std::string counts =
-      compare_counts(what + " count", std::vector<int>(count, count + local), ref.count);
-  if (!counts.empty()) return counts;
+// The reference (tests/support) of one low-latency round on this rank.
+struct Reference {
+  test::LowLatencyExpected dispatch;
+  Tensor combined;  // [T,H] bf16: the combine of make_low_latency_combine_input
+};
 
-  // Rows 0..count[e]-1 of each expert, bit for bit; the rest is free space.
-  auto* x = const_cast<unsigned char*>(static_cast<const unsigned char*>(r.x.raw()));
-  const std::size_t x_expert = static_cast<std::size_t>(slots * h) * dtype_size(dtype);
-  for (std::int64_t e = 0; e < local; ++e) {
-    const std::int64_t n = ref.count[e];
-    const std::string name = what + " x of local expert " + std::to_string(e);
-    std::string err = compare_tensors(name, Tensor::wrap(x + e * x_expert, {n, h}, dtype), ref.x[e],
-                                      &ref.origin[e]);
-    if (err.empty() && c.format.fp8) {
-      float* s = const_cast<float*>(r.x_scales.data<float>()) + e * slots * (h / 128);
-      err = compare_tensors(what + " x_scales of local expert " + std::to_string(e),
-                            Tensor::wrap(s, {n, h / 128}, DType::f32), ref.x_scales[e],
-                            &ref.origin[e]);
-    }
-    if (!err.empty()) return err;
-  }
-  return "";
+Reference compute_reference(const Config& c, int rank, const Group& group) {
+  const test::InputsOf inputs = workload_inputs(c.spec);
+  const test::Topology topology = test::Topology::of(group, c.spec.experts);
+  const std::int64_t slots = static_cast<std::int64_t>(group.size()) * c.spec.tokens;
+  Reference r;
+  r.dispatch = test::expected_low_latency_dispatch(topology, rank, inputs, c.format);
+  const test::Payload own = test::payload_of(inputs(rank).x, c.format);
+  r.combined = test::expected_low_latency_combine(
+      topology, rank, inputs, low_latency_combine_rows(own, topology.experts_per_rank(), slots),
+      DType::bf16);
+  return r;
 }
 
 // One low-latency dispatch and combine, compared with the reference; with
 // `hook`, through return_recv_hook. Returns y, the combine input.
 Tensor check_low_latency_round(MPI_Comm comm, const Config& c, const Workload& w,
-                               const LowLatencyExpected& ref, comm::Buffer& ll, bool hook) {
+                               const Reference& ref, comm::Buffer& ll, bool hook) {
   const int rank = comm_rank(comm);
-  const int ranks = comm_size(comm);
+  const std::int64_t slots = static_cast<std::int64_t>(comm_size(comm)) * c.spec.tokens;
   const std::string mode = hook ? " (return_recv_hook)" : "";
   const comm::LowLatencyOptions opts = ll_options(c, hook);
   std::optional<comm::LowLatencyDispatchResult> d = ll.low_latency_dispatch(w.x, w.topk_idx, opts);
   std::string missing;
   if (hook && !d->hook) missing = "low_latency_dispatch with return_recv_hook returned no hook";
   if (hook && d->hook) d->hook();
-  agree_on_check(
-      comm,
-      missing.empty() ? check_dispatch("low-latency dispatch" + mode, *d, ref, c, ranks) : missing,
-      "low-latency dispatch" + mode + " differs from the reference");
+  agree_on_check(comm,
+                 missing.empty() ? test::compare_low_latency_dispatch("low-latency dispatch" + mode,
+                                                                      *d, ref.dispatch, slots)
+                                 : missing,
+                 "low-latency dispatch" + mode + " differs from the reference");
 
   Tensor y = make_low_latency_combine_input(d->x, d->x_scales, d->count, rank);
   std::optional<comm::LowLatencyCombineResult> k =
       ll.low_latency_combine(y, w.topk_idx, w.topk_weights, d->handle, opts);
   if (hook && !k->hook) missing = "low_latency_combine with return_recv_hook returned no hook";
   if (hook && k->hook) k->hook();
-  agree_on_check(comm,
-                 missing.empty()
-                     ? compare_tensors("low-latency combine" + mode, k->x, ref.combined, nullptr)
-                     : missing,
-                 "low-latency combine" + mode + " differs from the reference");
+  agree_on_check(
+      comm,
+      missing.empty() ? compare_tensors("low-latency combine" + mode, k->x, ref.combined) : missing,
+      "low-latency combine" + mode + " differs from the reference");
   return y;
 }
 
@@ -421,7 +392,7 @@ int run_low_latency(MPI_Comm comm, const std::vector<std::string>& args) {
     AlltoallvDispatcher baseline(comm, c.spec.experts);
 
     progress(comm, "low-latency: computing the reference and checking every path");
-    const LowLatencyExpected ref = compute_low_latency_expected(c.spec, rank, ranks, c.format);
+    const Reference ref = compute_reference(c, rank, *group);
     const Tensor y_ll = check_low_latency_round(comm, c, w, ref, *ll, false);
     check_low_latency_round(comm, c, w, ref, *ll, true);
     const NormalInputs n = check_normal(comm, c, w, baseline, *normal);

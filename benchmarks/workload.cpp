@@ -68,4 +68,11 @@ Workload make_workload(const WorkloadSpec& spec, int rank) {
   return w;
 }
 
+test::InputsOf workload_inputs(const WorkloadSpec& spec) {
+  return [spec](int rank) {
+    Workload w = make_workload(spec, rank);
+    return test::RankInputs{w.x, w.topk_idx, w.topk_weights};
+  };
+}
+
 }  // namespace epx::bench

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <epx/tensor.hpp>
 
+#include "tests/support/inputs.hpp"
+
 namespace epx::bench {
 
 struct WorkloadSpec {
@@ -24,6 +26,9 @@ struct Workload {
 };
 
 Workload make_workload(const WorkloadSpec& spec, int rank);
+
+// make_workload as the references (tests/support) ask for a rank's inputs.
+test::InputsOf workload_inputs(const WorkloadSpec& spec);
 
 // SplitMix64: small, fast, and the same sequence on every platform (the
 // standard distributions are not), which cross-rank regeneration needs.

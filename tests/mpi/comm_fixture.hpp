@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "comm_reference.hpp"
 #include "core/wait.hpp"
@@ -29,17 +31,13 @@ inline std::vector<std::int64_t> tokens_per_rank(std::int64_t base, std::vector<
 // Experts: a multiple of the group size, not a power of two when possible.
 inline int experts_for(int per_rank) { return per_rank * world().size(); }
 
-// Compares n elements, reporting the first mismatch with its row.
-template <class T>
-void expect_rows_equal(const T* got, const T* want, std::int64_t rows, std::int64_t cols,
-                       const char* what) {
-  for (std::int64_t i = 0; i < rows * cols; ++i) {
-    if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0) {
-      ADD_FAILURE() << what << " differs at row " << i / cols << ", column " << i % cols
-                    << " (rank " << world().rank() << ")";
-      return;
-    }
-  }
+// Bit-for-bit equality (dtype, shape, bytes); a failure names the first
+// differing row (its source when `origin` is given), element and bits. An
+// EXPECT: the caller still reaches the next collective.
+inline void expect_same(const std::string& what, const Tensor& got, const Tensor& want,
+                        const std::vector<RowOrigin>* origin = nullptr) {
+  const std::string diff = compare_tensors(what, got, want, origin);
+  EXPECT_TRUE(diff.empty()) << diff << " (rank " << world().rank() << ")";
 }
 
 }  // namespace epx::test

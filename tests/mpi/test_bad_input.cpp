@@ -47,7 +47,7 @@ void expect_everyone_fails(const std::function<void()>& call, const std::string&
 void expect_still_usable(comm::Buffer& buffer, const Inputs& u) {
   comm::Layout layout = buffer.get_dispatch_layout(u.in.topk_idx, u.s.experts);
   DispatchResult d = buffer.dispatch(u.in.x, u.in.topk_idx, u.in.topk_weights, layout);
-  EXPECT_EQ(d.x.dim(0), expected_dispatch(u.s, world().rank(), false, false, 1).rows);
+  EXPECT_EQ(d.x.dim(0), expected_dispatch(u.s, world().rank(), false, false, 1).rows());
   Tensor back = buffer.combine(d.x, d.handle);
   EXPECT_EQ(back.dim(0), u.s.tokens[world().rank()]);
 }

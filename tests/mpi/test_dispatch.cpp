@@ -18,25 +18,15 @@ struct Case {
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
-void check_dispatch(const DispatchResult& got, const ExpectedDispatch& want, std::int64_t hidden,
-                    bool fp8) {
-  ASSERT_EQ(got.x.dim(0), want.rows);
-  ASSERT_EQ(got.x.dim(1), hidden);
-  const std::size_t row_bytes = static_cast<std::size_t>(hidden) * dtype_size(got.x.dtype());
-  expect_rows_equal(static_cast<const std::uint8_t*>(got.x.raw()), want.x.data(), want.rows,
-                    static_cast<std::int64_t>(row_bytes), "x bytes");
-  if (fp8) {
-    ASSERT_TRUE(got.x_scales.defined());
-    EXPECT_EQ(got.x.dtype(), DType::e4m3);
-    expect_rows_equal(got.x_scales.data<float>(), want.scales.data(), want.rows, hidden / 128, "x_scales");
-  } else {
-    EXPECT_FALSE(got.x_scales.defined());
-  }
-  const std::int64_t K = got.topk_idx.dim(1);
-  expect_rows_equal(got.topk_idx.data<std::int64_t>(), want.topk_idx.data(), want.rows, K, "topk_idx");
-  expect_rows_equal(got.topk_weights.data<float>(), want.topk_weights.data(), want.rows, K, "topk_weights");
-  EXPECT_EQ(got.num_recv_tokens_per_expert, want.per_expert);
-  EXPECT_EQ(got.handle.num_recv_tokens(), want.rows);
+// Everything in a dispatch result against the reference (x_scales: defined
+// exactly with fp8).
+void check_dispatch(const DispatchResult& got, const ExpectedDispatch& want) {
+  expect_same("x", got.x, want.x, &want.origin);
+  expect_same("x_scales", got.x_scales, want.x_scales, &want.origin);
+  expect_same("topk_idx", got.topk_idx, want.topk_idx, &want.origin);
+  expect_same("topk_weights", got.topk_weights, want.topk_weights, &want.origin);
+  EXPECT_EQ(got.num_recv_tokens_per_expert, want.num_recv_tokens_per_expert);
+  EXPECT_EQ(got.handle.num_recv_tokens(), want.rows());
 }
 
 class DispatchTest : public ::testing::TestWithParam<Case> {};
@@ -60,11 +50,11 @@ TEST_P(DispatchTest, MatchesReference) {
   ExpectedDispatch want = expected_dispatch(s, me, c.fp8, c.ue8m0, c.alignment);
 
   DispatchResult first = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout, o);
-  check_dispatch(first, want, s.hidden, c.fp8);
+  check_dispatch(first, want);
   // A second call while the first result is alive: same bytes, first untouched.
   DispatchResult second = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout, o);
-  check_dispatch(second, want, s.hidden, c.fp8);
-  check_dispatch(first, want, s.hidden, c.fp8);
+  check_dispatch(second, want);
+  check_dispatch(first, want);
   EXPECT_NE(first.x.raw(), second.x.raw());
 
   // Cached: same routing, a new payload.
@@ -74,14 +64,9 @@ TEST_P(DispatchTest, MatchesReference) {
   co.ue8m0 = c.ue8m0;
   DispatchResult cached = buffer.dispatch(in2.x, first.handle, co);
   ExpectedDispatch want2 = expected_dispatch(s, me, c.fp8, c.ue8m0, c.alignment, 99);
-  ASSERT_EQ(cached.x.dim(0), want2.rows);
-  const std::size_t rb = static_cast<std::size_t>(s.hidden) * dtype_size(cached.x.dtype());
-  expect_rows_equal(static_cast<const std::uint8_t*>(cached.x.raw()), want2.x.data(), want2.rows,
-                    static_cast<std::int64_t>(rb), "cached x bytes");
-  if (c.fp8)
-    expect_rows_equal(cached.x_scales.data<float>(), want2.scales.data(), want2.rows,
-                      s.hidden / 128, "cached x_scales");
-  EXPECT_EQ(cached.num_recv_tokens_per_expert, want.per_expert);
+  expect_same("cached x", cached.x, want2.x, &want2.origin);
+  expect_same("cached x_scales", cached.x_scales, want2.x_scales, &want2.origin);
+  EXPECT_EQ(cached.num_recv_tokens_per_expert, want.num_recv_tokens_per_expert);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -107,19 +92,15 @@ TEST(Dispatch, PrequantizedInput) {
   comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
   DispatchResult got =
       buffer.dispatch(comm::Fp8Tensor{q, scales}, in.topk_idx, in.topk_weights, layout);
-  check_dispatch(got, expected_dispatch(s, me, true, false, 1), s.hidden, true);
+  check_dispatch(got, expected_dispatch(s, me, true, false, 1));
 
   // Cached, with a new pre-quantised payload: the bytes and scales as given.
   RankInputs in2 = make_inputs(s, me, /*salt=*/7);
   auto [q2, scales2] = kernels::per_token_cast_to_fp8(in2.x, false);
   DispatchResult cached = buffer.dispatch(comm::Fp8Tensor{q2, scales2}, got.handle);
   const ExpectedDispatch want2 = expected_dispatch(s, me, true, false, 1, 7);
-  ASSERT_EQ(cached.x.dim(0), want2.rows);
-  EXPECT_EQ(cached.x.dtype(), DType::e4m3);
-  expect_rows_equal(static_cast<const std::uint8_t*>(cached.x.raw()), want2.x.data(), want2.rows,
-                    s.hidden, "cached x bytes");
-  expect_rows_equal(cached.x_scales.data<float>(), want2.scales.data(), want2.rows, s.hidden / 128,
-                    "cached x_scales");
+  expect_same("cached x", cached.x, want2.x, &want2.origin);
+  expect_same("cached x_scales", cached.x_scales, want2.x_scales, &want2.origin);
 }
 
 TEST(Dispatch, AllTokensWithoutExperts) {
@@ -153,9 +134,9 @@ TEST(Dispatch, SeveralTimesLargerThanTheBuffer) {
   ExpectedDispatch want = expected_dispatch(s, me, false, false, 1);
   DispatchResult a = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
   DispatchResult b = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
-  check_dispatch(a, want, s.hidden, false);
-  check_dispatch(b, want, s.hidden, false);
-  if (want.rows * s.hidden * 2 > static_cast<std::int64_t>(before)) {
+  check_dispatch(a, want);
+  check_dispatch(b, want);
+  if (want.rows() * s.hidden * 2 > static_cast<std::int64_t>(before)) {
     EXPECT_GT(buffer.capacity_bytes(), before);
   }
 }
@@ -172,7 +153,7 @@ TEST(Dispatch, ResultOutlivesBuffer) {
     comm::Layout layout = buffer.get_dispatch_layout(in.topk_idx, s.experts);
     kept = buffer.dispatch(in.x, in.topk_idx, in.topk_weights, layout);
   }
-  check_dispatch(kept, expected_dispatch(s, me, false, false, 1), s.hidden, false);
+  check_dispatch(kept, expected_dispatch(s, me, false, false, 1));
 }
 
 }  // namespace

@@ -108,7 +108,7 @@ void run_round(comm::Buffer& buffer, const Shape& s, int max_tokens, const Round
   const LowLatencyOptions o = ll_options(r.fp8, r.ue8m0, r.hook);
   LowLatencyDispatchResult d = buffer.low_latency_dispatch(in.x, in.topk_idx, o);
   finish(d.hook, r.hook, what + " dispatch", /*twice=*/true);
-  ll::check_dispatch(d, ll::expected_dispatch(s, me, r.fp8, r.ue8m0, r.salt), s, max_tokens, r.fp8,
+  ll::check_dispatch(d, ll::expected_dispatch(s, me, r.fp8, r.ue8m0, r.salt), s, max_tokens,
                      what + " dispatch");
   Tensor y = y_for(d, s, max_tokens, r.ydtype);
   LowLatencyCombineResult c = buffer.low_latency_combine(y, in.topk_idx, in.topk_weights, d.handle, o);
@@ -233,8 +233,8 @@ TEST(LowLatency, TwoResultsHeldThirdDispatchFails) {
 
   LowLatencyDispatchResult da = buffer.low_latency_dispatch(a.x, a.topk_idx, o);
   LowLatencyDispatchResult db = buffer.low_latency_dispatch(b.x, b.topk_idx, o);
-  ll::check_dispatch(db, wb, s, M, true, "second held result");
-  ll::check_dispatch(da, wa, s, M, true, "first held result after the second call");
+  ll::check_dispatch(db, wb, s, M, "second held result");
+  ll::check_dispatch(da, wa, s, M, "first held result after the second call");
 
   // Both held on every rank.
   expect_everyone_fails([&] { buffer.low_latency_dispatch(c.x, c.topk_idx, o); }, kEveryRank, "",
@@ -250,20 +250,21 @@ TEST(LowLatency, TwoResultsHeldThirdDispatchFails) {
   expect_everyone_fails([&] { buffer.low_latency_dispatch(c.x, c.topk_idx, o); }, bad_rank(), "",
                         "third dispatch, two results held on the last rank");
   // The failed calls moved nothing: the held results are intact.
-  ll::check_dispatch(db, wb, s, M, true, "second held result after the failed calls");
+  ll::check_dispatch(db, wb, s, M, "second held result after the failed calls");
   if (me == bad_rank()) {
     const std::size_t row_bytes = static_cast<std::size_t>(s.hidden);
     for (int e = 0; e < s.experts / s.ranks(); ++e) {
       const auto* x = static_cast<const std::uint8_t*>(da.x.raw()) + e * std::int64_t{s.ranks()} * M * row_bytes;
-      EXPECT_EQ(std::memcmp(x, wa.x[e].data(), wa.x[e].size()), 0) << "first held x, expert " << e;
+      EXPECT_EQ(std::memcmp(x, wa.x[e].raw(), wa.x[e].nbytes()), 0) << "first held x, expert " << e;
     }
   }
   drop(da);
 
   // With one result released, the next call works; and combine both.
   LowLatencyDispatchResult dc = buffer.low_latency_dispatch(c.x, c.topk_idx, o);
-  ll::check_dispatch(dc, ll::expected_dispatch(s, me, true, false, 3), s, M, true, "dispatch after release");
-  ll::check_dispatch(db, wb, s, M, true, "second held result after the next call");
+  ll::check_dispatch(dc, ll::expected_dispatch(s, me, true, false, 3), s, M,
+                     "dispatch after release");
+  ll::check_dispatch(db, wb, s, M, "second held result after the next call");
   LowLatencyCombineResult cb =
       buffer.low_latency_combine(y_for(db, s, M, DType::bf16), b.topk_idx, b.topk_weights, db.handle, o);
   ll::check_combine(cb.x, ll::expected_combine(s, me, true, false, DType::bf16, 2), "combine of b");
@@ -283,8 +284,8 @@ TEST(LowLatency, TwoResultsHeldThirdDispatchFails) {
                         "third dispatch, count of a result held on the last rank");
   drop(db);
   LowLatencyDispatchResult dd = buffer.low_latency_dispatch(a.x, a.topk_idx, o);
-  ll::check_dispatch(dd, wa, s, M, true, "dispatch after releasing count");
-  ll::check_dispatch(dc, ll::expected_dispatch(s, me, true, false, 3), s, M, true,
+  ll::check_dispatch(dd, wa, s, M, "dispatch after releasing count");
+  ll::check_dispatch(dc, ll::expected_dispatch(s, me, true, false, 3), s, M,
                      "held result after the next call");
 }
 
@@ -299,7 +300,7 @@ TEST(LowLatency, ReleasingTheNewerResultFreesRoom) {
   const ll::Expected wa = ll::expected_dispatch(s, me, true, false, 1);
   LowLatencyDispatchResult da = buffer.low_latency_dispatch(a.x, a.topk_idx, o);
   LowLatencyDispatchResult db = buffer.low_latency_dispatch(b.x, b.topk_idx, o);
-  ll::check_dispatch(db, ll::expected_dispatch(s, me, true, false, 2), s, M, true, "newer result");
+  ll::check_dispatch(db, ll::expected_dispatch(s, me, true, false, 2), s, M, "newer result");
   drop(db);
   LowLatencyDispatchResult dc;
   try {
@@ -308,9 +309,9 @@ TEST(LowLatency, ReleasingTheNewerResultFreesRoom) {
     ADD_FAILURE() << "dispatch with only the older result held (rank " << me << "): " << e.what();
   }
   if (dc.x.defined())
-    ll::check_dispatch(dc, ll::expected_dispatch(s, me, true, false, 3), s, M, true,
+    ll::check_dispatch(dc, ll::expected_dispatch(s, me, true, false, 3), s, M,
                        "dispatch after releasing the newer result");
-  ll::check_dispatch(da, wa, s, M, true, "older held result after the next call");
+  ll::check_dispatch(da, wa, s, M, "older held result after the next call");
 }
 
 // ---------------------------------------------- micro-batches with hooks
@@ -338,18 +339,18 @@ TEST(LowLatency, TwoMicroBatchesWithHooks) {
   LowLatencyDispatchResult db = buffer.low_latency_dispatch(b.x, b.topk_idx, o);
   const ll::Expected wa = ll::expected_dispatch(sa, me, true, false, 0);  // "compute"
   finish(da.hook, true, "dispatch a");
-  ll::check_dispatch(da, wa, sa, M, true, "dispatch a");
+  ll::check_dispatch(da, wa, sa, M, "dispatch a");
   LowLatencyCombineResult ca =
       buffer.low_latency_combine(y_for(da, sa, M, DType::bf16), a.topk_idx, a.topk_weights, da.handle, o);
   const ll::Expected wb = ll::expected_dispatch(sb, me, true, false, 0);  // "compute"
   finish(db.hook, true, "dispatch b");
-  ll::check_dispatch(db, wb, sb, M, true, "dispatch b");
+  ll::check_dispatch(db, wb, sb, M, "dispatch b");
   LowLatencyCombineResult cb =
       buffer.low_latency_combine(y_for(db, sb, M, DType::f32), b.topk_idx, b.topk_weights, db.handle, o);
   compute(20000);
   finish(ca.hook, true, "combine a");
   ll::check_combine(ca.x, ll::expected_combine(sa, me, true, false, DType::bf16, 0), "combine a");
-  ll::check_dispatch(db, wb, sb, M, true, "dispatch b after combine a");
+  ll::check_dispatch(db, wb, sb, M, "dispatch b after combine a");
 
   // Next step of micro-batch a while b's combine is in flight.
   drop(da);
@@ -360,12 +361,12 @@ TEST(LowLatency, TwoMicroBatchesWithHooks) {
   finish(cb.hook, true, "combine b");
   ll::check_combine(cb.x, ll::expected_combine(sb, me, true, false, DType::f32, 0), "combine b");
   finish(da2.hook, true, "dispatch a2");
-  ll::check_dispatch(da2, ll::expected_dispatch(sa, me, true, false, 5), sa, M, true, "dispatch a2");
+  ll::check_dispatch(da2, ll::expected_dispatch(sa, me, true, false, 5), sa, M, "dispatch a2");
   LowLatencyCombineResult ca2 = buffer.low_latency_combine(y_for(da2, sa, M, DType::bf16), a2.topk_idx,
                                                            a2.topk_weights, da2.handle, o);
   finish(ca2.hook, true, "combine a2");
   ll::check_combine(ca2.x, ll::expected_combine(sa, me, true, false, DType::bf16, 5), "combine a2");
-  ll::check_dispatch(db, wb, sb, M, true, "dispatch b at the end");
+  ll::check_dispatch(db, wb, sb, M, "dispatch b at the end");
 }
 
 // Hooks need not be called in the order of the calls, nor combines made in
@@ -380,8 +381,8 @@ TEST(LowLatency, HooksInReverseOrder) {
   LowLatencyDispatchResult db = buffer.low_latency_dispatch(b.x, b.topk_idx, o);
   finish(db.hook, true, "dispatch b");
   finish(da.hook, true, "dispatch a");
-  ll::check_dispatch(da, ll::expected_dispatch(s, me, false, false, 1), s, M, false, "dispatch a");
-  ll::check_dispatch(db, ll::expected_dispatch(s, me, false, false, 2), s, M, false, "dispatch b");
+  ll::check_dispatch(da, ll::expected_dispatch(s, me, false, false, 1), s, M, "dispatch a");
+  ll::check_dispatch(db, ll::expected_dispatch(s, me, false, false, 2), s, M, "dispatch b");
   // Combine in the other order too.
   LowLatencyCombineResult cb =
       buffer.low_latency_combine(y_for(db, s, M, DType::bf16), b.topk_idx, b.topk_weights, db.handle, o);
@@ -470,7 +471,6 @@ TEST(LowLatency, HundredStepsRandomTokens) {
   LowLatencyDispatchResult prev;
   ll::Expected prev_want;
   Shape prev_shape;
-  bool prev_fp8 = false;
   for (int step = 0; step < 100; ++step) {
     std::mt19937 rng(9000u + static_cast<std::uint32_t>(step));  // same on every rank
     std::vector<std::int64_t> tokens(static_cast<std::size_t>(R));
@@ -492,17 +492,16 @@ TEST(LowLatency, HundredStepsRandomTokens) {
     LowLatencyDispatchResult d = buffer.low_latency_dispatch(in.x, in.topk_idx, o);
     finish(d.hook, r.hook, what + " dispatch");
     const ll::Expected want = ll::expected_dispatch(s, me, r.fp8, r.ue8m0, r.salt);
-    ll::check_dispatch(d, want, s, M, r.fp8, what + " dispatch");
+    ll::check_dispatch(d, want, s, M, what + " dispatch");
     LowLatencyCombineResult c =
         buffer.low_latency_combine(y_for(d, s, M, r.ydtype), in.topk_idx, in.topk_weights, d.handle, o);
     finish(c.hook, r.hook, what + " combine");
     ll::check_combine(c.x, ll::expected_combine(s, me, r.fp8, r.ue8m0, r.ydtype, r.salt), what + " combine");
     if (step > 0)
-      ll::check_dispatch(prev, prev_want, prev_shape, M, prev_fp8, what + ": previous step's dispatch");
+      ll::check_dispatch(prev, prev_want, prev_shape, M, what + ": previous step's dispatch");
     prev = std::move(d);
     prev_want = want;
     prev_shape = s;
-    prev_fp8 = r.fp8;
     if (any_rank_failed()) {
       ADD_FAILURE() << "stopping at " << what << " (rank " << me << ")";
       break;
@@ -685,7 +684,7 @@ TEST(LowLatencyBadInput, BufferWithoutLowLatency) {
   // Normal mode still works on it.
   comm::Layout layout = buffer.get_dispatch_layout(u.in.topk_idx, u.s.experts);
   DispatchResult d = buffer.dispatch(u.in.x, u.in.topk_idx, u.in.topk_weights, layout);
-  EXPECT_EQ(d.x.dim(0), expected_dispatch(u.s, world().rank(), false, false, 1).rows);
+  EXPECT_EQ(d.x.dim(0), expected_dispatch(u.s, world().rank(), false, false, 1).rows());
 }
 
 // Ranks passing different shapes to the constructor: InvalidArgument on

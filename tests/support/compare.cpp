@@ -1,11 +1,11 @@
-#include "benchmarks/verify.hpp"
+#include "tests/support/compare.hpp"
 
 #include <cstdint>
 #include <cstring>
 #include <iomanip>
 #include <sstream>
 
-namespace epx::bench {
+namespace epx::test {
 
 namespace {
 
@@ -88,4 +88,4 @@ std::string first_error(std::initializer_list<std::string> messages) {
   return "";
 }
 
-}  // namespace epx::bench
+}  // namespace epx::test
