@@ -349,12 +349,16 @@ pipeline)
   done
   # The zero-bubble split backward (Bi now, W later) gives the full
   # backward's bits: losses, weights and AdamW moments equal to 1F1B's.
+  # same_bits A B WHAT: runs A and B gave the same losses, weights and moments.
+  same_bits() {
+    python3 "$compare" "$1.jsonl" "$2.jsonl" --exact || fail "$3: the losses differ"
+    for f in model.safetensors optimizer.safetensors; do
+      cmp "$1/step-10/$f" "$2/step-10/$f" || fail "$3: $f differs"
+    done
+  }
   for pp in 2 4; do
     echo "== pp $pp: zb-h1 against 1f1b, bit for bit"
-    python3 "$compare" "pp${pp}_1f1b.jsonl" "pp${pp}_zb-h1.jsonl" --exact || fail "pp $pp: zb-h1 differs from 1f1b"
-    for f in model.safetensors optimizer.safetensors; do
-      cmp "pp${pp}_1f1b/step-10/$f" "pp${pp}_zb-h1/step-10/$f" || fail "pp $pp: zb-h1's $f differs from 1f1b's"
-    done
+    same_bits "pp${pp}_1f1b" "pp${pp}_zb-h1" "pp $pp: zb-h1 against 1f1b"
   done
   # DualPipe's FB overlap (two threads taking turns) against its FB units run
   # half after half: the same losses, weights and AdamW moments, bit for bit.
@@ -365,10 +369,7 @@ pipeline)
       --set parallel.fb_overlap=false || { cat "$name.log"; fail "$name"; }
     grep -q "MPI_THREAD_MULTIPLE" "pp2dp2ep2_$sched.log" && fail "$sched: the overlap fell back (no MPI_THREAD_MULTIPLE)"
     echo "== pp 2 x dp 2 x ep 2, $sched: FB units overlapped against sequential, bit for bit"
-    python3 "$compare" "$name.jsonl" "pp2dp2ep2_$sched.jsonl" --exact || fail "$sched: the FB overlap changes the losses"
-    for f in model.safetensors optimizer.safetensors; do
-      cmp "$name/step-10/$f" "pp2dp2ep2_$sched/step-10/$f" || fail "$sched: the FB overlap changes $f"
-    done
+    same_bits "$name" "pp2dp2ep2_$sched" "$sched: the FB overlap against sequential"
   done
   # The live balancer on a pipeline: every replica and both DualPipe copies checked.
   bal=(--set balancer.enabled=true --set balancer.redundant_experts=2 --set balancer.every=2 --set balancer.window=2)
