@@ -9,9 +9,11 @@
 // pieces of two micro-batches later without touching the math.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include <epx/balancer.hpp>
@@ -59,6 +61,15 @@ class Engine {
   double expert_seconds() const noexcept { return expert_seconds_; }
   std::int64_t expert_pairs() const noexcept { return expert_pairs_; }
   void reset_ep_seconds() noexcept { ep_seconds_ = expert_seconds_ = 0, expert_pairs_ = 0; }
+  // With record_comm_pieces(true), every comm::Buffer call since the last
+  // take: its start and end in ms on the host's steady clock (the pipeline
+  // timeline draws them inside the ops). Off by default: the list would grow
+  // without a taker.
+  struct CommPiece {
+    double start_ms = 0, end_ms = 0;
+  };
+  void record_comm_pieces(bool on) noexcept { record_comm_ = on; }
+  std::vector<CommPiece> take_comm_pieces() { return std::exchange(comm_pieces_, {}); }
 
   // Redundant experts: with a placement (balancer::rebalance_experts over the
   // EP group, model.expert_slots() this rank's share of it), each (token,
@@ -125,7 +136,11 @@ class Engine {
   comm::Buffer& buffer_;
   EngineOptions options_;
   std::vector<std::vector<std::int64_t>> counts_;
+  // One comm::Buffer call that began at t0 ended now: its time and piece.
+  void note_comm(std::chrono::steady_clock::time_point t0);
   double ep_seconds_ = 0, expert_seconds_ = 0;
+  std::vector<CommPiece> comm_pieces_;
+  bool record_comm_ = false;
   std::int64_t expert_pairs_ = 0;
   const balancer::Placement* placement_ = nullptr;
   int placement_nodes_ = 1;

@@ -52,6 +52,16 @@ std::vector<kernels::MlpGrads> expert_grads(ParamStore& X, const LayerIndex& li)
 
 }  // namespace
 
+void Engine::note_comm(Clock::time_point t0) {
+  const Clock::time_point t1 = Clock::now();
+  ep_seconds_ += std::chrono::duration<double>(t1 - t0).count();
+  if (!record_comm_) return;
+  const auto ms = [](Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(t.time_since_epoch()).count();
+  };
+  comm_pieces_.push_back({ms(t0), ms(t1)});
+}
+
 void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count) {
   const ModelConfig& c = model_.config();
   const LayerIndex& li = model_.layers[layer];
@@ -93,7 +103,7 @@ void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count
         buffer_.get_dispatch_layout(idx_t, model_.ep_size() * model_.local_experts());
     got = buffer_.dispatch(x_t, idx_t, w_t, layout, dopt);
   }
-  ep_seconds_ += seconds_since(t0);
+  note_comm(t0);
   const std::int64_t M = got.x.dim(0);
   s.handle = got.handle;
   s.recv = M;
@@ -153,7 +163,7 @@ void Engine::moe_forward(int layer, Saved& sv, std::vector<float>& h, bool count
     CommScope comm(turn_);
     routed = buffer_.combine(y, s.handle);
   }
-  ep_seconds_ += seconds_since(t0);
+  note_comm(t0);
   y = Tensor();
 
   // out = routed + shared; h += out.
@@ -199,7 +209,7 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
     CommScope comm(turn_);
     got = buffer_.dispatch(Tensor::wrap(dh.data(), {T, H}, DType::f32), s.handle);
   }
-  ep_seconds_ += seconds_since(t0);
+  note_comm(t0);
   const float* dy = got.x.data<float>();
 
   // Per pair: d(out) = w * dy_m, dw = dy_m . out.
@@ -269,7 +279,7 @@ void Engine::moe_backward(int layer, Saved& sv, std::vector<float>& dh) {
     CommScope comm(turn_);
     back = buffer_.combine(z, s.handle);
   }
-  ep_seconds_ += seconds_since(t0);
+  note_comm(t0);
   z = Tensor();
   s.handle = comm::Handle();
   const float* bd = back.data<float>();

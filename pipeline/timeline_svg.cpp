@@ -17,6 +17,8 @@ constexpr double kRowGap = 6.0;
 constexpr double kLeft = 64.0;
 constexpr double kTop = 34.0;
 constexpr double kChartWidth = 1200.0;
+constexpr double kMarkHeight = 6.0;
+constexpr const char* kMarkColour = "#222222";
 
 // Chunk 1 (the second chunk of DualPipe/DualPipeV) in a lighter shade.
 const char* fill(OpKind kind, int chunk) {
@@ -49,6 +51,10 @@ class Svg {
     os_ << "<text x=\"" << x << "\" y=\"" << y << "\" font-size=\"" << size << "\" text-anchor=\""
         << anchor << "\">" << s << "</text>\n";
   }
+  void bar(double x, double y, double w, double h, const char* colour) {
+    os_ << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << w << "\" height=\"" << h
+        << "\" fill=\"" << colour << "\"/>\n";
+  }
   double x(double t) const { return kLeft + t * scale_; }
   double scale() const { return scale_; }
   std::ostringstream& out() { return os_; }
@@ -76,9 +82,13 @@ void draw_op(Svg& svg, const Op& op, const OpTime& t, double y) {
 
 }  // namespace
 
-std::string timeline_svg(const Schedule& schedule, const Simulation& sim) {
+std::string timeline_svg(const Schedule& schedule, const Simulation& sim,
+                         const std::vector<std::vector<OpTime>>& marks) {
   EPX_CHECK_EQ(sim.times.size(), schedule.ops.size(), InvalidArgument,
                "timeline_svg: the simulation is of another schedule (ranks differ)");
+  EPX_CHECK(marks.empty() || marks.size() == schedule.ops.size(), InvalidArgument,
+            "timeline_svg: marks for ", marks.size(), " ranks, the schedule has ",
+            schedule.ops.size());
   const double span = std::max(sim.makespan, 1e-9);
   Svg svg(kChartWidth / span);
   const double rows = schedule.ranks * (kRowHeight + kRowGap);
@@ -97,6 +107,10 @@ std::string timeline_svg(const Schedule& schedule, const Simulation& sim) {
     svg.text(kLeft - 8, y + kRowHeight / 2 + 4, "rank " + std::to_string(r), "end", 12);
     for (std::size_t i = 0; i < schedule.ops[r].size(); ++i)
       draw_op(svg, schedule.ops[r][i], sim.times[r][i], y);
+    if (!marks.empty())
+      for (const OpTime& m : marks[r])
+        svg.bar(svg.x(m.start), y + kRowHeight - kMarkHeight,
+                std::max(0.5, (m.end - m.start) * svg.scale()), kMarkHeight, kMarkColour);
   }
   // Legend: one swatch per kind, then the FB unit and the chunk shading.
   const double ly = kTop + rows + 14;
@@ -114,6 +128,10 @@ std::string timeline_svg(const Schedule& schedule, const Simulation& sim) {
   svg.box(fx, ly, 22, "none", 2.0);
   svg.text(fx + 28, ty, "FB: F of one micro-batch overlapped with B of another (f|b)", "start", 12);
   svg.text(kLeft + kChartWidth, ty + 20, "lighter shade: a rank's second chunk", "end", 11);
+  if (!marks.empty()) {
+    svg.bar(kLeft, ty + 12, 22, kMarkHeight, kMarkColour);
+    svg.text(kLeft + 28, ty + 20, "EP comm: a dispatch or combine call inside the op", "start", 11);
+  }
   return head.str() + svg.out().str() + "</svg>\n";
 }
 

@@ -109,7 +109,17 @@ void register_pipeline(py::module_& parent) {
   m.def("choose_schedule", [](int ranks, int microbatches, const pp::Costs& per_stage, double memory_budget) {
     return pp::choose_schedule({ranks, microbatches, per_stage, memory_budget});
   }, "ranks"_a, "microbatches"_a, "per_stage"_a, "memory_budget"_a = 0.0);
-  m.def("timeline_svg", &pp::timeline_svg, "schedule"_a, "simulation"_a);
+  // marks: per rank, (start, end) pairs on the simulation's time axis.
+  using Marks = std::vector<std::vector<std::pair<double, double>>>;
+  m.def(
+      "timeline_svg",
+      [](const pp::Schedule& schedule, const pp::Simulation& simulation, const Marks& marks) {
+        std::vector<std::vector<pp::OpTime>> m(marks.size());
+        for (std::size_t r = 0; r < marks.size(); ++r)
+          for (const auto& [start, end] : marks[r]) m[r].push_back({start, end});
+        return pp::timeline_svg(schedule, simulation, m);
+      },
+      "schedule"_a, "simulation"_a, "marks"_a = Marks{});
 }
 
 }  // namespace epx::python

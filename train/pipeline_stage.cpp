@@ -33,6 +33,7 @@ PipelineStage::PipelineStage(std::vector<model::Engine*> engines, int batch, int
                              bool fb_overlap)
     : engines_(std::move(engines)), batch_(batch), seq_(seq) {
   if (fb_overlap) worker_ = std::make_unique<FbWorker>();
+  for (model::Engine* e : engines_) e->record_comm_pieces(true);  // cleared every step
 }
 
 PipelineStage::~PipelineStage() = default;
@@ -45,6 +46,7 @@ void PipelineStage::begin_step(const std::vector<std::vector<std::int32_t>>* tok
   loss_scale_ = loss_scale;
   times_.clear();
   ep_ms_.clear();
+  for (model::Engine* e : engines_) e->take_comm_pieces();  // this step's only
   compute_ms_.clear();
   hidden_ms_.clear();
   fb_unit_hook_ = nullptr;
@@ -134,6 +136,14 @@ Tensor PipelineStage::forward(int chunk, int mb, const Tensor& input) {
 
 Tensor PipelineStage::backward(int chunk, int mb, const Tensor& grad_output) {
   return timed([&] { return backward_untimed(chunk, mb, grad_output, /*defer_weights=*/false); });
+}
+
+std::vector<pipeline::OpTime> PipelineStage::take_comm_pieces() {
+  std::vector<pipeline::OpTime> out;
+  for (model::Engine* e : engines_)
+    for (const model::Engine::CommPiece& p : e->take_comm_pieces())
+      out.push_back({p.start_ms, p.end_ms});
+  return out;
 }
 
 std::unique_ptr<model::Engine::Saved> PipelineStage::take_spare(int chunk) {

@@ -76,6 +76,9 @@ class PipelineStage : public pipeline::Stage {
   // And the ms of its EP comm hidden behind compute: in an overlapped FB
   // unit, while one half was in a comm call the other computed; else 0.
   const std::vector<double>& op_hidden_ms() const noexcept { return hidden_ms_; }
+  // Every EP comm call (comm::Buffer) of the engines since begin_step, as
+  // start and end on the same clock; taking them clears them.
+  std::vector<pipeline::OpTime> take_comm_pieces();
 
  private:
   model::MicroBatch micro_batch(int mb) const;

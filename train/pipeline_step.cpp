@@ -4,6 +4,7 @@
 // (dense) and its expert replicas, and every chunk takes the same clipped
 // AdamW update. DualPipe's two copies of a stage are summed by the executor
 // first (a + b on both ranks: the same bits), so they stay identical.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -177,6 +178,18 @@ void Trainer::draw_timeline(StepResult& r) {
   for (const auto& ops : schedule_->ops) most = std::max(most, ops.size());
   mine.resize(2 * most, 0.0);
   const std::vector<double> all = allgather(pp_comm_, mine, "gathering the pipeline timeline");
+  // The EP comm calls inside the ops, padded to the most any rank made.
+  std::vector<double> calls;
+  for (const pipeline::OpTime& t : stage_->take_comm_pieces())
+    calls.insert(calls.end(), {t.start, t.end});
+  const std::vector<std::int64_t> counts =
+      allgather(pp_comm_, std::vector<std::int64_t>{static_cast<std::int64_t>(calls.size() / 2)},
+                "gathering the pipeline timeline");
+  const std::size_t most_calls =
+      static_cast<std::size_t>(*std::max_element(counts.begin(), counts.end()));
+  calls.resize(2 * most_calls, 0.0);
+  const std::vector<double> all_calls =
+      allgather(pp_comm_, calls, "gathering the pipeline timeline");
   // Rank 0 draws and writes; the pipeline learns whether that worked, so a
   // failure (say, a directory that is not there) stops every rank with its
   // message instead of leaving the others to time out on rank 0.
@@ -187,7 +200,12 @@ void Trainer::draw_timeline(StepResult& r) {
       for (std::size_t q = 0; q < times.size(); ++q)
         for (std::size_t i = 0; i < schedule_->ops[q].size(); ++i)
           times[q].push_back({all[2 * (q * most + i)], all[2 * (q * most + i) + 1]});
-      const TimelineReport rep = pipeline_timeline(*schedule_, times);
+      std::vector<std::vector<pipeline::OpTime>> comm(schedule_->ops.size());
+      for (std::size_t q = 0; q < comm.size(); ++q)
+        for (std::int64_t i = 0; i < counts[q]; ++i)
+          comm[q].push_back({all_calls[2 * (q * most_calls + static_cast<std::size_t>(i))],
+                             all_calls[2 * (q * most_calls + static_cast<std::size_t>(i)) + 1]});
+      const TimelineReport rep = pipeline_timeline(*schedule_, times, comm);
       core::write_file_atomically(config_.log.timeline, {{rep.svg.data(), rep.svg.size()}},
                                   "log.timeline");
       r.timeline = config_.log.timeline;

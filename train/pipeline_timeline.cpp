@@ -93,7 +93,8 @@ OpTotals OpTotals::from_flat(const std::vector<double>& v) {
 }
 
 TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
-                                 const std::vector<std::vector<pipeline::OpTime>>& times) {
+                                 const std::vector<std::vector<pipeline::OpTime>>& times,
+                                 const std::vector<std::vector<pipeline::OpTime>>& comm) {
   EPX_CHECK(times.size() == schedule.ops.size(), InvalidArgument, "pipeline_timeline: times of ",
             times.size(), " ranks, the schedule has ", schedule.ops.size());
   double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
@@ -133,7 +134,12 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
   std::snprintf(text, sizeof text, "measured: one step, %.1f ms (times in ms)", rep.measured_ms);
   body += caption(y, text);
   y += 26;
-  body += nested(pipeline::timeline_svg(schedule, measured), y);
+  std::vector<std::vector<pipeline::OpTime>> pieces;
+  for (const auto& rank : comm) {
+    pieces.emplace_back();
+    for (const pipeline::OpTime& p : rank) pieces.back().push_back({p.start - t0, p.end - t0});
+  }
+  body += nested(pipeline::timeline_svg(schedule, measured, pieces), y);
   std::snprintf(
       text, sizeof text,
       "simulated from the measured op costs (F %.2f, B %.2f, W %.2f, FB %.2f ms): %.1f ms",

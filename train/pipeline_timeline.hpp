@@ -43,8 +43,11 @@ struct TimelineReport {
 };
 
 // times[rank][op]: start and end in ms of every op of schedule.ops[rank]
-// (one clock for all ranks: ranks of one host share it).
+// (one clock for all ranks: ranks of one host share it); comm[rank] (empty,
+// or one list per rank): the EP comm calls inside them, on the same clock,
+// drawn as bars in the ops.
 TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
-                                 const std::vector<std::vector<pipeline::OpTime>>& times);
+                                 const std::vector<std::vector<pipeline::OpTime>>& times,
+                                 const std::vector<std::vector<pipeline::OpTime>>& comm = {});
 
 }  // namespace epx::train

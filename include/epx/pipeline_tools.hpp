@@ -87,7 +87,11 @@ struct AutoChoice {
 EPX_API AutoChoice choose_schedule(const AutoRequest& request);
 
 // A Gantt chart of a simulated schedule: ranks as rows, ops coloured by kind,
-// micro-batch numbers in the boxes. A standalone SVG document.
-EPX_API std::string timeline_svg(const Schedule& schedule, const Simulation& simulation);
+// micro-batch numbers in the boxes. A standalone SVG document. With `marks`
+// (empty, or one list per rank, on the simulation's time axis), each mark is
+// a dark bar along the bottom of its rank's row: e.g. the EP comm calls of a
+// measured step, inside the ops that made them.
+EPX_API std::string timeline_svg(const Schedule& schedule, const Simulation& simulation,
+                                 const std::vector<std::vector<OpTime>>& marks = {});
 
 }  // namespace epx::pipeline

@@ -382,7 +382,7 @@ pipeline)
     echo "== the balancer on pp 2 x dp 2 x ep 2, $sched, against 1 rank"
     python3 "$compare" ref.jsonl "bal_$sched.jsonl" --steps 1:10 || fail "bal_$sched differs from the 1-rank run"
   done
-  # One step's timeline, measured and simulated from its op costs.
+  # One step's timeline, measured (with its EP comm calls) and simulated from its op costs.
   for sched in zb-h1 dualpipe; do
     train "tl_$sched" 4 "${L4[@]}" --set parallel.pp=2 --set parallel.dp=2 --set parallel.ep=2 \
       --set parallel.schedule="$sched" --set train.micro_batch_size=1 --set train.num_micro_batches=4 \
@@ -393,7 +393,17 @@ import sys, xml.dom.minidom
 d = xml.dom.minidom.parse(sys.argv[1])
 texts = " ".join(t.firstChild.data for t in d.getElementsByTagName("text") if t.firstChild)
 ok = len(d.getElementsByTagName("svg")) == 3 and "measured: one step" in texts and "simulated from the measured" in texts
-sys.exit(0 if ok else 1)
+# The measured chart draws every EP comm call as a bar inside an op of its rank's row.
+measured = d.getElementsByTagName("svg")[1]
+rects = [{k: float(r.getAttribute(k)) for k in ("x", "y", "width", "height")} | {"fill": r.getAttribute("fill")}
+         for r in measured.getElementsByTagName("rect") if r.getAttribute("x")]
+ops = [r for r in rects if r["height"] == 26]
+legend_y = max(r["y"] for r in ops)
+marks = [r for r in rects if r["fill"] == "#222222" and r["y"] < legend_y]
+inside = all(any(abs(m["y"] + m["height"] - o["y"] - o["height"]) < 0.2 and o["x"] - 0.2 <= m["x"] and
+                 m["x"] + m["width"] <= o["x"] + o["width"] + 0.6 for o in ops) for m in marks)
+print(f"{len(marks)} EP comm calls drawn, all inside their ops: {inside}")
+sys.exit(0 if ok and len(marks) >= 8 and inside else 1)
 PY
   done
   # The bench's pipeline split: pp, schedule and balancer from its flags.
