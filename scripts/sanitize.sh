@@ -21,9 +21,10 @@ mkdir -p "$tree" || fail "cannot create $tree/"
 start=$SECONDS
 
 # -O1 -g1: fast enough to build and run, with line numbers in the reports.
+# TRACE logging compiled in, so that its lines are checked too (mpi.*.trace).
 cmake -S . -B "$tree" -G Ninja -DCMAKE_BUILD_TYPE=Debug \
   "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" "-DCMAKE_C_FLAGS_DEBUG=-O1 -g1" \
-  -DEPX_SANITIZE=address,undefined \
+  -DEPX_SANITIZE=address,undefined -DEPX_ENABLE_TRACE=ON \
   -DEPX_WITH_CUDA=OFF -DEPX_WITH_NCCL=OFF -DEPX_BUILD_PYTHON=OFF -DEPX_BUILD_BENCHMARKS=OFF \
   >"$tree/ci-configure.log" 2>&1 || { tail -n 40 "$tree/ci-configure.log" >&2; fail "configure (log: $tree/ci-configure.log)"; }
 
@@ -43,7 +44,7 @@ cmake --build "$tree" -j "${JOBS:-2}" --target "${targets[@]}" >"$tree/ci-build.
 # for the multi-rank runs: Open MPI and UCX keep allocations until exit that
 # LeakSanitizer would report as epx's.
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-mpi_regex='^(mpi\.(epx_test_comm|epx_test_low_latency|epx_test_comm_errors|epx_test_migrate)\.np(1|2|4)(\.2nodes)?|mpi\.epx_test_pipeline_executor\.np(1|2|4)|capi\.c_consumer\..*)$'
+mpi_regex='^(mpi\.(epx_test_comm|epx_test_low_latency|epx_test_comm_errors|epx_test_migrate)\.np(1|2|4)(\.2nodes)?|mpi\.epx_test_pipeline_executor\.np(1|2|4)|mpi\.epx_test_(comm|pipeline_executor)\.np2\.trace|capi\.c_consumer\..*)$'
 echo "sanitize: ctest, unit tests ($((SECONDS - start)) s)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
   ctest --test-dir "$tree" -L unit --output-on-failure --no-tests=error -j "${CTEST_JOBS:-2}" \
