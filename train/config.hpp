@@ -51,8 +51,8 @@ struct ParallelConfig {
   // Layers per model stage of the schedule (pp, or 2 pp for DualPipeV), in
   // stage order; empty: the even split (train/pipeline_stage.hpp).
   std::vector<int> layers_per_stage;
-  // DualPipe/DualPipeV: each FB unit overlaps its forward and backward
-  // halves on two threads (train/pipeline_stage.hpp); the same numbers.
+  // DualPipe/DualPipeV with ep > 1: each FB unit overlaps its forward and
+  // backward halves on two threads (train/pipeline_stage.hpp); the same numbers.
   bool fb_overlap = true;
 };
 
