@@ -99,9 +99,18 @@ stop_server() {
 }
 
 # wait_running: until /metrics shows a running request (10 s at most).
+# running N: whether /metrics says N requests are running. The page is read
+# whole before grep sees it: with pipefail, `curl | grep -q` fails when grep
+# leaves at the first match and curl's next write meets a closed pipe.
+running() {
+  local m
+  m=$(curl -s "http://127.0.0.1:$port/metrics")
+  grep -q "^epx_requests_running $1\$" <<<"$m"
+}
+
 wait_running() {
   for _ in $(seq 100); do
-    curl -s "http://127.0.0.1:$port/metrics" | grep -q '^epx_requests_running 1' && return
+    running 1 && return
     sleep 0.1
   done
   fail "no request started running"
@@ -357,10 +366,10 @@ dead)
     "http://127.0.0.1:$port/v1/completions" >dead.stream &
   stream_pid=$!
   for _ in $(seq 100); do
-    curl -s "http://127.0.0.1:$port/metrics" | grep -q '^epx_requests_running 2' && break
+    running 2 && break
     sleep 0.1
   done
-  curl -s "http://127.0.0.1:$port/metrics" | grep -q '^epx_requests_running 2' || fail "the two requests did not start"
+  running 2 || fail "the two requests did not start"
   # The ranks are mpirun's children, and mpirun is epxrun's.
   victim=$(for p in $(descendants "$server_pid"); do
     [[ $(ps -o comm= -p "$p") == epx-serve && $p != "$rank0_pid" ]] && echo "$p"
