@@ -80,6 +80,7 @@ double torch_tokens_per_s(const TrainBenchOptions& o, int threads) {
 struct PipelineSplit {
   double pipeline_ms = 0, ops_ms = 0;  // the slowest rank's medians
   double simulated_ms = 0;             // pipeline::simulate with the measured op costs
+  bool fb_overlapped = false;          // the FB units ran their halves overlapped
   pipeline::Costs costs;
   train::OpTotals totals;  // over the world and the timed steps
 };
@@ -109,6 +110,7 @@ PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::S
       train::OpTotals::from_flat(train::sum_over_ranks(comm, mine.flat(), "bench: op costs"));
   p.costs = p.totals.costs();
   p.simulated_ms = pipeline::simulate(*t.schedule(), p.costs).makespan;
+  p.fb_overlapped = t.fb_overlapped();
   return p;
 }
 
@@ -137,7 +139,7 @@ void print_pipeline_split(const PipelineSplit& p, const train::Config& c, double
     std::printf(
         "  FB units (%s): %.2f ms each (an F and a B alone: %.2f ms); compute %.2f ms, EP comm "
         "%.2f ms, of which hidden behind the other half's compute %.2f ms = %.0f %%\n",
-        c.parallel.fb_overlap ? "overlapped" : "halves in turn", fb, f + b, compute, comm, hidden,
+        p.fb_overlapped ? "overlapped" : "halves in turn", fb, f + b, compute, comm, hidden,
         comm > 0 ? 100 * hidden / comm : 0.0);
   }
 }

@@ -37,6 +37,8 @@ class PipelineStage : public pipeline::Stage {
   // comm::Buffers, and MPI must allow threads (MPI_THREAD_MULTIPLE).
   PipelineStage(std::vector<model::Engine*> engines, int batch, int seq, bool fb_overlap = false);
   ~PipelineStage() override;
+  // Whether the FB units run overlapped (fb_overlap was asked for and taken).
+  bool fb_overlapped() const noexcept { return worker_ != nullptr; }
 
   // This step's micro-batches: tokens[mb] and targets[mb], [batch * seq]
   // each, read by the first and the last stage; loss_scale as Engine's.

@@ -348,4 +348,8 @@ double Trainer::eval_loss() {
          static_cast<double>(tc.eval_batches * B * seq);
 }
 
+bool Trainer::fb_overlapped() const noexcept {
+  return stage_ && stage_->fb_overlapped();
+}
+
 }  // namespace epx::train

@@ -63,6 +63,9 @@ class Trainer {
   double eval_loss();
   // The pipeline's schedule (pp > 1), else null.
   const pipeline::Schedule* schedule() const noexcept { return schedule_.get(); }
+  // Whether DualPipe's FB units overlap their halves (parallel.fb_overlap,
+  // taken only with ep > 1 and MPI_THREAD_MULTIPLE).
+  bool fb_overlapped() const noexcept;
   // Writes checkpoint_dir/step-N atomically and points `latest` at it; returns the directory.
   std::string save_checkpoint();
 
