@@ -2,6 +2,8 @@
 // then what they add up to per rank (busy, bubble, live activations).
 #include <algorithm>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "core/check.hpp"
 #include "pipeline/replay.hpp"
@@ -10,21 +12,30 @@ namespace epx::pipeline {
 
 namespace {
 
-void check_costs(const Costs& c) {
+// `where` names the entry in a message: "" for the one Costs, else its stage.
+void check_costs(const Costs& c, const std::string& where) {
   EPX_CHECK(c.f >= 0 && c.b >= 0 && c.w >= 0 && c.comm >= 0 && c.p2p >= 0, InvalidArgument,
-            "simulate: costs must not be negative (f = ", c.f, ", b = ", c.b, ", w = ", c.w,
-            ", comm = ", c.comm, ", p2p = ", c.p2p, ")");
-  EPX_CHECK(c.w <= c.b, InvalidArgument, "simulate: w = ", c.w, " exceeds b = ", c.b,
+            "simulate: costs", where, " must not be negative (f = ", c.f, ", b = ", c.b,
+            ", w = ", c.w, ", comm = ", c.comm, ", p2p = ", c.p2p, ")");
+  EPX_CHECK(c.w <= c.b, InvalidArgument, "simulate: w = ", c.w, " exceeds b = ", c.b, where,
             " (W is the weight-gradient part of the full backward B)");
 }
 
+// The costs of the stages an op's pieces run: the forward half's (or the
+// op's) and, for an FB unit, the backward half's.
+struct OpCosts {
+  const Costs& c;   // the op's stage (an FB unit: its forward half's)
+  const Costs& cb;  // an FB unit: its backward half's stage; else c
+};
+
 // An FB unit hides the forward's all-to-all behind the backward's compute and
 // the backward's all-to-all behind the forward's, each as far as it lasts.
-double fb_hidden(const Costs& c) {
-  return std::min(c.comm, c.b) + std::min(c.comm, c.f);
+double fb_hidden(const OpCosts& k) {
+  return std::min(k.c.comm, k.cb.b) + std::min(k.cb.comm, k.c.f);
 }
 
-double duration(const Costs& c, const Op& op) {
+double duration(const OpCosts& k, const Op& op) {
+  const Costs& c = k.c;
   switch (op.kind) {
     case OpKind::F:
       return c.f + c.comm;
@@ -35,7 +46,7 @@ double duration(const Costs& c, const Op& op) {
     case OpKind::W:
       return c.w;
     case OpKind::FB:
-      return (c.fb < 0 ? c.f + c.b : c.fb) + 2 * c.comm - fb_hidden(c);
+      return (c.fb < 0 ? c.f + k.cb.b : c.fb) + c.comm + k.cb.comm - fb_hidden(k);
   }
   return 0.0;
 }
@@ -65,11 +76,23 @@ int param_copies(const Schedule& s) {
 
 }  // namespace
 
-Simulation simulate(const Schedule& schedule, const Costs& costs) {
-  check_costs(costs);
-  validate(schedule);
+namespace {
+
+// A validated schedule and checked costs, one entry per stage.
+Simulation play(const Schedule& schedule, const std::vector<Costs>& stage_costs) {
+  const auto costs_of = [&](int rank, const Op& op) {
+    const std::vector<int>& stage_of = schedule.stage_of[static_cast<std::size_t>(rank)];
+    const Costs& c =
+        stage_costs[static_cast<std::size_t>(stage_of[static_cast<std::size_t>(op.chunk)])];
+    const Costs& cb =
+        op.kind == OpKind::FB
+            ? stage_costs[static_cast<std::size_t>(stage_of[static_cast<std::size_t>(op.b_chunk)])]
+            : c;
+    return OpCosts{c, cb};
+  };
   const detail::Replay run = detail::replay(
-      schedule, [&](int, const Op& op) { return duration(costs, op); }, costs.p2p);
+      schedule, [&](int rank, const Op& op) { return duration(costs_of(rank, op), op); },
+      stage_costs[0].p2p);
   EPX_CHECK(run.complete, Internal, "simulate(", to_string(schedule.kind),
             "): replay stuck after validate passed: ", run.blocked);
 
@@ -81,9 +104,10 @@ Simulation simulate(const Schedule& schedule, const Costs& costs) {
   sim.peak_activations.assign(ranks, 0);
   for (std::size_t r = 0; r < ranks; ++r) {
     for (std::size_t i = 0; i < schedule.ops[r].size(); ++i) {
+      const Op& op = schedule.ops[r][i];
       sim.busy[r] += sim.times[r][i].end - sim.times[r][i].start;
       sim.makespan = std::max(sim.makespan, sim.times[r][i].end);
-      if (schedule.ops[r][i].kind == OpKind::FB) sim.comm_hidden[r] += fb_hidden(costs);
+      if (op.kind == OpKind::FB) sim.comm_hidden[r] += fb_hidden(costs_of(static_cast<int>(r), op));
     }
     sim.peak_activations[r] = peak_live(schedule.ops[r]);
     sim.total_comm_hidden += sim.comm_hidden[r];
@@ -95,6 +119,28 @@ Simulation simulate(const Schedule& schedule, const Costs& costs) {
   }
   sim.param_copies = param_copies(schedule);
   return sim;
+}
+
+}  // namespace
+
+Simulation simulate(const Schedule& schedule, const Costs& costs) {
+  check_costs(costs, "");
+  validate(schedule);
+  return play(schedule, std::vector<Costs>(static_cast<std::size_t>(schedule.stages), costs));
+}
+
+Simulation simulate(const Schedule& schedule, const std::vector<Costs>& stage_costs) {
+  validate(schedule);
+  EPX_CHECK(stage_costs.size() == static_cast<std::size_t>(schedule.stages), InvalidArgument,
+            "simulate: ", stage_costs.size(), " stage costs for a schedule of ", schedule.stages,
+            " stages");
+  for (std::size_t s = 0; s < stage_costs.size(); ++s) {
+    check_costs(stage_costs[s], " of stage " + std::to_string(s));
+    EPX_CHECK(stage_costs[s].p2p == stage_costs[0].p2p, InvalidArgument,
+              "simulate: p2p = ", stage_costs[s].p2p, " for stage ", s, " but ", stage_costs[0].p2p,
+              " for stage 0 (one latency between any two ranks)");
+  }
+  return play(schedule, stage_costs);
 }
 
 Costs scale_costs(const Schedule& schedule, const Costs& per_stage) {

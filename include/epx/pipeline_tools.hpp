@@ -52,6 +52,17 @@ struct Simulation {
 // w > b.
 EPX_API Simulation simulate(const Schedule& schedule, const Costs& costs);
 
+// The same with costs per model stage (stage_costs[s] prices the ops of
+// stage s; size schedule.stages), for stages that cost unlike amounts: the
+// embedding on the first, the head on the last, dense and MoE layers mixed.
+// An FB unit costs its forward half's stage's fb where that is >= 0, else
+// that stage's f plus its backward half's stage's b; each half adds its
+// stage's comm, less what the unit hides (min(comm, the other half's
+// compute), each way). p2p must be the same in every entry. Throws
+// epx::Error(InvalidArgument) for a size other than schedule.stages, and as
+// above for any entry.
+EPX_API Simulation simulate(const Schedule& schedule, const std::vector<Costs>& stage_costs);
+
 // Costs given per 1/ranks of the model, scaled to this schedule's chunks
 // (halved for DualPipeV; p2p latency unchanged).
 EPX_API Costs scale_costs(const Schedule& schedule, const Costs& per_stage);

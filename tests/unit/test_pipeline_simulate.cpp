@@ -7,7 +7,9 @@
 #include <array>
 #include <epx/error.hpp>
 #include <epx/pipeline_tools.hpp>
+#include <string>
 #include <tuple>
+#include <vector>
 
 namespace epx::pipeline {
 namespace {
@@ -135,6 +137,110 @@ TEST(PipelineSimulate, BadCostsAreRejected) {
   c = published_costs();
   c.f = -1;
   EXPECT_THROW(simulate(one_f_one_b(2, 4), c), Error);
+}
+
+// Costs per stage: equal entries give the one-cost simulation exactly; unequal
+// ones price each op by its stage, checked op by op against the rule
+// written out here, and on a GPipe worked by hand.
+TEST(PipelineSimulate, PerStageCostsEqualToOneCostAreTheSame) {
+  Costs c = published_costs();
+  c.comm = 0.25;
+  c.p2p = 0.125;
+  for (const Schedule& s :
+       {gpipe(3, 5), one_f_one_b(4, 7), zb_h1(3, 6), dualpipe(4, 8), dualpipe_v(3, 6)}) {
+    const Simulation one = simulate(s, c);
+    const Simulation per = simulate(s, std::vector<Costs>(static_cast<std::size_t>(s.stages), c));
+    EXPECT_EQ(per.makespan, one.makespan) << to_string(s.kind);
+    EXPECT_EQ(per.total_comm_hidden, one.total_comm_hidden) << to_string(s.kind);
+    for (std::size_t r = 0; r < one.times.size(); ++r)
+      for (std::size_t i = 0; i < one.times[r].size(); ++i) {
+        EXPECT_EQ(per.times[r][i].start, one.times[r][i].start);
+        EXPECT_EQ(per.times[r][i].end, one.times[r][i].end);
+      }
+  }
+}
+
+TEST(PipelineSimulate, PerStageCostsPriceEachOpByItsStage) {
+  // Stages unlike each other (sizes not powers of two), some with comm, one
+  // with a measured fb, the others with fb unset.
+  const auto stage_costs = [](int stages) {
+    std::vector<Costs> v;
+    for (int s = 0; s < stages; ++s) {
+      Costs c;
+      c.f = 1.0 + 0.5 * s;
+      c.b = 2.0 + 0.75 * s;
+      c.w = 0.25 + 0.125 * s;
+      c.comm = s % 2 ? 0.375 : 0.0;
+      c.fb = s == 1 ? 2.5 : -1.0;
+      v.push_back(c);
+    }
+    return v;
+  };
+  for (const Schedule& s : {one_f_one_b(3, 5), zb_h1(3, 5), dualpipe(4, 8), dualpipe_v(3, 6)}) {
+    const std::vector<Costs> v = stage_costs(s.stages);
+    const Simulation sim = simulate(s, v);
+    double hidden = 0;
+    for (std::size_t r = 0; r < s.ops.size(); ++r)
+      for (std::size_t i = 0; i < s.ops[r].size(); ++i) {
+        const Op& op = s.ops[r][i];
+        const Costs& c =
+            v[static_cast<std::size_t>(s.stage_of[r][static_cast<std::size_t>(op.chunk)])];
+        double want = 0;
+        switch (op.kind) {
+          case OpKind::F:
+            want = c.f + c.comm;
+            break;
+          case OpKind::B:
+            want = c.b + c.comm;
+            break;
+          case OpKind::Bi:
+            want = c.b - c.w + c.comm;
+            break;
+          case OpKind::W:
+            want = c.w;
+            break;
+          case OpKind::FB: {
+            const Costs& cb =
+                v[static_cast<std::size_t>(s.stage_of[r][static_cast<std::size_t>(op.b_chunk)])];
+            const double h = std::min(c.comm, cb.b) + std::min(cb.comm, c.f);
+            hidden += h;
+            want = (c.fb >= 0 ? c.fb : c.f + cb.b) + c.comm + cb.comm - h;
+            break;
+          }
+        }
+        EXPECT_DOUBLE_EQ(sim.times[r][i].end - sim.times[r][i].start, want)
+            << to_string(s.kind) << " rank " << r << " op " << i;
+      }
+    EXPECT_DOUBLE_EQ(sim.total_comm_hidden, hidden) << to_string(s.kind);
+  }
+  // GPipe on 2 ranks, 2 micro-batches, stage 0 (f 1, b 2) and stage 1 (f 3,
+  // b 4): rank 1 runs F0 1-4, F1 4-7, then its backwards 7-15; rank 0's last
+  // backward waits for rank 1's last: 15 + 2 = 17.
+  std::vector<Costs> two(2);
+  two[0].f = 1, two[0].b = 2, two[0].w = 0;
+  two[1].f = 3, two[1].b = 4, two[1].w = 0;
+  EXPECT_DOUBLE_EQ(simulate(gpipe(2, 2), two).makespan, 17.0);
+}
+
+TEST(PipelineSimulate, PerStageCostsAreChecked) {
+  const Schedule s = one_f_one_b(3, 4);
+  std::vector<Costs> v(3, published_costs());
+  const auto message = [&](const std::vector<Costs>& costs) {
+    try {
+      simulate(s, costs);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message({v[0], v[1]}).find("2 stage costs for a schedule of 3 stages"),
+            std::string::npos);
+  std::vector<Costs> bad = v;
+  bad[2].f = -1;
+  EXPECT_NE(message(bad).find("costs of stage 2 must not be negative"), std::string::npos);
+  bad = v;
+  bad[1].p2p = 0.5;
+  EXPECT_NE(message(bad).find("p2p = 0.5 for stage 1"), std::string::npos);
 }
 
 TEST(PipelineSimulate, AutoPicksTheFastestThatFits) {
