@@ -78,21 +78,16 @@ int param_copies(const Schedule& s) {
 
 namespace {
 
-// A validated schedule and checked costs, one entry per stage.
-Simulation play(const Schedule& schedule, const std::vector<Costs>& stage_costs) {
+// A validated schedule and checked costs, table[rank][chunk].
+Simulation play(const Schedule& schedule, const std::vector<std::vector<Costs>>& table) {
   const auto costs_of = [&](int rank, const Op& op) {
-    const std::vector<int>& stage_of = schedule.stage_of[static_cast<std::size_t>(rank)];
-    const Costs& c =
-        stage_costs[static_cast<std::size_t>(stage_of[static_cast<std::size_t>(op.chunk)])];
-    const Costs& cb =
-        op.kind == OpKind::FB
-            ? stage_costs[static_cast<std::size_t>(stage_of[static_cast<std::size_t>(op.b_chunk)])]
-            : c;
-    return OpCosts{c, cb};
+    const std::vector<Costs>& mine = table[static_cast<std::size_t>(rank)];
+    const Costs& c = mine[static_cast<std::size_t>(op.chunk)];
+    return OpCosts{c, op.kind == OpKind::FB ? mine[static_cast<std::size_t>(op.b_chunk)] : c};
   };
   const detail::Replay run = detail::replay(
       schedule, [&](int rank, const Op& op) { return duration(costs_of(rank, op), op); },
-      stage_costs[0].p2p);
+      table[0][0].p2p);
   EPX_CHECK(run.complete, Internal, "simulate(", to_string(schedule.kind),
             "): replay stuck after validate passed: ", run.blocked);
 
@@ -121,12 +116,24 @@ Simulation play(const Schedule& schedule, const std::vector<Costs>& stage_costs)
   return sim;
 }
 
+// Every entry checked, naming it by `name(i)`, all with one p2p.
+template <class Name>
+void check_entries(const std::vector<Costs>& v, const Name& name, double p2p) {
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    check_costs(v[i], name(i));
+    EPX_CHECK(v[i].p2p == p2p, InvalidArgument, "simulate: p2p = ", v[i].p2p, name(i), " but ", p2p,
+              " elsewhere (one latency between any two ranks)");
+  }
+}
+
 }  // namespace
 
 Simulation simulate(const Schedule& schedule, const Costs& costs) {
   check_costs(costs, "");
   validate(schedule);
-  return play(schedule, std::vector<Costs>(static_cast<std::size_t>(schedule.stages), costs));
+  std::vector<std::vector<Costs>> table;
+  for (const std::vector<int>& chunks : schedule.stage_of) table.emplace_back(chunks.size(), costs);
+  return play(schedule, table);
 }
 
 Simulation simulate(const Schedule& schedule, const std::vector<Costs>& stage_costs) {
@@ -134,13 +141,33 @@ Simulation simulate(const Schedule& schedule, const std::vector<Costs>& stage_co
   EPX_CHECK(stage_costs.size() == static_cast<std::size_t>(schedule.stages), InvalidArgument,
             "simulate: ", stage_costs.size(), " stage costs for a schedule of ", schedule.stages,
             " stages");
-  for (std::size_t s = 0; s < stage_costs.size(); ++s) {
-    check_costs(stage_costs[s], " of stage " + std::to_string(s));
-    EPX_CHECK(stage_costs[s].p2p == stage_costs[0].p2p, InvalidArgument,
-              "simulate: p2p = ", stage_costs[s].p2p, " for stage ", s, " but ", stage_costs[0].p2p,
-              " for stage 0 (one latency between any two ranks)");
+  check_entries(
+      stage_costs, [](std::size_t s) { return " for stage " + std::to_string(s); },
+      stage_costs[0].p2p);
+  std::vector<std::vector<Costs>> table;
+  for (const std::vector<int>& chunks : schedule.stage_of) {
+    table.emplace_back();
+    for (int stage : chunks) table.back().push_back(stage_costs[static_cast<std::size_t>(stage)]);
   }
-  return play(schedule, stage_costs);
+  return play(schedule, table);
+}
+
+Simulation simulate(const Schedule& schedule, const std::vector<std::vector<Costs>>& costs) {
+  validate(schedule);
+  EPX_CHECK(costs.size() == schedule.stage_of.size(), InvalidArgument, "simulate: costs for ",
+            costs.size(), " ranks, the schedule has ", schedule.stage_of.size());
+  for (std::size_t r = 0; r < costs.size(); ++r) {
+    EPX_CHECK(costs[r].size() == schedule.stage_of[r].size(), InvalidArgument,
+              "simulate: costs for ", costs[r].size(), " chunks on rank ", r, ", it holds ",
+              schedule.stage_of[r].size());
+    check_entries(
+        costs[r],
+        [r](std::size_t c) {
+          return " for rank " + std::to_string(r) + " chunk " + std::to_string(c);
+        },
+        costs[0][0].p2p);
+  }
+  return play(schedule, costs);
 }
 
 Costs scale_costs(const Schedule& schedule, const Costs& per_stage) {

@@ -63,6 +63,11 @@ EPX_API Simulation simulate(const Schedule& schedule, const Costs& costs);
 // above for any entry.
 EPX_API Simulation simulate(const Schedule& schedule, const std::vector<Costs>& stage_costs);
 
+// The same with costs per rank and local chunk (costs[rank][chunk], shaped
+// as schedule.stage_of): for costs measured where they ran, e.g. DualPipe's
+// two copies of a stage on ranks that do not run equally fast.
+EPX_API Simulation simulate(const Schedule& schedule, const std::vector<std::vector<Costs>>& costs);
+
 // Costs given per 1/ranks of the model, scaled to this schedule's chunks
 // (halved for DualPipeV; p2p latency unchanged).
 EPX_API Costs scale_costs(const Schedule& schedule, const Costs& per_stage);

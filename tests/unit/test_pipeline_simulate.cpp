@@ -213,6 +213,25 @@ TEST(PipelineSimulate, PerStageCostsPriceEachOpByItsStage) {
       }
     EXPECT_DOUBLE_EQ(sim.total_comm_hidden, hidden) << to_string(s.kind);
   }
+  // Per rank and chunk: DualPipe's two copies of a stage priced apart; the
+  // same table spelled per stage where the copies agree.
+  {
+    const Schedule s = dualpipe(2, 4);
+    const std::vector<Costs> v = stage_costs(s.stages);
+    std::vector<std::vector<Costs>> table;
+    for (const auto& chunks : s.stage_of) {
+      table.emplace_back();
+      for (int stage : chunks) table.back().push_back(v[static_cast<std::size_t>(stage)]);
+    }
+    EXPECT_EQ(simulate(s, table).makespan, simulate(s, v).makespan);
+    table[1][1].f += 3;  // rank 1's copy of stage 0 forwards slower
+    const Simulation slow = simulate(s, table);
+    for (std::size_t i = 0; i < s.ops[1].size(); ++i)
+      if (s.ops[1][i].kind == OpKind::F && s.ops[1][i].chunk == 1) {
+        EXPECT_DOUBLE_EQ(slow.times[1][i].end - slow.times[1][i].start, v[0].f + 3 + v[0].comm);
+      }
+    EXPECT_GT(slow.makespan, simulate(s, v).makespan);
+  }
   // GPipe on 2 ranks, 2 micro-batches, stage 0 (f 1, b 2) and stage 1 (f 3,
   // b 4): rank 1 runs F0 1-4, F1 4-7, then its backwards 7-15; rank 0's last
   // backward waits for rank 1's last: 15 + 2 = 17.
@@ -237,10 +256,26 @@ TEST(PipelineSimulate, PerStageCostsAreChecked) {
             std::string::npos);
   std::vector<Costs> bad = v;
   bad[2].f = -1;
-  EXPECT_NE(message(bad).find("costs of stage 2 must not be negative"), std::string::npos);
+  EXPECT_NE(message(bad).find("costs for stage 2 must not be negative"), std::string::npos);
   bad = v;
   bad[1].p2p = 0.5;
-  EXPECT_NE(message(bad).find("p2p = 0.5 for stage 1"), std::string::npos);
+  EXPECT_NE(message(bad).find("p2p = 0.5 for stage 1 but 0 elsewhere"), std::string::npos);
+  std::vector<std::vector<Costs>> table(3, std::vector<Costs>(1, published_costs()));
+  std::string m;
+  try {
+    simulate(s, std::vector<std::vector<Costs>>(2, table[0]));
+  } catch (const Error& e) {
+    m = e.what();
+  }
+  EXPECT_NE(m.find("costs for 2 ranks, the schedule has 3"), std::string::npos) << m;
+  table[1][0].b = -2;
+  m.clear();
+  try {
+    simulate(s, table);
+  } catch (const Error& e) {
+    m = e.what();
+  }
+  EXPECT_NE(m.find("costs for rank 1 chunk 0 must not be negative"), std::string::npos) << m;
 }
 
 TEST(PipelineSimulate, AutoPicksTheFastestThatFits) {
