@@ -104,7 +104,17 @@ void register_pipeline(py::module_& parent) {
   m.def("dualpipe", &pp::dualpipe, "ranks"_a, "microbatches"_a);
   m.def("dualpipe_v", &pp::dualpipe_v, "ranks"_a, "microbatches"_a);
   m.def("validate", &pp::validate, "schedule"_a);
-  m.def("simulate", &pp::simulate, "schedule"_a, "costs"_a);
+  // One cost per op kind, one per model stage, or one per (rank, local chunk):
+  // pybind11 picks the overload from the shape of `costs`.
+  m.def("simulate", py::overload_cast<const pp::Schedule&, const pp::Costs&>(&pp::simulate),
+        "schedule"_a, "costs"_a);
+  m.def("simulate",
+        py::overload_cast<const pp::Schedule&, const std::vector<pp::Costs>&>(&pp::simulate),
+        "schedule"_a, "costs"_a);
+  m.def("simulate",
+        py::overload_cast<const pp::Schedule&, const std::vector<std::vector<pp::Costs>>&>(
+            &pp::simulate),
+        "schedule"_a, "costs"_a);
   m.def("scale_costs", &pp::scale_costs, "schedule"_a, "per_stage"_a);
   m.def("choose_schedule", [](int ranks, int microbatches, const pp::Costs& per_stage, double memory_budget) {
     return pp::choose_schedule({ranks, microbatches, per_stage, memory_budget});

@@ -86,6 +86,17 @@ def test_pipeline(group):
     assert s.ranks == 4 and s.microbatches == 8 and len(s.ops) == 4
     sim = pp.simulate(s, pp.Costs(f=1, b=2, w=1))
     assert sim.makespan > 0 and len(sim.bubble) == 4
+    # The per-stage and per-(rank, chunk) forms: equal entries give the same
+    # makespan; a slower last stage gives a longer one.
+    c = pp.Costs(f=1, b=2, w=1)
+    assert pp.simulate(s, [c] * 4).makespan == sim.makespan
+    assert pp.simulate(s, [[c]] * 4).makespan == sim.makespan
+    assert pp.simulate(s, [c] * 3 + [pp.Costs(f=2, b=4, w=2)]).makespan > sim.makespan
+    try:
+        pp.simulate(s, [c] * 3)
+        raise AssertionError("no error")
+    except epx.Error as e:
+        assert "3 stage costs" in str(e), str(e)
     assert repr(s.ops[0][0]) == "F(0,0)"
     choice = pp.choose_schedule(4, 8, pp.Costs(f=1, b=2, w=1))
     assert choice.schedule.ranks == 4 and choice.reason
