@@ -92,10 +92,15 @@ StepResult Trainer::train_step_pipeline() {
   EPX_CHECK_EQ(times.size(), my_ops.size(), Internal, "the pipeline stage timed ", times.size(),
                " ops, the schedule has ", my_ops.size());
   OpTotals op_totals;
+  std::vector<OpTotals> chunk_ops(
+      schedule_->stage_of[static_cast<std::size_t>(stage_rank_)].size());
   double ops_ms = 0;
   for (std::size_t i = 0; i < times.size(); ++i) {
-    op_totals.add(my_ops[i].kind, times[i].end - times[i].start, stage_->op_ep_ms()[i],
-                  stage_->op_compute_ms()[i], stage_->op_hidden_ms()[i]);
+    OpTotals one;
+    one.add(my_ops[i].kind, times[i].end - times[i].start, stage_->op_ep_ms()[i],
+            stage_->op_compute_ms()[i], stage_->op_hidden_ms()[i]);
+    op_totals.add(one);
+    chunk_ops[static_cast<std::size_t>(my_ops[i].chunk)].add(one);
     ops_ms += times[i].end - times[i].start;
   }
   // The micro-batches whose last stage this rank holds (a NaN there is a
@@ -126,6 +131,8 @@ StepResult Trainer::train_step_pipeline() {
   r.pipeline_seconds = pipeline_seconds;
   r.ops_seconds = ops_ms / 1e3;
   r.ops = op_totals;
+  r.chunk_ops = std::move(chunk_ops);
+  r.pipeline_rank = stage_rank_;
   r.loss = sum_over_ranks(world_comm_, std::vector<double>{loss_sum}, "sum of the loss")[0] /
            static_cast<double>(B * seq);
   // Counts: each rank's chunks hold distinct layers, and each layer's

@@ -74,6 +74,38 @@ pipeline::Costs OpTotals::costs() const {
   return c;
 }
 
+void OpTotals::add(const OpTotals& other) {
+  for (int k = 0; k < kKinds; ++k) {
+    ms[k] += other.ms[k];
+    ep_ms[k] += other.ep_ms[k];
+    compute_ms[k] += other.compute_ms[k];
+    hidden_ms[k] += other.hidden_ms[k];
+    count[k] += other.count[k];
+  }
+}
+
+std::vector<std::vector<pipeline::Costs>> cell_costs(
+    const std::vector<std::vector<OpTotals>>& by_cell, const OpTotals& all) {
+  using pipeline::OpKind;
+  const pipeline::Costs mean = all.costs();
+  std::vector<std::vector<pipeline::Costs>> out;
+  for (const std::vector<OpTotals>& rank : by_cell) {
+    out.emplace_back();
+    for (const OpTotals& t : rank) {
+      const auto has = [&](OpKind kind) { return t.count[index(kind)] > 0; };
+      pipeline::Costs c = mean;
+      c.f = has(OpKind::F) ? t.mean(OpKind::F, 0) : mean.f;
+      c.w = has(OpKind::W) ? t.mean(OpKind::W, 0) : mean.w;
+      c.b = has(OpKind::B)    ? t.mean(OpKind::B, 0)
+            : has(OpKind::Bi) ? t.mean(OpKind::Bi, 0) + c.w
+                              : mean.b;
+      c.fb = has(OpKind::FB) ? t.mean(OpKind::FB, 0) : mean.fb;
+      out.back().push_back(c);
+    }
+  }
+  return out;
+}
+
 std::vector<double> OpTotals::flat() const {
   std::vector<double> v;
   for (const auto* a : {&ms, &ep_ms, &compute_ms, &hidden_ms, &count})
@@ -108,6 +140,8 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
   pipeline::Simulation measured;
   measured.makespan = t1 - t0;
   OpTotals totals;
+  std::vector<std::vector<OpTotals>> by_cell;
+  for (const std::vector<int>& chunks : schedule.stage_of) by_cell.emplace_back(chunks.size());
   for (std::size_t r = 0; r < times.size(); ++r) {
     double busy = 0;
     measured.times.emplace_back();
@@ -116,7 +150,9 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
       measured.times.back().push_back(t);
       const double d = t.end - t.start;
       busy += d;
-      totals.add(schedule.ops[r][i].kind, d, 0, d, 0);
+      const pipeline::Op& op = schedule.ops[r][i];
+      totals.add(op.kind, d, 0, d, 0);
+      by_cell[r][static_cast<std::size_t>(op.chunk)].add(op.kind, d, 0, d, 0);
     }
     measured.busy.push_back(busy);
     measured.bubble.push_back(measured.makespan - busy);
@@ -125,12 +161,13 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
   TimelineReport rep;
   rep.measured_ms = measured.makespan;
   rep.costs = totals.costs();
-  const pipeline::Simulation sim = pipeline::simulate(schedule, rep.costs);
+  const pipeline::Simulation sim = pipeline::simulate(schedule, cell_costs(by_cell, totals));
   rep.simulated_ms = sim.makespan;
+  rep.simulated_one_cost_ms = pipeline::simulate(schedule, rep.costs).makespan;
 
   double y = 0;
   std::string body;
-  char text[200];
+  char text[256];
   std::snprintf(text, sizeof text, "measured: one step, %.1f ms (times in ms)", rep.measured_ms);
   body += caption(y, text);
   y += 26;
@@ -142,8 +179,10 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
   body += nested(pipeline::timeline_svg(schedule, measured, pieces), y);
   std::snprintf(
       text, sizeof text,
-      "simulated from the measured op costs (F %.2f, B %.2f, W %.2f, FB %.2f ms): %.1f ms",
-      rep.costs.f, rep.costs.b, rep.costs.w, rep.costs.fb, rep.simulated_ms);
+      "simulated from the op costs measured per rank and chunk (means F %.2f, B %.2f, W %.2f, "
+      "FB %.2f ms): %.1f ms (one cost per kind: %.1f ms)",
+      rep.costs.f, rep.costs.b, rep.costs.w, rep.costs.fb, rep.simulated_ms,
+      rep.simulated_one_cost_ms);
   body += caption(y, text);
   y += 26;
   body += nested(pipeline::timeline_svg(schedule, sim), y);

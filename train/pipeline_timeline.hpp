@@ -22,6 +22,7 @@ struct OpTotals {
   std::array<double, kKinds> ms{}, ep_ms{}, compute_ms{}, hidden_ms{}, count{};
   void add(pipeline::OpKind kind, double op_ms, double op_ep_ms, double op_compute_ms,
            double op_hidden_ms);
+  void add(const OpTotals& other);
   double mean(pipeline::OpKind kind, double otherwise) const;
   double mean_ep(pipeline::OpKind kind) const;
   double mean_compute(pipeline::OpKind kind) const;
@@ -35,11 +36,20 @@ struct OpTotals {
   static OpTotals from_flat(const std::vector<double>& v);
 };
 
+// The costs pipeline::simulate's per-(rank, chunk) form takes, as measured:
+// by_cell[r][c] holds the ops of pipeline rank r's local chunk c (an FB unit
+// on its forward half's chunk); a kind that a cell never ran takes `all`'s
+// mean. Per cell, not per stage: DualPipe runs each stage on two ranks, and
+// the two need not run equally fast.
+std::vector<std::vector<pipeline::Costs>> cell_costs(
+    const std::vector<std::vector<OpTotals>>& by_cell, const OpTotals& all);
+
 struct TimelineReport {
   std::string svg;          // a standalone SVG document
   double measured_ms = 0;   // the step's makespan as measured
-  double simulated_ms = 0;  // the simulator's makespan from the measured op costs
-  pipeline::Costs costs;    // the measured mean op costs (ms per chunk)
+  double simulated_ms = 0;  // the simulator's makespan from the op costs per rank and chunk
+  double simulated_one_cost_ms = 0;  // the same with one cost per kind for every stage
+  pipeline::Costs costs;             // the measured mean op costs (ms per chunk)
 };
 
 // times[rank][op]: start and end in ms of every op of schedule.ops[rank]

@@ -44,6 +44,8 @@ struct StepResult {
   // rank's ops ran (the rest is bubble), and those ops' totals by kind.
   double pipeline_seconds = 0, ops_seconds = 0;
   OpTotals ops;
+  std::vector<OpTotals> chunk_ops;  // the same per local chunk (an FB unit: its forward half's)
+  int pipeline_rank = 0;            // this rank's place in its pipeline (schedule.ops' index)
   // log.timeline's step (rank 0): the file written and the makespans.
   std::string timeline;
   double timeline_measured_ms = 0, timeline_simulated_ms = 0;

@@ -392,7 +392,7 @@ pipeline)
 import sys, xml.dom.minidom
 d = xml.dom.minidom.parse(sys.argv[1])
 texts = " ".join(t.firstChild.data for t in d.getElementsByTagName("text") if t.firstChild)
-ok = len(d.getElementsByTagName("svg")) == 3 and "measured: one step" in texts and "simulated from the measured" in texts
+ok = len(d.getElementsByTagName("svg")) == 3 and "measured: one step" in texts and "simulated from the op costs measured per rank and chunk" in texts
 # The measured chart draws every EP comm call as a bar inside an op of its rank's row.
 measured = d.getElementsByTagName("svg")[1]
 rects = [{k: float(r.getAttribute(k)) for k in ("x", "y", "width", "height")} | {"fill": r.getAttribute("fill")}
@@ -414,11 +414,11 @@ PY
   grep -q "pp 2 (dualpipe) x dp 2 x ep 2, balancer on" bench.log || fail "the bench did not take --pp/--schedule/--balancer"
   grep -q "step split (ms, slowest rank): compute .*, EP comm exposed .*, PP bubble .*, DP all-reduce" bench.log ||
     fail "no step split"
-  grep -q "dualpipe: .* ms measured in the executor, .* ms simulated from the measured op costs" bench.log ||
+  grep -q "dualpipe: .* ms measured in the executor, .* ms simulated from the op costs measured per rank and chunk .* with one cost per kind for every stage" bench.log ||
     fail "no simulator comparison"
   grep -q "FB units (overlapped): .* ms each.*of which hidden behind the other half's compute" bench.log ||
     fail "no FB unit line"
-  python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if j["ms_simulated"] > 0 and j["ms_pipeline"] > 0 and j["schedule"] == "dualpipe" else 1)' bench.log ||
+  python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if j["ms_simulated"] > 0 and j["ms_simulated_one_cost"] > 0 and j["ms_pipeline"] > 0 and j["schedule"] == "dualpipe" else 1)' bench.log ||
     fail "the bench JSON lacks the pipeline fields"
   if "$bin/epx-train" "$cfg" --pp 2 >usage.log 2>&1; then fail "--pp without --bench was accepted"; fi
   grep -q "go with --bench" usage.log || { cat usage.log; fail "--pp without --bench: no clear error"; }
