@@ -14,6 +14,7 @@
 #include "core/check.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
+#include "core/stopwatch.hpp"
 #include "pipeline/channel.hpp"
 #include "pipeline/replay.hpp"
 
@@ -365,6 +366,10 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
                                    const std::vector<Tensor>& labels, const LossFn& loss) {
   Impl& s = *impl_;
   EPX_CHECK(!s.failed, PeerFailure, "pipeline Executor: a previous step failed; build a new one");
+  const auto t_enter = core::SteadyClock::now();
+  const auto ms_since = [](core::SteadyClock::time_point t) {
+    return 1e3 * core::seconds_since(t);
+  };
   const core::Deadline agree_deadline(s.options.timeout_s);
   // Input checks, agreed before any message moves.
   std::string bad;
@@ -385,10 +390,17 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
   std::vector<double> losses;
   std::exception_ptr own;
   s.stats = {};
+  auto t_close = core::SteadyClock::now();
   try {
     s.channel->check_group("pipeline step");  // also where no op waits (one rank)
+    s.stats.agree_ms = ms_since(t_enter);
+    const auto t_ops = core::SteadyClock::now();
     losses = s.run_ops(inputs, labels, loss);
+    s.stats.ops_ms = ms_since(t_ops);
+    const auto t_sum = core::SteadyClock::now();
     s.sum_weight_copies();
+    s.stats.copy_sum_ms = ms_since(t_sum);
+    t_close = core::SteadyClock::now();
     s.channel->wait_sends("pipeline step: sends");
   } catch (...) {
     s.failed = true;
@@ -426,6 +438,7 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
     s.failed = true;
     EPX_THROW(PeerFailure, "pipeline step: rank ", failed_rank, " failed (see its error)");
   }
+  s.stats.close_ms = ms_since(t_close);
   return losses;
 }
 

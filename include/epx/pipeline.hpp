@@ -215,6 +215,10 @@ struct ExecutorOptions {
 struct ExecutorStats {
   int peak_posted_receives = 0;
   int peak_pending_sends = 0;
+  // Where the step's time went (ms): the input agreement before any op,
+  // the ops (what pipeline::simulate models), the sum of DualPipe's two
+  // weight copies (0 for one copy), the last sends and the closing agreement.
+  double agree_ms = 0, ops_ms = 0, copy_sum_ms = 0, close_ms = 0;
 };
 
 class EPX_API Executor {

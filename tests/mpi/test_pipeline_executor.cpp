@@ -330,6 +330,13 @@ void run_and_compare(Group& group, const Schedule& s, bool cut = false,
     // Receives posted ahead stay within the window (an FB unit's own two may
     // exceed a window of 1).
     EXPECT_LE(executor.last_step_stats().peak_posted_receives, std::max(o.receive_window, 2));
+    // The step's parts: time in the ops, a pair sum only where a stage has
+    // two copies (DualPipe).
+    const ExecutorStats& st = executor.last_step_stats();
+    EXPECT_GT(st.ops_ms, 0);
+    EXPECT_GE(st.agree_ms, 0);
+    EXPECT_GE(st.close_ms, 0);
+    if (s.kind != ScheduleKind::dualpipe) EXPECT_LT(st.copy_sum_ms, 0.05 * st.ops_ms + 1);
     // No ASSERT: every rank must reach the next round's step.
     EXPECT_EQ(losses.size(), static_cast<std::size_t>(s.microbatches));
     for (int mb = 0; mb < static_cast<int>(losses.size()) && mb < s.microbatches; ++mb) {
