@@ -269,11 +269,12 @@ int run_training(const Args& a) {
       if (!r.timeline.empty())
         std::printf(
             "timeline of step %lld: %.1f ms measured, %.1f ms simulated from its op costs "
-            "(%+.1f %%), written to %s\n",
+            "(%+.1f %%), %.1f ms replayed from each op's measured time (the rest: %.2f ms per "
+            "hand-off), written to %s\n",
             static_cast<long long>(r.step), r.timeline_measured_ms, r.timeline_simulated_ms,
             100.0 * (r.timeline_measured_ms - r.timeline_simulated_ms) /
                 std::max(r.timeline_simulated_ms, 1e-9),
-            r.timeline.c_str());
+            r.timeline_replayed_ms, r.timeline_handoff_ms, r.timeline.c_str());
       for (const train::RebalanceReport& b : r.rebalances)
         std::printf("%s\n", train::rebalance_line(b).c_str());
       std::fflush(stdout);

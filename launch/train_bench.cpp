@@ -79,17 +79,62 @@ double torch_tokens_per_s(const TrainBenchOptions& o, int threads) {
 // The pipeline's side of the bench (pp > 1), from the timed steps.
 struct PipelineSplit {
   double pipeline_ms = 0, ops_ms = 0;  // the slowest rank's medians
+  // The same rank's executor step in parts (pipeline::ExecutorStats).
+  double exec_ops_ms = 0, copy_sum_ms = 0, agree_close_ms = 0;
+  bool two_copies = false;             // DualPipe: every stage on two ranks
   double simulated_ms = 0;             // pipeline::simulate with the op costs per rank and chunk
   double simulated_one_cost_ms = 0;    // the same with one cost per kind for every stage
   bool fb_overlapped = false;          // the FB units ran their halves overlapped
+  // Medians over the timed steps and the pipelines (train::replay_step).
+  double span_ms = 0, replayed_ms = 0, handoff_ms = 0;
   pipeline::Costs costs;
   train::OpTotals totals;  // over the world and the timed steps
 };
 
+// Every rank's op times of every timed step to every rank, each pipeline's
+// steps replayed from them (they share the host's clock).
+void replay_steps(PipelineSplit& p, const pipeline::Schedule& schedule,
+                  const std::vector<train::StepResult>& steps, const train::Comm& comm) {
+  std::size_t most = 0;
+  for (const auto& ops : schedule.ops) most = std::max(most, ops.size());
+  const std::size_t per_step = 2 * most, row = 2 + steps.size() * per_step;
+  std::vector<double> mine(row, 0.0);
+  if (!steps.empty()) mine[0] = steps[0].pipeline_rank, mine[1] = steps[0].pipeline_index;
+  for (std::size_t k = 0; k < steps.size(); ++k)
+    for (std::size_t i = 0; i < steps[k].op_times.size() && i < most; ++i) {
+      mine[2 + k * per_step + 2 * i] = steps[k].op_times[i].start;
+      mine[2 + k * per_step + 2 * i + 1] = steps[k].op_times[i].end;
+    }
+  const std::vector<double> all = train::allgather(comm, mine, "bench: op times");
+  const std::size_t ranks = all.size() / row;
+  int pipelines = 0;
+  for (std::size_t q = 0; q < ranks; ++q)
+    pipelines = std::max(pipelines, static_cast<int>(all[q * row + 1]) + 1);
+  std::vector<double> span, again, handoff;
+  for (int pl = 0; pl < pipelines; ++pl)
+    for (std::size_t k = 0; k < steps.size(); ++k) {
+      std::vector<std::vector<pipeline::OpTime>> times(schedule.ops.size());
+      for (std::size_t q = 0; q < ranks; ++q) {
+        const double* at = &all[q * row];
+        if (static_cast<int>(at[1]) != pl) continue;
+        const auto r = static_cast<std::size_t>(at[0]);
+        for (std::size_t i = 0; i < schedule.ops[r].size(); ++i)
+          times[r].push_back({at[2 + k * per_step + 2 * i], at[2 + k * per_step + 2 * i + 1]});
+      }
+      const train::StepReplay one = train::replay_step(schedule, times);
+      span.push_back(one.span_ms);
+      again.push_back(one.replayed_ms);
+      handoff.push_back(one.handoff_ms);
+    }
+  p.span_ms = median(span);
+  p.replayed_ms = median(again);
+  p.handoff_ms = median(handoff);
+}
+
 PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::StepResult>& steps,
                              int slowest) {
   PipelineSplit p;
-  std::vector<double> pipe, ops;
+  std::vector<double> pipe, ops, exec_ops, copy_sum, agree_close;
   const pipeline::Schedule& schedule = *t.schedule();
   train::OpTotals mine;
   // Per (pipeline rank, local chunk), laid out flat so that one sum over the
@@ -99,16 +144,26 @@ PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::S
   for (const train::StepResult& r : steps) {
     pipe.push_back(r.pipeline_seconds * 1e3);
     ops.push_back(r.ops_seconds * 1e3);
+    exec_ops.push_back(r.executor.ops_ms);
+    copy_sum.push_back(r.executor.copy_sum_ms);
+    agree_close.push_back(r.executor.agree_ms + r.executor.close_ms);
     mine.add(r.ops);
     auto& cells = by_cell[static_cast<std::size_t>(r.pipeline_rank)];
     for (std::size_t c = 0; c < cells.size() && c < r.chunk_ops.size(); ++c)
       cells[c].add(r.chunk_ops[c]);
   }
   const train::Comm& comm = t.world_comm();
-  const std::vector<double> all = train::allgather(
-      comm, std::vector<double>{median(pipe), median(ops)}, "bench: pipeline times");
-  p.pipeline_ms = all[2 * slowest];
-  p.ops_ms = all[2 * slowest + 1];
+  const std::vector<double> all =
+      train::allgather(comm,
+                       std::vector<double>{median(pipe), median(ops), median(exec_ops),
+                                           median(copy_sum), median(agree_close)},
+                       "bench: pipeline times");
+  const double* slow = &all[5 * static_cast<std::size_t>(slowest)];
+  p.pipeline_ms = slow[0];
+  p.ops_ms = slow[1];
+  p.exec_ops_ms = slow[2];
+  p.copy_sum_ms = slow[3];
+  p.agree_close_ms = slow[4];
   p.totals =
       train::OpTotals::from_flat(train::sum_over_ranks(comm, mine.flat(), "bench: op costs"));
   p.costs = p.totals.costs();
@@ -128,7 +183,11 @@ PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::S
                               flat.begin() + static_cast<std::ptrdiff_t>(at + n)));
       at += n;
     }
-  p.simulated_ms = pipeline::simulate(schedule, train::cell_costs(by_cell, p.totals)).makespan;
+  const pipeline::Simulation sim =
+      pipeline::simulate(schedule, train::cell_costs(by_cell, p.totals));
+  p.simulated_ms = sim.makespan;
+  replay_steps(p, schedule, steps, comm);
+  p.two_copies = sim.param_copies > 1;
   p.simulated_one_cost_ms = pipeline::simulate(schedule, p.costs).makespan;
   p.fb_overlapped = t.fb_overlapped();
   return p;
@@ -151,6 +210,19 @@ void print_pipeline_split(const PipelineSplit& p, const train::Config& c, double
       c.parallel.schedule.c_str(), p.pipeline_ms, p.simulated_ms, p.costs.f, p.costs.b, p.costs.w,
       p.costs.fb, gap, p.simulated_one_cost_ms,
       100 * (p.pipeline_ms - p.simulated_one_cost_ms) / p.simulated_one_cost_ms);
+  char copies[96] = "";
+  if (p.two_copies)
+    std::snprintf(copies, sizeof copies, ", the sum of DualPipe's two weight copies %.1f ms",
+                  p.copy_sum_ms);
+  std::printf(
+      "  the executor's %.1f ms: its ops %.1f ms%s, agreements and last sends %.1f ms (the "
+      "simulator models the ops: %+.1f %% against them)\n",
+      p.pipeline_ms, p.exec_ops_ms, copies, p.agree_close_ms,
+      100 * (p.exec_ops_ms - p.simulated_ms) / p.simulated_ms);
+  std::printf(
+      "  the ops replayed at their measured times, no latency between ranks: %.1f ms, against "
+      "their span of %.1f ms (%+.1f %%: %.2f ms per hand-off between ranks)\n",
+      p.replayed_ms, p.span_ms, 100 * (p.span_ms - p.replayed_ms) / p.replayed_ms, p.handoff_ms);
   const train::OpTotals& o = p.totals;
   if (o.count[static_cast<int>(OpKind::FB)] > 0) {
     // Hidden: the time one half spent in a comm call while the other held
@@ -237,6 +309,12 @@ int run_train_bench(const train::Config& config, Group& world, const TrainBenchO
       j["ms_bubble"] = pipe.pipeline_ms - pipe.ops_ms;
       j["ms_simulated"] = pipe.simulated_ms;
       j["ms_simulated_one_cost"] = pipe.simulated_one_cost_ms;
+      j["ms_executor_ops"] = pipe.exec_ops_ms;
+      j["ms_copy_sum"] = pipe.copy_sum_ms;
+      j["ms_agree_close"] = pipe.agree_close_ms;
+      j["ms_ops_span"] = pipe.span_ms;
+      j["ms_replayed"] = pipe.replayed_ms;
+      j["ms_handoff"] = pipe.handoff_ms;
       if (pipe.totals.count[static_cast<int>(pipeline::OpKind::FB)] > 0) {
         j["fb_overlap"] = c.parallel.fb_overlap;
         j["ms_fb_unit"] = pipe.totals.mean(pipeline::OpKind::FB, 0);

@@ -133,6 +133,9 @@ StepResult Trainer::train_step_pipeline() {
   r.ops = op_totals;
   r.chunk_ops = std::move(chunk_ops);
   r.pipeline_rank = stage_rank_;
+  r.pipeline_index = dp_rank_;
+  r.executor = executor_->last_step_stats();
+  r.op_times = times;
   r.loss = sum_over_ranks(world_comm_, std::vector<double>{loss_sum}, "sum of the loss")[0] /
            static_cast<double>(B * seq);
   // Counts: each rank's chunks hold distinct layers, and each layer's
@@ -218,6 +221,8 @@ void Trainer::draw_timeline(StepResult& r) {
       r.timeline = config_.log.timeline;
       r.timeline_measured_ms = rep.measured_ms;
       r.timeline_simulated_ms = rep.simulated_ms;
+      r.timeline_replayed_ms = rep.replayed_ms;
+      r.timeline_handoff_ms = rep.handoff_ms;
     } catch (const std::exception& e) {
       error = e.what();
     }

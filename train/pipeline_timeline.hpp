@@ -50,7 +50,23 @@ struct TimelineReport {
   double simulated_ms = 0;  // the simulator's makespan from the op costs per rank and chunk
   double simulated_one_cost_ms = 0;  // the same with one cost per kind for every stage
   pipeline::Costs costs;             // the measured mean op costs (ms per chunk)
+  // The schedule replayed with each op taking its measured time and no
+  // latency between ranks: measured_ms - replayed_ms is what the op times
+  // do not explain (hand-offs, wake-ups), handoff_ms that as a latency per
+  // hand-off (the p2p at which the replay takes measured_ms).
+  double replayed_ms = 0, handoff_ms = 0;
 };
+
+// One step of one pipeline, times[rank][op] on one clock: the span from its
+// first op's start to its last op's end, the schedule replayed with every op
+// taking its measured time and no latency between ranks, and the latency per
+// hand-off at which that replay takes the span (what the op times leave
+// unexplained: transfers, wake-ups of a rank that waited).
+struct StepReplay {
+  double span_ms = 0, replayed_ms = 0, handoff_ms = 0;
+};
+StepReplay replay_step(const pipeline::Schedule& schedule,
+                       const std::vector<std::vector<pipeline::OpTime>>& times);
 
 // times[rank][op]: start and end in ms of every op of schedule.ops[rank]
 // (one clock for all ranks: ranks of one host share it); comm[rank] (empty,

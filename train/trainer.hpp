@@ -46,9 +46,13 @@ struct StepResult {
   OpTotals ops;
   std::vector<OpTotals> chunk_ops;  // the same per local chunk (an FB unit: its forward half's)
   int pipeline_rank = 0;            // this rank's place in its pipeline (schedule.ops' index)
+  int pipeline_index = 0;           // which pipeline (its dp rank)
+  pipeline::ExecutorStats executor;        // where the executor's step went
+  std::vector<pipeline::OpTime> op_times;  // this rank's ops (ms, the host's steady clock)
   // log.timeline's step (rank 0): the file written and the makespans.
   std::string timeline;
   double timeline_measured_ms = 0, timeline_simulated_ms = 0;
+  double timeline_replayed_ms = 0, timeline_handoff_ms = 0;  // see TimelineReport
 };
 
 class Trainer {

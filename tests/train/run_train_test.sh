@@ -387,7 +387,7 @@ pipeline)
     train "tl_$sched" 4 "${L4[@]}" --set parallel.pp=2 --set parallel.dp=2 --set parallel.ep=2 \
       --set parallel.schedule="$sched" --set train.micro_batch_size=1 --set train.num_micro_batches=4 \
       --set train.max_steps=3 --set log.timeline="$work/tl_$sched.svg" || { cat "tl_$sched.log"; fail "log.timeline"; }
-    grep "^timeline of step 2: .* ms measured, .* ms simulated" "tl_$sched.log" || { cat "tl_$sched.log"; fail "no timeline line"; }
+    grep "^timeline of step 2: .* ms measured, .* ms simulated .* ms replayed from each op.s measured time (the rest: .* ms per hand-off)" "tl_$sched.log" || { cat "tl_$sched.log"; fail "no timeline line"; }
     python3 - "$work/tl_$sched.svg" <<'PY' || fail "tl_$sched.svg is not the two timelines"
 import sys, xml.dom.minidom
 d = xml.dom.minidom.parse(sys.argv[1])
@@ -416,9 +416,13 @@ PY
     fail "no step split"
   grep -q "dualpipe: .* ms measured in the executor, .* ms simulated from the op costs measured per rank and chunk .* with one cost per kind for every stage" bench.log ||
     fail "no simulator comparison"
+  grep -q "the executor's .* ms: its ops .* ms, the sum of DualPipe's two weight copies .* ms, agreements and last sends" bench.log ||
+    fail "no split of the executor's step"
+  grep -q "the ops replayed at their measured times, no latency between ranks: .* ms per hand-off between ranks" bench.log ||
+    fail "no replay of the measured op times"
   grep -q "FB units (overlapped): .* ms each.*of which hidden behind the other half's compute" bench.log ||
     fail "no FB unit line"
-  python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if j["ms_simulated"] > 0 and j["ms_simulated_one_cost"] > 0 and j["ms_pipeline"] > 0 and j["schedule"] == "dualpipe" else 1)' bench.log ||
+  python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if j["ms_simulated"] > 0 and j["ms_simulated_one_cost"] > 0 and j["ms_replayed"] > 0 and j["ms_copy_sum"] > 0 and j["ms_pipeline"] > 0 and j["schedule"] == "dualpipe" else 1)' bench.log ||
     fail "the bench JSON lacks the pipeline fields"
   if "$bin/epx-train" "$cfg" --pp 2 >usage.log 2>&1; then fail "--pp without --bench was accepted"; fi
   grep -q "go with --bench" usage.log || { cat usage.log; fail "--pp without --bench: no clear error"; }

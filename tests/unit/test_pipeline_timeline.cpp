@@ -88,3 +88,51 @@ TEST(CellCosts, ASlowRankLengthensTheSimulatedStep) {
 
 }  // namespace
 }  // namespace epx
+
+namespace epx {
+namespace {
+
+TEST(PipelineTimeline, ReplaysTheOpTimesAndFitsTheHandOffLatency) {
+  // A "measured" step that is a simulation with 0.3 ms per hand-off: the
+  // replay of its op times without latency is the simulation without it, and
+  // the fitted latency is the 0.3 it was made with.
+  for (auto kind : {pipeline::ScheduleKind::one_f_one_b, pipeline::ScheduleKind::dualpipe}) {
+    const pipeline::Schedule s = pipeline::make_schedule(kind, {4, 8});
+    pipeline::Costs c{};
+    c.f = 1.25, c.b = 2.5, c.w = 0, c.fb = 3.0;
+    pipeline::Costs slow = c;
+    slow.p2p = 0.3;
+    const pipeline::Simulation step = pipeline::simulate(s, slow);
+    std::vector<std::vector<pipeline::OpTime>> times = step.times;
+    for (auto& rank : times)
+      for (pipeline::OpTime& t : rank) t.start += 100, t.end += 100;  // any clock
+    const train::TimelineReport rep = train::pipeline_timeline(s, times);
+    EXPECT_NEAR(rep.measured_ms, step.makespan, 1e-9) << pipeline::to_string(kind);
+    EXPECT_NEAR(rep.replayed_ms, pipeline::simulate(s, c).makespan, 1e-9);
+    EXPECT_LT(rep.replayed_ms, rep.measured_ms);
+    EXPECT_NEAR(rep.handoff_ms, 0.3, 1e-6);
+    EXPECT_NE(rep.svg.find("per hand-off between ranks"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace epx
+
+namespace epx {
+namespace {
+
+TEST(CellCosts, AWeightGradientLongerThanTheFullBackwardIsCappedAtIt) {
+  // Full backwards of 2 ms, a weight-gradient op of 3 ms (a noisy host):
+  // the simulator takes w <= b, so w is capped at b rather than refused.
+  std::vector<std::vector<OpTotals>> cells(1, std::vector<OpTotals>(1));
+  cells[0][0].add(OpKind::F, 1, 0, 1, 0);
+  cells[0][0].add(OpKind::B, 2, 0, 2, 0);
+  cells[0][0].add(OpKind::W, 3, 0, 3, 0);
+  const auto costs = train::cell_costs(cells, cells[0][0]);
+  EXPECT_DOUBLE_EQ(costs[0][0].b, 2);
+  EXPECT_DOUBLE_EQ(costs[0][0].w, 2);
+  EXPECT_DOUBLE_EQ(cells[0][0].costs().w, 2);
+}
+
+}  // namespace
+}  // namespace epx
