@@ -77,6 +77,21 @@ struct Executor::Impl {
                      const LossFn& loss, std::vector<double>& losses);
   Tensor grad_output(const detail::Piece& p);
   void after_backward(const detail::Piece& p, Tensor grad_input);
+  // DualPipe's pair sum, chunk by chunk: a chunk's exchange is posted as
+  // soon as its last backward op ran (its gradients are final then), so
+  // that it moves while the step's remaining ops run.
+  struct Copy {
+    int chunk;
+    int stage;
+    std::vector<Tensor> grads;
+  };
+  std::vector<int> partner_of;             // [chunk]: the rank of the stage's other copy, or -1
+  std::vector<std::size_t> last_backward;  // [chunk]: the last op with a backward piece of it
+  static constexpr std::size_t kNoOp = static_cast<std::size_t>(-1);
+  std::vector<Copy> copies;  // this step's posted exchanges
+  int pair_receives = 0;     // their receives (outside the receive window)
+  void plan_copies();
+  void post_copy_sum(int chunk);
   void sum_weight_copies();
 
   // Messages between two chunks of this rank (DualPipeV's turn) skip MPI.
@@ -138,6 +153,7 @@ Executor::Executor(Group& pp_group, Schedule schedule, Stage& stage, ExecutorOpt
   MPI_Comm_dup(pp_group.comm(), &s.comm);
   s.channel = std::make_unique<detail::Channel>(s.comm, s.options.timeout_s, pp_group);
   s.plan_receives();
+  s.plan_copies();
   stage.progress_ = [channel = s.channel.get()] { channel->progress(); };
   EPX_LOG(Info, Pipeline, "executor: ", to_string(s.schedule.kind), " on ", s.schedule.ranks,
           " ranks, ", s.schedule.microbatches, " micro-batches, ", s.schedule.stages, " stages; ",
@@ -187,7 +203,8 @@ void Executor::Impl::post_ahead(std::size_t op_index) {
     const Expected& e = expected[next_to_post++];
     channel->post_recv(e.tag, e.from, activation());
   }
-  stats.peak_posted_receives = std::max(stats.peak_posted_receives, channel->posted_receives());
+  stats.peak_posted_receives =
+      std::max(stats.peak_posted_receives, channel->posted_receives() - pair_receives);
 }
 
 Tensor Executor::Impl::forward(const detail::Piece& p, const std::vector<Tensor>& inputs) {
@@ -260,6 +277,8 @@ std::vector<double> Executor::Impl::run_ops(const std::vector<Tensor>& inputs,
                                             const std::vector<Tensor>& labels, const LossFn& loss) {
   std::vector<double> losses(schedule.microbatches, std::numeric_limits<double>::quiet_NaN());
   next_to_post = 0;
+  copies.clear();
+  pair_receives = 0;
   const std::vector<Op>& ops = schedule.ops[rank];
   for (std::size_t i = 0; i < ops.size(); ++i) {
     const Op& op = ops[i];
@@ -296,6 +315,8 @@ std::vector<double> Executor::Impl::run_ops(const std::vector<Tensor>& inputs,
         break;
       }
     }
+    for (int chunk = 0; chunk < schedule.chunks_per_rank; ++chunk)
+      if (last_backward[static_cast<std::size_t>(chunk)] == i) post_copy_sum(chunk);
     stats.peak_pending_sends = std::max(stats.peak_pending_sends, channel->pending_sends());
     channel->release_sent();
   }
@@ -314,40 +335,52 @@ void add_into(Tensor& mine, const Tensor& theirs) {
 // DualPipe keeps two copies of each stage; each saw half the micro-batches.
 // Both ranks of a pair end with the sum (a + b == b + a in IEEE arithmetic,
 // so the two copies stay bit-identical).
-void Executor::Impl::sum_weight_copies() {
-  // Post every exchange first, then wait: the partner handles its chunks in
-  // its own order, so waiting chunk by chunk could wait in a cycle.
-  struct Copy {
-    int stage;
-    std::vector<Tensor> grads;
-  };
-  std::vector<Copy> copies;
+void Executor::Impl::plan_copies() {
+  partner_of.assign(static_cast<std::size_t>(schedule.chunks_per_rank), -1);
+  last_backward.assign(partner_of.size(), kNoOp);
   for (int chunk = 0; chunk < schedule.chunks_per_rank; ++chunk) {
     const int s = stage_of(chunk);
-    int partner = -1;
-    for (int r = 0; r < schedule.ranks; ++r) {
-      for (int c = 0; c < schedule.chunks_per_rank; ++c) {
-        if (schedule.stage_of[r][c] == s && !(r == rank && c == chunk)) partner = r;
-      }
-    }
-    if (partner < 0) continue;
-    EPX_CHECK(partner != rank, Unsupported, "pipeline Executor: two copies of stage ", s,
+    for (int r = 0; r < schedule.ranks; ++r)
+      for (int c = 0; c < schedule.chunks_per_rank; ++c)
+        if (schedule.stage_of[r][c] == s && !(r == rank && c == chunk)) partner_of[chunk] = r;
+    EPX_CHECK(partner_of[chunk] != rank, Unsupported, "pipeline Executor: two copies of stage ", s,
               " on one rank");
-    Copy copy{s, stage.weight_grads(chunk)};
-    EPX_CHECK(static_cast<int>(copy.grads.size()) <= kMaxGradTensors, InvalidArgument,
-              "pipeline Executor: stage ", s, " has ", copy.grads.size(),
-              " weight-grad tensors, at most ", kMaxGradTensors);
-    for (std::size_t k = 0; k < copy.grads.size(); ++k) {
-      const Tensor& g = copy.grads[k];
-      EPX_CHECK(g.dtype() == DType::f32 || g.dtype() == DType::f64, Unsupported,
-                "pipeline Executor: weight grad ", k, " of stage ", s, " is ", g.describe(),
-                "; the pair sum needs f32 or f64");
-      const int tag = pair_tag(s, static_cast<int>(k));
-      channel->post_recv(tag, partner, Tensor::empty(g.shape(), g.dtype()));
-      channel->send(tag, partner, g.clone());
-    }
-    copies.push_back(std::move(copy));
   }
+  const std::vector<Op>& ops = schedule.ops[rank];
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    detail::Piece pieces[2];
+    const int n = detail::pieces_of(ops[i], pieces);
+    for (int k = 0; k < n; ++k)
+      if (pieces[k].kind != OpKind::F) last_backward[static_cast<std::size_t>(pieces[k].chunk)] = i;
+  }
+}
+
+void Executor::Impl::post_copy_sum(int chunk) {
+  const int partner = partner_of[static_cast<std::size_t>(chunk)];
+  if (partner < 0) return;
+  const int s = stage_of(chunk);
+  Copy copy{chunk, s, stage.weight_grads(chunk)};
+  EPX_CHECK(static_cast<int>(copy.grads.size()) <= kMaxGradTensors, InvalidArgument,
+            "pipeline Executor: stage ", s, " has ", copy.grads.size(),
+            " weight-grad tensors, at most ", kMaxGradTensors);
+  for (std::size_t k = 0; k < copy.grads.size(); ++k) {
+    const Tensor& g = copy.grads[k];
+    EPX_CHECK(g.dtype() == DType::f32 || g.dtype() == DType::f64, Unsupported,
+              "pipeline Executor: weight grad ", k, " of stage ", s, " is ", g.describe(),
+              "; the pair sum needs f32 or f64");
+    const int tag = pair_tag(s, static_cast<int>(k));
+    channel->post_recv(tag, partner, Tensor::empty(g.shape(), g.dtype()));
+    ++pair_receives;
+    channel->send(tag, partner, g.clone());
+  }
+  copies.push_back(std::move(copy));
+}
+
+// Every exchange was posted before any wait (the partner posts its chunks
+// in its own order, so waiting chunk by chunk could wait in a cycle).
+void Executor::Impl::sum_weight_copies() {
+  for (int chunk = 0; chunk < schedule.chunks_per_rank; ++chunk)
+    if (last_backward[static_cast<std::size_t>(chunk)] == kNoOp) post_copy_sum(chunk);
   for (Copy& copy : copies) {
     for (std::size_t k = 0; k < copy.grads.size(); ++k) {
       const Tensor other = channel->wait_recv(
@@ -360,6 +393,8 @@ void Executor::Impl::sum_weight_copies() {
       }
     }
   }
+  copies.clear();
+  pair_receives = 0;
 }
 
 std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
