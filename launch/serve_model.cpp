@@ -71,7 +71,11 @@ bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i, const char* 
   const std::string s = argv[i];
   const auto value = [&]() { return flag_value(argc, argv, i); };
   if (s == "-h" || s == "--help") {
-    if (is_rank0_by_env()) std::cout << usage << kServeFlagsHelp;
+    if (is_rank0_by_env()) {
+      const std::string text = std::string(usage) + kServeFlagsHelp;  // one write
+      std::fputs(text.c_str(), stdout);
+      std::fflush(stdout);
+    }
     std::exit(0);
   } else if (s == "--model") {
     f.model = value();
