@@ -34,6 +34,9 @@ struct ServeFlags {
   bool auto_decode = false;         // --decode-mode auto
   // --overlap on|off|alternate: the two-batch overlap of low-latency decode.
   serve::EngineOptions::Overlap overlap = serve::EngineOptions::Overlap::off;
+  // --fp8-dispatch config|on|off: config takes the config's
+  // parallel.fp8_dispatch (after --set).
+  std::string fp8_dispatch = "config";
 };
 
 // The flag text of ServeFlags for a --help.
