@@ -132,12 +132,14 @@ int generate(const Args& a, Group& world) {
     decoded += x->tokens.size() - 1;
   }
   std::fprintf(stderr,
-               "epx-generate: batch %d on %d ranks (%s decode%s): first tokens after %.1f ms, then "
+               "epx-generate: batch %d on %d ranks (%s decode, %s dispatch%s): first tokens after "
+               "%.1f ms, then "
                "%.1f tokens/s per request, %.1f in all (%zu decode tokens in %.3f s)\n",
                a.batch, world.size(),
                m.engine.auto_decode          ? "auto"
                : m.engine.low_latency_decode ? "low-latency"
                                              : "normal",
+               m.engine.fp8_dispatch ? "fp8" : "f32",
                m.engine.deterministic ? ", deterministic" : "", 1e3 * ttft,
                decode > 0 ? static_cast<double>(decoded) / a.batch / decode : 0.0,
                decode > 0 ? static_cast<double>(decoded) / decode : 0.0, decoded, end - ttft);

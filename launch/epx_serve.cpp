@@ -118,10 +118,10 @@ int run_server(const Args& a, Group& world) {
     http.start();
     std::printf(
         "epx-serve: listening on http://%s:%d (pid %d, %d ranks, model %s, context %d, "
-        "KV %d blocks of %d positions per rank%s)\n",
+        "KV %d blocks of %d positions per rank, %s dispatch%s)\n",
         a.host.c_str(), port, static_cast<int>(getpid()), world.size(), m.name.c_str(),
         m.engine.max_context, engine.blocks_per_rank(), m.engine.block_size,
-        m.engine.deterministic ? ", deterministic" : "");
+        m.engine.fp8_dispatch ? "fp8" : "f32", m.engine.deterministic ? ", deterministic" : "");
     std::fflush(stdout);
   }
   try {

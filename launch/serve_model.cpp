@@ -42,7 +42,11 @@ const char* const kServeFlagsHelp =
     "  --overlap M         off (default), on or alternate: low-latency decode steps in two\n"
     "                      micro-batches, one's all-to-all in flight while the other computes\n"
     "                      (the same outputs; slower on CPU, docs/serve.md); alternate: every\n"
-    "                      other step, both timed in /metrics (epx_decode_step_seconds)\n";
+    "                      other step, both timed in /metrics (epx_decode_step_seconds)\n"
+    "  --fp8-dispatch M    config (default: the config's parallel.fp8_dispatch), on or off:\n"
+    "                      the MoE dispatch (prefill and decode) sends e4m3 rows with per-token\n"
+    "                      1x128 scales and the experts take them dequantised, as in training;\n"
+    "                      needs model.hidden_size a multiple of 128 (docs/serve.md)\n";
 
 long parse_int_flag(const std::string& flag, const std::string& v, long lo, long hi) {
   char* end = nullptr;
@@ -71,7 +75,11 @@ bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i, const char* 
   const std::string s = argv[i];
   const auto value = [&]() { return flag_value(argc, argv, i); };
   if (s == "-h" || s == "--help") {
-    if (is_rank0_by_env()) std::cout << usage << kServeFlagsHelp;
+    if (is_rank0_by_env()) {
+      const std::string text = std::string(usage) + kServeFlagsHelp;  // one write
+      std::fputs(text.c_str(), stdout);
+      std::fflush(stdout);
+    }
     std::exit(0);
   } else if (s == "--model") {
     f.model = value();
@@ -97,6 +105,11 @@ bool parse_serve_flag(ServeFlags& f, int argc, char** argv, int& i, const char* 
       throw UsageError("--decode-mode = '" + v + "', expected normal, low-latency or auto");
     f.low_latency_decode = v == "low-latency";
     f.auto_decode = v == "auto";
+  } else if (s == "--fp8-dispatch") {
+    const std::string v = value();
+    if (v != "config" && v != "on" && v != "off")
+      throw UsageError("--fp8-dispatch = '" + v + "', expected config, on or off");
+    f.fp8_dispatch = v;
   } else if (s == "--overlap") {
     const std::string v = value();
     using Overlap = serve::EngineOptions::Overlap;
@@ -182,6 +195,14 @@ ServedModel load_served_model(const ServeFlags& f, Group& world, double timeout_
     e.low_latency_decode = f.low_latency_decode;
     e.auto_decode = f.auto_decode;
     e.overlap_decode = f.overlap;
+    // The same config and flags on every rank: the same verdict everywhere.
+    e.fp8_dispatch =
+        f.fp8_dispatch == "config" ? s.config.parallel.fp8_dispatch : f.fp8_dispatch == "on";
+    EPX_CHECK(!e.fp8_dispatch || c.hidden_size % 128 == 0, InvalidArgument, "--fp8-dispatch ",
+              f.fp8_dispatch, f.fp8_dispatch == "config" ? " (parallel.fp8_dispatch = true)" : "",
+              ": model.hidden_size = ", c.hidden_size,
+              " is not a multiple of 128 (fp8 dispatch scales blocks of 128 channels); use "
+              "--fp8-dispatch off");
     e.timeout_s = timeout_s;
   } catch (const std::exception& e) {
     error = e.what();

@@ -3,8 +3,8 @@
 // the start-up and failure handling around the engine.
 #pragma once
 
+#include <cstdio>
 #include <functional>
-#include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +34,9 @@ struct ServeFlags {
   bool auto_decode = false;         // --decode-mode auto
   // --overlap on|off|alternate: the two-batch overlap of low-latency decode.
   serve::EngineOptions::Overlap overlap = serve::EngineOptions::Overlap::off;
+  // --fp8-dispatch config|on|off: config takes the config's
+  // parallel.fp8_dispatch (after --set).
+  std::string fp8_dispatch = "config";
 };
 
 // The flag text of ServeFlags for a --help.
@@ -90,7 +93,13 @@ int program_main(const char* name, int argc, char** argv, Parse parse, Run run) 
   try {
     args = parse(argc, argv);
   } catch (const UsageError& e) {
-    if (is_rank0_by_env()) std::cerr << name << ": " << e.what() << " (see --help)\n";
+    // One write of the whole line: under mpirun the ranks' output is merged,
+    // and a line written in pieces can be split by another process's.
+    if (is_rank0_by_env()) {
+      const std::string line = std::string(name) + ": " + e.what() + " (see --help)\n";
+      std::fputs(line.c_str(), stderr);
+      std::fflush(stderr);
+    }
     return 2;
   }
   return run_mpi_program(name, argc, argv, [&](Group& world) { return run(args, world); });

@@ -34,6 +34,10 @@ Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
               options.max_queue, ", block_size ", options.block_size, ", max_context ",
               options.max_context, ", prefill_chunk ", options.prefill_chunk,
               ": expected >= 1 (max_queue >= 0)");
+    EPX_CHECK(!options.fp8_dispatch || c.hidden_size % 128 == 0, InvalidArgument,
+              "serve: fp8 dispatch needs model.hidden_size a multiple of 128 (its 1x128 scale "
+              "blocks), got ",
+              c.hidden_size);
     cache_ = std::make_unique<KvCache>(c.num_layers, c.hidden_size, options.block_size,
                                        options.kv_bytes);
     const std::int64_t need = KvCache::blocks_for(options.max_context, options.block_size);
@@ -60,14 +64,17 @@ Engine::Engine(model::Model& model, Group& world, const EngineOptions& options)
   if (options.auto_decode) {
     model::ModelConfig served = c;  // the shape the dispatch sees: one expert per slot
     served.num_experts = static_cast<int>(bo.num_experts);
-    choice_ = choose_decode_modes(*buffer_, control_, served, options.max_batch);
+    choice_ =
+        choose_decode_modes(*buffer_, control_, served, options.max_batch, options.fp8_dispatch);
   }
-  forward_ = std::make_unique<Forward>(model, *buffer_, *cache_, options.deterministic);
+  forward_ = std::make_unique<Forward>(model, *buffer_, *cache_, options.deterministic,
+                                       options.fp8_dispatch);
   if (options.balancer)
     forward_->set_placement(&options.balancer->placement(), options.balancer->num_nodes());
   if (rank_ == 0) {
     metrics_ = std::make_unique<Metrics>(size_, model.num_moe_layers(), c.num_experts,
                                          cache_->num_blocks());
+    metrics_->set_fp8_dispatch(options.fp8_dispatch);
     SchedulerOptions so;
     so.num_ranks = size_;
     so.blocks_per_rank = cache_->num_blocks();

@@ -49,6 +49,12 @@ struct EngineOptions {
   // Off by default: on this CPU path it is slower (docs/serve.md).
   enum class Overlap { off, on, alternate };
   Overlap overlap_decode = Overlap::off;
+  // Both dispatch paths (prefill and decode, normal and low-latency) send
+  // e4m3 rows with per-token 1x128 f32 scales, and the experts take them
+  // dequantised, as the training forward with parallel.fp8_dispatch; the
+  // combine and the shared experts stay f32. Needs model.hidden_size a
+  // multiple of 128 (InvalidArgument on every rank otherwise).
+  bool fp8_dispatch = false;
   double timeout_s = 300;  // every wait on another rank
   // Rank 0 sends a plan at least this often, even with nothing to do, so
   // that the other ranks' wait for it stays bounded by timeout_s.

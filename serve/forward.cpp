@@ -11,10 +11,18 @@
 
 namespace epx::serve {
 
-Forward::Forward(model::Model& model, comm::Buffer& buffer, KvCache& cache, bool deterministic)
-    : model_(model), buffer_(buffer), cache_(cache), deterministic_(deterministic) {
+Forward::Forward(model::Model& model, comm::Buffer& buffer, KvCache& cache, bool deterministic,
+                 bool fp8_dispatch)
+    : model_(model),
+      buffer_(buffer),
+      cache_(cache),
+      deterministic_(deterministic),
+      fp8_dispatch_(fp8_dispatch) {
   EPX_CHECK_EQ(buffer.group().size(), model.ep_size(), InvalidArgument,
                "serve::Forward: the Buffer's group must be the EP group");
+  EPX_CHECK(!fp8_dispatch || model.config().hidden_size % 128 == 0, InvalidArgument,
+            "serve::Forward: fp8 dispatch needs model.hidden_size a multiple of 128, got ",
+            model.config().hidden_size);
   counts_.assign(static_cast<std::size_t>(model.num_moe_layers()) * model.config().num_experts, 0);
 }
 

@@ -47,16 +47,23 @@ struct Segment {
 
 class Forward {
  public:
-  Forward(model::Model& model, comm::Buffer& buffer, KvCache& cache, bool deterministic);
+  // With fp8_dispatch (every rank must pass the same; hidden a multiple of
+  // 128) both dispatch paths send xn as e4m3 with per-token 1x128 f32
+  // scales, and the experts take the dequantised rows
+  // (kernels::per_token_cast_back, as the training forward with
+  // parallel.fp8_dispatch does); the combine, the shared experts and every
+  // other op stay f32.
+  Forward(model::Model& model, comm::Buffer& buffer, KvCache& cache, bool deterministic,
+          bool fp8_dispatch = false);
 
   // Collective over the buffer's group. Writes the keys and values of every
   // segment's positions into the cache and, for each segment with
   // want_logits (in order), V logits into `logits`. With low_latency (every
   // rank must pass the same) the MoE layers use the Buffer's low-latency
-  // dispatch and combine (f32 payload, no FP8): at most the Buffer's
-  // max_tokens_per_rank rows per rank. Its combine sums w_k * out_k in k
-  // order in f32, the same sum as the normal path's, so both modes give
-  // the same bits.
+  // dispatch and combine (the payload f32, or fp8 as above): at most the
+  // Buffer's max_tokens_per_rank rows per rank. Its combine sums w_k * out_k
+  // in k order in f32, the same sum as the normal path's, and both paths
+  // quantise a row with the same function, so both modes give the same bits.
   // With low_latency and overlap (every rank must pass the same), the rows
   // split into two micro-batches (this rank's first half of the segments,
   // then the rest) whose layers interleave: one's dispatch or combine is in
@@ -128,6 +135,7 @@ class Forward {
   comm::Buffer& buffer_;
   KvCache& cache_;
   bool deterministic_;
+  bool fp8_dispatch_;
   bool low_latency_ = false;  // this step's MoE path
   Rows rows_[2];
   std::vector<float> xp_, outp_, mlp_;

@@ -125,6 +125,11 @@ void Metrics::rebalanced(std::uint64_t moved_bytes, double before, double after,
   load_after_ = after;
 }
 
+void Metrics::set_fp8_dispatch(bool on) {
+  std::lock_guard<std::mutex> l(mu_);
+  fp8_dispatch_ = on;
+}
+
 std::string Metrics::prometheus() const {
   std::lock_guard<std::mutex> l(mu_);
   std::string o;
@@ -155,6 +160,9 @@ std::string Metrics::prometheus() const {
     o += "epx_decode_step_seconds_sum{mode=\"" + k + "\"} " + std::to_string(v.first) + "\n";
     o += "epx_decode_step_seconds_count{mode=\"" + k + "\"} " + std::to_string(v.second) + "\n";
   }
+  header(o, "epx_fp8_dispatch", "gauge",
+         "1: the MoE dispatch sends e4m3 with per-token 1x128 scales (--fp8-dispatch), 0: f32");
+  o += std::string("epx_fp8_dispatch ") + (fp8_dispatch_ ? "1" : "0") + "\n";
   header(o, "epx_batch_size", "gauge", "Sequences in the last step");
   o += "epx_batch_size " + std::to_string(batch_) + "\n";
   header(o, "epx_requests_running", "gauge", "Requests holding a KV cache");

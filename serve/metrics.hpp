@@ -46,6 +46,9 @@ class Metrics {
   // bytes and the worst layer's max/mean rank load before and after.
   void rebalanced(std::uint64_t moved_bytes, double before, double after, double seconds);
 
+  // Whether the engine dispatches e4m3 (epx_fp8_dispatch, a 0/1 gauge).
+  void set_fp8_dispatch(bool on);
+
   std::string prometheus() const;
 
  private:
@@ -59,6 +62,7 @@ class Metrics {
   std::vector<std::pair<std::string, std::pair<double, std::uint64_t>>> decode_steps_;
   std::uint64_t rebalances_ = 0, moved_bytes_ = 0;
   double rebalance_seconds_ = 0, load_before_ = 0, load_after_ = 0;
+  bool fp8_dispatch_ = false;
 };
 
 }  // namespace epx::serve

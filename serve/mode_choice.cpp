@@ -7,6 +7,8 @@
 #include <numeric>
 #include <random>
 
+#include <epx/kernels.hpp>
+
 namespace epx::serve {
 
 namespace {
@@ -33,8 +35,8 @@ bool DecodeModeChoice::low_latency(int batch) const {
 
 std::string DecodeModeChoice::describe() const {
   std::string s =
-      "decode mode by batch (start-up measurement of dispatch + combine, normal / "
-      "low-latency ms):";
+      std::string("decode mode by batch (start-up measurement of dispatch + combine, ") +
+      (fp8 ? "fp8" : "f32") + " dispatch, normal / low-latency ms):";
   for (std::size_t i = 0; i < batches.size(); ++i) {
     char b[96];
     std::snprintf(b, sizeof b, " %d: %.3f / %.3f %s%s", batches[i], 1e3 * normal_s[i],
@@ -46,10 +48,12 @@ std::string DecodeModeChoice::describe() const {
 }
 
 DecodeModeChoice choose_decode_modes(comm::Buffer& buffer, Control& control,
-                                     const model::ModelConfig& c, int max_batch, int iters) {
+                                     const model::ModelConfig& c, int max_batch, bool fp8,
+                                     int iters) {
   const int R = control.size(), E = c.num_experts, K = c.top_k, El = E / R;
   const std::int64_t H = c.hidden_size;
   DecodeModeChoice out;
+  out.fp8 = fp8;
   for (int b = 1;; b *= 2) {
     out.batches.push_back(std::min(b, max_batch));
     if (b >= max_batch) break;
@@ -72,10 +76,14 @@ DecodeModeChoice choose_decode_modes(comm::Buffer& buffer, Control& control,
         w.data<float>()[t * K + k] = u(rng);
       }
     }
+    // With fp8 each path also dequantises its received rows, as serve::Forward does.
     const auto normal = [&] {
       const comm::Layout layout = buffer.get_dispatch_layout(idx, E);
-      comm::DispatchResult got = buffer.dispatch(x, idx, w, layout);
+      comm::DispatchOptions dopt;
+      dopt.fp8 = fp8;
+      comm::DispatchResult got = buffer.dispatch(x, idx, w, layout, dopt);
       const std::int64_t M = got.x.dim(0);
+      if (fp8 && M > 0) kernels::per_token_cast_back(got.x, got.x_scales, DType::f32);
       Tensor y = buffer.combine_input(got.handle, K * H, DType::f32);
       if (M > 0) std::memset(y.data<float>(), 0, sizeof(float) * M * K * H);
       const comm::Handle handle = got.handle;
@@ -84,12 +92,28 @@ DecodeModeChoice choose_decode_modes(comm::Buffer& buffer, Control& control,
     };
     const auto low_latency = [&] {
       comm::LowLatencyOptions lo;
-      lo.fp8 = false;
+      lo.fp8 = fp8;
       comm::LowLatencyDispatchResult got = buffer.low_latency_dispatch(x, idx, lo);
-      Tensor y = Tensor::empty({El, got.x.dim(1), H}, DType::f32);
-      std::memcpy(y.data<float>(), got.x.data<float>(), sizeof(float) * El * got.x.dim(1) * H);
+      const std::int64_t slots = got.x.dim(1), S = H / 128;
+      Tensor y = Tensor::empty({El, slots, H}, DType::f32);
+      if (!fp8) {
+        std::memcpy(y.data<float>(), got.x.data<float>(), sizeof(float) * El * slots * H);
+      } else {
+        const std::int32_t* count = got.count.data<std::int32_t>();
+        for (int e = 0; e < El; ++e) {
+          if (count[e] == 0) continue;
+          const Tensor q =
+              Tensor::wrap(got.x.data<std::uint8_t>() + e * slots * H, {count[e], H}, DType::e4m3);
+          const Tensor sc =
+              Tensor::wrap(got.x_scales.data<float>() + e * slots * S, {count[e], S}, DType::f32);
+          const Tensor back = kernels::per_token_cast_back(q, sc, DType::f32);
+          std::memcpy(y.data<float>() + e * slots * H, back.data<float>(),
+                      sizeof(float) * count[e] * H);
+        }
+      }
       const comm::LowLatencyHandle handle = got.handle;
       got = comm::LowLatencyDispatchResult();
+      lo.fp8 = false;  // the combine stays f32
       buffer.low_latency_combine(y, idx, w, handle, lo);
     };
     normal();

@@ -12,6 +12,9 @@
 // Low-latency mode (decode): dispatch puts each (token, expert) pair in the
 // expert's slot -> SwiGLU per expert over its count rows -> the low-latency
 // combine, which sums w_k * out_k in k order in f32 on the owner.
+// With fp8 dispatch both paths send e4m3 rows with per-token 1x128 scales,
+// cast once per token by the sender, and the experts take them dequantised
+// (the training forward's recipe); the combine stays f32.
 // With a balancer placement, both dispatch to the physical slot (replica)
 // route_to_replicas picks for each (token, expert); nothing else changes.
 #include <algorithm>
@@ -49,9 +52,14 @@ void Forward::routed_normal(Rows& r, int layer) {
   const Tensor idx_t = Tensor::wrap(T > 0 ? r.slot_idx.data() : nullptr, {T, K}, DType::i64);
   const Tensor w_t = Tensor::wrap(T > 0 ? r.topk_w.data() : nullptr, {T, K}, DType::f32);
   const comm::Layout layout = buffer_.get_dispatch_layout(idx_t, model_.ep_size() * El);
-  comm::DispatchResult got = buffer_.dispatch(x_t, idx_t, w_t, layout);
+  comm::DispatchOptions dopt;
+  dopt.fp8 = fp8_dispatch_;
+  comm::DispatchResult got = buffer_.dispatch(x_t, idx_t, w_t, layout, dopt);
   const std::int64_t M = got.x.dim(0);
-  const float* xrows = got.x.data<float>();
+  // With fp8 the experts take the dequantised rows, as in training (model/moe_block.cpp).
+  Tensor xr = got.x;
+  if (dopt.fp8 && M > 0) xr = kernels::per_token_cast_back(got.x, got.x_scales, DType::f32);
+  const float* xrows = M > 0 ? xr.data<float>() : nullptr;
   const std::int64_t* lidx = got.topk_idx.data<std::int64_t>();
   const float* rw = got.topk_weights.data<float>();
 
@@ -91,6 +99,7 @@ void Forward::routed_normal(Rows& r, int layer) {
       for (std::int64_t j = 0; j < H; ++j) ym[j] = wk * o[j];
     }
   const comm::Handle handle = got.handle;
+  xr = Tensor();
   got = comm::DispatchResult();  // frees the receive rows
   const Tensor back = buffer_.combine(y, handle);
   y = Tensor();
@@ -113,7 +122,7 @@ void Forward::ll_dispatch(Rows& r, InFlight& f, bool hook) {
   const Tensor x_t = Tensor::wrap(T > 0 ? r.xn.data() : nullptr, {T, H}, DType::f32);
   const Tensor idx_t = Tensor::wrap(T > 0 ? r.slot_idx.data() : nullptr, {T, K}, DType::i64);
   comm::LowLatencyOptions lo;
-  lo.fp8 = false;  // exact rows: the same bits as the normal path
+  lo.fp8 = fp8_dispatch_;  // as the normal path's dispatch: the same rows reach the experts
   lo.return_recv_hook = hook;
   f.dispatch = buffer_.low_latency_dispatch(x_t, idx_t, lo);
 }
@@ -124,17 +133,29 @@ void Forward::ll_experts_combine(Rows& r, int layer, InFlight& f, bool hook) {
   const int El = model_.local_experts();
   if (f.dispatch.hook) f.dispatch.hook();
   const std::int64_t slots = f.dispatch.x.dim(1);
-  const float* x = f.dispatch.x.data<float>();
   const std::int32_t* count = f.dispatch.count.data<std::int32_t>();
   f.y = Tensor::empty({El, slots, H}, DType::f32);
-  for (int e = 0; e < El; ++e)
-    expert_rows(layer, e, f.y.data<float>() + e * slots * H, x + e * slots * H, count[e]);
+  for (int e = 0; e < El; ++e) {
+    float* y = f.y.data<float>() + e * slots * H;
+    if (!fp8_dispatch_) {
+      expert_rows(layer, e, y, f.dispatch.x.data<float>() + e * slots * H, count[e]);
+      continue;
+    }
+    // The count valid rows of expert e, dequantised as the normal path's.
+    const std::int64_t n = count[e], S = H / 128;
+    if (n == 0) continue;
+    std::uint8_t* q = f.dispatch.x.data<std::uint8_t>() + e * slots * H;
+    float* sc = f.dispatch.x_scales.data<float>() + e * slots * S;
+    const Tensor xe = kernels::per_token_cast_back(
+        Tensor::wrap(q, {n, H}, DType::e4m3), Tensor::wrap(sc, {n, S}, DType::f32), DType::f32);
+    expert_rows(layer, e, y, xe.data<float>(), n);
+  }
   f.handle = f.dispatch.handle;
   f.dispatch = comm::LowLatencyDispatchResult();  // its half of the buffer is free again
   const Tensor idx_t = Tensor::wrap(T > 0 ? r.slot_idx.data() : nullptr, {T, K}, DType::i64);
   const Tensor w_t = Tensor::wrap(T > 0 ? r.topk_w.data() : nullptr, {T, K}, DType::f32);
   comm::LowLatencyOptions lo;
-  lo.fp8 = false;
+  lo.fp8 = false;  // the combine stays f32 (fp8 is the dispatch's option only)
   lo.return_recv_hook = hook;
   f.combine = buffer_.low_latency_combine(f.y, idx_t, w_t, f.handle, lo);
 }

@@ -18,6 +18,11 @@
 #         rebalance every 3 steps during decode, on 2 and 4 ranks, normal and low-latency
 #         decode, epx-generate and 4 concurrent server requests: outputs bit for bit those
 #         without it (--deterministic), rebalances logged and in /metrics; bad slot counts
+# fp8     --fp8-dispatch on a hidden-128 model (small.yaml's shape otherwise, 20 steps):
+#         greedy outputs equal on 1, 2 and 4 ranks, normal and low-latency decode, auto;
+#         config = parallel.fp8_dispatch; the server's line and /metrics gauge; logits
+#         against the training fp8 forward (serve_logits_check --fp8); bad values (exit 2)
+#         and a hidden not a multiple of 128 (exit 1), each one line
 set -uo pipefail
 bin=$1 src=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
@@ -63,6 +68,28 @@ generate() {
   timeout 120 "$bin/epxrun" -n "$n" -- "$bin/epx-generate" --model "$work/ck" --json "$@" >"$out.raw" 2>"$out.err" ||
     { cat "$out.err"; fail "epx-generate -n $n $*"; }
   grep '^{' "$out.raw" >"$out" || fail "epx-generate -n $n $*: no JSON"
+}
+
+# train128: the same small model with hidden 128 (fp8 dispatch's 1x128 blocks), 20 steps, into $work/ck128.
+train128() {
+  timeout 120 "$bin/epxrun" -n 1 -- "$bin/epx-train" "$src/tests/train/small.yaml" --set "train.checkpoint_dir=$work/ck128" \
+    --set model.hidden_size=128 --set train.max_steps=20 --set train.checkpoint_every=0 --set train.seq_len=64 \
+    >train128.log 2>&1 || { cat train128.log; fail "training the hidden-128 checkpoint"; }
+}
+
+# expect_bad RC WANT PROGRAM ARGS...: PROGRAM on 2 ranks exits RC and prints one line of its own,
+# saying WANT (a FAILED line with RC 1).
+expect_bad() {
+  local want_rc=$1 want=$2 prog=$3 rc lines
+  shift 3
+  timeout 60 "$bin/epxrun" -n 2 -- "$bin/$prog" "$@" >bad.log 2>&1
+  rc=$?
+  ((rc == want_rc)) || { cat bad.log; fail "$prog $*: exit status $rc, expected $want_rc"; }
+  grep -qF -- "$want" bad.log || { cat bad.log; fail "$prog $*: the error does not say '$want'"; }
+  lines=$(grep -c "^$prog:" bad.log)
+  ((lines == 1)) || { cat bad.log; fail "$prog $*: $lines lines from $prog, expected one"; }
+  ((rc != 1)) || grep -q "^$prog: FAILED: " bad.log || { cat bad.log; fail "$prog $*: no FAILED line"; }
+  echo "ok: exit $rc: $(grep "^$prog:" bad.log)"
 }
 
 ids() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["choices"][0]["token_ids"])' "$1"; }
@@ -254,6 +281,9 @@ http)
   # epx-generate decodes in normal mode, the server in low-latency mode with the two-batch overlap.
   start_server 2 --deterministic --max-context 256 --decode-mode low-latency --overlap on
   python3 "$src/tests/serve/http_checks.py" "$port" golden.json || fail "http_checks.py"
+  grep -q ", f32 dispatch" server.log || fail "the start-up line does not say 'f32 dispatch'"
+  m=$(curl -s "http://127.0.0.1:$port/metrics")
+  grep -q '^epx_fp8_dispatch 0$' <<<"$m" || fail "/metrics: $(grep fp8 <<<"$m"), expected epx_fp8_dispatch 0"
   # Bad inputs: each a body and the words the error must contain (param|message).
   bad=(
     '{"prompt": "x", "max_tokens": 4|the request body is not valid JSON'
@@ -415,6 +445,72 @@ assert r["prefill"]["flops"] > 0 and r["decode_batch1"]["bytes_per_token"] > r["
 print("ok: epx-bench serve:", {k: r[k] for k in ("gemm", "bandwidth", "prefill", "decode_batch1")})
 ' || { cat bench.err; fail "the benchmark's report"; }
   grep -q "epx-serve: stopped" bench.err || fail "the launched server did not drain and stop"
+  ;;
+fp8)
+  train128
+  ck128=(--model "$work/ck128")
+  args=(--prompt "The 'tabstop' option" --max-tokens 24)
+  for n in 1 2 4; do
+    generate "fp8_$n.json" $n "${ck128[@]}" "${args[@]}" --fp8-dispatch on
+    generate "fp8_det$n.json" $n "${ck128[@]}" "${args[@]}" --fp8-dispatch on --deterministic --prefill-chunk 5
+    generate "fp8_ll$n.json" $n "${ck128[@]}" "${args[@]}" --fp8-dispatch on --decode-mode low-latency
+    generate "fp8_ovl$n.json" $n "${ck128[@]}" "${args[@]}" --fp8-dispatch on --decode-mode low-latency --overlap on
+    generate "fp8_auto$n.json" $n "${ck128[@]}" "${args[@]}" --fp8-dispatch on --decode-mode auto --batch 3 --deterministic
+    grep -q "fp8 dispatch)" "fp8_$n.json.err" || { cat "fp8_$n.json.err"; fail "epx-generate -n $n does not say 'fp8 dispatch'"; }
+    grep -q "^epx-generate: decode mode by batch (start-up measurement of dispatch + combine, fp8 dispatch" \
+      "fp8_auto$n.json.err" || { cat "fp8_auto$n.json.err"; fail "--decode-mode auto on $n ranks did not measure fp8"; }
+  done
+  for kind in fp8 fp8_det fp8_ll fp8_ovl fp8_auto; do
+    for n in 2 4; do
+      [[ "$(ids $kind$n.json)" == "$(ids ${kind}1.json)" ]] ||
+        fail "$kind: EP over $n ranks gives $(ids $kind$n.json), 1 rank $(ids ${kind}1.json)"
+    done
+    echo "ok: $kind: the same tokens on 1, 2 and 4 ranks: $(ids ${kind}1.json)"
+  done
+  [[ "$(ids fp8_ll1.json)" == "$(ids fp8_1.json)" ]] || fail "fp8: low-latency decode differs from normal"
+  [[ "$(ids fp8_ovl1.json)" == "$(ids fp8_1.json)" ]] || fail "fp8: the two-batch overlap differs from normal"
+  [[ "$(ids fp8_auto1.json)" == "$(ids fp8_det1.json)" ]] || fail "fp8: --decode-mode auto (3 copies) differs"
+  echo "ok: fp8: low-latency decode (with and without the overlap) and auto give the normal mode's tokens"
+  # config: the config's parallel.fp8_dispatch (after --set); off: f32.
+  generate cfg_on.json 2 "${ck128[@]}" "${args[@]}" --set parallel.fp8_dispatch=true
+  [[ "$(ids cfg_on.json)" == "$(ids fp8_1.json)" ]] || fail "--set parallel.fp8_dispatch=true differs from --fp8-dispatch on"
+  grep -q "fp8 dispatch)" cfg_on.json.err || fail "--fp8-dispatch config with parallel.fp8_dispatch=true: not fp8"
+  generate cfg_off.json 2 "${ck128[@]}" "${args[@]}" --set parallel.fp8_dispatch=true --fp8-dispatch off
+  grep -q "f32 dispatch)" cfg_off.json.err || fail "--fp8-dispatch off does not say 'f32 dispatch'"
+  generate default.json 2 "${ck128[@]}" "${args[@]}"
+  grep -q "f32 dispatch)" default.json.err || fail "the default (config, false) does not say 'f32 dispatch'"
+  [[ "$(ids cfg_off.json)" == "$(ids default.json)" ]] || fail "--fp8-dispatch off differs from the default"
+  echo "ok: --fp8-dispatch config follows parallel.fp8_dispatch; off and the default dispatch f32"
+  # The logits against the training code's fp8 forward; LL and normal decode bit for bit.
+  step=$(cat "$work/ck128/latest")
+  for n in 1 2 4; do
+    timeout 120 "$bin/epxrun" -n $n -- "$bin/serve_logits_check" "$work/ck128/$step" --fp8 >logits$n.log 2>&1
+    rc=$?
+    cat logits$n.log
+    ((rc == 0)) || fail "serve_logits_check --fp8 on $n ranks"
+  done
+  # The server: its start-up line, the gauge, a request against epx-generate.
+  start_server 2 "${ck128[@]}" --fp8-dispatch on --decode-mode low-latency --deterministic
+  grep -q "listening on .*, fp8 dispatch" server.log || fail "the start-up line does not say 'fp8 dispatch'"
+  m=$(curl -s "http://127.0.0.1:$port/metrics")
+  grep -q '^epx_fp8_dispatch 1$' <<<"$m" || fail "/metrics: $(grep fp8 <<<"$m"), expected epx_fp8_dispatch 1"
+  curl_json '{"prompt": "The '"'"'tabstop'"'"' option", "max_tokens": 24, "temperature": 0}'
+  [[ $status == 200 ]] || fail "the fp8 server answered $status: $body"
+  got=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["choices"][0]["token_ids"])' "$body")
+  [[ "$got" == "$(ids fp8_det1.json)" ]] || fail "the fp8 server gives $got, epx-generate $(ids fp8_det1.json)"
+  echo "ok: the fp8 server: $(grep -o 'listening on.*' server.log); epx_fp8_dispatch 1; epx-generate's tokens"
+  stop_server
+  # Bad values: a usage line, exit 2; fp8 on a hidden-32 model: one FAILED line, exit 1.
+  for prog in epx-generate epx-serve; do
+    more=()
+    [[ $prog == epx-generate ]] && more=(--prompt x)
+    expect_bad 2 "--fp8-dispatch = 'maybe', expected config, on or off" $prog --model "$work/ck" "${more[@]}" --fp8-dispatch maybe
+    expect_bad 1 "--fp8-dispatch on: model.hidden_size = 32 is not a multiple of 128" \
+      $prog --model "$work/ck" "${more[@]}" --fp8-dispatch on
+  done
+  expect_bad 2 "--fp8-dispatch needs a value" epx-generate --model "$work/ck" --prompt x --fp8-dispatch
+  expect_bad 1 "--fp8-dispatch config (parallel.fp8_dispatch = true): model.hidden_size = 32 is not a multiple of 128" \
+    epx-generate --model "$work/ck" --prompt x --set parallel.fp8_dispatch=true
   ;;
 *) fail "unknown scenario" ;;
 esac

@@ -72,3 +72,24 @@ TEST(ServeDecodeModeChoice, EachBatchTakesTheNextMeasuredSize) {
   EXPECT_TRUE(c.low_latency(100));  // past them all: the largest
   EXPECT_NE(c.describe().find("4: 1000.000 / 2000.000 normal"), std::string::npos) << c.describe();
 }
+
+TEST(ServeMetrics, Fp8DispatchGauge) {
+  serve::Metrics m(1, 1, 2, 4);
+  EXPECT_NE(m.prometheus().find("\nepx_fp8_dispatch 0\n"), std::string::npos) << m.prometheus();
+  m.set_fp8_dispatch(true);
+  EXPECT_NE(m.prometheus().find("# TYPE epx_fp8_dispatch gauge\nepx_fp8_dispatch 1\n"),
+            std::string::npos)
+      << m.prometheus();
+}
+
+TEST(ServeDecodeModeChoice, DescribeNamesTheDispatchPayload) {
+  serve::DecodeModeChoice c;
+  c.batches = {1};
+  c.normal_s = {1};
+  c.low_latency_s = {2};
+  EXPECT_NE(c.describe().find("combine, f32 dispatch, normal / low-latency ms): 1:"),
+            std::string::npos)
+      << c.describe();
+  c.fp8 = true;
+  EXPECT_NE(c.describe().find("combine, fp8 dispatch, normal"), std::string::npos) << c.describe();
+}
