@@ -75,25 +75,26 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   const bool in_place_ok = N <= kMaxNodesReadInPlace;
   std::vector<Message> out(R, I.control.stamp());
   for (int r = 0; r < R; ++r) {
-    std::int64_t* v = out[r].v;
+    CombineRequest& v = out[r].as<CombineRequest>();
     fill_call_fields(out[r], c, I.fabric, r);
     if (topo.node_of(r) == node) {
-      v[kCmbBack] = static_cast<std::int64_t>(back_at[r]);
-      v[kCmbForward] = static_cast<std::int64_t>(forward_at[r]);
+      v.back = static_cast<std::int64_t>(back_at[r]);
+      v.forward = static_cast<std::int64_t>(forward_at[r]);
       if (c.ok() && in_place_ok) {
         std::vector<std::int64_t> first_rows;
         for (int src : topo.forwarded_sources(r)) first_rows.push_back(h->recv_prefix[src]);
         write_source_rows(out[r], first_rows);
       }
     } else if (topo.local_of(r) == local) {
-      v[kCmbPartials] = static_cast<std::int64_t>(partial_at[topo.node_of(r)]);
+      v.partials = static_cast<std::int64_t>(partial_at[topo.node_of(r)]);
     }
   }
   Buffer::Impl::Reserved res = I.reserve(Round::Request, need, out, c.err, deadline,
                                          [&](const std::vector<Message>& in) { check_same_call(in, c); });
-  auto region = [&](int r) { return static_cast<transport::RegionId>(res.in[r].v[kMsgRegion]); };
-  auto at = [&](int r, int field) {
-    return static_cast<std::size_t>(res.in[r].v[kMsgOffset] + res.in[r].v[field]);
+  auto region = [&](int r) { return static_cast<transport::RegionId>(res.in[r].block.region); };
+  // Byte `field` of r's request, in r's block.
+  auto at = [&](int r, std::int64_t CombineRequest::*field) {
+    return static_cast<std::size_t>(res.in[r].block.offset + res.in[r].as<CombineRequest>().*field);
   };
 
   // Inside the node: owners and forwarders read a holder's rows in place when
@@ -120,8 +121,9 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
     const int d = rank_in_node((local + i) % L);
     if (pulled_by[d]) continue;  // d reads them in place
     if (rows_from(d))
-      I.fabric.put(d, y + h->recv_prefix[d] * rb, region(d), at(d, kCmbBack), rows_from(d) * rb);
-    std::size_t to = at(d, kCmbForward);
+      I.fabric.put(d, y + h->recv_prefix[d] * rb, region(d), at(d, &CombineRequest::back),
+                   rows_from(d) * rb);
+    std::size_t to = at(d, &CombineRequest::forward);
     for (int s : topo.forwarded_sources(d)) {
       if (rows_from(s)) I.fabric.put(d, y + h->recv_prefix[s] * rb, region(d), to, rows_from(s) * rb);
       to += rows_from(s) * rb;
@@ -164,7 +166,9 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
       kernels::sum_rows_mixed(rows.data(), y_dtypes.data(), n, c.hidden, c.partial_dtype,
                               scratch + i * pb);
     }
-    if (B) I.fabric.put(r.source, scratch, region(r.source), at(r.source, kCmbPartials), B * pb);
+    if (B)
+      I.fabric.put(r.source, scratch, region(r.source), at(r.source, &CombineRequest::partials),
+                   B * pb);
     scratch += B * pb;
   }
   for (const Route& r : h->routes) I.control.signal_done(r.source);
@@ -176,7 +180,8 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   std::vector<const std::byte*> row_base(R, nullptr);
   for (int l = 0; l < L; ++l) {
     const int d = rank_in_node(l);
-    row_base[d] = pulls_from[d] ? y_of[d] + res.in[d].v[kCmbYRow] * static_cast<std::int64_t>(rb)
+    row_base[d] = pulls_from[d] ? y_of[d] + res.in[d].as<CombineRequest>().y_row *
+                                                static_cast<std::int64_t>(rb)
                                 : res.block.ptr + back_at[d];
   }
   const std::int64_t T = h->num_tokens;

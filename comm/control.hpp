@@ -1,7 +1,8 @@
 // The control plane of the protocol: small fixed-size messages and signal
 // slots in one region per rank, exchanged all-to-all once or twice per call.
 // Messages also carry each rank's verdict on its inputs, so that one rank's
-// bad input stops every rank before any payload moves.
+// bad input stops every rank before any payload moves. What each message
+// holds, per op and round: control_messages.hpp.
 //
 // Slot reuse: every call consists of all-to-all rounds in which each rank
 // sends before it reads, so a rank can be at most one call ahead of any peer.
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/control_messages.hpp"
 #include "comm/transport/fabric.hpp"
 #include "core/check.hpp"
 
@@ -49,15 +51,6 @@ const char* op_name(Op op);
 // Rounds of one call, each with its own slots.
 enum class Round : int { Request = 0, Reply = 1, Regrow = 2, Done = 3, Release = 4 };
 constexpr int kNumRounds = 5;
-
-struct Message {
-  std::uint64_t seq = 0;  // call number, equal on all ranks
-  std::uint32_t op = 0;
-  std::int32_t failed = 0;  // 1: the sender's input was bad; text says why
-  std::int64_t v[14] = {};  // round-specific values
-  char text[384] = {};
-};
-static_assert(sizeof(Message) == 512, "one message is 512 bytes");
 
 class Control {
  public:
