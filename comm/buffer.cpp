@@ -74,7 +74,7 @@ Buffer::Impl::Impl(const Group& g, const BufferOptions& o, double timeout_s)
       options(o),
       id(g_next_buffer_id.fetch_add(1)),
       fabric(group, timeout_s),
-      control(fabric, timeout_s),
+      control(fabric, timeout_s, topo),
       arena(fabric, o.num_bytes, core::Deadline(timeout_s)) {
   if (o.low_latency) {
     const LowLatencyLayout layout(o.max_tokens_per_rank, o.hidden, group.size(), o.num_experts);

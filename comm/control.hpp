@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "comm/control_messages.hpp"
+#include "comm/topology.hpp"
 #include "comm/transport/fabric.hpp"
 #include "core/check.hpp"
 
@@ -54,8 +55,9 @@ constexpr int kNumRounds = 5;
 
 class Control {
  public:
-  // Collective: creates the control region.
-  Control(transport::Fabric& fabric, double timeout_s);
+  // Collective: creates the control region (with node lists when the
+  // topology is hierarchical).
+  Control(transport::Fabric& fabric, double timeout_s, const NodeTopology& topo);
 
   // Starts call number seq (all ranks count calls identically).
   std::uint64_t begin(Op op);
@@ -89,6 +91,19 @@ class Control {
   // was bad. `own_error` is this rank's own error (empty if none).
   void agree(const std::vector<Message>& in, const std::string& own_error) const;
 
+  // Node lists: per call, each rank may send each rank of its own node (itself
+  // included) one list of up to nodes - 1 int64 (combine's in-place read lists,
+  // combine_hier.cpp: one entry per other node, which a Message cannot hold for
+  // every node count). The list is staged here and put at once; it is visible
+  // to `peer` when this rank's next message to `peer` of this call is (a signal
+  // follows the puts before it), and stays until the call after next (banks).
+  // Sized from the group's node count, so any node count fits: per rank
+  // 2 banks x ranks per node x (nodes - 1) x 8 bytes of control region.
+  std::size_t node_list_capacity() const noexcept { return list_entries_; }
+  void send_node_list(int peer, const std::vector<std::int64_t>& values);
+  // `peer`'s list of the current call (call after its message arrived).
+  const std::int64_t* node_list(int peer) const;
+
   // A message stamped with the current call.
   Message stamp() const;
   static void set_text(Message& m, const std::string& s);
@@ -96,6 +111,8 @@ class Control {
  private:
   std::size_t signal_offset(Round round, int sender) const;
   std::size_t message_offset(Round round, int sender) const;
+  std::size_t list_offset(int sender) const;
+  void check_list_peer(int peer, const char* what) const;
   void check_call(const Message& m, int from, Round round) const;
 
   transport::Fabric& fabric_;
@@ -105,6 +122,9 @@ class Control {
   double timeout_s_;
   std::uint64_t seq_ = 0;
   Op op_ = Op::Layout;
+  const NodeTopology& topo_;
+  std::size_t list_entries_ = 0;        // int64 per node list: nodes - 1 when hierarchical, else 0
+  std::vector<std::int64_t> list_out_;  // staged lists, per local index (puts' sources)
 };
 
 }  // namespace epx::comm

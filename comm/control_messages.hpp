@@ -17,8 +17,9 @@
 // Each is registered with EPX_CONTROL_PAYLOAD, which checks at compile time
 // that it fits; Message::as<T>() takes only registered payloads.
 //
-// combine_hier.cpp still packs its in-place read lists (one int64 per other
-// node) into the text of its requests, which caps in-place reads at 49 nodes.
+// Variable-length data does not go into a Message: combine's in-place read
+// lists across nodes (one int64 per other node, any node count) travel in
+// Control's node lists (control.hpp), sized from the group's node count.
 #pragma once
 
 #include <cstddef>
