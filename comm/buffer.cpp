@@ -74,7 +74,7 @@ Buffer::Impl::Impl(const Group& g, const BufferOptions& o, double timeout_s)
       options(o),
       id(g_next_buffer_id.fetch_add(1)),
       fabric(group, timeout_s),
-      control(fabric, timeout_s),
+      control(fabric, timeout_s, topo),
       arena(fabric, o.num_bytes, core::Deadline(timeout_s)) {
   if (o.low_latency) {
     const LowLatencyLayout layout(o.max_tokens_per_rank, o.hidden, group.size(), o.num_experts);
@@ -134,9 +134,9 @@ Buffer::Impl::Reserved Buffer::Impl::reserve(
   if (own_error.empty()) block = arena.try_allocate(need);
   const bool grow = own_error.empty() && !block;
   for (int p = 0; p < R; ++p) {
-    out[p].v[kMsgRegion] = block ? block->region : -1;
-    out[p].v[kMsgOffset] = block ? static_cast<std::int64_t>(block->offset) : 0;
-    out[p].v[kMsgGrow] = grow;
+    out[p].block.region = block ? block->region : -1;
+    out[p].block.offset = block ? static_cast<std::int64_t>(block->offset) : 0;
+    out[p].block.grow = grow;
     if (!own_error.empty()) {
       out[p].failed = 1;
       Control::set_text(out[p], own_error);
@@ -149,7 +149,7 @@ Buffer::Impl::Reserved Buffer::Impl::reserve(
 
   std::vector<int> growers;
   for (int p = 0; p < R; ++p)
-    if (r.in[p].v[kMsgGrow]) growers.push_back(p);
+    if (r.in[p].block.grow) growers.push_back(p);
   if (!growers.empty()) {
     // Every rank saw the same flags, so every rank takes part in the growth.
     arena.grow(grow ? need : 0, deadline);
@@ -158,8 +158,8 @@ Buffer::Impl::Reserved Buffer::Impl::reserve(
       block = arena.try_allocate(need);
       EPX_CHECK(block, Internal, op_name(control.op()), ": no block of ", need, " bytes after growth");
       for (int p = 0; p < R; ++p) {
-        out[p].v[kMsgRegion] = block->region;
-        out[p].v[kMsgOffset] = static_cast<std::int64_t>(block->offset);
+        out[p].block.region = block->region;
+        out[p].block.offset = static_cast<std::int64_t>(block->offset);
         to.push_back(p);
       }
     }

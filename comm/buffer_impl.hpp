@@ -55,7 +55,7 @@ struct Buffer::Impl {
 
   // Allocates `need` bytes of receive space for this call, growing the space
   // collectively if any rank lacks room. `out` are this rank's messages of
-  // `round` (v[0..2] = region, offset of the block, growth flag: filled here);
+  // `round` (Message::block = region, offset of the block, growth flag: filled here);
   // returns the messages received from all ranks, with regrown blocks'
   // coordinates. Agrees on input errors (own_error) first, then runs `check`
   // on the messages (it throws AgreedError when ranks disagree), then grows.
@@ -67,11 +67,6 @@ struct Buffer::Impl {
                    const std::string& own_error, const core::Deadline& deadline,
                    const std::function<void(const std::vector<Message>&)>& check = {});
 };
-
-// Message fields used by reserve(): where the receiver's block is.
-constexpr int kMsgRegion = 0;
-constexpr int kMsgOffset = 1;
-constexpr int kMsgGrow = 2;
 
 // Runs `validate`, returning its error message (or "" if it passed). Any
 // exception becomes a verdict that the other ranks learn, so none waits alone.

@@ -40,46 +40,45 @@ Tensor Buffer::combine_input(const Handle& handle, std::int64_t hidden, DType dt
 }
 
 void fill_call_fields(Message& m, const CombineCall& c, const transport::Fabric& fabric, int peer) {
-  m.v[kCmbHidden] = c.hidden;
-  m.v[kCmbDtype] = static_cast<std::int64_t>(c.y.dtype());
-  m.v[kCmbHandle] = c.h ? static_cast<std::int64_t>(c.h->seq) : 0;
-  m.v[kCmbPartialDtype] = static_cast<std::int64_t>(c.partial_dtype);
-  m.v[kCmbYRegion] = c.y_home ? c.y_home->region : -1;
-  m.v[kCmbYOffset] = c.y_home ? static_cast<std::int64_t>(c.y_home->offset) : 0;
-  m.v[kCmbYRow] = c.ok() ? c.h->recv_prefix[peer] : 0;
-  m.v[kCmbCanLoad] = fabric.caps(peer).load_store;
+  CombineRequest& v = m.as<CombineRequest>();
+  v.hidden = c.hidden;
+  v.dtype = static_cast<std::int64_t>(c.y.dtype());
+  v.handle = c.h ? static_cast<std::int64_t>(c.h->seq) : 0;
+  v.partial_dtype = static_cast<std::int64_t>(c.partial_dtype);
+  v.y_region = c.y_home ? c.y_home->region : -1;
+  v.y_offset = c.y_home ? static_cast<std::int64_t>(c.y_home->offset) : 0;
+  v.y_row = c.ok() ? c.h->recv_prefix[peer] : 0;
+  v.can_load = fabric.caps(peer).load_store;
 }
 
 bool reads_peer_y(const transport::Fabric& fabric, const Message& in, int peer) {
-  return in.v[kCmbYRegion] >= 0 && fabric.caps(peer).load_store;
+  return in.as<CombineRequest>().y_region >= 0 && fabric.caps(peer).load_store;
 }
 
 bool peer_reads_y(const CombineCall& c, const Message& in) {
-  return c.y_home.has_value() && in.v[kCmbCanLoad] != 0;
+  return c.y_home.has_value() && in.as<CombineRequest>().can_load != 0;
 }
 
 const std::byte* peer_y(transport::Fabric& fabric, const Message& in, int peer) {
   return static_cast<const std::byte*>(fabric.to(peer).peer_ptr(
-      peer, static_cast<transport::RegionId>(in.v[kCmbYRegion]),
-      static_cast<std::size_t>(in.v[kCmbYOffset])));
+      peer, static_cast<transport::RegionId>(in.as<CombineRequest>().y_region),
+      static_cast<std::size_t>(in.as<CombineRequest>().y_offset)));
 }
 
 void check_same_call(const std::vector<Message>& in, const CombineCall& c) {
   for (std::size_t r = 0; r < in.size(); ++r) {
-    const std::int64_t* v = in[r].v;
-    EPX_CHECK_AGREED(v[kCmbHidden] == c.hidden && v[kCmbDtype] == std::int64_t(c.y.dtype()),
-                     "combine: rank ", r, " passes y of hidden ", v[kCmbHidden], " and dtype ",
-                     dtype_name(DType(v[kCmbDtype])), ", this rank ", c.y.describe(),
-                     "; all ranks must agree");
-    EPX_CHECK_AGREED(v[kCmbHandle] == static_cast<std::int64_t>(c.h->seq), "combine: rank ", r,
-                     " passed the handle of dispatch #", v[kCmbHandle],
+    const CombineRequest& v = in[r].as<CombineRequest>();
+    EPX_CHECK_AGREED(v.hidden == c.hidden && v.dtype == std::int64_t(c.y.dtype()), "combine: rank ",
+                     r, " passes y of hidden ", v.hidden, " and dtype ", dtype_name(DType(v.dtype)),
+                     ", this rank ", c.y.describe(), "; all ranks must agree");
+    EPX_CHECK_AGREED(v.handle == static_cast<std::int64_t>(c.h->seq), "combine: rank ", r,
+                     " passed the handle of dispatch #", v.handle,
                      " but this rank that of dispatch #", c.h->seq,
                      "; all ranks must pass the handles of the same dispatch");
-    EPX_CHECK_AGREED(v[kCmbPartialDtype] == std::int64_t(c.partial_dtype), "combine: rank ", r,
+    EPX_CHECK_AGREED(v.partial_dtype == std::int64_t(c.partial_dtype), "combine: rank ", r,
                      " passes options.partials_in_input_dtype = ",
-                     v[kCmbPartialDtype] != std::int64_t(DType::f32) ? "true" : "false",
-                     ", this rank ", c.partial_dtype != DType::f32 ? "true" : "false",
-                     "; all ranks must agree");
+                     v.partial_dtype != std::int64_t(DType::f32) ? "true" : "false", ", this rank ",
+                     c.partial_dtype != DType::f32 ? "true" : "false", "; all ranks must agree");
   }
 }
 
@@ -97,7 +96,7 @@ Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline&
   std::vector<Message> out(R, I.control.stamp());
   for (int r = 0; r < R; ++r) {
     fill_call_fields(out[r], c, I.fabric, r);
-    out[r].v[kCmbBack] = c.ok() ? h->send_prefix[r] : 0;
+    out[r].as<CombineRequest>().back = c.ok() ? h->send_prefix[r] : 0;
   }
   // The block for pushed rows is sized for every row coming back; rows that
   // are pulled instead leave their part unused.
@@ -122,11 +121,11 @@ Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline&
     if (pulled_by[s]) continue;
     const std::int64_t first = h->recv_prefix[s], n = h->recv_prefix[s + 1] - first;
     if (n > 0) {
-      const std::size_t dst = static_cast<std::size_t>(res.in[s].v[kMsgOffset]) +
-                              static_cast<std::size_t>(res.in[s].v[kCmbBack]) * row_bytes;
-      I.fabric.put(s, src + first * row_bytes,
-                   static_cast<transport::RegionId>(res.in[s].v[kMsgRegion]), dst,
-                   static_cast<std::size_t>(n) * row_bytes);
+      const Message& m = res.in[s];
+      const std::size_t dst = static_cast<std::size_t>(m.block.offset) +
+                              static_cast<std::size_t>(m.as<CombineRequest>().back) * row_bytes;
+      I.fabric.put(s, src + first * row_bytes, static_cast<transport::RegionId>(m.block.region),
+                   dst, static_cast<std::size_t>(n) * row_bytes);
     }
   }
   // Signals after all puts: the transfers to different owners overlap.
@@ -140,10 +139,11 @@ Tensor combine_flat(Buffer::Impl& I, const CombineCall& c, const core::Deadline&
   // Where row c of the rows sent to rank r (c-th token in send_tokens[r]) is now.
   std::vector<const std::byte*> row_base(R);
   for (int r = 0; r < R; ++r) {
-    row_base[r] = pulls_from[r]
-                      ? peer_y(I.fabric, res.in[r], r) +
-                            static_cast<std::size_t>(res.in[r].v[kCmbYRow]) * row_bytes
-                      : res.block.ptr + static_cast<std::size_t>(h->send_prefix[r]) * row_bytes;
+    row_base[r] =
+        pulls_from[r]
+            ? peer_y(I.fabric, res.in[r], r) +
+                  static_cast<std::size_t>(res.in[r].as<CombineRequest>().y_row) * row_bytes
+            : res.block.ptr + static_cast<std::size_t>(h->send_prefix[r]) * row_bytes;
   }
 
   // Sum: token t adds, in rank order, the rows that ranks computed for it.

@@ -1,5 +1,6 @@
 // What the two combine paths share: the checked call (combine.cpp), the
-// request-round fields, the agreement check and the result's allocation.
+// request-round fields (CombineRequest, control_messages.hpp), the agreement
+// check and the result's allocation.
 // The flat path is in combine.cpp, the hierarchical one in combine_hier.cpp.
 #pragma once
 
@@ -11,19 +12,6 @@
 #include "comm/handle.hpp"
 
 namespace epx::comm {
-
-// Request round, from rank a to rank b (after reserve()'s fields):
-constexpr int kCmbBack = 3;       // where b's pushed rows for a's tokens go in a's block
-constexpr int kCmbHidden = 4;
-constexpr int kCmbDtype = 5;
-constexpr int kCmbHandle = 6;
-constexpr int kCmbYRegion = 7;    // a's y in a's receive space: region, or -1
-constexpr int kCmbYOffset = 8;    //   and byte offset
-constexpr int kCmbYRow = 9;       // first row of b's tokens in a's y
-constexpr int kCmbCanLoad = 10;   // 1: a can load from b's memory
-constexpr int kCmbForward = 11;   // hierarchical: where b pushes rows a forwards (bytes in a's block)
-constexpr int kCmbPartials = 12;  // hierarchical: where b puts partial sums for a (bytes in a's block)
-constexpr int kCmbPartialDtype = 13;
 
 struct CombineCall {
   explicit CombineCall(const Tensor& y_) : y(y_) {}

@@ -14,12 +14,12 @@
 // When a holder's y lies in its receive space and the others of its node can
 // load from there, nothing is copied inside the node: owners read their rows
 // in place (as on the flat path) and so do forwarders, which learn where each
-// forwarded source's rows start in the holder's y from its request message.
+// forwarded source's rows start in the holder's y from the holder's node list
+// (Control::send_node_list: one int64 per other node, for any node count).
 //
 // Rounds: request (block areas, y coordinates, verdicts) -> rows to owners
 // and forwarders + done inside the node -> partials + done across nodes ->
 // sum -> release (ranks that read in place tell the holders).
-#include <cstring>
 #include <vector>
 
 #include "comm/combine_call.hpp"
@@ -27,22 +27,6 @@
 #include "kernels/reduce.hpp"
 
 namespace epx::comm {
-
-namespace {
-// A holder's request to a forwarder of its node lists, in the message text,
-// where the rows of each of the forwarder's sources start in its y: one
-// int64 per other node. Beyond that many nodes, rows are pushed instead.
-constexpr int kMaxNodesReadInPlace = 1 + static_cast<int>(sizeof(Message::text) / sizeof(std::int64_t));
-
-void write_source_rows(Message& m, const std::vector<std::int64_t>& first_rows) {
-  std::memcpy(m.text, first_rows.data(), first_rows.size() * sizeof(std::int64_t));
-}
-std::int64_t source_first_row(const Message& m, std::size_t index) {
-  std::int64_t v = 0;
-  std::memcpy(&v, m.text + index * sizeof(std::int64_t), sizeof v);
-  return v;
-}
-}  // namespace
 
 Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::Deadline& deadline) {
   const NodeTopology& topo = I.topo;
@@ -72,28 +56,30 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
       for (const Route& r : h->routes) need += static_cast<std::size_t>(r.per_local[l]) * rb;
     }
   }
-  const bool in_place_ok = N <= kMaxNodesReadInPlace;
   std::vector<Message> out(R, I.control.stamp());
   for (int r = 0; r < R; ++r) {
-    std::int64_t* v = out[r].v;
+    CombineRequest& v = out[r].as<CombineRequest>();
     fill_call_fields(out[r], c, I.fabric, r);
     if (topo.node_of(r) == node) {
-      v[kCmbBack] = static_cast<std::int64_t>(back_at[r]);
-      v[kCmbForward] = static_cast<std::int64_t>(forward_at[r]);
-      if (c.ok() && in_place_ok) {
+      v.back = static_cast<std::int64_t>(back_at[r]);
+      v.forward = static_cast<std::int64_t>(forward_at[r]);
+      // Where the rows of each source that r forwarded here start in this y,
+      // for r to read them in place: it arrives with this request.
+      if (c.ok()) {
         std::vector<std::int64_t> first_rows;
         for (int src : topo.forwarded_sources(r)) first_rows.push_back(h->recv_prefix[src]);
-        write_source_rows(out[r], first_rows);
+        I.control.send_node_list(r, first_rows);
       }
     } else if (topo.local_of(r) == local) {
-      v[kCmbPartials] = static_cast<std::int64_t>(partial_at[topo.node_of(r)]);
+      v.partials = static_cast<std::int64_t>(partial_at[topo.node_of(r)]);
     }
   }
   Buffer::Impl::Reserved res = I.reserve(Round::Request, need, out, c.err, deadline,
                                          [&](const std::vector<Message>& in) { check_same_call(in, c); });
-  auto region = [&](int r) { return static_cast<transport::RegionId>(res.in[r].v[kMsgRegion]); };
-  auto at = [&](int r, int field) {
-    return static_cast<std::size_t>(res.in[r].v[kMsgOffset] + res.in[r].v[field]);
+  auto region = [&](int r) { return static_cast<transport::RegionId>(res.in[r].block.region); };
+  // Byte `field` of r's request, in r's block.
+  auto at = [&](int r, std::int64_t CombineRequest::*field) {
+    return static_cast<std::size_t>(res.in[r].block.offset + res.in[r].as<CombineRequest>().*field);
   };
 
   // Inside the node: owners and forwarders read a holder's rows in place when
@@ -101,14 +87,18 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   std::vector<char> pulls_from(R), pulled_by(R);
   for (int l = 0; l < L; ++l) {
     const int d = rank_in_node(l);
-    pulls_from[d] = in_place_ok && reads_peer_y(I.fabric, res.in[d], d);
-    pulled_by[d] = in_place_ok && peer_reads_y(c, res.in[d]);
+    pulls_from[d] = reads_peer_y(I.fabric, res.in[d], d);
+    pulled_by[d] = peer_reads_y(c, res.in[d]);
   }
-  // Where holder d's y starts, for those read in place.
+  // Where holder d's y starts, for those read in place, and where each
+  // source's rows that this rank forwarded start there (d's node list).
   std::vector<const std::byte*> y_of(R, nullptr);
+  std::vector<const std::int64_t*> source_rows_of(R, nullptr);
   for (int l = 0; l < L; ++l) {
     const int d = rank_in_node(l);
-    if (pulls_from[d]) y_of[d] = peer_y(I.fabric, res.in[d], d);
+    if (!pulls_from[d]) continue;
+    y_of[d] = peer_y(I.fabric, res.in[d], d);
+    source_rows_of[d] = I.control.node_list(d);
   }
   const auto* y = static_cast<const std::byte*>(c.y.raw());
   auto rows_from = [&](int s) {
@@ -120,8 +110,9 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
     const int d = rank_in_node((local + i) % L);
     if (pulled_by[d]) continue;  // d reads them in place
     if (rows_from(d))
-      I.fabric.put(d, y + h->recv_prefix[d] * rb, region(d), at(d, kCmbBack), rows_from(d) * rb);
-    std::size_t to = at(d, kCmbForward);
+      I.fabric.put(d, y + h->recv_prefix[d] * rb, region(d), at(d, &CombineRequest::back),
+                   rows_from(d) * rb);
+    std::size_t to = at(d, &CombineRequest::forward);
     for (int s : topo.forwarded_sources(d)) {
       if (rows_from(s)) I.fabric.put(d, y + h->recv_prefix[s] * rb, region(d), to, rows_from(s) * rb);
       to += rows_from(s) * rb;
@@ -149,7 +140,7 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
     const Route& r = h->routes[ri];
     for (int l = 0; l < L; ++l) {
       const int d = rank_in_node(l);
-      next[l] = pulls_from[d] ? y_of[d] + source_first_row(res.in[d], ri) * static_cast<std::int64_t>(rb)
+      next[l] = pulls_from[d] ? y_of[d] + source_rows_of[d][ri] * static_cast<std::int64_t>(rb)
                               : pushed[l];
       pushed[l] += static_cast<std::size_t>(r.per_local[l]) * rb;
     }
@@ -164,7 +155,9 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
       kernels::sum_rows_mixed(rows.data(), y_dtypes.data(), n, c.hidden, c.partial_dtype,
                               scratch + i * pb);
     }
-    if (B) I.fabric.put(r.source, scratch, region(r.source), at(r.source, kCmbPartials), B * pb);
+    if (B)
+      I.fabric.put(r.source, scratch, region(r.source), at(r.source, &CombineRequest::partials),
+                   B * pb);
     scratch += B * pb;
   }
   for (const Route& r : h->routes) I.control.signal_done(r.source);
@@ -176,7 +169,8 @@ Tensor combine_hierarchical(Buffer::Impl& I, const CombineCall& c, const core::D
   std::vector<const std::byte*> row_base(R, nullptr);
   for (int l = 0; l < L; ++l) {
     const int d = rank_in_node(l);
-    row_base[d] = pulls_from[d] ? y_of[d] + res.in[d].v[kCmbYRow] * static_cast<std::int64_t>(rb)
+    row_base[d] = pulls_from[d] ? y_of[d] + res.in[d].as<CombineRequest>().y_row *
+                                                static_cast<std::int64_t>(rb)
                                 : res.block.ptr + back_at[d];
   }
   const std::int64_t T = h->num_tokens;

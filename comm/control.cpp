@@ -1,5 +1,6 @@
 #include "comm/control.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include <epx/group.hpp>
@@ -35,14 +36,19 @@ const char* round_name(Round r) {
 constexpr int kBanks = 2;
 }  // namespace
 
-Control::Control(transport::Fabric& fabric, double timeout_s)
+Control::Control(transport::Fabric& fabric, double timeout_s, const NodeTopology& topo)
     : fabric_(fabric),
       size_(fabric.group().size()),
       rank_(fabric.group().rank()),
-      timeout_s_(timeout_s) {
+      timeout_s_(timeout_s),
+      topo_(topo),
+      list_entries_(topo.hierarchical() ? static_cast<std::size_t>(topo.nodes() - 1) : 0) {
   const std::size_t slots = std::size_t(kBanks) * kNumRounds * size_;
-  region_ = fabric_.create_region(slots * (sizeof(std::uint64_t) + sizeof(Message)),
-                                  core::Deadline(timeout_s));
+  const std::size_t lists = std::size_t(kBanks) * topo.per_node() * list_entries_;
+  list_out_.assign(static_cast<std::size_t>(topo.per_node()) * list_entries_, 0);
+  region_ = fabric_.create_region(
+      slots * (sizeof(std::uint64_t) + sizeof(Message)) + lists * sizeof(std::int64_t),
+      core::Deadline(timeout_s));
 }
 
 std::uint64_t Control::begin(Op op) {
@@ -60,6 +66,42 @@ std::size_t Control::message_offset(Round round, int sender) const {
   const std::size_t base = std::size_t(kBanks) * kNumRounds * size_ * sizeof(std::uint64_t);
   const std::size_t bank = seq_ % kBanks;
   return base + ((bank * kNumRounds + std::size_t(round)) * size_ + sender) * sizeof(Message);
+}
+
+// Node lists follow the messages: per bank, one list per local index of the sender.
+std::size_t Control::list_offset(int sender) const {
+  const std::size_t base =
+      std::size_t(kBanks) * kNumRounds * size_ * (sizeof(std::uint64_t) + sizeof(Message));
+  const std::size_t bank = seq_ % kBanks;
+  const std::size_t slot =
+      bank * static_cast<std::size_t>(topo_.per_node()) + topo_.local_of(sender);
+  return base + slot * list_entries_ * sizeof(std::int64_t);
+}
+
+void Control::check_list_peer(int peer, const char* what) const {
+  EPX_CHECK(
+      peer >= 0 && peer < size_ && list_entries_ > 0 && topo_.node_of(peer) == topo_.node_of(rank_),
+      Internal, op_name(op_), " #", seq_, ": ", what, " rank ", peer,
+      ": node lists go between ranks of one node of a hierarchical topology (this rank ", rank_,
+      " on node ", topo_.node_of(rank_), ")");
+}
+
+void Control::send_node_list(int peer, const std::vector<std::int64_t>& values) {
+  check_list_peer(peer, "a node list to");
+  EPX_CHECK(values.size() <= list_entries_, Internal, op_name(op_), " #", seq_, ": a node list of ",
+            values.size(), " entries for rank ", peer,
+            ", expected at most nodes - 1 = ", list_entries_);
+  std::int64_t* staged =
+      list_out_.data() + static_cast<std::size_t>(topo_.local_of(peer)) * list_entries_;
+  std::copy(values.begin(), values.end(), staged);
+  if (values.empty()) return;
+  fabric_.to(peer).put(peer, staged, region_, list_offset(rank_),
+                       values.size() * sizeof(std::int64_t));
+}
+
+const std::int64_t* Control::node_list(int peer) const {
+  check_list_peer(peer, "the node list of");
+  return reinterpret_cast<const std::int64_t*>(fabric_.local(region_).get() + list_offset(peer));
 }
 
 Message Control::stamp() const {

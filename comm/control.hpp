@@ -1,7 +1,8 @@
 // The control plane of the protocol: small fixed-size messages and signal
 // slots in one region per rank, exchanged all-to-all once or twice per call.
 // Messages also carry each rank's verdict on its inputs, so that one rank's
-// bad input stops every rank before any payload moves.
+// bad input stops every rank before any payload moves. What each message
+// holds, per op and round: control_messages.hpp.
 //
 // Slot reuse: every call consists of all-to-all rounds in which each rank
 // sends before it reads, so a rank can be at most one call ahead of any peer.
@@ -13,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "comm/control_messages.hpp"
+#include "comm/topology.hpp"
 #include "comm/transport/fabric.hpp"
 #include "core/check.hpp"
 
@@ -50,19 +53,11 @@ const char* op_name(Op op);
 enum class Round : int { Request = 0, Reply = 1, Regrow = 2, Done = 3, Release = 4 };
 constexpr int kNumRounds = 5;
 
-struct Message {
-  std::uint64_t seq = 0;  // call number, equal on all ranks
-  std::uint32_t op = 0;
-  std::int32_t failed = 0;  // 1: the sender's input was bad; text says why
-  std::int64_t v[14] = {};  // round-specific values
-  char text[384] = {};
-};
-static_assert(sizeof(Message) == 512, "one message is 512 bytes");
-
 class Control {
  public:
-  // Collective: creates the control region.
-  Control(transport::Fabric& fabric, double timeout_s);
+  // Collective: creates the control region (with node lists when the
+  // topology is hierarchical).
+  Control(transport::Fabric& fabric, double timeout_s, const NodeTopology& topo);
 
   // Starts call number seq (all ranks count calls identically).
   std::uint64_t begin(Op op);
@@ -96,6 +91,19 @@ class Control {
   // was bad. `own_error` is this rank's own error (empty if none).
   void agree(const std::vector<Message>& in, const std::string& own_error) const;
 
+  // Node lists: per call, each rank may send each rank of its own node (itself
+  // included) one list of up to nodes - 1 int64 (combine's in-place read lists,
+  // combine_hier.cpp: one entry per other node, which a Message cannot hold for
+  // every node count). The list is staged here and put at once; it is visible
+  // to `peer` when this rank's next message to `peer` of this call is (a signal
+  // follows the puts before it), and stays until the call after next (banks).
+  // Sized from the group's node count, so any node count fits: per rank
+  // 2 banks x ranks per node x (nodes - 1) x 8 bytes of control region.
+  std::size_t node_list_capacity() const noexcept { return list_entries_; }
+  void send_node_list(int peer, const std::vector<std::int64_t>& values);
+  // `peer`'s list of the current call (call after its message arrived).
+  const std::int64_t* node_list(int peer) const;
+
   // A message stamped with the current call.
   Message stamp() const;
   static void set_text(Message& m, const std::string& s);
@@ -103,6 +111,8 @@ class Control {
  private:
   std::size_t signal_offset(Round round, int sender) const;
   std::size_t message_offset(Round round, int sender) const;
+  std::size_t list_offset(int sender) const;
+  void check_list_peer(int peer, const char* what) const;
   void check_call(const Message& m, int from, Round round) const;
 
   transport::Fabric& fabric_;
@@ -112,6 +122,9 @@ class Control {
   double timeout_s_;
   std::uint64_t seq_ = 0;
   Op op_ = Op::Layout;
+  const NodeTopology& topo_;
+  std::size_t list_entries_ = 0;        // int64 per node list: nodes - 1 when hierarchical, else 0
+  std::vector<std::int64_t> list_out_;  // staged lists, per local index (puts' sources)
 };
 
 }  // namespace epx::comm

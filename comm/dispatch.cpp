@@ -18,16 +18,6 @@ namespace epx::comm {
 
 namespace {
 
-// Message fields of the request round (after reserve()'s fields).
-// kReqRows = 3 and kReqBatchRows = 11: dispatch_rows.hpp.
-constexpr int kReqHidden = 4;
-constexpr int kReqDtype = 5;    // payload dtype on the wire
-constexpr int kReqTopk = 6;
-constexpr int kReqExperts = 7;
-constexpr int kReqScales = 8;   // scales per row
-constexpr int kReqHandle = 9;   // cached dispatch: the call number of the handle's dispatch
-constexpr int kReqUe8m0 = 10;   // FP8 scales rounded to powers of two
-
 constexpr int kMaxAlignment = 1 << 20;
 // Token indices and counts are 32-bit (as the layout's i32 counts).
 constexpr std::int64_t kMaxTokens = std::int64_t{1} << 31;
@@ -112,13 +102,11 @@ void quantize_once(Plan& p, const std::vector<std::vector<std::int32_t>>& send_t
 // Every rank must move the same kind of payload.
 void check_same_payload(const std::vector<Message>& in, const Plan& p, const char* op) {
   for (std::size_t r = 0; r < in.size(); ++r) {
-    const std::int64_t* v = in[r].v;
-    EPX_CHECK_AGREED(v[kReqHidden] == p.hidden && v[kReqDtype] == std::int64_t(p.wire) &&
-                         v[kReqTopk] == p.topk && v[kReqExperts] == p.experts &&
-                         v[kReqScales] == p.num_scales && v[kReqUe8m0] == p.ue8m0,
-                     op, ": rank ", r, " sends hidden ", v[kReqHidden], ", ",
-                     dtype_name(DType(v[kReqDtype])), v[kReqUe8m0] ? " (ue8m0)" : "",
-                     " payload, top-", v[kReqTopk], " of ", v[kReqExperts],
+    const DispatchRequest& v = in[r].as<DispatchRequest>();
+    EPX_CHECK_AGREED(v.hidden == p.hidden && v.dtype == std::int64_t(p.wire) && v.topk == p.topk &&
+                         v.experts == p.experts && v.scales == p.num_scales && v.ue8m0 == p.ue8m0,
+                     op, ": rank ", r, " sends hidden ", v.hidden, ", ", dtype_name(DType(v.dtype)),
+                     v.ue8m0 ? " (ue8m0)" : "", " payload, top-", v.topk, " of ", v.experts,
                      " experts, but this rank hidden ", p.hidden, ", ", dtype_name(p.wire),
                      p.ue8m0 ? " (ue8m0)" : "", " payload, top-", p.topk, " of ", p.experts,
                      "; all ranks must agree");
@@ -134,18 +122,18 @@ std::vector<Message> request_messages(const Buffer::Impl& I, const Plan& p,
   std::vector<Message> out(send_tokens.size(), I.control.stamp());
   const int me = I.group.rank();
   for (std::size_t r = 0; r < out.size(); ++r) {
-    std::int64_t* v = out[r].v;
-    v[kReqRows] = static_cast<std::int64_t>(send_tokens[r].size());
+    DispatchRequest& v = out[r].as<DispatchRequest>();
+    v.rows = static_cast<std::int64_t>(send_tokens[r].size());
     const int n = I.topo.node_of(static_cast<int>(r));
     if (I.topo.hierarchical() && !node_tokens.empty() && n != I.topo.node_of(me) &&
         static_cast<int>(r) == I.topo.forwarder(me, n))
-      v[kReqBatchRows] = static_cast<std::int64_t>(node_tokens[n].size());
-    v[kReqHidden] = p.hidden;
-    v[kReqDtype] = static_cast<std::int64_t>(p.wire);
-    v[kReqTopk] = p.topk;
-    v[kReqExperts] = p.experts;
-    v[kReqScales] = p.num_scales;
-    v[kReqUe8m0] = p.ue8m0;
+      v.batch_rows = static_cast<std::int64_t>(node_tokens[n].size());
+    v.hidden = p.hidden;
+    v.dtype = static_cast<std::int64_t>(p.wire);
+    v.topk = p.topk;
+    v.experts = p.experts;
+    v.scales = p.num_scales;
+    v.ue8m0 = p.ue8m0;
     if (!err.empty()) out[r].failed = 1, Control::set_text(out[r], err);
   }
   return out;
@@ -320,15 +308,16 @@ DispatchResult cached_dispatch(Buffer::Impl& I, const Payload& x, const Handle& 
       handle_seq = h.seq;
     });
     std::vector<Message> out = request_messages(I, p, *send_tokens, *node_tokens, err);
-    for (Message& m : out) m.v[kReqHandle] = static_cast<std::int64_t>(handle_seq);
+    for (Message& m : out) m.as<DispatchRequest>().handle = static_cast<std::int64_t>(handle_seq);
     std::vector<Message> requests = I.control.exchange(Round::Request, out, deadline);
     I.control.agree(requests, err);
     check_same_payload(requests, p, op);
     for (int r = 0; r < R; ++r)
-      EPX_CHECK_AGREED(requests[r].v[kReqHandle] == static_cast<std::int64_t>(handle_seq), op,
-                       ": rank ", r, " passed the handle of dispatch #", requests[r].v[kReqHandle],
-                       " but this rank that of dispatch #", handle_seq,
-                       "; all ranks must pass the handles of the same dispatch");
+      EPX_CHECK_AGREED(
+          requests[r].as<DispatchRequest>().handle == static_cast<std::int64_t>(handle_seq), op,
+          ": rank ", r, " passed the handle of dispatch #",
+          requests[r].as<DispatchRequest>().handle, " but this rank that of dispatch #", handle_seq,
+          "; all ranks must pass the handles of the same dispatch");
 
     quantize_once(p, *send_tokens);
     const std::vector<std::int64_t> recv_prefix = receive_prefix(requests);

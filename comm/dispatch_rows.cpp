@@ -10,7 +10,8 @@ namespace epx::comm {
 
 std::vector<std::int64_t> receive_prefix(const std::vector<Message>& requests) {
   std::vector<std::int64_t> prefix(requests.size() + 1, 0);
-  for (std::size_t s = 0; s < requests.size(); ++s) prefix[s + 1] = prefix[s] + requests[s].v[kReqRows];
+  for (std::size_t s = 0; s < requests.size(); ++s)
+    prefix[s + 1] = prefix[s] + requests[s].as<DispatchRequest>().rows;
   return prefix;
 }
 
@@ -18,8 +19,9 @@ std::vector<Message> reply_messages(const Control& control,
                                     const std::vector<std::int64_t>& recv_prefix) {
   std::vector<Message> replies(recv_prefix.size() - 1, control.stamp());
   for (std::size_t s = 0; s < replies.size(); ++s) {
-    replies[s].v[kRepFirstRow] = recv_prefix[s];
-    replies[s].v[kRepRows] = recv_prefix.back();
+    DispatchReply& r = replies[s].as<DispatchReply>();
+    r.first_row = recv_prefix[s];
+    r.rows = recv_prefix.back();
   }
   return replies;
 }
@@ -27,10 +29,10 @@ std::vector<Message> reply_messages(const Control& control,
 Target target_of(int peer, const Message& reply) {
   Target t;
   t.peer = peer;
-  t.region = static_cast<transport::RegionId>(reply.v[kMsgRegion]);
-  t.offset = static_cast<std::size_t>(reply.v[kMsgOffset]);
-  t.first_row = reply.v[kRepFirstRow];
-  t.rows = reply.v[kRepRows];
+  t.region = static_cast<transport::RegionId>(reply.block.region);
+  t.offset = static_cast<std::size_t>(reply.block.offset);
+  t.first_row = reply.as<DispatchReply>().first_row;
+  t.rows = reply.as<DispatchReply>().rows;
   return t;
 }
 

@@ -53,19 +53,9 @@ struct Target {
   std::size_t rows_at = 0;
 };
 
-// Request-round fields the row-writing paths read (dispatch.cpp writes them).
-constexpr int kReqRows = 3;        // rows the sender sends to the receiver
-constexpr int kReqBatchRows = 11;  // rows of the sender's batch when the receiver forwards it
-
 // Prefix sums [R+1] of the rows each sender announced: the receiver's block
 // holds sender s's rows at [prefix[s], prefix[s+1]).
 std::vector<std::int64_t> receive_prefix(const std::vector<Message>& requests);
-
-// Reply-round fields: where the sender's rows start, the block's total rows,
-// and (hierarchical) where the sender's batch goes in its forwarder's block.
-constexpr int kRepFirstRow = 3;
-constexpr int kRepRows = 4;
-constexpr int kRepBatchAt = 5;
 
 // The target a reply message describes.
 Target target_of(int peer, const Message& reply);

@@ -17,12 +17,14 @@ void send_batch(Buffer::Impl& I, const Plan& p, int dst_node, int f,
   if (tokens.empty()) return;
   const int L = I.topo.per_node();
   const BatchLayout B(static_cast<std::int64_t>(tokens.size()), L, p);
-  const auto region = static_cast<transport::RegionId>(replies[f].v[kMsgRegion]);
-  const std::size_t at = static_cast<std::size_t>(replies[f].v[kMsgOffset] + replies[f].v[kRepBatchAt]);
+  const auto region = static_cast<transport::RegionId>(replies[f].block.region);
+  const std::size_t at =
+      static_cast<std::size_t>(replies[f].block.offset + replies[f].as<DispatchReply>().batch_at);
   std::vector<BatchHeaderEntry> header(static_cast<std::size_t>(L));
   for (int l = 0; l < L; ++l) {
-    const std::int64_t* v = replies[I.topo.rank_at(dst_node, l)].v;
-    header[l] = {v[kMsgRegion], v[kMsgOffset], v[kRepFirstRow], v[kRepRows]};
+    const Message& m = replies[I.topo.rank_at(dst_node, l)];
+    const DispatchReply& r = m.as<DispatchReply>();
+    header[l] = {m.block.region, m.block.offset, r.first_row, r.rows};
   }
   Target t{f, region, at, 0, static_cast<std::int64_t>(tokens.size()), B.header};
   write_rows(I.fabric, t, p, tokens.data(), tokens.size(), src, -1, header.data(),
@@ -125,10 +127,11 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
   std::size_t need = PayloadLayout(M, p.row_bytes, p.num_scales, p.topk).total;
   for (int s : sources) {
     batch_at[s] = need;
-    need += BatchLayout(requests[s].v[kReqBatchRows], L, p).total;
+    need += BatchLayout(requests[s].as<DispatchRequest>().batch_rows, L, p).total;
   }
   std::vector<Message> replies = reply_messages(I.control, recv_prefix);
-  for (int s = 0; s < R; ++s) replies[s].v[kRepBatchAt] = static_cast<std::int64_t>(batch_at[s]);
+  for (int s = 0; s < R; ++s)
+    replies[s].as<DispatchReply>().batch_at = static_cast<std::int64_t>(batch_at[s]);
   Buffer::Impl::Reserved res = I.reserve(Round::Reply, need, replies, "", deadline);
 
   // 1. One batch per remote node, first: the slow links start working at
@@ -168,7 +171,7 @@ Arena::Block run_dispatch_hierarchical(Buffer::Impl& I, const Plan& p,
     pending.erase(next);
     const int s = sources[j];
     const std::byte* batch = res.block.ptr + batch_at[s];
-    const std::int64_t rows = requests[s].v[kReqBatchRows];
+    const std::int64_t rows = requests[s].as<DispatchRequest>().batch_rows;
     if (computed) {
       const BatchLayout B(rows, L, p);
       (*computed)[j] = route_batch(

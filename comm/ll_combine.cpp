@@ -13,9 +13,6 @@
 namespace epx::comm {
 
 namespace {
-constexpr int kReqDtype = 3;
-constexpr int kReqDispatch = 4;  // the low-latency dispatch whose handle was passed
-
 struct PendingCombine {
   std::shared_ptr<LowLatencyState> state;
   std::uint64_t call = 0;
@@ -115,19 +112,22 @@ LowLatencyCombineResult Buffer::low_latency_combine(const Tensor& y, const Tenso
 
     std::vector<Message> out(R, I.control.stamp());
     for (Message& m : out) {
-      m.v[kReqDtype] = static_cast<std::int64_t>(y.dtype());
-      m.v[kReqDispatch] = hs ? static_cast<std::int64_t>(hs->call) : 0;
+      LowLatencyCombineRequest& v = m.as<LowLatencyCombineRequest>();
+      v.dtype = static_cast<std::int64_t>(y.dtype());
+      v.dispatch = hs ? static_cast<std::int64_t>(hs->call) : 0;
       if (!err.empty()) m.failed = 1, Control::set_text(m, err);
     }
     const std::vector<Message> in = I.control.exchange(Round::Request, out, deadline);
     I.control.agree(in, err);
     for (int r = 0; r < R; ++r) {
-      EPX_CHECK_AGREED(in[r].v[kReqDtype] == out[r].v[kReqDtype], op, ": rank ", r, " passes y of ",
-                       dtype_name(DType(in[r].v[kReqDtype])), ", this rank ", y.describe(),
+      const LowLatencyCombineRequest& theirs = in[r].as<LowLatencyCombineRequest>();
+      const LowLatencyCombineRequest& mine = out[r].as<LowLatencyCombineRequest>();
+      EPX_CHECK_AGREED(theirs.dtype == mine.dtype, op, ": rank ", r, " passes y of ",
+                       dtype_name(DType(theirs.dtype)), ", this rank ", y.describe(),
                        "; all ranks must agree");
-      EPX_CHECK_AGREED(in[r].v[kReqDispatch] == out[r].v[kReqDispatch], op, ": rank ", r,
-                       " passed the handle of low_latency_dispatch #", in[r].v[kReqDispatch],
-                       ", this rank that of #", out[r].v[kReqDispatch],
+      EPX_CHECK_AGREED(theirs.dispatch == mine.dispatch, op, ": rank ", r,
+                       " passed the handle of low_latency_dispatch #", theirs.dispatch,
+                       ", this rank that of #", mine.dispatch,
                        "; all ranks must pass the handles of the same dispatch");
     }
 

@@ -14,11 +14,6 @@
 namespace epx::comm {
 
 namespace {
-constexpr int kReqWire = 3;    // payload dtype
-constexpr int kReqHidden = 4;
-constexpr int kReqUe8m0 = 5;
-constexpr int kReqHalf = 6;    // the half of the sender's region that receives this call
-
 std::byte* at(LowLatencyState& st, std::size_t offset) { return st.base + offset; }
 }  // namespace
 
@@ -126,21 +121,23 @@ LowLatencyDispatchResult Buffer::low_latency_dispatch(const Tensor& x, const Ten
 
     std::vector<Message> out(R, I.control.stamp());
     for (Message& m : out) {
-      m.v[kReqWire] = static_cast<std::int64_t>(wire);
-      m.v[kReqHidden] = H;
-      m.v[kReqUe8m0] = options.fp8 && options.ue8m0;
-      m.v[kReqHalf] = h;
+      LowLatencyDispatchRequest& v = m.as<LowLatencyDispatchRequest>();
+      v.wire = static_cast<std::int64_t>(wire);
+      v.hidden = H;
+      v.ue8m0 = options.fp8 && options.ue8m0;
+      v.half = h;
       if (!err.empty()) m.failed = 1, Control::set_text(m, err);
     }
     const std::vector<Message> in = I.control.exchange(Round::Request, out, deadline);
     I.control.agree(in, err);
-    for (int r = 0; r < R; ++r)
-      EPX_CHECK_AGREED(in[r].v[kReqWire] == out[r].v[kReqWire] &&
-                           in[r].v[kReqUe8m0] == out[r].v[kReqUe8m0],
-                       op, ": rank ", r, " sends ", dtype_name(DType(in[r].v[kReqWire])),
-                       in[r].v[kReqUe8m0] ? " (ue8m0)" : "", " rows, this rank ",
-                       dtype_name(wire), out[r].v[kReqUe8m0] ? " (ue8m0)" : "",
+    for (int r = 0; r < R; ++r) {
+      const LowLatencyDispatchRequest& theirs = in[r].as<LowLatencyDispatchRequest>();
+      const LowLatencyDispatchRequest& mine = out[r].as<LowLatencyDispatchRequest>();
+      EPX_CHECK_AGREED(theirs.wire == mine.wire && theirs.ue8m0 == mine.ue8m0, op, ": rank ", r,
+                       " sends ", dtype_name(DType(theirs.wire)), theirs.ue8m0 ? " (ue8m0)" : "",
+                       " rows, this rank ", dtype_name(wire), mine.ue8m0 ? " (ue8m0)" : "",
                        "; all ranks must pass the same x dtype and fp8 options");
+    }
 
     // Every receiver's half is free: write the rows.
     const LowLatencyLayout& L = st->layout;
@@ -196,7 +193,7 @@ LowLatencyDispatchResult Buffer::low_latency_dispatch(const Tensor& x, const Ten
         std::uint64_t* m = sent_masks.data() + (static_cast<std::size_t>(r) * M + i_r) * W;
         std::copy(mr, mr + W, m);
         const std::size_t slot = static_cast<std::size_t>(me) * M + i_r;
-        const int hr = static_cast<int>(in[r].v[kReqHalf]);
+        const int hr = static_cast<int>(in[r].as<LowLatencyDispatchRequest>().half);
         transport::Fabric& tr = I.fabric;
         tr.put(r, src + t * row_bytes, st->region, L.recv_rows_at(hr) + slot * row_bytes, row_bytes);
         if (S)
@@ -209,9 +206,9 @@ LowLatencyDispatchResult Buffer::low_latency_dispatch(const Tensor& x, const Ten
     for (int i = 1; i <= R; ++i) {
       const int r = (me + i) % R;
       I.fabric.put(r, &rows_to[static_cast<std::size_t>(r)], st->region,
-                         L.headers_at(static_cast<int>(in[r].v[kReqHalf])) +
-                             static_cast<std::size_t>(me) * sizeof(std::int32_t),
-                         sizeof(std::int32_t));
+                   L.headers_at(static_cast<int>(in[r].as<LowLatencyDispatchRequest>().half)) +
+                       static_cast<std::size_t>(me) * sizeof(std::int32_t),
+                   sizeof(std::int32_t));
       I.fabric.to(r).signal(r, st->region, L.dispatch_arrival(me), call);
     }
 
