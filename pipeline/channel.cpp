@@ -5,17 +5,24 @@
 namespace epx::pipeline::detail {
 
 Channel::~Channel() {
-  // Only reached with requests left after a failure: cancel the receives;
-  // leave the sends to MPI (their buffers stay referenced until here only,
-  // and a failed executor is never used again).
+  // Only reached with requests left after a failure: cancel the receives,
+  // leave the sends to MPI. Either may still touch its buffer after
+  // MPI_Request_free (a cancel need not take, a freed send still goes), so
+  // those buffers are kept for the rest of the process: a failed executor is
+  // never used again, and a few buffers leaked beat memory freed under MPI.
+  static auto* kept = new std::vector<Tensor>;
   for (auto& [tag, p] : recvs_) {
     if (p.request != MPI_REQUEST_NULL) {
       MPI_Cancel(&p.request);
       MPI_Request_free(&p.request);
+      kept->push_back(std::move(p.buffer));
     }
   }
   for (Pending& p : sends_) {
-    if (p.request != MPI_REQUEST_NULL) MPI_Request_free(&p.request);
+    if (p.request != MPI_REQUEST_NULL) {
+      MPI_Request_free(&p.request);
+      kept->push_back(std::move(p.buffer));
+    }
   }
 }
 

@@ -90,6 +90,7 @@ struct Executor::Impl {
   static constexpr std::size_t kNoOp = static_cast<std::size_t>(-1);
   std::vector<Copy> copies;  // this step's posted exchanges
   int pair_receives = 0;     // their receives (outside the receive window)
+  bool has_copies = false;   // some local chunk has a partner
   void plan_copies();
   void post_copy_sum(int chunk);
   void sum_weight_copies();
@@ -332,9 +333,8 @@ void add_into(Tensor& mine, const Tensor& theirs) {
 }
 }  // namespace
 
-// DualPipe keeps two copies of each stage; each saw half the micro-batches.
-// Both ranks of a pair end with the sum (a + b == b + a in IEEE arithmetic,
-// so the two copies stay bit-identical).
+// DualPipe keeps two copies of each stage, on two ranks: the partner of
+// each local chunk, and the op after which its gradients are final.
 void Executor::Impl::plan_copies() {
   partner_of.assign(static_cast<std::size_t>(schedule.chunks_per_rank), -1);
   last_backward.assign(partner_of.size(), kNoOp);
@@ -345,6 +345,7 @@ void Executor::Impl::plan_copies() {
         if (schedule.stage_of[r][c] == s && !(r == rank && c == chunk)) partner_of[chunk] = r;
     EPX_CHECK(partner_of[chunk] != rank, Unsupported, "pipeline Executor: two copies of stage ", s,
               " on one rank");
+    if (partner_of[chunk] >= 0) has_copies = true;
   }
   const std::vector<Op>& ops = schedule.ops[rank];
   for (std::size_t i = 0; i < ops.size(); ++i) {
@@ -376,8 +377,11 @@ void Executor::Impl::post_copy_sum(int chunk) {
   copies.push_back(std::move(copy));
 }
 
-// Every exchange was posted before any wait (the partner posts its chunks
-// in its own order, so waiting chunk by chunk could wait in a cycle).
+// Each copy saw half the micro-batches; both ranks of a pair end with the
+// sum (a + b == b + a in IEEE arithmetic, so the two copies stay
+// bit-identical). Every exchange was posted before any wait (the partner
+// posts its chunks in its own order, so waiting chunk by chunk could wait in
+// a cycle).
 void Executor::Impl::sum_weight_copies() {
   for (int chunk = 0; chunk < schedule.chunks_per_rank; ++chunk)
     if (last_backward[static_cast<std::size_t>(chunk)] == kNoOp) post_copy_sum(chunk);
@@ -434,7 +438,7 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
     s.stats.ops_ms = ms_since(t_ops);
     const auto t_sum = core::SteadyClock::now();
     s.sum_weight_copies();
-    s.stats.copy_sum_ms = ms_since(t_sum);
+    if (s.has_copies) s.stats.copy_sum_ms = ms_since(t_sum);
     t_close = core::SteadyClock::now();
     s.channel->wait_sends("pipeline step: sends");
   } catch (...) {

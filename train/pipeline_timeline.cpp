@@ -40,10 +40,12 @@ double replayed(const pipeline::Schedule& schedule,
   const pipeline::detail::Replay run = pipeline::detail::replay(
       schedule,
       [&](int rank, const pipeline::Op& op) {
+        // replay passes the schedule's own ops: the index is op's place.
         const auto r = static_cast<std::size_t>(rank);
-        const pipeline::OpTime& t =
-            times[r][static_cast<std::size_t>(&op - schedule.ops[r].data())];
-        return t.end - t.start;
+        const auto i = static_cast<std::size_t>(&op - schedule.ops[r].data());
+        EPX_CHECK(i < times[r].size(), Internal, "pipeline_timeline: op ", i, " of rank ", r,
+                  " outside its ", times[r].size(), " times");
+        return times[r][i].end - times[r][i].start;
       },
       p2p);
   EPX_CHECK(run.complete, Internal, "pipeline_timeline: replay stuck: ", run.blocked);
@@ -230,8 +232,8 @@ TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
   std::string body;
   char text[256];
   std::snprintf(text, sizeof text,
-                "measured: one step, %.1f ms (times in ms); its ops replayed back to back: %.1f "
-                "ms, the rest is %.2f ms per hand-off between ranks",
+                "measured: one step, %.1f ms (times in ms); its ops replayed at their times with "
+                "no latency between ranks: %.1f ms, the rest is %.2f ms per hand-off",
                 rep.measured_ms, rep.replayed_ms, rep.handoff_ms);
   body += caption(y, text);
   y += 26;

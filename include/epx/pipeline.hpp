@@ -166,6 +166,11 @@ class EPX_API Stage {
   // The chunk's weight gradients (f32 or f64, updated in place). Needed only
   // when a stage has two copies (DualPipe): the executor sums each pair across
   // the two ranks that hold it, so both end with the gradient of the whole batch.
+  // The executor reads them right after the chunk's last backward op (B, Bi,
+  // W or an FB unit's backward half) returns, to send them while the step's
+  // other ops run: by then they must be final, and the step must not write
+  // them again before it returns (work a Stage defers to another thread or
+  // stream must be done when that op returns).
   virtual std::vector<Tensor> weight_grads(int chunk);
 
  protected:
@@ -216,8 +221,10 @@ struct ExecutorStats {
   int peak_posted_receives = 0;
   int peak_pending_sends = 0;
   // Where the step's time went (ms): the input agreement before any op,
-  // the ops (what pipeline::simulate models), the sum of DualPipe's two
-  // weight copies (0 for one copy), the last sends and the closing agreement.
+  // the ops (what pipeline::simulate models; with DualPipe they include
+  // posting each chunk's pair-sum exchange, a copy of its gradients), the
+  // wait for and the add of DualPipe's two weight copies (0 where no stage
+  // has two), the last sends and the closing agreement.
   double agree_ms = 0, ops_ms = 0, copy_sum_ms = 0, close_ms = 0;
 };
 

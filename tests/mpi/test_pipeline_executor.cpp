@@ -326,18 +326,24 @@ void run_and_compare(Group& group, const Schedule& s, bool cut = false,
   for (int round = 0; round < 2; ++round) {  // a second step reuses everything
     stage.zero_grads();
     std::vector<double> losses;
+    const auto t0 = std::chrono::steady_clock::now();
     EXPECT_NO_THROW(losses = executor.step(inputs, labels, mse<T>));
+    const double wall_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     // Receives posted ahead stay within the window (an FB unit's own two may
     // exceed a window of 1).
     EXPECT_LE(executor.last_step_stats().peak_posted_receives, std::max(o.receive_window, 2));
-    // The step's parts: time in the ops, a pair sum only where a stage has
-    // two copies (DualPipe).
+    // The step's parts: each measured, together within the step's wall
+    // time; a pair sum exactly where a stage has two copies (DualPipe).
     const ExecutorStats& st = executor.last_step_stats();
     EXPECT_GT(st.ops_ms, 0);
-    EXPECT_GE(st.agree_ms, 0);
-    EXPECT_GE(st.close_ms, 0);
-    if (s.kind != ScheduleKind::dualpipe) {
-      EXPECT_LT(st.copy_sum_ms, 0.05 * st.ops_ms + 1);
+    EXPECT_GT(st.agree_ms, 0);
+    EXPECT_GT(st.close_ms, 0);
+    EXPECT_LE(st.agree_ms + st.ops_ms + st.copy_sum_ms + st.close_ms, wall_ms);
+    if (s.kind == ScheduleKind::dualpipe) {
+      EXPECT_GT(st.copy_sum_ms, 0);
+    } else {
+      EXPECT_EQ(st.copy_sum_ms, 0);
     }
     // No ASSERT: every rank must reach the next round's step.
     EXPECT_EQ(losses.size(), static_cast<std::size_t>(s.microbatches));

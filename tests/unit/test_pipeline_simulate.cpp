@@ -216,7 +216,7 @@ TEST(PipelineSimulate, PerStageCostsPriceEachOpByItsStage) {
   // Per rank and chunk: DualPipe's two copies of a stage priced apart; the
   // same table spelled per stage where the copies agree.
   {
-    const Schedule s = dualpipe(2, 4);
+    const Schedule s = dualpipe(4, 12);  // enough micro-batches for FB units
     const std::vector<Costs> v = stage_costs(s.stages);
     std::vector<std::vector<Costs>> table;
     for (const auto& chunks : s.stage_of) {
@@ -224,12 +224,48 @@ TEST(PipelineSimulate, PerStageCostsPriceEachOpByItsStage) {
       for (int stage : chunks) table.back().push_back(v[static_cast<std::size_t>(stage)]);
     }
     EXPECT_EQ(simulate(s, table).makespan, simulate(s, v).makespan);
-    table[1][1].f += 3;  // rank 1's copy of stage 0 forwards slower
+    table[1][1].f += 3;    // rank 1's second chunk forwards slower than its other copy
+    table[0][1].b += 1.5;  // and rank 0's second chunk runs its backward slower
     const Simulation slow = simulate(s, table);
+    const Costs& other_copy = v[static_cast<std::size_t>(s.stage_of[1][1])];
     for (std::size_t i = 0; i < s.ops[1].size(); ++i)
       if (s.ops[1][i].kind == OpKind::F && s.ops[1][i].chunk == 1) {
-        EXPECT_DOUBLE_EQ(slow.times[1][i].end - slow.times[1][i].start, v[0].f + 3 + v[0].comm);
+        EXPECT_DOUBLE_EQ(slow.times[1][i].end - slow.times[1][i].start,
+                         other_copy.f + 3 + other_copy.comm);
       }
+    // Every op priced by its own rank's cells: an FB unit's forward half by
+    // table[r][chunk], its backward half by table[r][b_chunk].
+    int fb_on_slow_cells = 0;
+    for (std::size_t r = 0; r < s.ops.size(); ++r)
+      for (std::size_t i = 0; i < s.ops[r].size(); ++i) {
+        const Op& op = s.ops[r][i];
+        const Costs& c = table[r][static_cast<std::size_t>(op.chunk)];
+        double want = 0;
+        switch (op.kind) {
+          case OpKind::F:
+            want = c.f + c.comm;
+            break;
+          case OpKind::B:
+            want = c.b + c.comm;
+            break;
+          case OpKind::Bi:
+            want = c.b - c.w + c.comm;
+            break;
+          case OpKind::W:
+            want = c.w;
+            break;
+          case OpKind::FB: {
+            const Costs& cb = table[r][static_cast<std::size_t>(op.b_chunk)];
+            const double h = std::min(c.comm, cb.b) + std::min(cb.comm, c.f);
+            want = (c.fb >= 0 ? c.fb : c.f + cb.b) + c.comm + cb.comm - h;
+            if ((r == 1 && op.chunk == 1) || (r == 0 && op.b_chunk == 1)) ++fb_on_slow_cells;
+            break;
+          }
+        }
+        EXPECT_DOUBLE_EQ(slow.times[r][i].end - slow.times[r][i].start, want)
+            << "rank " << r << " op " << i << " " << to_string(op);
+      }
+    EXPECT_GT(fb_on_slow_cells, 0);  // the check above covered FB units on both slowed cells
     EXPECT_GT(slow.makespan, simulate(s, v).makespan);
   }
   // GPipe on 2 ranks, 2 micro-batches, stage 0 (f 1, b 2) and stage 1 (f 3,
