@@ -53,9 +53,13 @@ void Forward::load(Rows& r, const std::vector<Segment>& segs, std::size_t first,
   r.pos.resize(n);
   r.positions.resize(n);
   r.tokens.resize(n);
+  r.seg_first.clear();
+  r.seg_count.clear();
   std::int64_t t = 0;
   for (std::size_t si = first; si < last; ++si) {
     const Segment& s = segs[si];
+    r.seg_first.push_back(t);
+    r.seg_count.push_back(s.count);
     EPX_CHECK(s.start + s.count <= cache_.capacity(s.seq), Internal, "serve::Forward: sequence ",
               s.seq, " positions [", s.start, ", ", s.start + s.count, ") past its cache capacity ",
               cache_.capacity(s.seq));
@@ -165,35 +169,18 @@ void Forward::attention(Rows& r, int layer) {
     std::memcpy(cache_.key(r.seq[t], layer, r.pos[t]), k + t * H, sizeof(float) * H);
     std::memcpy(cache_.value(r.seq[t], layer, r.pos[t]), v + t * H, sizeof(float) * H);
   }
-  // The kernel's formulas (include/epx/model_kernels.hpp): s_j = (q . k_j) *
-  // (1 / sqrtf(head_dim)), p_j = expf(s_j - max) / sum, out = sum_j p_j v_j.
-  const float scale = 1.0f / sqrtf(static_cast<float>(hd));
+  // Per segment: a prefill chunk of 2 or more rows GEMM-shaped, unless
+  // deterministic; a decode token (and every row with deterministic) in the
+  // scalar loop (serve/attention.hpp).
   float* a = detail::at_least(r.a, T * H);
-  for (std::int64_t t = 0; t < T; ++t) {
-    const std::int64_t seq = r.seq[t], pos = r.pos[t];
-    float* p = detail::at_least(r.scores, pos + 1);
-    for (std::int64_t hh = 0; hh < nh; ++hh) {
-      const float* qh = q + t * H + hh * hd;
-      for (std::int64_t j = 0; j <= pos; ++j) {
-        const float* kj = cache_.key(seq, layer, j) + hh * hd;
-        float dot = 0.0f;
-        for (std::int64_t d = 0; d < hd; ++d) dot += qh[d] * kj[d];
-        p[j] = dot * scale;
-      }
-      float m = p[0];
-      for (std::int64_t j = 1; j <= pos; ++j) m = p[j] > m ? p[j] : m;
-      float sum = 0.0f;
-      for (std::int64_t j = 0; j <= pos; ++j) {
-        p[j] = expf(p[j] - m);
-        sum += p[j];
-      }
-      float* out = a + t * H + hh * hd;
-      std::fill(out, out + hd, 0.0f);
-      for (std::int64_t j = 0; j <= pos; ++j) {
-        const float pj = p[j] / sum;
-        const float* vj = cache_.value(seq, layer, j) + hh * hd;
-        for (std::int64_t d = 0; d < hd; ++d) out[d] += pj * vj[d];
-      }
+  for (std::size_t si = 0; si < r.seg_first.size(); ++si) {
+    const std::int64_t t0 = r.seg_first[si], count = r.seg_count[si];
+    if (count == 0) continue;
+    const SegmentAttention sa{r.seq[t0], layer, r.pos[t0], count, nh, hd, q + t0 * H, a + t0 * H};
+    if (!deterministic_ && count > 1) {
+      attention_gemm(cache_, sa, attn_);
+    } else {
+      attention_scalar(cache_, sa, attn_);
     }
   }
   linear(r.h.data(), a, P.value(li.o), T, H, H, /*accumulate=*/true);

@@ -5,9 +5,12 @@
 // every rank of the Buffer's group (normal-mode dispatch and combine), so
 // every rank calls run() once per step, with or without segments of its own.
 //
-// Each position attends to the cached positions 0..pos in order, with the
-// same loop for a prefill chunk and a decode token, so a prompt gives the
-// same keys whatever the chunking. Combine carries each (token, k) output in
+// Each position attends to the cached positions 0..pos. A decode token, and
+// with `deterministic` every row, takes serve/attention.hpp's scalar loop in
+// a fixed order, so that a prompt gives the same keys whatever the chunking;
+// without it a prefill chunk of 2 or more rows takes the GEMM-shaped path
+// (per head S = q K^T, softmax, P V), whose bits may depend on the chunk's
+// shape but not on the other sequences or the rank. Combine carries each (token, k) output in
 // its own column block, so every sum it makes has one non-zero term (exact)
 // and the owner adds the k terms in k order: the MoE output does not depend
 // on which rank holds which expert. With `deterministic` every GEMM runs one
@@ -23,6 +26,7 @@
 #include <epx/comm.hpp>
 
 #include "model/model.hpp"
+#include "serve/attention.hpp"
 #include "serve/kv_cache.hpp"
 
 namespace epx::serve {
@@ -93,8 +97,9 @@ class Forward {
   struct Rows {
     std::int64_t T = 0;
     std::vector<std::int64_t> seq, pos;
+    std::vector<std::int64_t> seg_first, seg_count;  // per segment: its first row and its rows
     std::vector<std::int32_t> positions, tokens;
-    std::vector<float> h, xn, rstd, q, k, v, a, scores, mlp;
+    std::vector<float> h, xn, rstd, q, k, v, a, mlp;
     std::vector<float> logits_e, route_scores, topk_w, out;
     std::vector<std::int64_t> topk_idx;
     std::vector<std::int64_t> slot_idx;  // topk_idx as the physical slots to dispatch to
@@ -138,6 +143,7 @@ class Forward {
   bool fp8_dispatch_;
   bool low_latency_ = false;  // this step's MoE path
   Rows rows_[2];
+  AttentionScratch attn_;
   std::vector<float> xp_, outp_, mlp_;
   std::vector<std::int64_t> counts_;  // [MoE layers * E]
   const balancer::Placement* placement_ = nullptr;

@@ -1,5 +1,8 @@
 #include "serve/kv_cache.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 #include "core/check.hpp"
 
 namespace epx::serve {
@@ -58,6 +61,19 @@ float* KvCache::key(std::int64_t seq, int layer, std::int64_t pos) {
 }
 float* KvCache::value(std::int64_t seq, int layer, std::int64_t pos) {
   return at(seq, layer, 1, pos);
+}
+
+void KvCache::gather(std::int64_t seq, int layer, std::int64_t n, float* keys, float* values) {
+  EPX_CHECK(layer >= 0 && layer < layers_, InvalidArgument, "KvCache::gather: layer ", layer,
+            ", expected in [0, ", layers_, ")");
+  EPX_CHECK(n >= 0 && n <= capacity(seq), InvalidArgument, "KvCache::gather: ", n,
+            " positions of sequence ", seq, ", expected in [0, ", capacity(seq), "]");
+  const std::size_t row = static_cast<std::size_t>(hidden_);
+  for (std::int64_t p = 0; p < n; p += block_size_) {
+    const std::size_t count = static_cast<std::size_t>(std::min<std::int64_t>(block_size_, n - p));
+    std::memcpy(keys + p * hidden_, at(seq, layer, 0, p), sizeof(float) * row * count);
+    std::memcpy(values + p * hidden_, at(seq, layer, 1, p), sizeof(float) * row * count);
+  }
 }
 
 }  // namespace epx::serve

@@ -18,6 +18,8 @@ class KvCache {
   // bytes: the budget (--kv-memory); the cache holds floor(bytes / block_bytes) blocks.
   KvCache(int layers, int hidden, int block_size, std::size_t bytes);
 
+  int layers() const noexcept { return layers_; }
+  int hidden() const noexcept { return hidden_; }
   int block_size() const noexcept { return block_size_; }
   int num_blocks() const noexcept { return num_blocks_; }
   int free_blocks() const noexcept { return static_cast<int>(free_.size()); }
@@ -36,6 +38,11 @@ class KvCache {
   // [hidden] floats of layer `layer` at position `pos` (< capacity) of `seq`.
   float* key(std::int64_t seq, int layer, std::int64_t pos);
   float* value(std::int64_t seq, int layer, std::int64_t pos);
+  // Copies the keys and the values of positions [0, n) (n <= capacity) of
+  // `seq` at `layer` into keys and values, [n, hidden] each (contiguous,
+  // for the GEMMs of serve/attention.hpp; a block's positions are
+  // consecutive rows, so one copy per block and kind).
+  void gather(std::int64_t seq, int layer, std::int64_t n, float* keys, float* values);
 
  private:
   float* at(std::int64_t seq, int layer, int kv, std::int64_t pos);
