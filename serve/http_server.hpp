@@ -44,6 +44,7 @@ class HttpServer {
   Metrics& metrics_;
   HttpOptions options_;
   std::unique_ptr<httplib::Server> server_;
+  int listen_socket_ = -1;  // the last socket httplib made to listen on (bind())
   std::thread thread_;
 };
 

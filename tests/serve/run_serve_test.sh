@@ -280,6 +280,14 @@ http)
   python3 -c 'import json,sys; json.dump({"greedy": json.load(open("greedy.json")), "sampled": json.load(open("sampled.json"))}, open("golden.json", "w"))'
   # epx-generate decodes in normal mode, the server in low-latency mode with the two-batch overlap.
   start_server 2 --deterministic --max-context 256 --decode-mode low-latency --overlap on
+  # The listen backlog holds a burst of clients (Debian's httplib listens with 5).
+  if command -v ss >/dev/null; then
+    backlog=$(ss -Hltn "sport = :$port" | awk '{print $3; exit}')
+    ((backlog >= 1024)) || fail "listen backlog $backlog on port $port, expected 1024"
+    echo "ok: listen backlog $backlog"
+  else
+    echo "skipped: the listen backlog check (no ss: iproute2 is not installed)"
+  fi
   python3 "$src/tests/serve/http_checks.py" "$port" golden.json || fail "http_checks.py"
   grep -q ", f32 dispatch" server.log || fail "the start-up line does not say 'f32 dispatch'"
   m=$(curl -s "http://127.0.0.1:$port/metrics")
