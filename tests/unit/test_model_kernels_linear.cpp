@@ -2,6 +2,7 @@
 // double, and their backwards against finite differences.
 #include <epx/model_kernels.hpp>
 
+#include "kernels/gemm.hpp"
 #include "tests/unit/model_kernels_testing.hpp"
 
 namespace epx::kernels {
@@ -63,6 +64,29 @@ TEST(ModelKernelsLinear, ForwardAndBackwardMatchLoops) {
     for (std::size_t i = 0; i < want_dw.size(); ++i) want_dw[i] += dw0[i];
     expect_close(dw, want_dw, kGemmRtol, "dw accumulated");
   }
+}
+
+TEST(ModelKernelsLinear, OneRowInEveryTransposition) {
+  // C [1,n] = alpha op(A) op(B) + beta C (a decode step's one token) for
+  // both transpositions of A and B, leading dimensions past the widths.
+  const std::int64_t n = 37, k = 65, pad = 3;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "trans_a " << ta << " trans_b " << tb);
+      const std::int64_t lda = ta ? 1 + pad : k + pad, ldb = tb ? k + pad : n + pad;
+      const auto a = randn(ta ? k * lda : lda, 11), b = randn((tb ? n : k) * ldb, 12);
+      const auto c0 = randn(n, 13);
+      std::vector<double> want(n);
+      for (std::int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (std::int64_t i = 0; i < k; ++i)
+          acc += double(ta ? a[i * lda] : a[i]) * double(tb ? b[j * ldb + i] : b[i * ldb + j]);
+        want[j] = 0.5 * acc + 2.0 * double(c0[j]);
+      }
+      std::vector<float> c = c0;
+      sgemm(ta, tb, 1, n, k, 0.5f, a.data(), lda, b.data(), ldb, 2.0f, c.data(), n);
+      expect_close(c, want, kGemmRtol, "c");
+    }
 }
 
 TEST(ModelKernelsLinear, EmptyShapes) {
