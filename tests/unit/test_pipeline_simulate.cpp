@@ -160,6 +160,27 @@ TEST(PipelineSimulate, PerStageCostsEqualToOneCostAreTheSame) {
   }
 }
 
+// The rule an op's simulated duration follows: c prices its (forward)
+// chunk, cb an FB unit's backward chunk; adds an FB unit's hidden comm.
+double op_duration(const Op& op, const Costs& c, const Costs& cb, double& hidden) {
+  switch (op.kind) {
+    case OpKind::F:
+      return c.f + c.comm;
+    case OpKind::B:
+      return c.b + c.comm;
+    case OpKind::Bi:
+      return c.b - c.w + c.comm;
+    case OpKind::W:
+      return c.w;
+    case OpKind::FB: {
+      const double h = std::min(c.comm, cb.b) + std::min(cb.comm, c.f);
+      hidden += h;
+      return (c.fb >= 0 ? c.fb : c.f + cb.b) + c.comm + cb.comm - h;
+    }
+  }
+  return -1;
+}
+
 TEST(PipelineSimulate, PerStageCostsPriceEachOpByItsStage) {
   // Stages unlike each other (sizes not powers of two), some with comm, one
   // with a measured fb, the others with fb unset.
@@ -183,31 +204,11 @@ TEST(PipelineSimulate, PerStageCostsPriceEachOpByItsStage) {
     for (std::size_t r = 0; r < s.ops.size(); ++r)
       for (std::size_t i = 0; i < s.ops[r].size(); ++i) {
         const Op& op = s.ops[r][i];
-        const Costs& c =
-            v[static_cast<std::size_t>(s.stage_of[r][static_cast<std::size_t>(op.chunk)])];
-        double want = 0;
-        switch (op.kind) {
-          case OpKind::F:
-            want = c.f + c.comm;
-            break;
-          case OpKind::B:
-            want = c.b + c.comm;
-            break;
-          case OpKind::Bi:
-            want = c.b - c.w + c.comm;
-            break;
-          case OpKind::W:
-            want = c.w;
-            break;
-          case OpKind::FB: {
-            const Costs& cb =
-                v[static_cast<std::size_t>(s.stage_of[r][static_cast<std::size_t>(op.b_chunk)])];
-            const double h = std::min(c.comm, cb.b) + std::min(cb.comm, c.f);
-            hidden += h;
-            want = (c.fb >= 0 ? c.fb : c.f + cb.b) + c.comm + cb.comm - h;
-            break;
-          }
-        }
+        const auto stage = [&](int chunk) {
+          return v[static_cast<std::size_t>(s.stage_of[r][static_cast<std::size_t>(chunk)])];
+        };
+        const double want = op_duration(
+            op, stage(op.chunk), stage(op.kind == OpKind::FB ? op.b_chunk : op.chunk), hidden);
         EXPECT_DOUBLE_EQ(sim.times[r][i].end - sim.times[r][i].start, want)
             << to_string(s.kind) << " rank " << r << " op " << i;
       }
@@ -239,29 +240,12 @@ TEST(PipelineSimulate, PerStageCostsPriceEachOpByItsStage) {
     for (std::size_t r = 0; r < s.ops.size(); ++r)
       for (std::size_t i = 0; i < s.ops[r].size(); ++i) {
         const Op& op = s.ops[r][i];
-        const Costs& c = table[r][static_cast<std::size_t>(op.chunk)];
-        double want = 0;
-        switch (op.kind) {
-          case OpKind::F:
-            want = c.f + c.comm;
-            break;
-          case OpKind::B:
-            want = c.b + c.comm;
-            break;
-          case OpKind::Bi:
-            want = c.b - c.w + c.comm;
-            break;
-          case OpKind::W:
-            want = c.w;
-            break;
-          case OpKind::FB: {
-            const Costs& cb = table[r][static_cast<std::size_t>(op.b_chunk)];
-            const double h = std::min(c.comm, cb.b) + std::min(cb.comm, c.f);
-            want = (c.fb >= 0 ? c.fb : c.f + cb.b) + c.comm + cb.comm - h;
-            if ((r == 1 && op.chunk == 1) || (r == 0 && op.b_chunk == 1)) ++fb_on_slow_cells;
-            break;
-          }
-        }
+        const int b_chunk = op.kind == OpKind::FB ? op.b_chunk : op.chunk;
+        double ignored = 0;
+        const double want = op_duration(op, table[r][static_cast<std::size_t>(op.chunk)],
+                                        table[r][static_cast<std::size_t>(b_chunk)], ignored);
+        if (op.kind == OpKind::FB && ((r == 1 && op.chunk == 1) || (r == 0 && op.b_chunk == 1)))
+          ++fb_on_slow_cells;
         EXPECT_DOUBLE_EQ(slow.times[r][i].end - slow.times[r][i].start, want)
             << "rank " << r << " op " << i << " " << to_string(op);
       }
