@@ -89,6 +89,9 @@ struct PipelineSplit {
   bool fb_overlapped = false;          // the FB units ran their halves overlapped
   // Medians over the timed steps and the pipelines (train::replay_step).
   double span_ms = 0, replayed_ms = 0, handoff_ms = 0;
+  double waited_ms = 0, waits = 0;  // the measured hand-off (train::StepReplay)
+  double ready_gap_ms = 0;          // the mean gap before an op whose inputs were there
+  double simulated_waited_ms = 0;   // simulated with it as the p2p latency
   bool one_host = false;  // the replay needs the ranks' op times on one clock
   pipeline::Costs costs;
   train::OpTotals totals;  // over the world and the timed steps
@@ -122,7 +125,7 @@ void replay_steps(PipelineSplit& p, const pipeline::Schedule& schedule,
   int pipelines = 0;
   for (std::size_t q = 0; q < ranks; ++q)
     pipelines = std::max(pipelines, static_cast<int>(all[q * row + 1]) + 1);
-  std::vector<double> span, again, handoff;
+  std::vector<double> span, again, handoff, waited, waits, gaps;
   for (int pl = 0; pl < pipelines; ++pl)
     for (std::size_t k = 0; k < steps.size(); ++k) {
       std::vector<std::vector<pipeline::OpTime>> times(schedule.ops.size());
@@ -137,10 +140,16 @@ void replay_steps(PipelineSplit& p, const pipeline::Schedule& schedule,
       span.push_back(one.span_ms);
       again.push_back(one.replayed_ms);
       handoff.push_back(one.handoff_ms);
+      waited.push_back(one.waited_ms);
+      waits.push_back(one.waits);
+      gaps.push_back(one.ready_gap_ms);
     }
   p.span_ms = median(span);
   p.replayed_ms = median(again);
   p.handoff_ms = median(handoff);
+  p.waited_ms = median(waited);
+  p.waits = median(waits);
+  p.ready_gap_ms = median(gaps);
 }
 
 PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::StepResult>& steps,
@@ -199,6 +208,14 @@ PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::S
       pipeline::simulate(schedule, train::cell_costs(by_cell, p.totals));
   p.simulated_ms = sim.makespan;
   replay_steps(p, schedule, steps, comm);
+  if (p.one_host) {
+    // The simulator's p2p from the hand-offs measured in the steps (not the
+    // fitted one, which would make the comparison circular).
+    std::vector<std::vector<pipeline::Costs>> cells = train::cell_costs(by_cell, p.totals);
+    for (auto& rank : cells)
+      for (pipeline::Costs& c : rank) c.p2p = p.waited_ms;
+    p.simulated_waited_ms = pipeline::simulate(schedule, cells).makespan;
+  }
   p.two_copies = sim.param_copies > 1;
   p.simulated_one_cost_ms = pipeline::simulate(schedule, p.costs).makespan;
   p.fb_overlapped = t.fb_overlapped();
@@ -231,15 +248,22 @@ void print_pipeline_split(const PipelineSplit& p, const train::Config& c, double
       "simulator models the ops: %+.1f %% against them)\n",
       p.pipeline_ms, p.exec_ops_ms, copies, p.agree_close_ms,
       100 * (p.exec_ops_ms - p.simulated_ms) / p.simulated_ms);
-  if (p.one_host)
+  if (p.one_host) {
     std::printf(
         "  the ops replayed at their measured times, no latency between ranks: %.1f ms, against "
         "their span of %.1f ms (%+.1f %%: %.2f ms per hand-off between ranks)\n",
         p.replayed_ms, p.span_ms, 100 * (p.span_ms - p.replayed_ms) / p.replayed_ms, p.handoff_ms);
-  else
+    std::printf(
+        "  hand-offs measured between ranks (an op's start less its input's end, where it waited "
+        "for it): median %.2f ms over %.0f per step; simulated with that latency: %.1f ms, %+.1f "
+        "%% against the executor; between ops with only local inputs: %.3f ms each\n",
+        p.waited_ms, p.waits, p.simulated_waited_ms,
+        100 * (p.pipeline_ms - p.simulated_waited_ms) / p.simulated_waited_ms, p.ready_gap_ms);
+  } else {
     std::printf(
         "  the ops' replay: not measured, the ranks run on more than one host (their "
         "steady clocks differ)\n");
+  }
   const train::OpTotals& o = p.totals;
   if (o.count[static_cast<int>(OpKind::FB)] > 0) {
     // Hidden: the time one half spent in a comm call while the other held
@@ -333,6 +357,9 @@ int run_train_bench(const train::Config& config, Group& world, const TrainBenchO
         j["ms_ops_span"] = pipe.span_ms;
         j["ms_replayed"] = pipe.replayed_ms;
         j["ms_handoff"] = pipe.handoff_ms;
+        j["ms_handoff_measured"] = pipe.waited_ms;
+        j["ms_simulated_measured_handoff"] = pipe.simulated_waited_ms;
+        j["ms_ready_gap"] = pipe.ready_gap_ms;
       }
       if (pipe.totals.count[static_cast<int>(pipeline::OpKind::FB)] > 0) {
         j["fb_overlap"] = pipe.fb_overlapped;  // as run, not as asked

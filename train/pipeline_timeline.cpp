@@ -70,6 +70,81 @@ double fitted_handoff_ms(const pipeline::Schedule& schedule,
   return 0.5 * (lo + hi);
 }
 
+// The measured hand-offs: for every op that waited for an input from another
+// rank (it started after its rank's previous op ended and after that input's
+// producer ended), its start less the producer's end. The time between one
+// rank finishing a piece and the next starting on it, with neither computing
+// anything else: a transfer, and the wake-up of a rank that sleeps while it
+// waits.
+// And in `ready_gaps`, for every op with no input from another rank, its
+// start less the end of its rank's previous op (or of a local input, if
+// later): the executor's own time between two ops.
+std::vector<double> waited_handoffs(const pipeline::Schedule& schedule,
+                                    const std::vector<std::vector<pipeline::OpTime>>& times,
+                                    std::vector<double>& ready_gaps) {
+  using pipeline::OpKind;
+  const auto at = [&](int mb, int stage) {
+    return static_cast<std::size_t>(mb) * static_cast<std::size_t>(schedule.stages) +
+           static_cast<std::size_t>(stage);
+  };
+  // Where each forward and backward piece was computed: (rank, op index).
+  const std::size_t n =
+      static_cast<std::size_t>(schedule.microbatches) * static_cast<std::size_t>(schedule.stages);
+  std::vector<std::pair<int, std::size_t>> f_at(n, {-1, 0}), b_at(n, {-1, 0});
+  for (std::size_t r = 0; r < schedule.ops.size(); ++r)
+    for (std::size_t i = 0; i < schedule.ops[r].size(); ++i) {
+      pipeline::detail::Piece pieces[2];
+      const int k = pipeline::detail::pieces_of(schedule.ops[r][i], pieces);
+      for (int p = 0; p < k; ++p) {
+        const int stage = schedule.stage_of[r][static_cast<std::size_t>(pieces[p].chunk)];
+        if (pieces[p].kind == OpKind::F) f_at[at(pieces[p].mb, stage)] = {static_cast<int>(r), i};
+        if (pieces[p].kind == OpKind::B || pieces[p].kind == OpKind::Bi)
+          b_at[at(pieces[p].mb, stage)] = {static_cast<int>(r), i};
+      }
+    }
+  std::vector<double> waits;
+  for (std::size_t r = 0; r < schedule.ops.size(); ++r)
+    for (std::size_t i = 0; i < schedule.ops[r].size(); ++i) {
+      pipeline::detail::Piece pieces[2];
+      const int k = pipeline::detail::pieces_of(schedule.ops[r][i], pieces);
+      double remote = -std::numeric_limits<double>::infinity(),
+             local = i > 0 ? times[r][i - 1].end : 0;
+      bool from_other = false;
+      for (int p = 0; p < k; ++p) {
+        const int stage = schedule.stage_of[r][static_cast<std::size_t>(pieces[p].chunk)];
+        std::pair<int, std::size_t> src{-1, 0};
+        if (pieces[p].kind == OpKind::F && stage > 0) src = f_at[at(pieces[p].mb, stage - 1)];
+        if ((pieces[p].kind == OpKind::B || pieces[p].kind == OpKind::Bi) &&
+            stage < schedule.stages - 1)
+          src = b_at[at(pieces[p].mb, stage + 1)];
+        if (src.first < 0) continue;
+        const double end = times[static_cast<std::size_t>(src.first)][src.second].end;
+        if (src.first == static_cast<int>(r)) {
+          local = std::max(local, end);
+        } else {
+          remote = std::max(remote, end);
+          from_other = true;
+        }
+      }
+      // Only where the input from another rank came last: then the op waited for it.
+      // An input from another rank that came before the local ones may
+      // still have delayed the op (its transfer): neither list takes it.
+      if (from_other && remote > local) {
+        waits.push_back(std::max(0.0, times[r][i].start - remote));
+      } else if (!from_other && i > 0) {
+        ready_gaps.push_back(std::max(0.0, times[r][i].start - local));
+      }
+    }
+  return waits;
+}
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
 }  // namespace
 
 void OpTotals::add(pipeline::OpKind kind, double op_ms, double op_ep_ms, double op_compute_ms,
@@ -181,6 +256,11 @@ StepReplay replay_step(const pipeline::Schedule& schedule,
   out.span_ms = t1 - t0;
   out.replayed_ms = replayed(schedule, times, 0);
   out.handoff_ms = fitted_handoff_ms(schedule, times, out.span_ms);
+  std::vector<double> gaps;
+  const std::vector<double> waits = waited_handoffs(schedule, times, gaps);
+  out.waits = static_cast<int>(waits.size());
+  out.waited_ms = median_of(waits);
+  for (const double g : gaps) out.ready_gap_ms += g / static_cast<double>(gaps.size());
   return out;
 }
 

@@ -64,6 +64,15 @@ struct TimelineReport {
 // unexplained: transfers, wake-ups of a rank that waited).
 struct StepReplay {
   double span_ms = 0, replayed_ms = 0, handoff_ms = 0;
+  // Measured directly, not fitted: the median of (an op's start - the end
+  // of its input's producer on another rank) over the ops that waited for
+  // such an input (started after it and after their rank's previous op),
+  // and how many did.
+  double waited_ms = 0;
+  int waits = 0;
+  // The mean time between an op with no input from another rank and its
+  // rank's previous op (the executor's own work between two ops).
+  double ready_gap_ms = 0;
 };
 StepReplay replay_step(const pipeline::Schedule& schedule,
                        const std::vector<std::vector<pipeline::OpTime>>& times);

@@ -420,9 +420,11 @@ PY
     fail "no split of the executor's step"
   grep -q "the ops replayed at their measured times, no latency between ranks: .* ms per hand-off between ranks" bench.log ||
     fail "no replay of the measured op times"
+  grep -q "hand-offs measured between ranks (.*): median .* ms over .* per step; simulated with that latency: .* ms, .* against the executor; between ops with only local inputs: .* ms each" bench.log ||
+    fail "no measured hand-offs"
   grep -q "FB units (overlapped): .* ms each.*of which hidden behind the other half's compute" bench.log ||
     fail "no FB unit line"
-  python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if j["ms_simulated"] > 0 and j["ms_simulated_one_cost"] > 0 and j["ms_replayed"] > 0 and j["ms_copy_sum"] > 0 and j["ms_pipeline"] > 0 and j["schedule"] == "dualpipe" else 1)' bench.log ||
+  python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if j["ms_simulated"] > 0 and j["ms_simulated_one_cost"] > 0 and j["ms_replayed"] > 0 and j["ms_simulated_measured_handoff"] > 0 and j["ms_copy_sum"] > 0 and j["ms_pipeline"] > 0 and j["schedule"] == "dualpipe" else 1)' bench.log ||
     fail "the bench JSON lacks the pipeline fields"
   if "$bin/epx-train" "$cfg" --pp 2 >usage.log 2>&1; then fail "--pp without --bench was accepted"; fi
   grep -q "go with --bench" usage.log || { cat usage.log; fail "--pp without --bench: no clear error"; }

@@ -112,6 +112,13 @@ TEST(PipelineTimeline, ReplaysTheOpTimesAndFitsTheHandOffLatency) {
     EXPECT_LT(rep.replayed_ms, rep.measured_ms);
     EXPECT_NEAR(rep.handoff_ms, 0.3, 1e-6);
     EXPECT_NE(rep.svg.find("ms per hand-off"), std::string::npos);
+    // Measured, not fitted: every op that waited for another rank's output
+    // started 0.3 after it; every other op right after its rank's previous.
+    const train::StepReplay again = train::replay_step(s, times);
+    EXPECT_GT(again.waits, 0);
+    EXPECT_NEAR(again.waited_ms, 0.3, 1e-9);
+    EXPECT_NEAR(again.ready_gap_ms, 0, 1e-9);
+    EXPECT_NEAR(again.span_ms, step.makespan, 1e-9);
   }
 }
 
