@@ -67,6 +67,21 @@ void linear_forward(float* y, const float* x, const float* w, std::int64_t n, st
   sgemm(false, true, n, out, in, 1.0f, x, in, w, in, accumulate ? 1.0f : 0.0f, y, out);
 }
 
+void linear_forward_row(float* y, const float* x, const float* w, std::int64_t in, std::int64_t out,
+                        bool accumulate) {
+  if (out == 0) return;
+  if (in == 0) {
+    if (!accumulate)
+      for (std::int64_t j = 0; j < out; ++j) y[j] = 0.0f;
+    return;
+  }
+  EPX_CHECK(in <= INT_MAX && out <= INT_MAX, InvalidArgument, "linear_forward_row: in=", in,
+            " out=", out, " exceed cblas's 32-bit int");
+  apply_threads_once();
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(out), static_cast<blasint>(in),
+              1.0f, w, static_cast<blasint>(in), x, 1, accumulate ? 1.0f : 0.0f, y, 1);
+}
+
 void linear_backward_input(float* dx, const float* dy, const float* w, std::int64_t n,
                            std::int64_t in, std::int64_t out, bool accumulate) {
   sgemm(false, false, n, in, out, 1.0f, dy, out, w, in, accumulate ? 1.0f : 0.0f, dx, in);

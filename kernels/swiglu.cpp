@@ -36,6 +36,16 @@ void mlp_forward(float* y, float* saved, const float* x, std::int64_t n, const M
   linear_forward(y, h, w.down, n, w.inter, w.hidden, accumulate);
 }
 
+void mlp_forward_row(float* y, float* saved, const float* x, const MlpWeights& w, bool accumulate) {
+  float* g = saved;
+  float* u = saved + w.inter;
+  float* h = saved + 2 * w.inter;
+  linear_forward_row(g, x, w.gate, w.hidden, w.inter);
+  linear_forward_row(u, x, w.up, w.hidden, w.inter);
+  swiglu_forward(h, g, u, w.inter);
+  linear_forward_row(y, h, w.down, w.inter, w.hidden, accumulate);
+}
+
 void mlp_backward_input(float* dx, float* dgu, const float* dy, const float* saved, std::int64_t n,
                         const MlpWeights& w, float* dh_scratch, bool accumulate) {
   const std::int64_t block = n * w.inter;

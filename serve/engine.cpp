@@ -134,7 +134,7 @@ void Engine::step(const StepPlan& plan) {
                       (options_.overlap_decode == Overlap::alternate && decode_steps_ % 2 == 0));
   if (decode) ++decode_steps_;
   const auto start = std::chrono::steady_clock::now();
-  forward_->run(mine, logits_, low_latency, overlap);
+  forward_->run(mine, logits_, low_latency, overlap, plan.tokens());
   // The expert counts ride behind the logits (exact in f32: < 2^24 per step).
   const std::vector<std::int64_t> counts = forward_->take_expert_counts();
   std::vector<float> out = logits_;

@@ -39,9 +39,9 @@ void Forward::set_placement(const balancer::Placement* placement, int num_nodes)
 
 void Forward::linear(float* y, const float* x, const float* w, std::int64_t n, std::int64_t in,
                      std::int64_t out, bool accumulate) const {
-  if (!deterministic_) return kernels::linear_forward(y, x, w, n, in, out, accumulate);
+  if (!by_row_) return kernels::linear_forward(y, x, w, n, in, out, accumulate);
   for (std::int64_t t = 0; t < n; ++t)
-    kernels::linear_forward(y + t * out, x + t * in, w, 1, in, out, accumulate);
+    kernels::linear_forward_row(y + t * out, x + t * in, w, in, out, accumulate);
 }
 
 void Forward::load(Rows& r, const std::vector<Segment>& segs, std::size_t first, std::size_t last) {
@@ -78,8 +78,9 @@ void Forward::load(Rows& r, const std::vector<Segment>& segs, std::size_t first,
 }
 
 void Forward::run(const std::vector<Segment>& segs, std::vector<float>& logits, bool low_latency,
-                  bool overlap) {
+                  bool overlap, std::int64_t step_rows) {
   low_latency_ = low_latency;
+  by_row_ = deterministic_ || step_rows == 1;
   const model::ModelConfig& c = model_.config();
   model::ParamStore& P = model_.dense;
   const std::int64_t H = c.hidden_size, V = c.vocab_size;
@@ -195,10 +196,10 @@ void Forward::dense_ffn(Rows& r, int layer) {
   kernels::rmsnorm_forward(xn, detail::at_least(r.rstd, T), r.h.data(), P.value(li.ffn_norm), T, H,
                            static_cast<float>(c.rms_norm_eps));
   const kernels::MlpWeights w{P.value(li.mlp_gate), P.value(li.mlp_up), P.value(li.mlp_down), H, I};
-  float* saved = detail::at_least(r.mlp, (deterministic_ ? 1 : T) * 3 * I);
-  if (!deterministic_) return kernels::mlp_forward(r.h.data(), saved, xn, T, w, true);
+  float* saved = detail::at_least(r.mlp, (by_row_ ? 1 : T) * 3 * I);
+  if (!by_row_) return kernels::mlp_forward(r.h.data(), saved, xn, T, w, true);
   for (std::int64_t t = 0; t < T; ++t)
-    kernels::mlp_forward(r.h.data() + t * H, saved, xn + t * H, 1, w, true);
+    kernels::mlp_forward_row(r.h.data() + t * H, saved, xn + t * H, w, true);
 }
 
 }  // namespace epx::serve

@@ -74,8 +74,14 @@ class Forward {
   // flight while the other's attention or experts run. Every row's
   // arithmetic is the same as without the split; with `deterministic` (one
   // row per GEMM) the bits are too.
+  // step_rows: the step's rows over all ranks (the same on every rank), or
+  // -1 if unknown. With deterministic, and in a step of one row, the linear
+  // layers and experts go row by row as matrix-vector products
+  // (kernels::linear_forward_row; OpenBLAS's sgemm packs the weights even
+  // for one row): every row of such a step computed alike, whatever the rank
+  // count, the mode or the split.
   void run(const std::vector<Segment>& segments, std::vector<float>& logits,
-           bool low_latency = false, bool overlap = false);
+           bool low_latency = false, bool overlap = false, std::int64_t step_rows = -1);
 
   // Per MoE layer and logical expert, the (token, expert) choices of this
   // rank's tokens since the last take (the /metrics expert load).
@@ -142,6 +148,7 @@ class Forward {
   bool deterministic_;
   bool fp8_dispatch_;
   bool low_latency_ = false;  // this step's MoE path
+  bool by_row_ = false;       // this step's linear layers row by row (run())
   Rows rows_[2];
   AttentionScratch attn_;
   std::vector<float> xp_, outp_, mlp_;

@@ -89,6 +89,38 @@ TEST(ModelKernelsLinear, OneRowInEveryTransposition) {
     }
 }
 
+TEST(ModelKernelsLinear, OneRowByGemvMatchesTheLoopAndRepeats) {
+  // linear_forward_row and mlp_forward_row against double loops, shapes not
+  // powers of two, with and without accumulate; the same bits run to run.
+  for (Shape s : {Shape{1, 1, 1}, Shape{1, 7, 3}, Shape{1, 65, 129}, Shape{1, 300, 77}}) {
+    SCOPED_TRACE(::testing::Message() << "in " << s.in << " out " << s.out);
+    const auto x = randn(s.in, 21), w = randn(s.out * s.in, 22), y0 = randn(s.out, 23);
+    std::vector<double> want = ref_linear(to_double(x), to_double(w), 1, s.in, s.out);
+    std::vector<float> y(s.out, 7.0f);
+    linear_forward_row(y.data(), x.data(), w.data(), s.in, s.out);
+    expect_close(y, want, kGemmRtol, "y");
+    std::vector<float> again(s.out, -1.0f);
+    linear_forward_row(again.data(), x.data(), w.data(), s.in, s.out);
+    EXPECT_EQ(y, again);
+    y = y0;
+    linear_forward_row(y.data(), x.data(), w.data(), s.in, s.out, /*accumulate=*/true);
+    for (std::int64_t j = 0; j < s.out; ++j) want[j] += y0[j];
+    expect_close(y, want, kGemmRtol, "y accumulated");
+  }
+  const std::int64_t H = 33, I = 47;
+  const auto x = randn(H, 31), g = randn(I * H, 32, 0.2f), u = randn(I * H, 33, 0.2f),
+             d = randn(H * I, 34, 0.2f);
+  std::vector<float> gw = g, uw = u, dw = d;
+  const MlpWeights w{gw.data(), uw.data(), dw.data(), H, I};
+  std::vector<float> y_rows(H), y_gemm(H), saved_rows(3 * I), saved_gemm(3 * I);
+  mlp_forward_row(y_rows.data(), saved_rows.data(), x.data(), w);
+  mlp_forward(y_gemm.data(), saved_gemm.data(), x.data(), 1, w);
+  expect_close(y_rows, to_double(y_gemm), 1e-5, "mlp_forward_row against mlp_forward");
+  std::vector<float> empty_out(3, 5.0f);
+  linear_forward_row(empty_out.data(), x.data(), w.gate, 0, 3);  // in == 0: y = 0
+  EXPECT_EQ(empty_out, std::vector<float>(3, 0.0f));
+}
+
 TEST(ModelKernelsLinear, EmptyShapes) {
   const auto w = randn(12, 1), x = randn(12, 2);
   // n = 0 and out = 0 touch nothing.
