@@ -50,10 +50,7 @@ double sgemm_gflops(int n) {
   return best;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
+using core::median;
 
 // Runs the PyTorch reference and returns its tokens/s (0 on failure, with a note).
 double torch_tokens_per_s(const TrainBenchOptions& o, int threads) {
@@ -157,9 +154,9 @@ PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::S
   PipelineSplit p;
   std::vector<double> pipe, ops, exec_ops, copy_sum, agree_close;
   const pipeline::Schedule& schedule = *t.schedule();
-  train::OpTotals mine;
   // Per (pipeline rank, local chunk), laid out flat so that one sum over the
-  // world adds the dp replicas of every cell.
+  // world adds the dp replicas of every cell; the world's totals are the
+  // cells' sum.
   std::vector<std::vector<train::OpTotals>> by_cell;
   for (const std::vector<int>& chunks : schedule.stage_of) by_cell.emplace_back(chunks.size());
   for (const train::StepResult& r : steps) {
@@ -168,7 +165,6 @@ PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::S
     exec_ops.push_back(r.executor.ops_ms);
     copy_sum.push_back(r.executor.copy_sum_ms);
     agree_close.push_back(r.executor.agree_ms + r.executor.close_ms);
-    mine.add(r.ops);
     auto& cells = by_cell[static_cast<std::size_t>(r.pipeline_rank)];
     for (std::size_t c = 0; c < cells.size() && c < r.chunk_ops.size(); ++c)
       cells[c].add(r.chunk_ops[c]);
@@ -185,9 +181,6 @@ PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::S
   p.exec_ops_ms = slow[2];
   p.copy_sum_ms = slow[3];
   p.agree_close_ms = slow[4];
-  p.totals =
-      train::OpTotals::from_flat(train::sum_over_ranks(comm, mine.flat(), "bench: op costs"));
-  p.costs = p.totals.costs();
   std::vector<double> flat;
   for (const auto& cells : by_cell)
     for (const train::OpTotals& o : cells) {
@@ -195,7 +188,7 @@ PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::S
       flat.insert(flat.end(), f.begin(), f.end());
     }
   flat = train::sum_over_ranks(comm, flat, "bench: op costs per rank and chunk");
-  const std::size_t n = mine.flat().size();
+  const std::size_t n = train::OpTotals().flat().size();
   std::size_t at = 0;
   for (auto& cells : by_cell)
     for (train::OpTotals& o : cells) {
@@ -203,15 +196,16 @@ PipelineSplit pipeline_split(const train::Trainer& t, const std::vector<train::S
           std::vector<double>(flat.begin() + static_cast<std::ptrdiff_t>(at),
                               flat.begin() + static_cast<std::ptrdiff_t>(at + n)));
       at += n;
+      p.totals.add(o);
     }
-  const pipeline::Simulation sim =
-      pipeline::simulate(schedule, train::cell_costs(by_cell, p.totals));
+  p.costs = p.totals.costs();
+  std::vector<std::vector<pipeline::Costs>> cells = train::cell_costs(by_cell, p.totals);
+  const pipeline::Simulation sim = pipeline::simulate(schedule, cells);
   p.simulated_ms = sim.makespan;
   replay_steps(p, schedule, steps, comm);
   if (p.one_host) {
     // The simulator's p2p from the hand-offs measured in the steps (not the
     // fitted one, which would make the comparison circular).
-    std::vector<std::vector<pipeline::Costs>> cells = train::cell_costs(by_cell, p.totals);
     for (auto& rank : cells)
       for (pipeline::Costs& c : rank) c.p2p = p.waited_ms;
     p.simulated_waited_ms = pipeline::simulate(schedule, cells).makespan;

@@ -91,16 +91,13 @@ StepResult Trainer::train_step_pipeline() {
   const std::vector<pipeline::OpTime>& times = stage_->op_times();
   EPX_CHECK_EQ(times.size(), my_ops.size(), Internal, "the pipeline stage timed ", times.size(),
                " ops, the schedule has ", my_ops.size());
-  OpTotals op_totals;
   std::vector<OpTotals> chunk_ops(
       schedule_->stage_of[static_cast<std::size_t>(stage_rank_)].size());
   double ops_ms = 0;
   for (std::size_t i = 0; i < times.size(); ++i) {
-    OpTotals one;
-    one.add(my_ops[i].kind, times[i].end - times[i].start, stage_->op_ep_ms()[i],
-            stage_->op_compute_ms()[i], stage_->op_hidden_ms()[i]);
-    op_totals.add(one);
-    chunk_ops[static_cast<std::size_t>(my_ops[i].chunk)].add(one);
+    chunk_ops[static_cast<std::size_t>(my_ops[i].chunk)].add(
+        my_ops[i].kind, times[i].end - times[i].start, stage_->op_ep_ms()[i],
+        stage_->op_compute_ms()[i], stage_->op_hidden_ms()[i]);
     ops_ms += times[i].end - times[i].start;
   }
   // The micro-batches whose last stage this rank holds (a NaN there is a
@@ -130,7 +127,6 @@ StepResult Trainer::train_step_pipeline() {
   r.step = t;
   r.pipeline_seconds = pipeline_seconds;
   r.ops_seconds = ops_ms / 1e3;
-  r.ops = op_totals;
   r.chunk_ops = std::move(chunk_ops);
   r.pipeline_rank = stage_rank_;
   r.pipeline_index = dp_rank_;

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <limits>
+#include <utility>
 
 #include "core/check.hpp"
+#include "core/stopwatch.hpp"
 #include "pipeline/replay.hpp"
 
 namespace epx::train {
@@ -31,6 +33,22 @@ std::string caption(double y, const std::string& text) {
 
 int index(pipeline::OpKind kind) {
   return static_cast<int>(kind);
+}
+
+// The first op's start and the last op's end, with times checked against
+// the schedule's shape (`who` names the caller in the error).
+std::pair<double, double> time_span(const pipeline::Schedule& schedule,
+                                    const std::vector<std::vector<pipeline::OpTime>>& times,
+                                    const char* who) {
+  EPX_CHECK(times.size() == schedule.ops.size(), InvalidArgument, who, ": times of ", times.size(),
+            " ranks, the schedule has ", schedule.ops.size());
+  double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
+  for (std::size_t r = 0; r < times.size(); ++r) {
+    EPX_CHECK(times[r].size() == schedule.ops[r].size(), InvalidArgument, who, ": rank ", r,
+              " timed ", times[r].size(), " ops, its schedule has ", schedule.ops[r].size());
+    for (const pipeline::OpTime& t : times[r]) t0 = std::min(t0, t.start), t1 = std::max(t1, t.end);
+  }
+  return {t0, t1};
 }
 
 // The step played again with every op taking the time it took (times as
@@ -138,13 +156,6 @@ std::vector<double> waited_handoffs(const pipeline::Schedule& schedule,
   return waits;
 }
 
-double median_of(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
 }  // namespace
 
 void OpTotals::add(pipeline::OpKind kind, double op_ms, double op_ep_ms, double op_compute_ms,
@@ -179,15 +190,27 @@ double OpTotals::mean_hidden(pipeline::OpKind kind) const {
 
 pipeline::Costs OpTotals::costs() const {
   using pipeline::OpKind;
-  pipeline::Costs c;
-  c.f = mean(OpKind::F, 1);
-  c.w = mean(OpKind::W, 0);
-  c.b = count[index(OpKind::B)] > 0 ? mean(OpKind::B, 0) : mean(OpKind::Bi, 2 * c.f) + c.w;
+  pipeline::Costs none;  // no op ran: F 1, no W, B 2 F, no FB unit
+  none.f = mean(OpKind::F, 1);
+  none.w = mean(OpKind::W, 0);
+  none.b = 2 * none.f + none.w;
+  none.fb = -1;
+  return costs(none);
+}
+
+pipeline::Costs OpTotals::costs(const pipeline::Costs& otherwise) const {
+  using pipeline::OpKind;
+  pipeline::Costs c = otherwise;
+  c.f = mean(OpKind::F, otherwise.f);
+  c.w = mean(OpKind::W, otherwise.w);
+  c.b = count[index(OpKind::B)] > 0    ? mean(OpKind::B, 0)
+        : count[index(OpKind::Bi)] > 0 ? mean(OpKind::Bi, 0) + c.w
+                                       : otherwise.b;
   // A schedule with both full (B) and split (Bi + W) backwards prices Bi as
   // b - w; measured on a loaded host a W can outlast the B ops' mean, and
   // the simulator refuses w > b: Bi then costs nothing.
   c.w = std::min(c.w, c.b);
-  c.fb = mean(OpKind::FB, -1);
+  c.fb = mean(OpKind::FB, otherwise.fb);
   return c;
 }
 
@@ -203,23 +226,11 @@ void OpTotals::add(const OpTotals& other) {
 
 std::vector<std::vector<pipeline::Costs>> cell_costs(
     const std::vector<std::vector<OpTotals>>& by_cell, const OpTotals& all) {
-  using pipeline::OpKind;
   const pipeline::Costs mean = all.costs();
   std::vector<std::vector<pipeline::Costs>> out;
   for (const std::vector<OpTotals>& rank : by_cell) {
     out.emplace_back();
-    for (const OpTotals& t : rank) {
-      const auto has = [&](OpKind kind) { return t.count[index(kind)] > 0; };
-      pipeline::Costs c = mean;
-      c.f = has(OpKind::F) ? t.mean(OpKind::F, 0) : mean.f;
-      c.w = has(OpKind::W) ? t.mean(OpKind::W, 0) : mean.w;
-      c.b = has(OpKind::B)    ? t.mean(OpKind::B, 0)
-            : has(OpKind::Bi) ? t.mean(OpKind::Bi, 0) + c.w
-                              : mean.b;
-      c.w = std::min(c.w, c.b);  // as in costs()
-      c.fb = has(OpKind::FB) ? t.mean(OpKind::FB, 0) : mean.fb;
-      out.back().push_back(c);
-    }
+    for (const OpTotals& t : rank) out.back().push_back(t.costs(mean));
   }
   return out;
 }
@@ -244,14 +255,7 @@ OpTotals OpTotals::from_flat(const std::vector<double>& v) {
 
 StepReplay replay_step(const pipeline::Schedule& schedule,
                        const std::vector<std::vector<pipeline::OpTime>>& times) {
-  EPX_CHECK(times.size() == schedule.ops.size(), InvalidArgument, "replay_step: times of ",
-            times.size(), " ranks, the schedule has ", schedule.ops.size());
-  double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
-  for (std::size_t r = 0; r < times.size(); ++r) {
-    EPX_CHECK(times[r].size() == schedule.ops[r].size(), InvalidArgument, "replay_step: rank ", r,
-              " timed ", times[r].size(), " ops, its schedule has ", schedule.ops[r].size());
-    for (const pipeline::OpTime& t : times[r]) t0 = std::min(t0, t.start), t1 = std::max(t1, t.end);
-  }
+  const auto [t0, t1] = time_span(schedule, times, "replay_step");
   StepReplay out;
   out.span_ms = t1 - t0;
   out.replayed_ms = replayed(schedule, times, 0);
@@ -259,7 +263,7 @@ StepReplay replay_step(const pipeline::Schedule& schedule,
   std::vector<double> gaps;
   const std::vector<double> waits = waited_handoffs(schedule, times, gaps);
   out.waits = static_cast<int>(waits.size());
-  out.waited_ms = median_of(waits);
+  out.waited_ms = core::median(waits);
   for (const double g : gaps) out.ready_gap_ms += g / static_cast<double>(gaps.size());
   return out;
 }
@@ -267,15 +271,7 @@ StepReplay replay_step(const pipeline::Schedule& schedule,
 TimelineReport pipeline_timeline(const pipeline::Schedule& schedule,
                                  const std::vector<std::vector<pipeline::OpTime>>& times,
                                  const std::vector<std::vector<pipeline::OpTime>>& comm) {
-  EPX_CHECK(times.size() == schedule.ops.size(), InvalidArgument, "pipeline_timeline: times of ",
-            times.size(), " ranks, the schedule has ", schedule.ops.size());
-  double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
-  for (std::size_t r = 0; r < times.size(); ++r) {
-    EPX_CHECK(times[r].size() == schedule.ops[r].size(), InvalidArgument,
-              "pipeline_timeline: rank ", r, " timed ", times[r].size(), " ops, its schedule has ",
-              schedule.ops[r].size());
-    for (const pipeline::OpTime& t : times[r]) t0 = std::min(t0, t.start), t1 = std::max(t1, t.end);
-  }
+  const auto [t0, t1] = time_span(schedule, times, "pipeline_timeline");
   // The measured step as a Simulation, from its first op's start.
   pipeline::Simulation measured;
   measured.makespan = t1 - t0;

@@ -31,6 +31,9 @@ struct OpTotals {
   // where the schedule splits it; fb the measured FB unit (no overlap
   // credited beyond what was measured).
   pipeline::Costs costs() const;
+  // The same with a kind that never ran taking `otherwise`'s cost (and b
+  // otherwise's where neither B nor Bi ran).
+  pipeline::Costs costs(const pipeline::Costs& otherwise) const;
   // As one vector and back, to add totals over ranks.
   std::vector<double> flat() const;
   static OpTotals from_flat(const std::vector<double>& v);

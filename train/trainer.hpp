@@ -41,10 +41,10 @@ struct StepResult {
   double expert_seconds_max = 0, expert_seconds_mean = 0;
   std::vector<RebalanceReport> rebalances;  // the balancer's, at the end of this step
   // pp > 1: the executor's wall time for the schedule, the part of it this
-  // rank's ops ran (the rest is bubble), and those ops' totals by kind.
+  // rank's ops ran (the rest is bubble), and those ops' totals by kind per
+  // local chunk (an FB unit on its forward half's).
   double pipeline_seconds = 0, ops_seconds = 0;
-  OpTotals ops;
-  std::vector<OpTotals> chunk_ops;  // the same per local chunk (an FB unit: its forward half's)
+  std::vector<OpTotals> chunk_ops;
   int pipeline_rank = 0;            // this rank's place in its pipeline (schedule.ops' index)
   int pipeline_index = 0;           // which pipeline (its dp rank)
   pipeline::ExecutorStats executor;        // where the executor's step went
