@@ -7,6 +7,7 @@
 
 #include "core/check.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/softmax.hpp"
 
 namespace epx::kernels {
 
@@ -28,14 +29,7 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
       for (std::int64_t i = 0; i < seq; ++i) {
         float* row = p + i * seq;
         for (std::int64_t j = 0; j <= i; ++j) row[j] = row[j] * scale;
-        float m = row[0];
-        for (std::int64_t j = 1; j <= i; ++j) m = row[j] > m ? row[j] : m;
-        float sum = 0.0f;
-        for (std::int64_t j = 0; j <= i; ++j) {
-          row[j] = expf(row[j] - m);
-          sum += row[j];
-        }
-        for (std::int64_t j = 0; j <= i; ++j) row[j] = row[j] / sum;
+        softmax(row, row, i + 1);
         for (std::int64_t j = i + 1; j < seq; ++j) row[j] = 0.0f;
       }
       sgemm(false, false, seq, head_dim, seq, 1.0f, p, seq, v + base, ld, 0.0f, out + base, ld);

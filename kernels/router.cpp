@@ -6,6 +6,7 @@
 #include <epx/model_kernels.hpp>
 
 #include "core/check.hpp"
+#include "kernels/softmax.hpp"
 
 namespace epx::kernels {
 
@@ -58,14 +59,7 @@ void router_forward(std::int64_t* topk_idx, float* topk_weights, float* scores,
     const float* l = logits + r * E;
     float* s = scores + r * E;
     if (p.softmax) {
-      float m = l[0];
-      for (std::int64_t j = 1; j < E; ++j) m = l[j] > m ? l[j] : m;
-      float sum = 0.0f;
-      for (std::int64_t j = 0; j < E; ++j) {
-        s[j] = expf(l[j] - m);
-        sum += s[j];
-      }
-      for (std::int64_t j = 0; j < E; ++j) s[j] = s[j] / sum;
+      softmax(l, s, E);
     } else {
       for (std::int64_t j = 0; j < E; ++j) s[j] = 1.0f / (1.0f + expf(-l[j]));
     }

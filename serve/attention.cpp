@@ -5,6 +5,7 @@
 
 #include "core/check.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/softmax.hpp"
 
 namespace epx::serve {
 
@@ -52,13 +53,7 @@ void attention_scalar(KvCache& cache, const SegmentAttention& a, AttentionScratc
         for (std::int64_t d = 0; d < hd; ++d) dot += qh[d] * kj[d];
         p[j] = dot * scale;
       }
-      float m = p[0];
-      for (std::int64_t j = 1; j <= pos; ++j) m = p[j] > m ? p[j] : m;
-      float sum = 0.0f;
-      for (std::int64_t j = 0; j <= pos; ++j) {
-        p[j] = expf(p[j] - m);
-        sum += p[j];
-      }
+      const float sum = kernels::exp_minus_max(p, p, pos + 1);
       float* out = a.out + t * H + hh * hd;
       std::fill(out, out + hd, 0.0f);
       for (std::int64_t j = 0; j <= pos; ++j) {
@@ -90,14 +85,7 @@ void attention_gemm(KvCache& cache, const SegmentAttention& a, AttentionScratch&
       for (std::int64_t i = 0; i < m; ++i) {
         float* p = scores + i * n;
         const std::int64_t last = a.start + i0 + i;  // row i sees positions 0..last
-        float mx = p[0];
-        for (std::int64_t j = 1; j <= last; ++j) mx = p[j] > mx ? p[j] : mx;
-        float sum = 0.0f;
-        for (std::int64_t j = 0; j <= last; ++j) {
-          p[j] = expf(p[j] - mx);
-          sum += p[j];
-        }
-        for (std::int64_t j = 0; j <= last; ++j) p[j] = p[j] / sum;
+        kernels::softmax(p, p, last + 1);
         std::fill(p + last + 1, p + n, 0.0f);
       }
       // O_tile [m, hd] = P V, written into the head's columns of out.
