@@ -81,7 +81,6 @@ struct Executor::Impl {
   // soon as its last backward op ran (its gradients are final then), so
   // that it moves while the step's remaining ops run.
   struct Copy {
-    int chunk;
     int stage;
     std::vector<Tensor> grads;
   };
@@ -90,7 +89,9 @@ struct Executor::Impl {
   static constexpr std::size_t kNoOp = static_cast<std::size_t>(-1);
   std::vector<Copy> copies;  // this step's posted exchanges
   int pair_receives = 0;     // their receives (outside the receive window)
-  bool has_copies = false;   // some local chunk has a partner
+  bool has_copies() const {  // some local chunk has a partner
+    return std::any_of(partner_of.begin(), partner_of.end(), [](int r) { return r >= 0; });
+  }
   void plan_copies();
   void post_copy_sum(int chunk);
   void sum_weight_copies();
@@ -345,7 +346,6 @@ void Executor::Impl::plan_copies() {
         if (schedule.stage_of[r][c] == s && !(r == rank && c == chunk)) partner_of[chunk] = r;
     EPX_CHECK(partner_of[chunk] != rank, Unsupported, "pipeline Executor: two copies of stage ", s,
               " on one rank");
-    if (partner_of[chunk] >= 0) has_copies = true;
   }
   const std::vector<Op>& ops = schedule.ops[rank];
   for (std::size_t i = 0; i < ops.size(); ++i) {
@@ -360,7 +360,7 @@ void Executor::Impl::post_copy_sum(int chunk) {
   const int partner = partner_of[static_cast<std::size_t>(chunk)];
   if (partner < 0) return;
   const int s = stage_of(chunk);
-  Copy copy{chunk, s, stage.weight_grads(chunk)};
+  Copy copy{s, stage.weight_grads(chunk)};
   EPX_CHECK(static_cast<int>(copy.grads.size()) <= kMaxGradTensors, InvalidArgument,
             "pipeline Executor: stage ", s, " has ", copy.grads.size(),
             " weight-grad tensors, at most ", kMaxGradTensors);
@@ -438,7 +438,7 @@ std::vector<double> Executor::step(const std::vector<Tensor>& inputs,
     s.stats.ops_ms = ms_since(t_ops);
     const auto t_sum = core::SteadyClock::now();
     s.sum_weight_copies();
-    if (s.has_copies) s.stats.copy_sum_ms = ms_since(t_sum);
+    if (s.has_copies()) s.stats.copy_sum_ms = ms_since(t_sum);
     t_close = core::SteadyClock::now();
     s.channel->wait_sends("pipeline step: sends");
   } catch (...) {
