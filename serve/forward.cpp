@@ -44,6 +44,15 @@ void Forward::linear(float* y, const float* x, const float* w, std::int64_t n, s
     kernels::linear_forward_row(y + t * out, x + t * in, w, in, out, accumulate);
 }
 
+void Forward::mlp(float* y, std::vector<float>& scratch, const float* x, std::int64_t n,
+                  const kernels::MlpWeights& w, bool accumulate) const {
+  if (n == 0) return;
+  float* saved = detail::at_least(scratch, (by_row_ ? 1 : n) * 3 * w.inter);
+  if (!by_row_) return kernels::mlp_forward(y, saved, x, n, w, accumulate);
+  for (std::int64_t t = 0; t < n; ++t)
+    kernels::mlp_forward_row(y + t * w.hidden, saved, x + t * w.hidden, w, accumulate);
+}
+
 void Forward::load(Rows& r, const std::vector<Segment>& segs, std::size_t first, std::size_t last) {
   const std::int64_t V = model_.config().vocab_size;
   r.T = 0;
@@ -196,10 +205,7 @@ void Forward::dense_ffn(Rows& r, int layer) {
   kernels::rmsnorm_forward(xn, detail::at_least(r.rstd, T), r.h.data(), P.value(li.ffn_norm), T, H,
                            static_cast<float>(c.rms_norm_eps));
   const kernels::MlpWeights w{P.value(li.mlp_gate), P.value(li.mlp_up), P.value(li.mlp_down), H, I};
-  float* saved = detail::at_least(r.mlp, (by_row_ ? 1 : T) * 3 * I);
-  if (!by_row_) return kernels::mlp_forward(r.h.data(), saved, xn, T, w, true);
-  for (std::int64_t t = 0; t < T; ++t)
-    kernels::mlp_forward_row(r.h.data() + t * H, saved, xn + t * H, w, true);
+  mlp(r.h.data(), r.mlp, xn, T, w, true);
 }
 
 }  // namespace epx::serve

@@ -24,6 +24,7 @@
 
 #include <epx/balancer.hpp>
 #include <epx/comm.hpp>
+#include <epx/model_kernels.hpp>
 
 #include "model/model.hpp"
 #include "serve/attention.hpp"
@@ -121,6 +122,10 @@ class Forward {
   void load(Rows& r, const std::vector<Segment>& segs, std::size_t first, std::size_t last);
   void linear(float* y, const float* x, const float* w, std::int64_t n, std::int64_t in,
               std::int64_t out, bool accumulate) const;
+  // A SwiGLU MLP over n rows, batched or row by row as linear(); scratch
+  // holds its saved g, u, h.
+  void mlp(float* y, std::vector<float>& scratch, const float* x, std::int64_t n,
+           const kernels::MlpWeights& w, bool accumulate) const;
   void attention(Rows& r, int layer);
   void dense_ffn(Rows& r, int layer);
   void moe(Rows& r, int layer);

@@ -27,8 +27,9 @@
 
 namespace epx::serve {
 
-// Local expert e's SwiGLU over `rows` contiguous rows of x into y (one row at
-// a time when deterministic, so a row's bits do not depend on the others).
+// Local expert e's SwiGLU over `rows` contiguous rows of x into y (row by
+// row where mlp() goes so: with deterministic a row's bits do not depend on
+// the others).
 void Forward::expert_rows(int layer, int e, float* y, const float* x, std::int64_t rows) {
   const model::ModelConfig& c = model_.config();
   const model::LayerIndex& li = model_.layers[layer];
@@ -36,12 +37,7 @@ void Forward::expert_rows(int layer, int e, float* y, const float* x, std::int64
   const std::int64_t H = c.hidden_size, Im = c.moe_intermediate_size;
   const kernels::MlpWeights w{X.value(li.expert_gate[e]), X.value(li.expert_up[e]),
                               X.value(li.expert_down[e]), H, Im};
-  if (rows == 0) return;
-  if (!by_row_)
-    return kernels::mlp_forward(y, detail::at_least(mlp_, rows * 3 * Im), x, rows, w, false);
-  float* saved = detail::at_least(mlp_, 3 * Im);
-  for (std::int64_t r = 0; r < rows; ++r)
-    kernels::mlp_forward_row(y + r * H, saved, x + r * H, w, false);
+  mlp(y, mlp_, x, rows, w, false);
 }
 
 void Forward::routed_normal(Rows& r, int layer) {
@@ -207,13 +203,7 @@ void Forward::shared_and_add(Rows& r, int layer) {
     const std::int64_t Is = static_cast<std::int64_t>(c.num_shared_experts) * Im;
     const kernels::MlpWeights sw{P.value(li.shared_gate), P.value(li.shared_up),
                                  P.value(li.shared_down), H, Is};
-    if (!by_row_) {
-      kernels::mlp_forward(out, detail::at_least(r.mlp, T * 3 * Is), xn, T, sw, true);
-    } else {
-      float* saved = detail::at_least(r.mlp, 3 * Is);
-      for (std::int64_t t = 0; t < T; ++t)
-        kernels::mlp_forward_row(out + t * H, saved, xn + t * H, sw, true);
-    }
+    mlp(out, r.mlp, xn, T, sw, true);
   }
   float* h = r.h.data();
   for (std::int64_t i = 0; i < T * H; ++i) h[i] += out[i];
